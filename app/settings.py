@@ -1,0 +1,33 @@
+"""UI process settings from `STUDIO_*` environment variables (and `.env`).
+
+The app may not import `backend.core` (it speaks HTTP only), so it reads the
+few settings it needs itself, with the same names and defaults as the backend.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class UISettings(BaseSettings):
+    """Where the UI listens and how it reaches the API. Each field is the env var `STUDIO_<FIELD>`."""
+
+    model_config = SettingsConfigDict(env_prefix="STUDIO_", env_file=".env", extra="ignore")
+
+    api_url: str = Field(default="", description="The API's base URL; empty = http://api_host:api_port.")
+    api_host: str = Field(default="127.0.0.1", description="Interface the API binds to.")
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    ui_host: str = Field(default="127.0.0.1", description="Interface the Gradio UI binds to.")
+    ui_port: int = Field(default=7860, ge=1, le=65535)
+    api_token: str = Field(default="", description="Bearer token sent to the API (empty = none).")
+    poll_interval_s: float = Field(default=2.0, gt=0, le=60, description="How often live views refresh.")
+    request_timeout_s: float = Field(default=15.0, gt=0, description="Per-request HTTP timeout.")
+
+    @property
+    def resolved_api_url(self) -> str:
+        """`api_url` when set, else built from host and port; always without a trailing slash."""
+        if self.api_url:
+            return self.api_url.rstrip("/")
+        host = "127.0.0.1" if self.api_host in ("0.0.0.0", "::") else self.api_host
+        return f"http://{host}:{self.api_port}"

@@ -1,0 +1,171 @@
+"""Evaluate tab: one click to score a model or a trained run on HotpotQA / 2Wiki / MuSiQue.
+
+Launches an `eval` run whose `config["_eval"]` carries the request (datasets,
+methods, limit, checkpoint); a `gr.Timer` follows it; the results table and bar
+chart sit beside the paper's numbers and this studio's earlier evaluations.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from app.client import StudioAPIError, StudioClient
+from app.render.evaluation import TABLE_HEADERS, evaluation_figure, has_results, report_rows
+from app.render.runs import is_finished, run_card
+from app.tabs.common import error_markdown, parse_optional_int, run_choices
+from backend.schemas.run import EvaluationPublic, RunCreate
+
+DATASETS = ["hotpotqa", "2wiki", "musique"]
+METHODS = ["direct", "naive-rag", "base-tool-call", "agent"]
+BASE_MODEL = "smollm2-135m"
+HISTORY = 5
+
+
+@dataclass(frozen=True)
+class EvaluateTab:
+    """Component handles of the Evaluate tab."""
+
+    datasets: gr.CheckboxGroup
+    methods: gr.CheckboxGroup
+    source_run: gr.Dropdown
+    model: gr.Textbox
+    limit: gr.Number
+    start: gr.Button
+    card: gr.Markdown
+    table: gr.Dataframe
+    plot: gr.Plot
+    run_id: gr.State
+    timer: gr.Timer
+
+
+def build_eval_request(
+    client: StudioClient, datasets: list[str], methods: list[str], source_run: int | None, model: str, limit: Any
+) -> RunCreate:
+    """The eval run to launch; a trained run contributes its newest checkpoint as the `agent` model."""
+    if not datasets:
+        raise ValueError("datasets: tick at least one of hotpotqa, 2wiki, musique")
+    if not methods:
+        raise ValueError("methods: tick at least one method")
+    n = parse_optional_int(limit, "limit")
+    if n is not None and n < 1:
+        raise ValueError("limit must be at least 1 example per dataset (or empty for all)")
+    request: dict[str, Any] = {"datasets": list(datasets), "methods": list(methods), "limit": n, "seed": 0}
+    name_or_path = (model or "").strip() or BASE_MODEL
+    label = name_or_path
+    if source_run:
+        checkpoints = client.list_checkpoints(int(source_run))
+        if not checkpoints:
+            raise ValueError(f"run #{source_run} has no checkpoint yet; wait for it to save one or pick the base model")
+        newest = max(checkpoints, key=lambda c: c.step)
+        request.update(checkpoint_run_id=int(source_run), checkpoint_step=newest.step, checkpoint_path=newest.path)
+        label = f"run #{source_run} step {newest.step}"
+    name = f"eval {label} · {','.join(methods)} · {','.join(datasets)}"[:200]
+    return RunCreate(
+        name=name, kind="eval", preset=None, config={"model": {"name_or_path": name_or_path}, "_eval": request}
+    )
+
+
+def start_evaluation(
+    client: StudioClient, datasets: list[str], methods: list[str], source_run: int | None, model: str, limit: Any
+) -> tuple[Any, ...]:
+    """Launch: (run_id, card, timer)."""
+    try:
+        run = client.create_run(build_eval_request(client, datasets, methods, source_run, model, limit))
+    except (StudioAPIError, ValueError) as exc:
+        return gr.skip(), error_markdown(exc), gr.Timer(active=False)
+    return run.id, run_card(run), gr.Timer(active=True)
+
+
+def past_evaluations(client: StudioClient, exclude: int | None = None) -> list[EvaluationPublic]:
+    """The newest succeeded eval runs' results (for the comparison)."""
+    runs = client.list_runs(kind="eval", status="succeeded", limit=HISTORY).items
+    found = [client.get_evaluation(r.id) for r in runs if r.id != exclude]
+    return [e for e in found if has_results(e)]
+
+
+def show_results(client: StudioClient, run_id: int | None) -> tuple[Any, Any]:
+    """(table rows, figure) for this run plus earlier evaluations; the empty state says what to do."""
+    current = [client.get_evaluation(run_id)] if run_id is not None else []
+    shown = [e for e in current if has_results(e)] + past_evaluations(client, exclude=run_id)
+    rows = [row for e in shown for row in report_rows(e)]
+    if not shown:
+        return [], evaluation_figure(current) if current else None
+    return rows, evaluation_figure(shown)
+
+
+def poll_evaluation(client: StudioClient, run_id: int | None) -> tuple[Any, ...]:
+    """Timer tick: (card, table, plot, timer); results are fetched once the run finishes."""
+    if run_id is None:
+        return gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=False)
+    try:
+        run = client.get_run(int(run_id))
+        if not is_finished(run):
+            return run_card(run), gr.skip(), gr.skip(), gr.Timer(active=True)
+        rows, figure = show_results(client, run.id)
+    except StudioAPIError as exc:
+        return error_markdown(exc), gr.skip(), gr.skip(), gr.Timer(active=False)
+    return run_card(run), rows, figure, gr.Timer(active=False)
+
+
+def load_history(client: StudioClient) -> tuple[Any, ...]:
+    """On page load: the train-run picker and earlier results."""
+    try:
+        choices = [("Base model (no training)", 0), *run_choices(client, kind="train")]
+        rows, figure = show_results(client, None)
+    except StudioAPIError as exc:
+        return gr.update(), gr.skip(), gr.skip(), error_markdown(exc)
+    hint = "" if rows else "No evaluations yet: pick datasets and methods, then press **Evaluate**."
+    return gr.update(choices=choices), rows, figure, hint
+
+
+def build_evaluate_tab(client: StudioClient, *, poll_interval_s: float = 2.0) -> EvaluateTab:
+    """Lay out the tab and wire its events (call inside a `gr.Tab`)."""
+    gr.Markdown(
+        "Score a model on the multi-hop QA benchmarks (dev samples), greedy decoding. The paper's EM "
+        "is our **cover-EM** (gold contained in the answer)."
+    )
+    with gr.Row():
+        datasets = gr.CheckboxGroup(DATASETS, value=["hotpotqa"], label="Datasets", elem_id="eval-datasets")
+        methods = gr.CheckboxGroup(
+            METHODS,
+            value=["direct"],
+            label="Methods",
+            elem_id="eval-methods",
+            info="direct: no retrieval · naive-rag: passages in the prompt · "
+            "base-tool-call / agent: multi-turn search tool",
+        )
+    with gr.Row():
+        source_run = gr.Dropdown(
+            [("Base model (no training)", 0)],
+            value=0,
+            label="Checkpoint",
+            info="A train run's newest checkpoint, or the base model",
+        )
+        model = gr.Textbox(BASE_MODEL, label="Base model")
+        limit = gr.Number(10, label="Examples per dataset", precision=0, minimum=1, elem_id="eval-limit")
+    start = gr.Button("Evaluate", variant="primary", elem_id="eval-start")
+    card = gr.Markdown(elem_id="eval-card")
+    table = gr.Dataframe(
+        headers=TABLE_HEADERS, interactive=False, label="Results (this and earlier evaluations)", elem_id="eval-table"
+    )
+    plot = gr.Plot(label="Cover-EM beside the paper")
+    run_id, timer = gr.State(None), gr.Timer(poll_interval_s, active=False)
+    tab = EvaluateTab(datasets, methods, source_run, model, limit, start, card, table, plot, run_id, timer)
+    inputs = [tab.datasets, tab.methods, tab.source_run, tab.model, tab.limit]
+    tab.start.click(
+        functools.partial(start_evaluation, client),
+        inputs,
+        [tab.run_id, tab.card, tab.timer],
+        api_name="start_evaluation",
+    )
+    tab.timer.tick(
+        functools.partial(poll_evaluation, client),
+        [tab.run_id],
+        [tab.card, tab.table, tab.plot, tab.timer],
+        api_visibility="private",
+    )
+    return tab

@@ -1,0 +1,44 @@
+"""Trajectory routes: filtered pages (no token arrays) and the full record with siblings and labels."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from backend.api.deps import SessionDep
+from backend.crud import trajectories as traj_crud
+from backend.schemas.trajectory import LabelPublic, TrajectoriesPage, TrajectoryPublic, TrajectorySummary
+
+router = APIRouter(prefix="/trajectories", tags=["trajectories"])
+
+
+@router.get("")
+def list_trajectories(
+    session: SessionDep,
+    run_id: int | None = None,
+    step: int | None = None,
+    min_reward: float | None = None,
+    max_reward: float | None = None,
+    has_parse_error: bool | None = None,
+    has_tool_error: bool | None = None,
+    truncated: bool | None = None,
+    labeled: bool | None = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> TrajectoriesPage:
+    flt = traj_crud.TrajectoryFilter(
+        run_id=run_id, step=step, min_reward=min_reward, max_reward=max_reward, has_parse_error=has_parse_error,
+        has_tool_error=has_tool_error, truncated=truncated, labeled=labeled,
+    )  # fmt: skip
+    rows, total = traj_crud.list_trajectories(session, flt=flt, offset=offset, limit=limit)
+    return TrajectoriesPage(items=[TrajectorySummary.model_validate(t) for t in rows], total=total)
+
+
+@router.get("/{trajectory_id}")
+def get_trajectory(session: SessionDep, trajectory_id: int) -> TrajectoryPublic:
+    trajectory = traj_crud.get_trajectory(session, trajectory_id=trajectory_id)
+    summary = TrajectorySummary.model_validate(trajectory).model_dump()
+    labels = [LabelPublic.model_validate(x) for x in traj_crud.list_labels(session, trajectory_id=trajectory.id)]
+    siblings = traj_crud.sibling_ids(session, trajectory=trajectory)
+    return TrajectoryPublic(**summary, data=trajectory.data, sibling_ids=siblings, labels=labels)

@@ -1,0 +1,9 @@
+"""Imports every model module so `Base.metadata` is complete (Alembic and tests use this)."""
+
+from __future__ import annotations
+
+from backend.core.db import Base
+from backend.models import dataset, run, tool, trajectory
+
+MODEL_MODULES = (dataset, run, tool, trajectory)
+metadata = Base.metadata

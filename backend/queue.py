@@ -1,0 +1,100 @@
+"""The task contract between the API and the workers: task names, their queues, `enqueue`.
+
+The API never imports worker code: it sends tasks by name through a broker-only
+Celery client (`send_task`), created lazily from `settings.redis_url`. Routes call
+`enqueue` only AFTER the run row is committed, so a worker always finds it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from enum import StrEnum
+
+from celery import Celery
+
+from backend.core.config import get_settings
+
+logger = logging.getLogger(__name__)
+
+
+class TaskName(StrEnum):
+    PING = "system.ping"
+    TOOL_TEST = "tools.test"
+    VALIDATE_ENV = "environments.validate"
+    TRAIN = "runs.train"
+    ROLLOUT = "runs.rollout"
+    EVALUATE = "runs.evaluate"
+    EXPORT_CHECKPOINT = "checkpoints.export"
+
+
+QUEUE_OF: dict[TaskName, str] = {
+    TaskName.PING: "cpu",
+    TaskName.TOOL_TEST: "cpu",
+    TaskName.VALIDATE_ENV: "cpu",
+    TaskName.TRAIN: "gpu",
+    TaskName.ROLLOUT: "gpu",
+    TaskName.EVALUATE: "gpu",
+    TaskName.EXPORT_CHECKPOINT: "cpu",
+}
+"""Queue per task: model work goes to `gpu` workers, everything light to `cpu`."""
+
+TASK_OF_RUN_KIND: dict[str, TaskName] = {
+    "train": TaskName.TRAIN,
+    "rollout": TaskName.ROLLOUT,
+    "eval": TaskName.EVALUATE,
+}
+
+_lock = threading.Lock()
+_clients: dict[str, Celery] = {}
+
+
+class BrokerNotConfiguredError(RuntimeError):
+    """`STUDIO_REDIS_URL` is empty."""
+
+
+def broker_url() -> str:
+    url = get_settings().redis_url
+    if not url:
+        raise BrokerNotConfiguredError(
+            "STUDIO_REDIS_URL is empty: start the stack with `studio up` (it runs an embedded Redis) "
+            "or point STUDIO_REDIS_URL at a Redis server, e.g. redis://127.0.0.1:6379/0"
+        )
+    return url
+
+
+def broker_client() -> Celery:
+    """The process-wide broker-only client for the current broker URL (no result backend)."""
+    url = broker_url()
+    with _lock:
+        if url not in _clients:
+            client = Celery("studio-api", broker=url, set_as_current=False)
+            client.conf.update(
+                broker_connection_retry_on_startup=False,
+                broker_connection_timeout=3,
+                broker_connection_max_retries=1,
+                task_serializer="json",
+            )
+            _clients[url] = client
+        return _clients[url]
+
+
+def enqueue(task: TaskName, run_id: int) -> str:
+    """Send `task(run_id)` to its queue; returns the Celery task id."""
+    result = broker_client().send_task(
+        str(task), args=[run_id], queue=QUEUE_OF[task], retry=True, retry_policy={"max_retries": 1}
+    )
+    logger.info("enqueued %s(run_id=%s) on %s as %s", task, run_id, QUEUE_OF[task], result.id)
+    return str(result.id)
+
+
+def ping_workers(timeout_s: float = 1.0) -> list[str]:
+    """Hostnames of the workers that answered a broadcast ping within `timeout_s`."""
+    replies = broker_client().control.ping(timeout=timeout_s) or []
+    return sorted(name for reply in replies for name in reply)
+
+
+def ping_broker(timeout_s: float = 2.0) -> None:
+    """Raise if the broker cannot be reached."""
+    with broker_client().connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=timeout_s)

@@ -1,0 +1,38 @@
+"""Dataset schemas: a registered source of tasks (a local file, a hub id, or the demo)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from backend.schemas.common import DatasetKind, JSONDict, ORMModel
+
+
+class DatasetCreate(BaseModel):
+    """`location` is a file path (kind "file"), a hub id (kind "hub") or a seed (kind "demo")."""
+
+    name: str = Field(min_length=1, max_length=200)
+    kind: DatasetKind = "file"
+    location: str = Field(default="0", min_length=1)
+    format: str = Field(default="auto", description="hotpotqa | 2wiki | musique | jsonl | auto")
+
+
+class DatasetPublic(ORMModel):
+    id: int
+    name: str
+    kind: DatasetKind
+    location: str
+    format: str
+    counts: JSONDict
+    created_at: datetime
+
+
+class DatasetPreview(BaseModel):
+    """The first raw records of a file dataset, as stored on disk."""
+
+    dataset_id: int
+    rows: list[Any]
+    total: int | None = Field(default=None, description="Records in the file when known.")
+    note: str = ""

@@ -1,0 +1,78 @@
+"""Seconds per GRPO step and peak RSS for the reference CPU config.
+
+Reference (the RL core issue): SmolLM2-135M, 4 prompts x 4 generations, <= 3 turns,
+<= 128 new tokens per turn, HotpotQA dev sample from ../shared/data with BM25 top-3.
+Targets: <= 90 s per step on 2 cores, peak RSS <= 6 GB. Prints the figures; run from the
+repo root: `python -m bench.grpo_step [--steps 3] [--engine hf]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+from worker.rl.training.config import load_config, override
+from worker.rl.training.trainer import train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def reference_overrides(steps: int, engine: str) -> list[str]:
+    return [
+        f"engine.backend={engine}",
+        "task.source=../shared/data/hotpotqa/dev_sample.json",
+        "task.top_k=3",
+        "rollout.prompts_per_step=4",
+        "rollout.group_size=4",
+        "rollout.max_turns=3",
+        "rollout.max_new_tokens_per_turn=128",
+        f"optim.total_steps={steps}",
+        "eval.num_tasks=0",
+        # The untrained model rarely scores on HotpotQA, so every group can have zero reward variance and the
+        # update would be skipped; a tiny entropy bonus keeps the full update (forward + backward) in the timing.
+        "algorithm.entropy_coef=0.0001",
+        "logging.save_every_steps=0",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--engine", default="hf", choices=["hf", "vllm", "auto"])
+    parser.add_argument("--no-gradient-checkpointing", action="store_true", help="Keep every activation (more memory).")
+    args = parser.parse_args()
+
+    overrides = reference_overrides(args.steps, args.engine)
+    overrides.append(f"model.gradient_checkpointing={str(not args.no_gradient_checkpointing).lower()}")
+    config = override(load_config(REPO / "configs" / "hotpotqa_cpu.toml"), overrides)
+    step_times: list[float] = []
+    rows: list[dict[str, float]] = []
+    last = [time.perf_counter()]
+
+    def on_step(step: int, metrics: dict[str, float], _trajectories: object) -> None:
+        now = time.perf_counter()
+        step_times.append(now - last[0])
+        last[0] = now
+        rows.append({"step": step, **{k: v for k, v in metrics.items() if k.startswith(("perf/", "rollout/"))}})
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as run_dir:
+        train(config, run_dir=run_dir, on_step=on_step)
+    total_s = time.perf_counter() - started
+    peak_rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # ru_maxrss is KiB on Linux
+
+    print(f"reference GRPO config, engine={args.engine}, {args.steps} steps, total {total_s:.1f} s")
+    for row in rows:
+        print(json.dumps(row, sort_keys=True))
+    steady = step_times[1:] or step_times
+    print(f"step seconds (each): {', '.join(f'{t:.1f}' for t in step_times)}")
+    print(f"step seconds (mean after the first): {sum(steady) / len(steady):.1f}  (target <= 90)")
+    print(f"peak RSS: {peak_rss_gb:.2f} GB  (target <= 6)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,259 @@
+"""`studio`: the one command that runs Agent Studio.
+
+`studio up` runs everything on one machine (migrations, embedded Redis, API,
+a Celery worker, the UI); `studio api|worker|ui` run one part each for
+multi-machine deployments. RL commands (`train`, `rollout`, `eval`,
+`trajectories`) are forwarded to the core's own CLIs, imported lazily so the
+web processes never load torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from backend.core.config import Settings, get_settings
+from studio import preflight
+from studio.embedded_redis import EmbeddedRedisError
+
+app = typer.Typer(
+    name="studio",
+    help="Agent Studio: train tool-using LLM agents with multi-turn RL.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema migrations (Alembic).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+console = Console()
+err_console = Console(stderr=True)
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FORWARD = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _load_settings() -> Settings:
+    try:
+        settings = get_settings()
+    except Exception as exc:  # pydantic ValidationError: name the variable
+        raise fail(f"invalid STUDIO_* setting: {exc}".replace("\n", " ")) from None
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return settings
+
+
+# ---------------------------------------------------------------- database
+
+
+def _alembic_config(settings: Settings):  # type: ignore[no-untyped-def]
+    from alembic.config import Config
+
+    cfg = Config(str(REPO_ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(REPO_ROOT / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", settings.resolved_database_url.replace("%", "%%"))
+    return cfg
+
+
+def _upgrade(settings: Settings, revision: str = "head") -> None:
+    from alembic import command
+
+    preflight.check_database(settings.resolved_database_url)
+    command.upgrade(_alembic_config(settings), revision)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply migrations up to REVISION (default: the latest)."""
+    settings = _load_settings()
+    try:
+        _upgrade(settings, revision)
+    except preflight.ConfigError as exc:
+        raise fail(str(exc)) from None
+    console.print(f"database at {preflight.redact(settings.resolved_database_url)} is at {revision}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision, e.g. -1 or base.")]) -> None:
+    """Revert migrations down to REVISION."""
+    from alembic import command
+
+    settings = _load_settings()
+    try:
+        preflight.check_database(settings.resolved_database_url)
+    except preflight.ConfigError as exc:
+        raise fail(str(exc)) from None
+    command.downgrade(_alembic_config(settings), revision)
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Show the database's current revision."""
+    from alembic import command
+
+    settings = _load_settings()
+    try:
+        preflight.check_database(settings.resolved_database_url)
+    except preflight.ConfigError as exc:
+        raise fail(str(exc)) from None
+    command.current(_alembic_config(settings), verbose=False)
+
+
+# ---------------------------------------------------------------- processes
+
+
+def _api_args(settings: Settings) -> list[str]:
+    return [
+        sys.executable, "-m", "uvicorn", "backend.main:create_app", "--factory",
+        "--host", settings.api_host, "--port", str(settings.api_port), "--log-level", "warning",
+    ]  # fmt: skip
+
+
+def _worker_args(settings: Settings, queues: str | None = None) -> list[str]:
+    return [
+        sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
+        "-Q", queues or ",".join(settings.queues), "-c", str(settings.worker_concurrency),
+        "-n", f"studio-{os.getpid()}@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+    ]  # fmt: skip
+
+
+def _ui_args() -> list[str]:
+    return [sys.executable, "-m", "app.main"]
+
+
+def _exec(args: list[str], env: dict[str, str] | None = None) -> None:
+    os.execve(args[0], args, env or dict(os.environ))
+
+
+@app.command()
+def api() -> None:
+    """Run the FastAPI server alone (needs a migrated DB and a reachable Redis)."""
+    settings = _load_settings()
+    try:
+        preflight.check_access(settings)
+        preflight.check_port_free(settings.api_host, settings.api_port, "API", "STUDIO_API_PORT")
+        preflight.check_database(settings.resolved_database_url)
+        if settings.redis_url:
+            preflight.check_redis(settings.redis_url)
+    except preflight.ConfigError as exc:
+        raise fail(str(exc)) from None
+    _exec(_api_args(settings))
+
+
+@app.command()
+def worker(
+    queues: Annotated[str | None, typer.Option(help="Comma-separated queues, e.g. gpu or cpu,gpu.")] = None,
+) -> None:
+    """Run one Celery worker alone (point STUDIO_REDIS_URL/STUDIO_DATABASE_URL at shared services)."""
+    settings = _load_settings()
+    if not settings.redis_url:
+        raise fail("a standalone worker needs STUDIO_REDIS_URL (the broker the API uses); `studio up` runs one for you")
+    try:
+        preflight.check_redis(settings.redis_url)
+        preflight.check_database(settings.resolved_database_url)
+    except preflight.ConfigError as exc:
+        raise fail(str(exc)) from None
+    _exec(_worker_args(settings, queues))
+
+
+@app.command()
+def ui() -> None:
+    """Run the Gradio UI alone (STUDIO_API_URL says where the API is)."""
+    settings = _load_settings()
+    try:
+        preflight.check_port_free(settings.ui_host, settings.ui_port, "UI", "STUDIO_UI_PORT")
+    except preflight.ConfigError as exc:
+        raise fail(str(exc)) from None
+    _exec(_ui_args())
+
+
+@app.command()
+def up(
+    demo: Annotated[bool, typer.Option(help="Also launch the quickstart training run on the bundled model.")] = False,
+    no_ui: Annotated[bool, typer.Option("--no-ui", help="Do not start the Gradio UI.")] = False,
+    ready_timeout_s: Annotated[float, typer.Option(help="How long to wait for every part to be healthy.")] = 180.0,
+) -> None:
+    """Run the whole studio on this machine; Ctrl-C or SIGTERM stops everything."""
+    from studio.launcher import run_studio
+
+    settings = _load_settings()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        code = run_studio(settings, demo=demo, with_ui=not no_ui, ready_timeout_s=ready_timeout_s, console=console)
+    except (preflight.ConfigError, EmbeddedRedisError) as exc:
+        raise fail(str(exc)) from None
+    raise typer.Exit(code)
+
+
+# ---------------------------------------------------------------- RL commands (forwarded)
+
+
+def _forward(module: str, attr: str, args: list[str]) -> None:
+    import importlib
+
+    target = getattr(importlib.import_module(module), attr)
+    target(args=args, prog_name="studio", standalone_mode=True)
+
+
+@app.command(context_settings=FORWARD, add_help_option=False)
+def train(ctx: typer.Context) -> None:
+    """Train a policy from a config file: `studio train CONFIG [--resume RUN_DIR]`."""
+    _forward("worker.rl.cli", "app", ["train", *ctx.args])
+
+
+@app.command(context_settings=FORWARD, add_help_option=False)
+def rollout(ctx: typer.Context) -> None:
+    """Collect rollouts only (no update): `studio rollout CONFIG`."""
+    _forward("worker.rl.cli", "app", ["rollout", *ctx.args])
+
+
+@app.command(context_settings=FORWARD, add_help_option=False)
+def trajectories(ctx: typer.Context) -> None:
+    """Trajectory exports: `studio trajectories check FILE`."""
+    _forward("worker.rl.cli", "app", ["trajectories", *ctx.args])
+
+
+@app.command("eval", context_settings=FORWARD, add_help_option=False)
+def evaluate(ctx: typer.Context) -> None:
+    """Evaluate on HotpotQA / 2Wiki / MuSiQue: `studio eval --datasets ... --method ...`."""
+    _forward("worker.rl.evaluation.cli", "app", ["eval", *ctx.args])
+
+
+def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    app()
+
+
+def print_urls(settings: Settings, with_ui: bool, redis_url: str) -> None:
+    table = Table(title="Agent Studio is up", show_header=False)
+    if with_ui:
+        table.add_row("Studio (UI)", f"http://{settings.ui_host}:{settings.ui_port}")
+    table.add_row("API", settings.resolved_api_url + "/api/v1")
+    table.add_row("API docs", settings.resolved_api_url + "/docs")
+    table.add_row("Database", preflight.redact(settings.resolved_database_url))
+    table.add_row("Broker", preflight.redact(redis_url))
+    table.add_row("Data dir", str(settings.data_dir.resolve()))
+    console.print(table)
+    console.print("Press Ctrl-C to stop.", style="dim")
+    sys.stdout.flush()
+    time.sleep(0)
+
+
+if __name__ == "__main__":
+    main()

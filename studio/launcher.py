@@ -1,0 +1,106 @@
+"""`studio up`: preflight → migrations → Redis → API, worker, UI → wait → clean stop.
+
+Every part is the real service: the embedded Redis is a real redis-server, the
+worker a real Celery worker. Returns the process exit code; never leaves a
+child process or a stale socket behind.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import httpx
+from rich.console import Console
+
+from backend.core.config import Settings
+from studio import preflight
+from studio.embedded_redis import EmbeddedRedis
+from studio.supervisor import Supervisor
+
+POLL_S = 0.5
+
+
+def _preflight(settings: Settings, with_ui: bool) -> None:
+    preflight.check_access(settings)
+    preflight.check_port_free(settings.api_host, settings.api_port, "API", "STUDIO_API_PORT")
+    if with_ui:
+        preflight.check_port_free(settings.ui_host, settings.ui_port, "UI", "STUDIO_UI_PORT")
+    preflight.check_database(settings.resolved_database_url)
+    if settings.redis_url:
+        preflight.check_redis(settings.redis_url)
+
+
+def _headers(settings: Settings) -> dict[str, str]:
+    return {"Authorization": f"Bearer {settings.api_token}"} if settings.api_token else {}
+
+
+def wait_ready(settings: Settings, supervisor: Supervisor, with_ui: bool, timeout_s: float) -> dict[str, object]:
+    """Poll /health until db, broker and a worker are ok and the UI answers."""
+    deadline = time.monotonic() + timeout_s
+    last: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        dead = supervisor.first_exited()
+        if dead is not None:
+            code = dead.process.returncode  # type: ignore[union-attr]
+            raise preflight.ConfigError(f"{dead.name} exited during startup (code {code}); see its output above")
+        try:
+            resp = httpx.get(settings.resolved_api_url + "/api/v1/health", headers=_headers(settings), timeout=5)
+            last = resp.json()
+            ui_ok = True
+            if with_ui:
+                ui_ok = httpx.get(f"http://127.0.0.1:{settings.ui_port}/", timeout=5).status_code < 500
+            if last.get("ok") and ui_ok:
+                return last
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(POLL_S)
+    raise preflight.ConfigError(f"the studio did not become healthy within {timeout_s:.0f} s (last health: {last})")
+
+
+def launch_demo(settings: Settings, console: Console) -> None:
+    body = {"kind": "train", "name": "quickstart demo", "preset": "quickstart"}
+    resp = httpx.post(settings.resolved_api_url + "/api/v1/runs", json=body, headers=_headers(settings), timeout=30)
+    if resp.status_code >= 400:
+        console.print(f"[yellow]could not launch the demo run: {resp.status_code} {resp.text}[/]")
+        return
+    run = resp.json()
+    console.print(f"Launched the quickstart training run #{run.get('id')} — watch it in the Runs tab.")
+
+
+def run_studio(settings: Settings, *, demo: bool, with_ui: bool, ready_timeout_s: float, console: Console) -> int:
+    from studio.cli import _api_args, _ui_args, _upgrade, _worker_args, print_urls
+
+    _preflight(settings, with_ui)
+    console.print("Applying database migrations…")
+    _upgrade(settings)
+    redis = EmbeddedRedis(settings.data_dir) if not settings.redis_url else None
+    env = dict(os.environ)
+    env["STUDIO_DATA_DIR"] = str(settings.data_dir.resolve())
+    supervisor = Supervisor(env=env)
+    try:
+        redis_url = settings.redis_url or redis.start()  # type: ignore[union-attr]
+        env["STUDIO_REDIS_URL"] = redis_url
+        supervisor.spawn("api", _api_args(settings))
+        supervisor.spawn("worker", _worker_args(settings))
+        if with_ui:
+            supervisor.spawn("ui", _ui_args())
+        console.print("Starting API, worker" + (" and UI" if with_ui else "") + "…")
+        wait_ready(settings, supervisor, with_ui, ready_timeout_s)
+        print_urls(settings, with_ui, redis_url)
+        if demo:
+            launch_demo(settings, console)
+        while True:
+            dead = supervisor.first_exited()
+            if dead is not None:
+                code = dead.process.returncode  # type: ignore[union-attr]
+                console.print(f"[red]{dead.name} stopped unexpectedly (code {code}); shutting down[/]")
+                return 1
+            time.sleep(POLL_S)
+    except KeyboardInterrupt:
+        console.print("Stopping…")
+        return 0
+    finally:
+        supervisor.stop_all()
+        if redis is not None:
+            redis.stop()

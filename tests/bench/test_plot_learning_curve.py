@@ -1,0 +1,63 @@
+"""`bench.plot_learning_curve`: metrics parsing, smoothing, eval summary and the HTML figure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.plot_learning_curve import build_figure, eval_summary, moving_average, read_metrics, series, write_outputs
+
+
+def _write(run_dir: Path, rows: list[dict[str, float]]) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "metrics.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+ROWS = [
+    {"step": 0, "eval/mean": 0.2, "eval/answer": 0.1},
+    {"step": 1, "reward/mean": 0.1, "reward/answer": 0.0, "reward/format_rate": 1.0},
+    {"step": 2, "reward/mean": 0.5, "reward/answer": 0.4, "reward/format_rate": 1.0, "eval/mean": 0.6,
+     "eval/answer": 0.5},
+]  # fmt: skip
+
+
+def test_read_metrics_keeps_eval_only_row_and_last_rewrite(tmp_path: Path) -> None:
+    rewritten = {"step": 1, "reward/mean": 0.3, "reward/answer": 0.2, "reward/format_rate": 1.0}
+    rows = read_metrics(_write(tmp_path, [*ROWS, rewritten]))
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    assert rows[1]["reward/mean"] == 0.3
+
+
+def test_read_metrics_names_the_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"metrics\.jsonl"):
+        read_metrics(tmp_path / "metrics.jsonl")
+
+
+def test_series_skips_rows_without_the_key() -> None:
+    curve = series(ROWS, "eval/mean", "held-out")
+    assert curve.steps == (0, 2)
+    assert curve.values == (0.2, 0.6)
+
+
+def test_moving_average() -> None:
+    assert moving_average([1.0, 3.0, 5.0, 7.0], 2) == (1.0, 2.0, 4.0, 6.0)
+    with pytest.raises(ValueError, match="window"):
+        moving_average([1.0], 0)
+
+
+def test_eval_summary_quotes_first_and_last() -> None:
+    assert eval_summary(ROWS) == "held-out greedy reward 0.200 → 0.600 (answer EM 0.100 → 0.500)"
+    assert eval_summary(ROWS[1:2]) == ""
+
+
+def test_figure_and_html(tmp_path: Path) -> None:
+    fig = build_figure(ROWS, "t")
+    names = {trace.name for trace in fig.data}
+    assert {"train reward", "held-out reward", "held-out answer EM"} <= names
+    written = write_outputs(fig, tmp_path / "curve", png=False)
+    assert written == [tmp_path / "curve.html"]
+    assert "plotly" in written[0].read_text(encoding="utf-8").lower()

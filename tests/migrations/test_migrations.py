@@ -1,0 +1,79 @@
+"""Migrations: upgrade/downgrade/upgrade round-trips, an empty autogenerate diff, frozen-history imports."""
+
+from __future__ import annotations
+
+import ast
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, inspect, text
+
+from backend.core.db import alembic_config
+from backend.models.registry import metadata
+
+VERSIONS = Path(__file__).resolve().parents[2] / "migrations" / "versions"
+TABLES = {"tools", "tool_versions", "datasets", "environments", "runs", "metrics", "trajectories", "labels",
+          "checkpoints", "evaluations", "trajectory_data"}  # fmt: skip
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def _round_trip(url: str) -> None:
+    config = alembic_config(url)
+    command.upgrade(config, "head")
+    engine = create_engine(url)
+    assert set(inspect(engine).get_table_names()) >= TABLES
+    command.downgrade(config, "base")
+    assert not TABLES & set(inspect(engine).get_table_names())
+    command.upgrade(config, "head")
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
+    engine.dispose()
+    assert diff == []
+
+
+def test_sqlite_round_trip_and_empty_diff(tmp_path: Path) -> None:
+    _round_trip(f"sqlite:///{tmp_path / 'm.db'}")
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    name = f"studio_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        pytest.skip(f"PostgreSQL not reachable: {exc}")
+    yield PG_URL.rsplit("/", 1)[0] + f"/{name}"
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.mark.integration
+def test_postgres_round_trip_and_empty_diff(pg_database: str) -> None:
+    _round_trip(pg_database)
+
+
+def test_single_initial_revision_is_date_prefixed() -> None:
+    files = sorted(p.name for p in VERSIONS.glob("*.py"))
+    assert len(files) == 1
+    assert files[0][:11].replace("_", "").isdigit()
+
+
+@pytest.mark.parametrize("path", sorted(VERSIONS.glob("*.py")), ids=lambda p: p.name)
+def test_revisions_import_only_alembic_and_sqlalchemy(path: Path) -> None:
+    allowed = {"alembic", "sqlalchemy", "collections", "typing", "__future__"}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            roots = {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            roots = {(node.module or "").split(".")[0]}
+        else:
+            continue
+        assert roots <= allowed, f"{path.name} imports {roots - allowed}: revisions must not import live code"

@@ -1,0 +1,122 @@
+"""TrainConfig validation, strict TOML/YAML loading, dotted overrides and the shipped configs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from worker.rl.training.config import (
+    AlgorithmConfig,
+    RolloutConfig,
+    TrainConfig,
+    load_config,
+    override,
+    save_resolved,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_and_derived_properties() -> None:
+    cfg = TrainConfig(rollout=RolloutConfig(prompts_per_step=3, group_size=5))
+    assert cfg.trajectories_per_step == 15
+    assert not cfg.uses_reference
+    assert TrainConfig(algorithm=AlgorithmConfig(kl_coef=0.001)).uses_reference
+
+
+def test_group_size_one_needs_non_group_estimator() -> None:
+    with pytest.raises(ValueError, match=r"group_size must be >= 2 for grpo; use algorithm.estimator='reinforce_pp'"):
+        TrainConfig(rollout=RolloutConfig(group_size=1))
+    ok = TrainConfig(rollout=RolloutConfig(group_size=1), algorithm=AlgorithmConfig(estimator="reinforce_pp"))
+    assert ok.rollout.group_size == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"estimator": "ppo9"}, "algorithm.estimator"),
+        ({"loss_agg": "sum"}, "algorithm.loss_agg"),
+        ({"clip_low": 1.5}, "algorithm.clip_low"),
+        ({"estimator": "gae"}, "vf_coef"),
+        ({"kl_estimator": "k2"}, "algorithm.kl_estimator"),
+    ],
+)
+def test_field_errors_name_the_field(kwargs: dict[str, object], field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        AlgorithmConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_load_toml_and_yaml(tmp_path: Path) -> None:
+    toml = tmp_path / "a.toml"
+    toml.write_text("seed = 3\n[rollout]\ngroup_size = 6\n[optim]\nlr = 1\nbetas = [0.9, 0.95]\n[model.lora]\nr = 4\n")
+    cfg = load_config(toml)
+    assert (cfg.seed, cfg.rollout.group_size, cfg.optim.lr, cfg.optim.betas) == (3, 6, 1.0, (0.9, 0.95))
+    assert cfg.model.lora is not None
+    assert cfg.model.lora.r == 4
+    yml = tmp_path / "a.yaml"
+    yml.write_text("rollout:\n  group_size: 7\ntask:\n  source: demo\n")
+    assert load_config(yml).rollout.group_size == 7
+
+
+def test_unknown_key_names_path_and_lists_valid(tmp_path: Path) -> None:
+    p = tmp_path / "bad.toml"
+    p.write_text("[rollout]\ngroup_sise = 4\n")
+    with pytest.raises(ValueError, match=r"'rollout.group_sise'.*group_size"):
+        load_config(p)
+    p.write_text("[rolout]\n")
+    with pytest.raises(ValueError, match=r"'rolout'.*rollout"):
+        load_config(p)
+
+
+def test_type_error_names_field(tmp_path: Path) -> None:
+    p = tmp_path / "bad.toml"
+    p.write_text('[rollout]\ngroup_size = "four"\n')
+    with pytest.raises(ValueError, match=r"rollout.group_size must be of type int"):
+        load_config(p)
+    p.write_text("[optim]\nbetas = [0.9]\n")
+    with pytest.raises(ValueError, match=r"optim.betas must have 2 items"):
+        load_config(p)
+
+
+def test_bad_extension_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")
+    (tmp_path / "c.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"\.toml"):
+        load_config(tmp_path / "c.json")
+
+
+def test_override_and_resolved_roundtrip(tmp_path: Path) -> None:
+    cfg = override(TrainConfig(), ["rollout.group_size=8", "task.dataset=hotpotqa", "model.lora.r=4", "seed=9"])
+    assert (cfg.rollout.group_size, cfg.task.dataset, cfg.seed) == (8, "hotpotqa", 9)
+    assert cfg.model.lora is not None
+    assert cfg.model.lora.r == 4
+    assert override(cfg, ["model.lora=none"]).model.lora is None
+    with pytest.raises(ValueError, match=r"section.key=value"):
+        override(cfg, ["rollout.group_size"])
+    with pytest.raises(ValueError, match=r"rollout.bogus"):
+        override(cfg, ["rollout.bogus=1"])
+    path = save_resolved(cfg, tmp_path)
+    data = json.loads(path.read_text())
+    assert data["rollout"]["group_size"] == 8
+    yml = tmp_path / "r.yaml"
+    import yaml
+
+    yml.write_text(yaml.safe_dump(data))
+    assert load_config(yml) == cfg
+
+
+@pytest.mark.parametrize("name", ["quickstart.toml", "hotpotqa_cpu.toml", "paper_qwen2.5_3b_grpo.toml"])
+def test_shipped_configs_load(name: str) -> None:
+    cfg = load_config(REPO / "configs" / name)
+    assert cfg.rollout.group_size >= 2
+
+
+def test_paper_config_matches_paper_setting() -> None:
+    cfg = load_config(REPO / "configs" / "paper_qwen2.5_3b_grpo.toml")
+    assert cfg.model.name_or_path == "Qwen/Qwen2.5-3B-Instruct"
+    assert (cfg.algorithm.estimator, cfg.rollout.group_size, cfg.optim.lr) == ("grpo", 5, 1e-6)
+    assert (cfg.algorithm.kl_coef, cfg.algorithm.kl_estimator) == (0.001, "k3")
+    assert (cfg.rollout.max_turns, cfg.task.top_k, cfg.engine.backend) == (5, 5, "vllm")

@@ -1,0 +1,243 @@
+"""Evaluation runner, table math and reports, driven by `ScriptedGenerator` (no torch, no model)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from worker.rl.evaluation.report import PAPER_EM, build_report, paper_row, render_markdown, write_report
+from worker.rl.evaluation.results import EvalResult, Prediction, summarize
+from worker.rl.evaluation.runner import evaluate, extract_prediction
+from worker.rl.generation.scripted import ScriptedGenerator
+from worker.rl.rewards.qa_metrics import QAScores
+from worker.rl.rollout import RolloutLimits
+from worker.rl.tools.search import BM25Retriever, Retriever, corpus_from_tasks
+from worker.rl.types import Passage, Task
+
+SPECIALS = ("<|im_start|>", "<|im_end|>")
+
+
+class CharTokenizer:
+    """One id per character, plus the two ChatML specials as single ids (eos = <|im_end|>)."""
+
+    eos_token_id: int | None = 1
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        ids: list[int] = []
+        i = 0
+        while i < len(text):
+            special = next((k for k, s in enumerate(SPECIALS) if text.startswith(s, i)), None)
+            if special is not None:
+                ids.append(special)
+                i += len(SPECIALS[special])
+            else:
+                ids.append(ord(text[i]) + 10)
+                i += 1
+        return ids
+
+    def decode(self, token_ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        parts = [("" if skip_special_tokens else SPECIALS[t]) if t < 2 else chr(t - 10) for t in token_ids]
+        return "".join(parts)
+
+
+def _task(i: int, answer: str, title: str, text: str) -> Task:
+    return Task(id=f"q{i}", question=f"Where was {title} born?", answers=(answer,),
+                context=(Passage(title, text), Passage(f"Other {i}", "Unrelated filler text.")),
+                supporting_titles=(title,), metadata={"dataset": "toy"})  # fmt: skip
+
+
+TASKS = [
+    _task(0, "Paris", "Ana Vell", "Ana Vell was born in Paris."),
+    _task(1, "Rome", "Bo Trask", "Bo Trask was born in Rome."),
+    _task(2, "Oslo", "Cy Dorn", "Cy Dorn was born in Oslo."),
+]
+LIMITS = RolloutLimits(max_turns=3, max_new_tokens_per_turn=200, max_total_tokens=8000)
+
+
+def _factory(name: str, tasks: Sequence[Task]) -> Retriever:
+    return BM25Retriever.from_passages(corpus_from_tasks(tasks))
+
+
+def _reply_by_question(answers: dict[str, str]):  # type: ignore[no-untyped-def]
+    def reply(prompt: str) -> str:
+        for key, value in answers.items():
+            if key in prompt.rsplit("Question:", 1)[-1]:
+                return value
+        return "no idea"
+
+    return reply
+
+
+def test_extract_prediction() -> None:
+    assert extract_prediction("think...\n<answer> Paris </answer>") == "Paris"
+    assert extract_prediction("<answer>a</answer> then <answer>b</answer>") == "b"
+    assert extract_prediction("<answer>Rome, Italy") == "Rome, Italy"
+    assert extract_prediction("I think.\nAnswer: Oslo\n\n") == "Oslo"
+    assert extract_prediction('<tool_call>{"name": "search"}</tool_call>') == ""
+    assert extract_prediction("") == ""
+
+
+def test_direct_method_scores_and_table_math() -> None:
+    # Prompts end with the prefilled "<answer>", so the scripted reply continues it.
+    gen = ScriptedGenerator(
+        CharTokenizer(),
+        _reply_by_question(
+            {"Ana Vell": "Paris</answer>", "Bo Trask": "Milan</answer>", "Cy Dorn": "in Oslo town</answer>"}
+        ),
+    )
+    result = evaluate({"toy": TASKS}, method="direct", generator=gen, tokenizer=CharTokenizer(),
+                      retriever_factory=None, limits=LIMITS, seed=0)  # fmt: skip
+    (row,) = result.metrics
+    assert [p.prediction for p in result.predictions] == ["Paris", "Milan", "in Oslo town"]
+    assert row.n == 3
+    assert row.em == pytest.approx(1 / 3)
+    assert row.cover_em == pytest.approx(2 / 3)
+    assert row.f1 == pytest.approx((1 + 0 + 0.5) / 3)  # "in oslo town" vs "oslo": P=1/3, R=1 -> 0.5
+    assert (row.avg_turns, row.avg_tool_calls, row.retrieval_recall) == (1.0, 0.0, None)
+    assert gen.calls == [3]  # one batched engine call
+
+
+def test_naive_rag_puts_passages_in_prompt_and_measures_recall() -> None:
+    seen: list[str] = []
+
+    def reply(prompt: str) -> str:
+        seen.append(prompt)
+        return "Paris</answer>"
+
+    gen = ScriptedGenerator(CharTokenizer(), reply)
+    result = evaluate({"toy": TASKS[:1]}, method="naive-rag", generator=gen, tokenizer=CharTokenizer(),
+                      retriever_factory=_factory, limits=LIMITS, top_k=1)  # fmt: skip
+    assert "Doc 1 (Title: Ana Vell) Ana Vell was born in Paris." in seen[0]
+    assert result.predictions[0].retrieval_recall == 1.0
+    assert result.metrics[0].em == 1.0
+
+
+def test_base_tool_call_runs_multi_turn_episodes() -> None:
+    def reply(prompt: str) -> str:
+        question = prompt.split("Question:")[-1]
+        name = next(t.supporting_titles[0] for t in TASKS if t.supporting_titles[0] in question)
+        if "<tool_response>" not in prompt:
+            return f'<tool_call>{{"name": "search", "arguments": {{"query": "{name}"}}}}</tool_call>'
+        answer = next(t.answers[0] for t in TASKS if t.supporting_titles[0] == name)
+        return f"<answer>{answer if name != 'Cy Dorn' else 'Bergen'}</answer>"
+
+    gen = ScriptedGenerator(CharTokenizer(), reply)
+    result = evaluate({"toy": TASKS}, method="base-tool-call", generator=gen, tokenizer=CharTokenizer(),
+                      retriever_factory=_factory, limits=LIMITS, top_k=1, seed=3)  # fmt: skip
+    (row,) = result.metrics
+    assert row.em == pytest.approx(2 / 3)
+    assert row.avg_turns == 2.0
+    assert row.avg_tool_calls == 1.0
+    assert row.retrieval_recall == 1.0
+    first = result.predictions[0]
+    assert first.trajectory is not None
+    assert first.trajectory["final_answer"] == "Paris"
+    assert first.generated_tokens == sum(first.trajectory["loss_mask"])
+    assert row.generated_tokens == sum(p.generated_tokens for p in result.predictions)
+
+
+def test_evaluate_validates_method_and_retriever() -> None:
+    gen = ScriptedGenerator(CharTokenizer(), ["x"])
+    with pytest.raises(ValueError, match="method must be one of"):
+        evaluate({"toy": TASKS}, method="oracle", generator=gen, tokenizer=CharTokenizer(),  # type: ignore[arg-type]
+                 retriever_factory=None, limits=LIMITS)  # fmt: skip
+    with pytest.raises(ValueError, match="needs a retriever_factory"):
+        evaluate({"toy": TASKS}, method="naive-rag", generator=gen, tokenizer=CharTokenizer(),
+                 retriever_factory=None, limits=LIMITS)  # fmt: skip
+
+
+def _pred(dataset: str, em: float, cover: float, f1: float, recall: float | None, turns: int = 1) -> Prediction:
+    return Prediction(dataset=dataset, method="base-tool-call", task_id="t", question="q", golds=("a",),
+                      prediction="a", scores=QAScores(em, cover, f1), num_turns=turns, num_tool_calls=turns - 1,
+                      retrieval_recall=recall, generated_tokens=10)  # fmt: skip
+
+
+def test_summarize_and_report(tmp_path: Path) -> None:
+    hot = summarize(
+        "hotpotqa", "base-tool-call", [_pred("hotpotqa", 1, 1, 1, 0.5, 3), _pred("hotpotqa", 0, 1, 0.5, None)], 2.0
+    )
+    assert (hot.em, hot.cover_em, hot.f1, hot.avg_turns, hot.avg_tool_calls) == (0.5, 1.0, 0.75, 2.0, 1.0)
+    assert hot.retrieval_recall == 0.5  # only the example with gold titles counts
+    assert hot.examples_per_s == 1.0
+    assert hot.tokens_per_s == 10.0
+    wiki = summarize("2wiki", "base-tool-call", [_pred("2wiki", 0, 0, 0.25, 1.0)], 1.0)
+    result = EvalResult("base-tool-call", 0, (hot, wiki), (), 3.0)
+    assert result.average() == {"em": 0.25, "cover_em": 0.5, "f1": 0.5}
+    report = build_report([result], model="tiny")
+    method = report["methods"][0]
+    assert method["paper_row"] == "Base Tool Call"
+    assert method["datasets"][0]["paper_em"] == 0.1372
+    assert method["average"]["paper_em"] == pytest.approx((0.1372 + 0.0891) / 2)
+    md = render_markdown(report)
+    assert "| base-tool-call | hotpotqa | 2 | 0.5000 | 1.0000 | 0.7500 | 0.1372 |" in md
+    paths = write_report([result], tmp_path, model="tiny")
+    assert json.loads(paths["json"].read_text())["methods"][0]["average"]["em"] == 0.25
+    assert paths["predictions_base-tool-call"].read_text() == ""
+
+
+def test_paper_rows() -> None:
+    assert paper_row("naive-rag") == "Naive RAG"
+    assert paper_row("direct") is None
+    assert paper_row("agent") == "GRPO"
+    assert paper_row("agent", "RLOO") == "RLOO"
+    assert PAPER_EM["PPO"]["musique"] == 0.1552
+    with pytest.raises(ValueError, match="agent_algorithm"):
+        paper_row("agent", "DPO")
+
+
+DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+
+
+def test_cli_parsing(tmp_path: Path) -> None:
+    import typer
+
+    from worker.rl.evaluation.cli import parse_dataset_specs, parse_methods
+
+    (tmp_path / "2wiki").mkdir()
+    (tmp_path / "2wiki" / "dev_sample.json").write_text("[]")
+    specs = parse_dataset_specs("2WikiMultihopQA, mine=/x/y.jsonl,musique", tmp_path)
+    assert specs == {"2wiki": str(tmp_path / "2wiki" / "dev_sample.json"), "mine": "/x/y.jsonl", "musique": "musique"}
+    assert parse_methods(["direct,naive-rag", "direct", "agent"]) == ["direct", "naive-rag", "agent"]
+    with pytest.raises(typer.BadParameter, match="unknown method"):
+        parse_methods(["oracle"])
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason=f"shared benchmark samples not found at {DATA}")
+def test_cli_eval_end_to_end_with_scripted_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from worker.rl.evaluation import cli
+
+    def engine(model: str, engine: str, max_batch_size: int) -> tuple[ScriptedGenerator, CharTokenizer]:
+        return ScriptedGenerator(CharTokenizer(), lambda prompt: "yes</answer>"), CharTokenizer()
+
+    monkeypatch.setattr(cli, "_load_engine", engine)
+    args = [
+        "eval",
+        "--datasets",
+        "hotpotqa,musique",
+        "--method",
+        "direct,naive-rag",
+        "--limit",
+        "5",
+        "--data-dir",
+        str(DATA),
+        "--output-dir",
+        str(tmp_path),
+        "--bm25-cache-dir",
+        str(tmp_path / "bm25"),
+    ]
+    out = CliRunner().invoke(cli.app, args)
+    assert out.exit_code == 0, out.output
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [m["method"] for m in report["methods"]] == ["direct", "naive-rag"]
+    assert [d["n"] for d in report["methods"][1]["datasets"]] == [5, 5]
+    lines = (tmp_path / "predictions_naive-rag.jsonl").read_text().splitlines()
+    assert len(lines) == 10
+    first = json.loads(lines[0])
+    assert first["prediction"] == "yes"
+    assert first["retrieval_recall"] is not None
+    assert "Naive RAG" in (tmp_path / "report.md").read_text()

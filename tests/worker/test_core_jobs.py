@@ -1,0 +1,117 @@
+"""Job bodies over the REAL RL core (tiny random model on disk, MemoryRunStore): rollout, evaluate, validate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from worker import jobs
+from worker.store import EnvironmentSpec, MemoryRunStore, ToolSpec
+
+DATA_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+BM25 = ToolSpec(2, "search", "builtin", "bm25_search", {}, {"name": "bm25_search"}, 1)
+
+
+def tiny_config(model_dir: Path, total_steps: int) -> dict[str, Any]:
+    return {
+        "model": {"name_or_path": str(model_dir), "device": "cpu"},
+        "engine": {"backend": "hf"},
+        "task": {"source": "demo", "eval_size": 2, "force_first_search": True, "top_k": 1, "max_passage_chars": 60},
+        "rollout": {"prompts_per_step": 1, "group_size": 2, "max_turns": 2, "max_new_tokens_per_turn": 4,
+                    "max_total_tokens": 4096},
+        "optim": {"total_steps": total_steps},
+        "eval": {"num_tasks": 0, "at_start": False},
+    }  # fmt: skip
+
+
+def test_rollout_job_stores_steps_with_token_texts_and_resumes(tiny_model_dir: Path, tmp_path: Path) -> None:
+    store = MemoryRunStore()
+    run_id = store.add_run("rollout", config=tiny_config(tiny_model_dir, total_steps=3))
+    store.runs[run_id].cancel_requested = True  # stops after the first step, leaving rollout_state.json
+    jobs.rollout_job(run_id, store, hostname="w", runs_dir=tmp_path)
+    run = store.runs[run_id]
+    assert run.status == "cancelled"
+    assert sorted(run.metrics) == [1]
+    step, first = run.trajectories[0]
+    assert step == 1
+    assert len(first["token_texts"]) == len(first["token_ids"])
+    assert "".join(first["token_texts"]).count("<|im_start|>") >= 3
+    run.cancel_requested = False
+    jobs.rollout_job(run_id, store, hostname="w", runs_dir=tmp_path)
+    assert run.status == "succeeded"
+    assert sorted(run.metrics) == [1, 2, 3]
+    assert sorted({s for s, _ in run.trajectories}) == [1, 2, 3]
+    assert len(run.trajectories) == 6
+    assert run.result is not None
+    assert run.result["num_trajectories"] == 4, "the resumed call collects only steps 2 and 3"
+
+
+@pytest.mark.skipif(not (DATA_DIR / "hotpotqa" / "dev_sample.json").is_file(), reason="no shared benchmark samples")
+def test_evaluate_job_stores_build_report(tiny_model_dir: Path, tmp_path: Path) -> None:
+    store = MemoryRunStore()
+    request = {"datasets": ["hotpotqa"], "methods": ["direct"], "limit": 2, "seed": 0}
+    run_id = store.add_run("eval", config={"model": {"name_or_path": str(tiny_model_dir)}, "_eval": request})
+    jobs.evaluate_job(run_id, store, hostname="w", runs_dir=tmp_path, data_dir=DATA_DIR)
+    run = store.runs[run_id]
+    assert run.status == "succeeded"
+    report = run.evaluations[0]
+    assert report is run.result
+    method = report["methods"][0]
+    assert method["method"] == "direct"
+    assert [(d["dataset"], d["n"]) for d in method["datasets"]] == [("hotpotqa", 2)]
+    assert (run.step, run.total_steps) == (2, 2)
+    assert (tmp_path / f"run-{run_id}" / "eval" / "report.json").is_file()
+
+
+def test_evaluate_job_names_bad_request(tmp_path: Path) -> None:
+    store = MemoryRunStore()
+    run_id = store.add_run("eval", config={"_eval": {"datasets": ["hotpotqa"], "methods": ["guess"]}})
+    with pytest.raises(ValueError, match="methods"):
+        jobs.evaluate_job(run_id, store, hostname="w", runs_dir=tmp_path, data_dir=DATA_DIR)
+    missing = store.add_run("eval", config={})
+    with pytest.raises(ValueError, match="_eval"):
+        jobs.evaluate_job(missing, store, hostname="w", runs_dir=tmp_path, data_dir=DATA_DIR)
+
+
+def test_validate_env_job_demo_kb_passes() -> None:
+    store = MemoryRunStore()
+    store.environments[1] = EnvironmentSpec(1, "demo", (BM25,), None, {}, {"max_turns": 2})
+    run_id = store.add_run("validate", config={"environment_id": 1})
+    jobs.validate_env_job(run_id, store, hostname="w")
+    run = store.runs[run_id]
+    assert run.status == "succeeded", run.result
+    assert run.result["ok"]
+    assert run.result["tasks_checked"] == 3
+    assert "max_turns truncates" in run.result["passed"]
+
+
+@pytest.mark.skipif(not (DATA_DIR / "hotpotqa" / "dev_sample.json").is_file(), reason="no shared benchmark samples")
+def test_validate_env_job_file_dataset_and_missing_file(tmp_path: Path) -> None:
+    dataset = {"kind": "file", "location": str(DATA_DIR / "hotpotqa" / "dev_sample.json"), "format": "auto"}
+    report = jobs.check_environment_spec(EnvironmentSpec(1, "hq", (BM25,), dataset, {}, {}))
+    assert report["ok"], report["failures"]
+    missing = {"kind": "file", "location": str(tmp_path / "nope.json"), "format": "auto"}
+    store = MemoryRunStore()
+    store.environments[2] = EnvironmentSpec(2, "bad", (BM25,), missing, {}, {})
+    run_id = store.add_run("validate", config={"environment_id": 2})
+    jobs.validate_env_job(run_id, store, hostname="w")
+    assert store.runs[run_id].status == "failed"
+    assert "loading the dataset failed" in store.runs[run_id].result["failures"][0]
+
+
+def test_quickstart_overrides_from_the_api_config_reach_the_trainer_config() -> None:
+    from worker.store import RunSpec
+
+    overrides = {
+        "rollout": {"group_size": 2, "prompts_per_step": 1, "max_new_tokens_per_turn": 32},
+        "optim": {"total_steps": 2},
+        "eval": {"num_tasks": 0, "at_start": False},
+        "_eval": {"x": 1},
+    }
+    config = jobs.resolve_config(RunSpec(1, "train", "t", "queued", "quickstart", overrides, None))
+    assert (config.rollout.group_size, config.rollout.prompts_per_step) == (2, 1)
+    assert config.rollout.max_new_tokens_per_turn == 32
+    assert (config.optim.total_steps, config.eval.num_tasks, config.eval.at_start) == (2, 0, False)
+    assert config.model.name_or_path == "smollm2-135m", "keys not overridden come from the preset"

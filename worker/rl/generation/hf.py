@@ -1,0 +1,208 @@
+"""The transformers rollout engine: our own batched KV-cache sampling loop (not `model.generate`).
+
+Logprob convention (the trainer recomputes with the same one, and it matches vLLM's default
+"raw" sampled-token logprobs): `logprobs[i] = log_softmax(logits / temperature)[token_i]`, taken
+BEFORE top-p/top-k filtering; with temperature 0 (greedy) the raw `log_softmax(logits)`.
+EOS tokens and the tokens that complete a stop string stay in the output, with their logprobs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from worker.rl.generation.base import Completion, EngineFinish, SamplingParams
+
+logger = logging.getLogger(__name__)
+
+CHAT_END_TOKEN = "<|im_end|>"
+_STOP_TAIL_MARGIN = 8
+"""Extra tokens decoded beyond the longest stop string (in chars) when checking for a stop."""
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+    """Tokenizer EOS, `<|im_end|>` when the vocab has it, and the generation config's EOS ids."""
+    ids: set[int] = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    im_end = tokenizer.convert_tokens_to_ids(CHAT_END_TOKEN)
+    if isinstance(im_end, int) and im_end != tokenizer.unk_token_id:
+        ids.add(im_end)
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if gen_eos is not None:
+        ids.update(int(i) for i in (gen_eos if isinstance(gen_eos, list) else [gen_eos]))
+    return frozenset(ids)
+
+
+def filter_top_k_top_p(logits: Tensor, top_k: int, top_p: float) -> Tensor:
+    """Set logits outside the top-k / nucleus(top-p) set to -inf. `logits`: (B, V)."""
+    if 0 < top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
+        probs = torch.softmax(sorted_logits, dim=-1)  # (B, V)
+        mass_before = torch.cumsum(probs, dim=-1) - probs  # (B, V)
+        drop_sorted = mass_before >= top_p  # (B, V); the top token always survives
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # (B, V)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def sample_tokens(
+    logits: Tensor, params: SamplingParams, generators: Sequence[torch.Generator]
+) -> tuple[Tensor, Tensor]:
+    """Pick one token per row and its logprob (module-docstring convention). Returns (B,), (B,)."""
+    logits = logits.float()  # (B, V)
+    if params.is_greedy:
+        tokens = logits.argmax(dim=-1)  # (B,)
+        logprobs = torch.log_softmax(logits, dim=-1)  # (B, V)
+    else:
+        scaled = logits / params.temperature  # (B, V)
+        logprobs = torch.log_softmax(scaled, dim=-1)  # (B, V)
+        probs = torch.softmax(filter_top_k_top_p(scaled, params.top_k, params.top_p), dim=-1)  # (B, V)
+        picks = [torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(generators)]
+        tokens = torch.cat(picks)  # (B,)
+    chosen = logprobs.gather(-1, tokens[:, None]).squeeze(-1)  # (B,)
+    return tokens, chosen
+
+
+@dataclass
+class _Row:
+    """Decode state of one request."""
+
+    index: int
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    finish_reason: EngineFinish | None = None
+
+
+class HFGenerator:
+    """Batched sampling with a KV cache on any transformers causal LM (CPU or GPU).
+
+    Implements `Generator` and `WeightSyncable`. Finished rows are dropped from the batch (and
+    its KV cache) so the remaining rows decode faster.
+    """
+
+    name = "hf"
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        device: str | torch.device | None = None,
+        max_batch_size: int = 64,
+        ignore_eos: bool = False,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.max_batch_size = max_batch_size
+        self.ignore_eos = ignore_eos
+        """Benchmarks only: never stop on EOS, so every row runs to max_new_tokens."""
+        self.eos_ids = _eos_ids(model, tokenizer)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = int(pad if pad is not None else 0)
+
+    def shares_model_with(self, model: Any) -> bool:
+        """True when `model` is the very object served here (weight sync is then a no-op)."""
+        return model is self.model
+
+    def load_weights(self, named_tensors: Iterable[tuple[str, Any]]) -> None:
+        """Copy new weights in by parameter/buffer name; tensors that already alias ours are skipped."""
+        own = self.model.state_dict()
+        with torch.no_grad():
+            for name, tensor in named_tensors:
+                if name not in own:
+                    raise KeyError(f"load_weights: {name!r} is not a parameter of the served model")
+                target = own[name]
+                if target.data_ptr() != tensor.data_ptr():
+                    target.copy_(tensor.to(device=target.device, dtype=target.dtype))
+
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Completion]:
+        if any(len(p) == 0 for p in prompts):
+            raise ValueError("every prompt needs at least one token")
+        base_seed = params.seed if params.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            out: list[Completion] = []
+            with torch.inference_mode():
+                for start in range(0, len(prompts), self.max_batch_size):
+                    chunk = prompts[start : start + self.max_batch_size]
+                    out.extend(self._generate_chunk(chunk, params, base_seed, start))
+            return out
+        finally:
+            self.model.train(was_training)
+
+    def _prefill(self, prompts: Sequence[Sequence[int]]) -> tuple[Tensor, Any, Tensor]:
+        """Left-pad and run the prompts; returns last logits (B, V), the KV cache, attention mask (B, T)."""
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)  # (B, T)
+        attention = torch.zeros((len(prompts), width), dtype=torch.long)  # (B, T)
+        for i, p in enumerate(prompts):
+            input_ids[i, width - len(p) :] = torch.tensor(list(p), dtype=torch.long)
+            attention[i, width - len(p) :] = 1
+        input_ids, attention = input_ids.to(self.device), attention.to(self.device)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)  # (B, T)
+        out = self.model(
+            input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True, logits_to_keep=1
+        )
+        return out.logits[:, -1, :], out.past_key_values, attention
+
+    def _generate_chunk(
+        self, prompts: Sequence[Sequence[int]], params: SamplingParams, base_seed: int, offset: int
+    ) -> list[Completion]:
+        rows = [_Row(index=i) for i in range(len(prompts))]
+        generators = [torch.Generator(device=self.device).manual_seed(base_seed + offset + i) for i in range(len(rows))]
+        logits, cache, attention = self._prefill(prompts)  # (B, V), cache, (B, T)
+        active = list(range(len(rows)))  # row indices still decoding, in batch order
+        for step in range(params.max_new_tokens):
+            # 1. Sample one token for every active row.
+            tokens, logprobs = sample_tokens(logits, params, [generators[r] for r in active])  # (A,), (A,)
+            # 2. Record it and decide which rows are done.
+            keep: list[int] = []
+            for pos, r in enumerate(active):
+                self._append(rows[r], int(tokens[pos]), float(logprobs[pos]), params, step)
+                if rows[r].finish_reason is None:
+                    keep.append(pos)
+            if not keep:
+                break
+            # 3. Drop finished rows from the batch and the cache, then decode one step.
+            if len(keep) < len(active):
+                index = torch.tensor(keep, device=self.device)  # (A',)
+                cache.batch_select_indices(index)
+                tokens, attention = tokens[index], attention[index]  # (A',), (A', T)
+                active = [active[p] for p in keep]
+            attention = torch.cat([attention, attention.new_ones((len(active), 1))], dim=-1)  # (A, T+1)
+            positions = attention.sum(-1, keepdim=True) - 1  # (A, 1)
+            out = self.model(
+                input_ids=tokens[:, None], attention_mask=attention, position_ids=positions,
+                past_key_values=cache, use_cache=True,
+            )  # fmt: skip
+            logits, cache = out.logits[:, -1, :], out.past_key_values  # (A, V)
+        return [Completion(tuple(r.token_ids), tuple(r.logprobs), r.finish_reason or "length") for r in rows]
+
+    def _append(self, row: _Row, token: int, logprob: float, params: SamplingParams, step: int) -> None:
+        row.token_ids.append(token)
+        row.logprobs.append(logprob)
+        if (not self.ignore_eos and token in self.eos_ids) or self._hits_stop(row.token_ids, params.stop):
+            row.finish_reason = "stop"
+        elif step + 1 >= params.max_new_tokens:
+            row.finish_reason = "length"
+
+    def _hits_stop(self, token_ids: list[int], stop: tuple[str, ...]) -> bool:
+        """Whether the decoded tail contains a stop string (it can only have just appeared)."""
+        if not stop:
+            return False
+        tail = token_ids[-(max(len(s) for s in stop) + _STOP_TAIL_MARGIN) :]
+        text = self.tokenizer.decode(tail, skip_special_tokens=False)
+        return any(s in text for s in stop)

@@ -1,0 +1,241 @@
+"""Compose the core objects of a run from a TrainConfig: data, retriever, env factory, model, engine.
+
+Everything heavy is built here once so `trainer.train` reads as the algorithm;
+tests pass their own `TrainComponents` (tiny model, scripted engine) instead.
+Also the seeded, resumable task sampler and the optimizer/scheduler factories.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from worker.rl.envs.base import EnvConfig, ToolEnv
+from worker.rl.generation.base import Generator
+from worker.rl.generation.chat import ChatFormat
+from worker.rl.training.config import OptimConfig, TaskConfig, TrainConfig
+from worker.rl.types import Passage, Task
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """Train and held-out tasks (disjoint) and the corpus the search tool indexes."""
+
+    train: list[Task]
+    eval: list[Task]
+    passages: list[Passage]
+
+
+@dataclass
+class TrainComponents:
+    """The live objects a training run needs (built by `build_components` or by a test)."""
+
+    model: Any
+    tokenizer: Any
+    generator: Generator
+    chat: ChatFormat
+    env_factory: Callable[[], ToolEnv]
+    train_tasks: list[Task]
+    eval_tasks: list[Task]
+    ref_model: Any | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class TaskSampler:
+    """Walks seeded shuffles of the train tasks, epoch after epoch; its state is two ints."""
+
+    def __init__(self, num_tasks: int, seed: int) -> None:
+        if num_tasks < 1:
+            raise ValueError("the task sampler needs at least one training task; check task.source / task.train_size")
+        self.num_tasks, self.seed = num_tasks, seed
+        self.epoch, self.position = 0, 0
+
+    def _order(self) -> list[int]:
+        order = list(range(self.num_tasks))
+        random.Random(self.seed * 1_000_003 + self.epoch).shuffle(order)
+        return order
+
+    def sample(self, k: int) -> list[int]:
+        """The next `k` task indices (crossing into a fresh shuffle when an epoch ends)."""
+        out: list[int] = []
+        while len(out) < k:
+            order = self._order()
+            take = min(k - len(out), self.num_tasks - self.position)
+            out.extend(order[self.position : self.position + take])
+            self.position += take
+            if self.position >= self.num_tasks:
+                self.epoch, self.position = self.epoch + 1, 0
+        return out
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position, "num_tasks": self.num_tasks, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state.get("num_tasks", self.num_tasks) != self.num_tasks:
+            raise ValueError(
+                "the checkpoint's task sampler saw a different number of train tasks; resume with the same task config"
+            )
+        self.epoch, self.position = int(state.get("epoch", 0)), int(state.get("position", 0))
+
+
+def load_task_data(cfg: TaskConfig) -> TaskData:
+    """Demo KB, or a QA file / hub set split deterministically (no overlap) into train and eval."""
+    from worker.rl.data.splits import sample_subset, split_tasks
+    from worker.rl.tools.search import corpus_from_tasks
+
+    if cfg.source == "demo":
+        from worker.rl.data.demo_kb import build_demo_dataset
+
+        demo = build_demo_dataset(seed=cfg.seed)
+        train = sample_subset(demo.train, cfg.train_size, cfg.seed) if cfg.train_size else list(demo.train)
+        return TaskData(train=train, eval=list(demo.heldout[: cfg.eval_size]), passages=list(demo.passages))
+    from worker.rl.data.qa_formats import load_qa_tasks
+
+    tasks = load_qa_tasks(cfg.source, dataset=cfg.dataset, seed=cfg.seed)
+    if len(tasks) < 2:
+        raise ValueError(f"task.source {cfg.source!r} gave {len(tasks)} tasks; need at least 2 to split train/eval")
+    train, held = split_tasks(tasks, eval_size=min(cfg.eval_size, len(tasks) // 2), seed=cfg.seed)
+    if cfg.train_size:
+        train = sample_subset(train, cfg.train_size, cfg.seed)
+    return TaskData(train=train, eval=held, passages=corpus_from_tasks([*train, *held]))
+
+
+def uses_demo_prompt(config: TrainConfig) -> bool:
+    """The built-in demo task on qa_search gets its compact prompt (see `envs.qa.DEMO_SYSTEM_PROMPT`)."""
+    return config.task.source == "demo" and config.task.env == "qa_search"
+
+
+def env_config(config: TrainConfig) -> EnvConfig:
+    """Env knobs from the run spec; the demo task adds its compact prompt and answers right after a search."""
+    from worker.rl.envs.qa import DEMO_SYSTEM_PROMPT, FORCE_FIRST_SEARCH_PREFILL
+
+    prefill = FORCE_FIRST_SEARCH_PREFILL if config.task.force_first_search else (config.task.first_turn_prefill or "")
+    if not uses_demo_prompt(config):
+        return EnvConfig(max_turns=config.rollout.max_turns, first_turn_prefill=prefill)
+    # Demo: every fact sits in one paragraph, so search -> `<answer>` is the whole episode (2 turns).
+    return EnvConfig(
+        max_turns=config.rollout.max_turns,
+        first_turn_prefill=prefill,
+        system_prompt=DEMO_SYSTEM_PROMPT,
+        answer_prefill_after_tool="<answer>",
+    )
+
+
+def make_env_factory(config: TrainConfig, passages: Sequence[Passage]) -> Callable[[], ToolEnv]:
+    """A factory of fresh envs sharing one retriever (built once over `passages`)."""
+    from worker.rl.envs.registry import list_envs, make
+
+    name = config.task.env
+    if name not in list_envs():
+        raise ValueError(f"unknown environment {name!r} in task.env; valid names: {', '.join(list_envs())}")
+    env_cfg = env_config(config)
+    if name != "qa_search":
+        return lambda: make(name, config=env_cfg)
+    from worker.rl.envs.qa import qa_rubric
+    from worker.rl.tools.search import BM25Retriever
+
+    retriever = BM25Retriever.from_passages(list(passages))
+    rubric = qa_rubric(format_weight=config.task.format_reward_weight)
+    kwargs = {
+        "top_k": config.task.top_k,
+        "max_passage_chars": config.task.max_passage_chars,
+        "show_tool_schemas": not uses_demo_prompt(config),
+    }
+    return lambda: make(name, retriever=retriever, config=env_cfg, rubric=rubric, **kwargs)
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def build_components(config: TrainConfig) -> TrainComponents:
+    """Load data, model, engine and (only when kl_coef > 0) a frozen reference model."""
+    from worker.rl.generation.factory import make_generator, resolve_engine
+    from worker.rl.generation.loading import LoraSpec, load_model_and_tokenizer, resolve_model_path
+
+    data = load_task_data(config.task)
+    device = resolve_device(config.model.device)
+    lora = config.model.lora
+    spec = (
+        LoraSpec(r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.target_modules) if lora else None
+    )
+    model, tokenizer = load_model_and_tokenizer(
+        config.model.name_or_path, dtype=config.model.dtype, device=device, lora=spec
+    )
+    if config.model.gradient_checkpointing:  # active only in train mode; generation (eval mode) is unaffected
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model_path = resolve_model_path(config.model.name_or_path)
+    engine = resolve_engine(config.engine.backend, model_path=model_path)
+    options: dict[str, Any] = {"max_batch_size": config.engine.max_batch_size}
+    if engine == "vllm":
+        options = {
+            "dtype": config.model.dtype,
+            "gpu_memory_utilization": config.engine.gpu_memory_utilization,
+            "max_model_len": config.rollout.max_total_tokens + config.rollout.max_new_tokens_per_turn,
+            "seed": config.seed,
+        }
+    generator = make_generator(engine, model, tokenizer, model_path=model_path, device=device, **options)
+    ref_model = None
+    if config.uses_reference:
+        ref_model, _ = load_model_and_tokenizer(config.model.name_or_path, dtype=config.model.dtype, device=device)
+        ref_model.eval().requires_grad_(False)
+    logger.info("tasks: %d train, %d eval, %d passages", len(data.train), len(data.eval), len(data.passages))
+    return TrainComponents(
+        model=model,
+        tokenizer=tokenizer,
+        generator=generator,
+        chat=ChatFormat(tokenizer),
+        env_factory=make_env_factory(config, data.passages),
+        train_tasks=data.train,
+        eval_tasks=data.eval,
+        ref_model=ref_model,
+    )
+
+
+def make_optimizer(model: Any, cfg: OptimConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters (check model.lora.target_modules)")
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(step: int, cfg: OptimConfig) -> float:
+    """Multiplier of the peak lr after `step` training steps: linear warm-up, then the schedule."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / (cfg.warmup_steps + 1)
+    if cfg.scheduler == "constant":
+        return 1.0
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.total_steps - cfg.warmup_steps))
+    if cfg.scheduler == "linear":
+        return max(0.0, 1.0 - progress)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    """Stepped once per training step (not per minibatch)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+
+
+def policy_weights(model: Any) -> list[tuple[str, torch.Tensor]]:
+    """Plain (LoRA-merged) named weights to push to a separate rollout engine."""
+    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
+        model = model.module
+    if not hasattr(model, "merge_adapter"):
+        return list(model.state_dict().items())
+    model.merge_adapter()
+    try:
+        state = model.get_base_model().state_dict()
+        out = [(k.replace(".base_layer", ""), v.detach().clone()) for k, v in state.items() if "lora_" not in k]
+    finally:
+        model.unmerge_adapter()
+    return out

@@ -1,0 +1,461 @@
+"""The training run spec: nested frozen dataclasses, validated at construction.
+
+Each group covers one concern (model, engine, task, rollout, algorithm, optim,
+eval, logging); every field carries a docstring and every check says how to fix
+it. `load_config` reads TOML/YAML strictly (unknown keys and wrong types are
+errors naming the key path); `override` applies CLI `--set a.b=value` edits.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+DTYPES = ("float32", "bfloat16", "float16")
+ENGINES = ("auto", "hf", "vllm")
+ESTIMATORS = ("grpo", "dr_grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline", "gae")
+GROUP_ESTIMATORS = ("grpo", "dr_grpo", "rloo", "reinforce_pp_baseline")
+LOSS_AGGS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
+SCHEDULERS = ("constant", "linear", "cosine")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def _one_of(name: str, value: str, valid: tuple[str, ...]) -> None:
+    _check(value in valid, f"{name} must be one of {', '.join(valid)}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    """Low-rank adapters instead of full fine-tuning."""
+
+    r: int = 16
+    """Adapter rank."""
+    alpha: int = 32
+    """LoRA scaling numerator (scale = alpha / r)."""
+    dropout: float = 0.0
+    """Dropout on the adapter input."""
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    """Module names that get adapters."""
+
+    def __post_init__(self) -> None:
+        _check(self.r >= 1, f"model.lora.r must be >= 1; got {self.r}")
+        _check(self.alpha >= 1, f"model.lora.alpha must be >= 1; got {self.alpha}")
+        _check(0.0 <= self.dropout < 1.0, f"model.lora.dropout must be in [0, 1); got {self.dropout}")
+        _check(len(self.target_modules) > 0, "model.lora.target_modules must name at least one module, e.g. ['q_proj']")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which policy to train and how to hold it."""
+
+    name_or_path: str = "smollm2-135m"
+    """'smollm2-135m' (bundled, offline), a Hugging Face hub id, or a local model folder."""
+    dtype: str = "float32"
+    """Training dtype: float32 (CPU), bfloat16 or float16 (GPU)."""
+    device: str = "auto"
+    """'auto' picks cuda when available, else cpu; or 'cpu', 'cuda', 'cuda:1'."""
+    lora: LoraConfig | None = None
+    """Train LoRA adapters when set; full fine-tuning when omitted."""
+    gradient_checkpointing: bool = False
+    """Recompute each layer's activations in the backward pass: activation memory drops from ~1.3 MB to
+    ~70 KB per token for SmolLM2-135M at the cost of one more forward pass (long multi-turn contexts on CPU)."""
+
+    def __post_init__(self) -> None:
+        _check(
+            bool(self.name_or_path), "model.name_or_path must not be empty; use 'smollm2-135m' for the bundled model"
+        )
+        _one_of("model.dtype", self.dtype, DTYPES)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """The rollout engine."""
+
+    backend: str = "auto"
+    """'hf' (transformers, always available), 'vllm' (fast), or 'auto' (vllm when importable, else hf)."""
+    gpu_memory_utilization: float = 0.5
+    """vLLM's share of GPU memory (the trainer needs the rest)."""
+    max_batch_size: int = 64
+    """Most sequences generated in one engine call."""
+
+    def __post_init__(self) -> None:
+        _one_of("engine.backend", self.backend, ENGINES)
+        _check(0.0 < self.gpu_memory_utilization <= 1.0, "engine.gpu_memory_utilization must be in (0, 1], e.g. 0.5")
+        _check(self.max_batch_size >= 1, f"engine.max_batch_size must be >= 1; got {self.max_batch_size}")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """The environment and the questions it serves."""
+
+    env: str = "qa_search"
+    """Registered environment name (see `worker.rl.envs.registry.list_envs()`)."""
+    source: str = "demo"
+    """'demo' (the built-in fictional KB), a local file in a supported QA format, or a hub dataset id."""
+    dataset: str | None = None
+    """Dataset name/format hint for `source` (e.g. 'hotpotqa'); None lets the loader detect it."""
+    train_size: int | None = None
+    """Training tasks to keep (None = all)."""
+    eval_size: int = 50
+    """Held-out tasks split off (for files/hub) or taken from the demo's held-out set."""
+    seed: int = 0
+    """Seed of the demo generator and of the train/eval split."""
+    top_k: int = 3
+    """Passages the search tool returns."""
+    max_passage_chars: int = 400
+    """Characters kept per returned passage."""
+    first_turn_prefill: str | None = None
+    """Text prefilled at the start of the first assistant turn (loss mask 0)."""
+    force_first_search: bool = False
+    """Prefill the first turn with the opening of a search call (overrides first_turn_prefill)."""
+    format_reward_weight: float = 0.1
+    """Weight of the well-formed-answer reward in the rubric (0 = metric only)."""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.env), "task.env must name a registered environment, e.g. 'qa_search'")
+        _check(bool(self.source), "task.source must be 'demo', a file path or a hub dataset id")
+        _check(self.train_size is None or self.train_size >= 1, "task.train_size must be >= 1 or omitted")
+        _check(self.eval_size >= 0, f"task.eval_size must be >= 0; got {self.eval_size}")
+        _check(self.top_k >= 1, f"task.top_k must be >= 1; got {self.top_k}")
+        _check(self.max_passage_chars >= 20, f"task.max_passage_chars must be >= 20; got {self.max_passage_chars}")
+        _check(self.format_reward_weight >= 0, "task.format_reward_weight must be >= 0 (0 = log only)")
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """How many episodes per step and how long they may run."""
+
+    prompts_per_step: int = 4
+    """Distinct tasks sampled per training step."""
+    group_size: int = 4
+    """Episodes per task (the GRPO group)."""
+    max_turns: int = 4
+    """Assistant turns per episode."""
+    max_new_tokens_per_turn: int = 96
+    """Tokens sampled per assistant turn."""
+    max_total_tokens: int = 1024
+    """Prompt plus everything after it; episodes are truncated beyond this."""
+    temperature: float = 1.0
+    """Sampling temperature (> 0 for training; evaluation is greedy)."""
+    top_p: float = 1.0
+    """Nucleus sampling mass."""
+
+    def __post_init__(self) -> None:
+        _check(self.prompts_per_step >= 1, f"rollout.prompts_per_step must be >= 1; got {self.prompts_per_step}")
+        _check(self.group_size >= 1, f"rollout.group_size must be >= 1; got {self.group_size}")
+        _check(self.max_turns >= 1, f"rollout.max_turns must be >= 1; got {self.max_turns}")
+        _check(self.max_new_tokens_per_turn >= 1, "rollout.max_new_tokens_per_turn must be >= 1")
+        _check(
+            self.max_total_tokens > self.max_new_tokens_per_turn,
+            "rollout.max_total_tokens must exceed rollout.max_new_tokens_per_turn (it includes the prompt)",
+        )
+        _check(self.temperature > 0, "rollout.temperature must be > 0 for training rollouts; eval.greedy covers greedy")
+        _check(0.0 < self.top_p <= 1.0, f"rollout.top_p must be in (0, 1]; got {self.top_p}")
+
+
+@dataclass(frozen=True)
+class AlgorithmConfig:
+    """Advantage estimator and loss terms."""
+
+    estimator: str = "grpo"
+    """One of grpo, dr_grpo, rloo, reinforce_pp, reinforce_pp_baseline, gae."""
+    clip_low: float = 0.2
+    """Ratio clipped below at 1 - clip_low."""
+    clip_high: float = 0.2
+    """Ratio clipped above at 1 + clip_high (raise it for DAPO clip-higher)."""
+    kl_coef: float = 0.0
+    """KL-to-reference weight; 0 loads no reference model at all."""
+    kl_estimator: str = "k3"
+    """'k1' or 'k3' (low-variance, non-negative)."""
+    kl_in_reward: bool = False
+    """Subtract the KL from token rewards before advantages instead of adding it to the loss."""
+    entropy_coef: float = 0.0
+    """Entropy bonus weight (subtracted from the loss)."""
+    loss_agg: str = "token-mean"
+    """token-mean, seq-mean-token-mean or seq-mean-token-sum."""
+    gamma: float = 1.0
+    """Per-token discount (reinforce_pp, gae)."""
+    lam: float = 1.0
+    """GAE lambda."""
+    ppo_epochs: int = 1
+    """Passes over each step's batch."""
+    minibatch_size: int = 8
+    """Trajectories per optimizer step."""
+    vf_coef: float = 0.0
+    """Value-loss weight; must be > 0 for 'gae' (trains a value head) and 0 for the critic-free estimators."""
+    value_clip: float = 0.2
+    """Value predictions are clipped to old value ± value_clip in the value loss (PPO); large (1e6) = off."""
+    value_head_lr: float | None = None
+    """Learning rate of the value head (None = optim.lr); a fresh head usually wants more, e.g. 1e-4."""
+    process_reward_weight: float = 0.0
+    """Weight of per-turn (process) rewards added to the advantages."""
+
+    def __post_init__(self) -> None:
+        _one_of("algorithm.estimator", self.estimator, ESTIMATORS)
+        _one_of("algorithm.kl_estimator", self.kl_estimator, ("k1", "k3"))
+        _one_of("algorithm.loss_agg", self.loss_agg, LOSS_AGGS)
+        _check(0.0 <= self.clip_low < 1.0, f"algorithm.clip_low must be in [0, 1); got {self.clip_low}")
+        _check(self.clip_high >= 0.0, f"algorithm.clip_high must be >= 0; got {self.clip_high}")
+        for name in ("kl_coef", "entropy_coef", "vf_coef", "process_reward_weight"):
+            _check(getattr(self, name) >= 0.0, f"algorithm.{name} must be >= 0")
+        _check(
+            0.0 <= self.gamma <= 1.0 and 0.0 <= self.lam <= 1.0, "algorithm.gamma and algorithm.lam must be in [0, 1]"
+        )
+        _check(self.ppo_epochs >= 1, f"algorithm.ppo_epochs must be >= 1; got {self.ppo_epochs}")
+        _check(self.minibatch_size >= 1, f"algorithm.minibatch_size must be >= 1; got {self.minibatch_size}")
+        _check(
+            self.estimator != "gae" or self.vf_coef > 0,
+            "estimator 'gae' needs a critic: set algorithm.vf_coef > 0 (e.g. 0.5) or pick estimator='grpo'",
+        )
+        _check(
+            self.estimator == "gae" or self.vf_coef == 0,
+            f"algorithm.vf_coef only applies to estimator 'gae' (the one with a critic); "
+            f"set it to 0 for {self.estimator!r} or use estimator='gae'",
+        )
+        _check(
+            self.value_clip > 0,
+            f"algorithm.value_clip must be > 0 (use 1e6 to turn clipping off); got {self.value_clip}",
+        )
+        _check(
+            self.value_head_lr is None or self.value_head_lr > 0,
+            f"algorithm.value_head_lr must be > 0 or omitted (= optim.lr); got {self.value_head_lr}",
+        )
+
+    @property
+    def uses_critic(self) -> bool:
+        """Whether a value head is trained (only 'gae' needs one)."""
+        return self.estimator == "gae"
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW and the learning-rate schedule."""
+
+    lr: float = 1e-6
+    """Peak learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0 disables clipping)."""
+    warmup_steps: int = 0
+    """Linear warm-up, in training steps (the schedule advances once per step)."""
+    scheduler: str = "constant"
+    """constant, linear or cosine decay after warm-up."""
+    total_steps: int = 100
+    """Training steps (rollout + update rounds)."""
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, f"optim.lr must be > 0; got {self.lr}")
+        _check(self.weight_decay >= 0, "optim.weight_decay must be >= 0")
+        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas must be two values in [0, 1)")
+        _check(self.max_grad_norm >= 0, "optim.max_grad_norm must be >= 0 (0 disables clipping)")
+        _check(self.warmup_steps >= 0, "optim.warmup_steps must be >= 0")
+        _one_of("optim.scheduler", self.scheduler, SCHEDULERS)
+        _check(self.total_steps >= 1, f"optim.total_steps must be >= 1; got {self.total_steps}")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Held-out evaluation."""
+
+    every_steps: int = 0
+    """Evaluate every N steps (0 = only at the start and the end)."""
+    num_tasks: int = 50
+    """Held-out tasks per evaluation."""
+    greedy: bool = True
+    """Greedy decoding for evaluation (else the rollout temperature)."""
+    at_start: bool = True
+    """Also evaluate before the first update."""
+
+    def __post_init__(self) -> None:
+        _check(self.every_steps >= 0, "eval.every_steps must be >= 0 (0 = start and end only)")
+        _check(self.num_tasks >= 0, "eval.num_tasks must be >= 0 (0 disables evaluation)")
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """Where the run writes and how often it checkpoints."""
+
+    output_dir: str = "runs/default"
+    """Run directory (metrics.jsonl, trajectories/, checkpoints/, config.resolved.json)."""
+    save_every_steps: int = 0
+    """Checkpoint every N steps (0 = only at the end)."""
+    keep_last_checkpoints: int = 2
+    """Older checkpoints are pruned."""
+    save_trajectories: bool = True
+    """Write each step's trajectories to trajectories/step_XXXXX.jsonl."""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.output_dir), "logging.output_dir must not be empty")
+        _check(self.save_every_steps >= 0, "logging.save_every_steps must be >= 0 (0 = at the end only)")
+        _check(self.keep_last_checkpoints >= 1, "logging.keep_last_checkpoints must be >= 1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A whole training run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The policy."""
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    """The rollout engine."""
+    task: TaskConfig = field(default_factory=TaskConfig)
+    """Environment and data."""
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    """Episode sampling."""
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    """Estimator and loss."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimizer."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Held-out evaluation."""
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    """Outputs and checkpoints."""
+    seed: int = 0
+    """Seed of everything random in the run (sampler, engine, torch)."""
+
+    def __post_init__(self) -> None:
+        if self.algorithm.estimator in GROUP_ESTIMATORS and self.rollout.group_size < 2:
+            raise ValueError(
+                f"rollout.group_size must be >= 2 for {self.algorithm.estimator}; "
+                "use algorithm.estimator='reinforce_pp' for group_size 1"
+            )
+
+    @property
+    def trajectories_per_step(self) -> int:
+        """Episodes collected per step."""
+        return self.rollout.prompts_per_step * self.rollout.group_size
+
+    @property
+    def uses_reference(self) -> bool:
+        """Whether a frozen reference model is needed (KL > 0)."""
+        return self.algorithm.kl_coef > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as plain JSON values (tuples become lists)."""
+        return _jsonable(asdict(self))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+T = TypeVar("T")
+
+
+def _convert(value: Any, hint: Any, path: str) -> Any:
+    """Coerce a parsed TOML/YAML value to the field type `hint`, or raise naming `path`."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], path)
+    if is_dataclass(hint) and isinstance(hint, type):
+        if not isinstance(value, dict):
+            raise ValueError(f"{path} must be a table of settings, got {type(value).__name__}")
+        return _build(hint, value, path)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"{path} must be a list, got {type(value).__name__}")
+        item = args[0] if args and args[-1] is Ellipsis else None
+        hints = [item] * len(value) if item is not None else list(args)
+        if len(hints) != len(value):
+            raise ValueError(f"{path} must have {len(hints)} items, got {len(value)}")
+        return tuple(_convert(v, h, f"{path}[{i}]") for i, (v, h) in enumerate(zip(value, hints, strict=True)))
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, str, bool) and type(value) is hint:
+        return value
+    raise ValueError(f"{path} must be of type {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def _build(cls: type[T], data: dict[str, Any], path: str) -> T:
+    """Build dataclass `cls` from `data`; unknown keys name the key path and list the valid keys."""
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    for key in data:
+        if key not in valid:
+            where = f"{path}.{key}" if path else key
+            raise ValueError(f"unknown config key {where!r}; valid keys here: {', '.join(valid)}")
+    kwargs = {k: _convert(v, hints[k], f"{path}.{k}" if path else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """Strictly build a TrainConfig from nested plain values."""
+    return _build(TrainConfig, data, "")
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read a TOML (.toml) or YAML (.yaml/.yml) run spec."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"config file {str(p)!r} does not exist")
+    if p.suffix == ".toml":
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"{p}: invalid TOML: {err}") from None
+    elif p.suffix in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    else:
+        raise ValueError(f"config file {str(p)!r} must end in .toml, .yaml or .yml")
+    if not isinstance(data, dict):
+        raise ValueError(f"{p}: the top level must be a table of settings")
+    return config_from_dict(data)
+
+
+def _parse_value(text: str) -> Any:
+    """A TOML literal (8, 0.5, true, "x", [1, 2]) or, failing that, the bare string; 'none' means None."""
+    if text.strip().lower() in ("none", "null"):
+        return None
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def override(config: TrainConfig, assignments: list[str]) -> TrainConfig:
+    """Apply `section.key=value` edits (CLI `--set`); the result is validated again."""
+    data = config.to_dict()
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"override {item!r} must look like section.key=value, e.g. rollout.group_size=8")
+        parts = key.strip().split(".")
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            if not isinstance(node.get(part), dict):
+                node[part] = {} if node.get(part) is None and part == "lora" else node.get(part)
+            if not isinstance(node.get(part), dict):
+                raise ValueError(f"unknown config section {'.'.join(parts[: i + 1])!r} in override {item!r}")
+            node = node[part]
+        node[parts[-1]] = _parse_value(raw.strip())
+    return config_from_dict(data)
+
+
+def save_resolved(config: TrainConfig, run_dir: str | Path) -> Path:
+    """Write `config.resolved.json` into the run directory."""
+    out = Path(run_dir) / "config.resolved.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True), encoding="utf-8")
+    return out

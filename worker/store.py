@@ -1,0 +1,259 @@
+"""Where jobs persist their progress: the `RunStore` protocol, `SqlRunStore` and `MemoryRunStore`.
+
+`SqlRunStore` is the only worker code that touches the database (through
+`backend.core.db` sessions and `backend.crud`); each call is one short
+transaction so the API sees progress live. `MemoryRunStore` keeps everything in
+dicts for tests and the CLI.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import select
+
+from backend.core.db import session_scope, utcnow
+from backend.crud import datasets as datasets_crud
+from backend.crud import runs as runs_crud
+from backend.crud import tools as tools_crud
+from backend.crud import trajectories as traj_crud
+from backend.models.trajectory import Trajectory as TrajectoryRow
+
+JSON = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    id: int
+    name: str
+    kind: str
+    source: str
+    params: JSON
+    tool_schema: JSON
+    version: int
+
+
+@dataclass(frozen=True)
+class EnvironmentSpec:
+    id: int
+    name: str
+    tools: tuple[ToolSpec, ...]
+    dataset: JSON | None
+    """`{"kind", "location", "format"}` of the dataset, when one is attached."""
+    rubric: JSON
+    limits: JSON
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What a job needs to know about its run row."""
+
+    id: int
+    kind: str
+    name: str
+    status: str
+    preset: str | None
+    config: JSON
+    environment_id: int | None
+
+    @property
+    def is_resume(self) -> bool:
+        return bool(self.config.get("_resume"))
+
+
+class RunStore(Protocol):
+    def load_run(self, run_id: int) -> RunSpec: ...
+    def load_tool(self, tool_id: int) -> ToolSpec: ...
+    def load_environment(self, environment_id: int) -> EnvironmentSpec: ...
+    def mark_started(self, run_id: int, *, hostname: str, task_id: str | None = None) -> None: ...
+    def set_status(self, run_id: int, status: str, *, error: str | None = None) -> None: ...
+    def set_progress(self, run_id: int, *, step: int, total_steps: int | None, eta_s: float | None = None) -> None: ...
+    def heartbeat(self, run_id: int) -> None: ...
+    def append_metrics(self, run_id: int, step: int, values: dict[str, float]) -> None: ...
+    def save_trajectories(self, run_id: int, step: int, trajectories: Sequence[JSON]) -> int: ...
+    def trajectory_steps(self, run_id: int) -> set[int]: ...
+    def add_checkpoint(self, run_id: int, step: int, path: str) -> None: ...
+    def save_result(self, run_id: int, result: JSON) -> None: ...
+    def save_config(self, run_id: int, config: JSON) -> None: ...
+    def save_evaluation(self, run_id: int, results: JSON) -> None: ...
+    def is_cancel_requested(self, run_id: int) -> bool: ...
+    def fail_stale_runs(self, timeout_s: float) -> list[int]: ...
+
+
+def _tool_spec(tool: Any) -> ToolSpec:
+    return ToolSpec(tool.id, tool.name, tool.kind, tool.source, dict(tool.params), dict(tool.tool_schema), tool.version)
+
+
+class SqlRunStore:
+    """`RunStore` over the studio database (URL from settings)."""
+
+    def load_run(self, run_id: int) -> RunSpec:
+        with session_scope() as s:
+            r = runs_crud.get_run(s, run_id=run_id)
+            return RunSpec(r.id, r.kind, r.name, r.status, r.preset, dict(r.config), r.environment_id)
+
+    def load_tool(self, tool_id: int) -> ToolSpec:
+        with session_scope() as s:
+            return _tool_spec(tools_crud.get_tool(s, tool_id=tool_id))
+
+    def load_environment(self, environment_id: int) -> EnvironmentSpec:
+        with session_scope() as s:
+            env = datasets_crud.get_environment(s, environment_id=environment_id)
+            tools = tuple(_tool_spec(tools_crud.get_tool(s, tool_id=t)) for t in env.tool_ids)
+            dataset = None
+            if env.dataset_id is not None:
+                d = datasets_crud.get_dataset(s, dataset_id=env.dataset_id)
+                dataset = {"kind": d.kind, "location": d.location, "format": d.format}
+            return EnvironmentSpec(env.id, env.name, tools, dataset, dict(env.rubric), dict(env.limits))
+
+    def mark_started(self, run_id: int, *, hostname: str, task_id: str | None = None) -> None:
+        with session_scope() as s:
+            runs_crud.mark_started(s, run_id=run_id, hostname=hostname, task_id=task_id)
+
+    def set_status(self, run_id: int, status: str, *, error: str | None = None) -> None:
+        with session_scope() as s:
+            runs_crud.set_status(s, run_id=run_id, status=status, error=error)
+
+    def set_progress(self, run_id: int, *, step: int, total_steps: int | None, eta_s: float | None = None) -> None:
+        with session_scope() as s:
+            runs_crud.set_progress(s, run_id=run_id, step=step, total_steps=total_steps, eta_s=eta_s)
+
+    def heartbeat(self, run_id: int) -> None:
+        with session_scope() as s:
+            runs_crud.heartbeat(s, run_id=run_id)
+
+    def append_metrics(self, run_id: int, step: int, values: dict[str, float]) -> None:
+        with session_scope() as s:
+            runs_crud.append_metrics(s, run_id=run_id, step=step, values=values)
+
+    def save_trajectories(self, run_id: int, step: int, trajectories: Sequence[JSON]) -> int:
+        with session_scope() as s:
+            return traj_crud.bulk_insert(s, run_id=run_id, step=step, trajectories=trajectories)
+
+    def trajectory_steps(self, run_id: int) -> set[int]:
+        """Steps that already have stored trajectories (a resumed run does not store them twice)."""
+        with session_scope() as s:
+            return set(s.scalars(select(TrajectoryRow.step).where(TrajectoryRow.run_id == run_id).distinct()))
+
+    def add_checkpoint(self, run_id: int, step: int, path: str) -> None:
+        with session_scope() as s:
+            runs_crud.add_checkpoint(s, run_id=run_id, step=step, path=path)
+
+    def save_result(self, run_id: int, result: JSON) -> None:
+        with session_scope() as s:
+            runs_crud.save_result(s, run_id=run_id, result=result)
+
+    def save_config(self, run_id: int, config: JSON) -> None:
+        with session_scope() as s:
+            runs_crud.save_config(s, run_id=run_id, config=config)
+
+    def save_evaluation(self, run_id: int, results: JSON) -> None:
+        with session_scope() as s:
+            runs_crud.add_evaluation(s, run_id=run_id, results=results)
+
+    def is_cancel_requested(self, run_id: int) -> bool:
+        with session_scope() as s:
+            return runs_crud.is_cancel_requested(s, run_id=run_id)
+
+    def fail_stale_runs(self, timeout_s: float) -> list[int]:
+        with session_scope() as s:
+            return runs_crud.fail_stale_runs(s, timeout_s=timeout_s)
+
+
+@dataclass
+class MemoryRun:
+    spec: RunSpec
+    status: str = "queued"
+    error: str | None = None
+    hostname: str | None = None
+    step: int = 0
+    total_steps: int | None = None
+    heartbeat_at: datetime | None = None
+    metrics: dict[int, dict[str, float]] = field(default_factory=dict)
+    trajectories: list[tuple[int, JSON]] = field(default_factory=list)
+    checkpoints: list[tuple[int, str]] = field(default_factory=list)
+    result: JSON | None = None
+    evaluations: list[JSON] = field(default_factory=list)
+    cancel_requested: bool = False
+
+
+class MemoryRunStore:
+    """`RunStore` in memory (thread-safe): tests and the DB-less CLI."""
+
+    def __init__(self) -> None:
+        self.runs: dict[int, MemoryRun] = {}
+        self.tools: dict[int, ToolSpec] = {}
+        self.environments: dict[int, EnvironmentSpec] = {}
+        self._lock = threading.Lock()
+
+    def add_run(self, kind: str, *, config: JSON | None = None, preset: str | None = None,
+                environment_id: int | None = None) -> int:  # fmt: skip
+        run_id = len(self.runs) + 1
+        spec = RunSpec(run_id, kind, f"{kind}-{run_id}", "queued", preset, dict(config or {}), environment_id)
+        self.runs[run_id] = MemoryRun(spec)
+        return run_id
+
+    def load_run(self, run_id: int) -> RunSpec:
+        run = self.runs[run_id]
+        return RunSpec(**{**run.spec.__dict__, "status": run.status})
+
+    def load_tool(self, tool_id: int) -> ToolSpec:
+        return self.tools[tool_id]
+
+    def load_environment(self, environment_id: int) -> EnvironmentSpec:
+        return self.environments[environment_id]
+
+    def mark_started(self, run_id: int, *, hostname: str, task_id: str | None = None) -> None:
+        run = self.runs[run_id]
+        run.status, run.hostname, run.heartbeat_at = "running", hostname, utcnow()
+
+    def set_status(self, run_id: int, status: str, *, error: str | None = None) -> None:
+        run = self.runs[run_id]
+        run.status = status
+        run.error = error if error is not None else run.error
+
+    def set_progress(self, run_id: int, *, step: int, total_steps: int | None, eta_s: float | None = None) -> None:
+        self.runs[run_id].step, self.runs[run_id].total_steps = step, total_steps
+
+    def heartbeat(self, run_id: int) -> None:
+        self.runs[run_id].heartbeat_at = utcnow()
+
+    def append_metrics(self, run_id: int, step: int, values: dict[str, float]) -> None:
+        self.runs[run_id].metrics[step] = dict(values)
+
+    def save_trajectories(self, run_id: int, step: int, trajectories: Sequence[JSON]) -> int:
+        with self._lock:
+            self.runs[run_id].trajectories.extend((step, t) for t in trajectories)
+        return len(trajectories)
+
+    def trajectory_steps(self, run_id: int) -> set[int]:
+        with self._lock:
+            return {step for step, _ in self.runs[run_id].trajectories}
+
+    def add_checkpoint(self, run_id: int, step: int, path: str) -> None:
+        if (step, path) not in self.runs[run_id].checkpoints:
+            self.runs[run_id].checkpoints.append((step, path))
+
+    def save_result(self, run_id: int, result: JSON) -> None:
+        self.runs[run_id].result = result
+
+    def save_config(self, run_id: int, config: JSON) -> None:
+        run = self.runs[run_id]
+        run.spec = RunSpec(**{**run.spec.__dict__, "config": dict(config)})
+
+    def save_evaluation(self, run_id: int, results: JSON) -> None:
+        self.runs[run_id].evaluations.append(results)
+
+    def is_cancel_requested(self, run_id: int) -> bool:
+        return self.runs[run_id].cancel_requested
+
+    def fail_stale_runs(self, timeout_s: float) -> list[int]:
+        cutoff = utcnow() - timedelta(seconds=timeout_s)
+        stale = [i for i, r in self.runs.items() if r.status == "running" and (r.heartbeat_at or cutoff) < cutoff]
+        for run_id in stale:
+            self.set_status(run_id, "failed", error="worker stopped sending heartbeats")
+        return stale
