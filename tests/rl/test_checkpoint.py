@@ -96,3 +96,23 @@ def test_lora_checkpoint_saves_adapter_only(tmp_path: Path) -> None:
     for k, v in other.state_dict().items():
         if "lora_" in k:
             assert torch.equal(v, lora[k])
+
+
+def test_trainer_checkpoint_becomes_a_loadable_agent_model(tmp_path: Path) -> None:
+    """`studio eval --checkpoint` takes a trainer checkpoint (tokenizer in a subfolder) as it is."""
+    from transformers import AutoTokenizer
+
+    from tests.rl._learn_fixtures import char_tokenizer
+    from worker.rl.evaluation.job import loadable_checkpoint
+
+    tok = char_tokenizer()
+    model = tiny_llama(vocab_size=len(tok))
+    ckpt = save_checkpoint(tmp_path / "run", 3, model=model, tokenizer=tok)
+    path = loadable_checkpoint(ckpt, tmp_path / "eval")
+    assert path == str(tmp_path / "eval" / "agent_model")
+    assert AutoTokenizer.from_pretrained(path).encode("abc") == tok.encode("abc")
+    loaded = AutoModelForCausalLM.from_pretrained(path).eval()
+    ids = torch.randint(3, len(tok), (1, 6))
+    with torch.no_grad():
+        assert torch.allclose(loaded(input_ids=ids).logits, model(input_ids=ids).logits, atol=1e-6)
+    assert loadable_checkpoint(path, tmp_path / "again") == path, "a model folder is used as it is"

@@ -21,6 +21,7 @@ from worker.rl.data.qa_formats import canonical_dataset_name, load_qa_tasks
 from worker.rl.data.splits import sample_subset
 from worker.rl.envs.base import EnvConfig
 from worker.rl.envs.qa import FORCE_FIRST_SEARCH_PREFILL, QA_SYSTEM_PROMPT
+from worker.rl.evaluation.job import loadable_checkpoint
 from worker.rl.evaluation.report import build_report, table_rows, write_report
 from worker.rl.evaluation.results import EvalResult
 from worker.rl.evaluation.runner import EVAL_METHODS, EvalMethod, evaluate
@@ -31,6 +32,8 @@ from worker.rl.types import Task
 logger = logging.getLogger(__name__)
 app = typer.Typer(help="Evaluate QA agents on multi-hop benchmarks.", no_args_is_help=True)
 console = Console()
+if not console.is_terminal:  # piped or logged: rich would wrap the wide results table at 80 columns
+    console = Console(width=200)
 
 
 @app.callback()
@@ -157,13 +160,14 @@ def eval_command(
         first_turn_prefill=FORCE_FIRST_SEARCH_PREFILL if force_first_search else "",
     )
     base = _load_engine(model, engine, max_batch_size) if any(m != "agent" for m in methods) else None
+    agent_model = loadable_checkpoint(checkpoint, output_dir) if checkpoint and "agent" in methods else None
     results = []
     for name in methods:
         if name == "agent" and checkpoint is None:
             console.print("[yellow]agent: no --checkpoint given, evaluating the base model with the agent setup")
         generator, tokenizer = (
-            _load_engine(checkpoint, engine, max_batch_size)
-            if (name == "agent" and checkpoint is not None)
+            _load_engine(agent_model, engine, max_batch_size)
+            if (name == "agent" and agent_model is not None)
             else (base or _load_engine(model, engine, max_batch_size))
         )
         results.append(

@@ -113,16 +113,25 @@ def _load_engine(model: str) -> tuple[Any, Any]:
     return make_generator(resolve_engine("auto", model_path=path), hf_model, tokenizer, model_path=path), tokenizer
 
 
-def _agent_model(request: EvalRequest, output_dir: Path) -> str:
-    """The checkpoint as a loadable folder (exported once), or the base model without one."""
-    if request.checkpoint_path is None:
-        return request.model
+def loadable_checkpoint(checkpoint: str | Path, output_dir: Path) -> str:
+    """A trainer checkpoint (weights or LoRA adapter, tokenizer in a subfolder) exported once to
+    `output_dir/agent_model` as a `from_pretrained` folder; a model folder is used as it is."""
+    source = Path(checkpoint)
+    if not (source / "trainer_state.json").is_file():
+        return str(checkpoint)
     from worker.rl.training.checkpoint import export_hf_model
 
     target = output_dir / "agent_model"
     if not (target / "config.json").is_file():
-        export_hf_model(Path(request.checkpoint_path), target)
+        export_hf_model(source, target)
     return str(target)
+
+
+def _agent_model(request: EvalRequest, output_dir: Path) -> str:
+    """The checkpoint as a loadable folder (exported once), or the base model without one."""
+    if request.checkpoint_path is None:
+        return request.model
+    return loadable_checkpoint(request.checkpoint_path, output_dir)
 
 
 def _load_tasks(request: EvalRequest, data_dir: Path) -> tuple[dict[str, list[Task]], dict[str, list[Task]]]:
