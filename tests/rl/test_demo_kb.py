@@ -9,6 +9,8 @@ import pytest
 from worker.rl.data.demo_kb import DemoDataset, build_demo_dataset, demo_solution
 from worker.rl.rewards.qa_metrics import normalize_answer
 from worker.rl.tools.search import BM25Retriever
+from worker.rl.training.build import load_task_data
+from worker.rl.training.config import TaskConfig
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +90,19 @@ def test_demo_solution_rejects_foreign_tasks(demo: DemoDataset) -> None:
 def test_build_validation(kwargs: dict[str, float], field: str) -> None:
     with pytest.raises(ValueError, match=field):
         build_demo_dataset(**kwargs)  # type: ignore[arg-type]
+
+
+def test_max_hops_keeps_only_one_hop_questions_in_train_and_eval() -> None:
+    data = load_task_data(TaskConfig(max_hops=1, eval_size=60))
+    assert len(data.eval) == 60
+    assert {t.metadata["num_hops"] for t in [*data.train, *data.eval]} == {1}
+    everything = load_task_data(TaskConfig(eval_size=60))
+    assert {t.metadata["num_hops"] for t in everything.train} == {1, 2}
+    assert not {t.id for t in data.train} & {t.id for t in data.eval}
+
+
+def test_max_hops_is_refused_outside_the_demo_task() -> None:
+    with pytest.raises(ValueError, match="max_hops filters the built-in demo task only"):
+        TaskConfig(source="data/hotpot.json", max_hops=1)
+    with pytest.raises(ValueError, match=r"task\.max_hops must be 1, 2 or omitted"):
+        TaskConfig(max_hops=3)

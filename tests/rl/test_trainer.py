@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from accelerate import Accelerator
 
 from tests.rl._learn_fixtures import answer_is, char_tokenizer, parity_rubric, tiny_components, tiny_llama
 from worker.rl.generation.hf import HFGenerator
 from worker.rl.generation.scripted import ScriptedGenerator
 from worker.rl.rewards.rubric import RewardTerm, Rubric
-from worker.rl.training.batch import collate
+from worker.rl.training.batch import TrainBatch, collate
 from worker.rl.training.config import (
     AlgorithmConfig,
     EvalConfig,
@@ -26,6 +27,7 @@ from worker.rl.training.config import (
 )
 from worker.rl.training.logprobs import token_logprobs
 from worker.rl.training.trainer import train
+from worker.rl.training.update import informative_rows, update_policy
 from worker.rl.types import Trajectory
 
 
@@ -182,3 +184,56 @@ def test_a_step_without_learning_signal_leaves_the_weights_alone(tmp_path: Path)
     train(cfg, run_dir=tmp_path, components=comps)
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def _hand_batch(advantages: list[list[float]]) -> TrainBatch:
+    """Rows of 6 tokens, the last 3 sampled; old log-probs equal the current policy's (ratio 1)."""
+    n, t = len(advantages), 6
+    ids = torch.arange(n * t).reshape(n, t) % 50 + 1
+    mask = torch.tensor([[0, 0, 0, 1, 1, 1]] * n)
+    zeros = torch.zeros(n, t)
+    adv = torch.tensor([[0.0, 0.0, 0.0, *row] for row in advantages])
+    return TrainBatch(
+        input_ids=ids, attention_mask=torch.ones(n, t, dtype=torch.long), loss_mask=mask, old_logprobs=zeros,
+        token_rewards=zeros, step_rewards=torch.zeros(n, 1), step_mask=torch.zeros(n, 1), group_ids=torch.arange(n),
+        rewards=torch.zeros(n), advantages=adv,
+    )  # fmt: skip
+
+
+def _update_once(batch: TrainBatch, *, drop: bool) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    model = tiny_llama()
+    with torch.no_grad():
+        lp, _ = token_logprobs(model, batch.input_ids, batch.attention_mask, batch.loss_mask)
+    batch = batch.with_(old_logprobs=lp)
+    cfg = dataclasses.replace(
+        _config(1),
+        algorithm=AlgorithmConfig(minibatch_size=8, drop_flat_rows=drop),
+        optim=OptimConfig(total_steps=1, max_grad_norm=0.0),  # clipping would hide the 2x gradient scale
+    )
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    stats = update_policy(model, batch, cfg, opt, Accelerator(cpu=True), step=1)
+    return {k: v.clone() for k, v in model.state_dict().items()}, stats.metrics()
+
+
+def test_flat_rows_are_left_out_of_the_update() -> None:
+    mixed = _hand_batch([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [-1.0, -1.0, -1.0], [0.0, 0.0, 0.0]])
+    assert informative_rows(mixed).tolist() == [0, 2]
+    dropped, stats = _update_once(mixed, drop=True)
+    assert stats["train/rows_updated_frac"] == 0.5
+    # the same as updating on the two informative rows alone: token-mean over their 6 tokens, not all 12
+    alone, _ = _update_once(mixed.select(torch.tensor([0, 2])), drop=False)
+    kept, kept_stats = _update_once(mixed, drop=False)
+    assert kept_stats["train/rows_updated_frac"] == 1.0
+    assert all(torch.allclose(dropped[k], alone[k], atol=1e-6) for k in dropped)
+    assert not all(torch.allclose(dropped[k], kept[k], atol=1e-6) for k in dropped)
+
+
+def test_flat_rows_stay_when_another_loss_term_needs_them() -> None:
+    mixed = _hand_batch([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
+    model = tiny_llama()
+    cfg = dataclasses.replace(_config(1), algorithm=AlgorithmConfig(minibatch_size=8, entropy_coef=0.01))
+    with torch.no_grad():
+        lp, _ = token_logprobs(model, mixed.input_ids, mixed.attention_mask, mixed.loss_mask)
+    stats = update_policy(model, mixed.with_(old_logprobs=lp), cfg, torch.optim.SGD(model.parameters(), lr=0.1),
+                          Accelerator(cpu=True), step=1)  # fmt: skip
+    assert stats.metrics()["train/rows_updated_frac"] == 1.0

@@ -95,8 +95,12 @@ def load_task_data(cfg: TaskConfig) -> TaskData:
         from worker.rl.data.demo_kb import build_demo_dataset
 
         demo = build_demo_dataset(seed=cfg.seed)
-        train = sample_subset(demo.train, cfg.train_size, cfg.seed) if cfg.train_size else list(demo.train)
-        return TaskData(train=train, eval=list(demo.heldout[: cfg.eval_size]), passages=list(demo.passages))
+        train, heldout = list(demo.train), list(demo.heldout)
+        if cfg.max_hops is not None:
+            train = [t for t in train if int(t.metadata.get("num_hops", 1)) <= cfg.max_hops]
+            heldout = [t for t in heldout if int(t.metadata.get("num_hops", 1)) <= cfg.max_hops]
+        train = sample_subset(train, cfg.train_size, cfg.seed) if cfg.train_size else train
+        return TaskData(train=train, eval=heldout[: cfg.eval_size], passages=list(demo.passages))
     from worker.rl.data.qa_formats import load_qa_tasks
 
     tasks = load_qa_tasks(cfg.source, dataset=cfg.dataset, seed=cfg.seed)

@@ -119,6 +119,9 @@ class TaskConfig:
     """Prefill the first turn with the opening of a search call (overrides first_turn_prefill)."""
     format_reward_weight: float = 0.1
     """Weight of the well-formed-answer reward in the rubric (0 = metric only)."""
+    max_hops: int | None = None
+    """Demo task only: keep questions of at most this many hops in train and eval (None = all). With
+    `rollout.max_turns = 2` (search, answer) only 1-hop questions can be solved."""
 
     def __post_init__(self) -> None:
         _check(bool(self.env), "task.env must name a registered environment, e.g. 'qa_search'")
@@ -128,6 +131,14 @@ class TaskConfig:
         _check(self.top_k >= 1, f"task.top_k must be >= 1; got {self.top_k}")
         _check(self.max_passage_chars >= 20, f"task.max_passage_chars must be >= 20; got {self.max_passage_chars}")
         _check(self.format_reward_weight >= 0, "task.format_reward_weight must be >= 0 (0 = log only)")
+        _check(
+            self.max_hops is None or self.max_hops in (1, 2),
+            f"task.max_hops must be 1, 2 or omitted (the demo task has 1- and 2-hop questions); got {self.max_hops}",
+        )
+        _check(
+            self.max_hops is None or self.source == "demo",
+            "task.max_hops filters the built-in demo task only; remove it for a file or hub source",
+        )
 
 
 @dataclass(frozen=True)
@@ -198,6 +209,11 @@ class AlgorithmConfig:
     """Learning rate of the value head (None = optim.lr); a fresh head usually wants more, e.g. 1e-4."""
     process_reward_weight: float = 0.0
     """Weight of per-turn (process) rewards added to the advantages."""
+    drop_flat_rows: bool = True
+    """Leave trajectories whose advantage is 0 on every sampled token (e.g. all members of a zero-variance
+    GRPO group) out of the update, like DAPO's dynamic-sampling filter, so the token-mean averages over
+    informative tokens and the step costs no forward/backward on them. Applies only when the loss is the
+    policy term alone (no critic, KL loss or entropy bonus), where those rows add no gradient."""
 
     def __post_init__(self) -> None:
         _one_of("algorithm.estimator", self.estimator, ESTIMATORS)

@@ -120,24 +120,37 @@ def _minibatch_loss(
     return loss, parts
 
 
-def _mean_stats(sums: dict[str, float], count: int, *, lr: float) -> LossStats:
+def _mean_stats(sums: dict[str, float], count: int, *, lr: float, extra: dict[str, float]) -> LossStats:
     """Per-update averages (the defaults when no minibatch had a sampled token)."""
     if count == 0:
-        return LossStats(lr=lr)
+        return LossStats(lr=lr, extra=extra)
     m = {k: v / count for k, v in sums.items()}
     return LossStats(
         policy=m["policy"], kl=m["kl"], entropy=m["entropy"], clip_frac=m["clip_frac"], approx_kl=m["approx_kl"],
         ratio_mean=m["ratio_mean"], grad_norm=m["grad_norm"], value=m["value"], total=m["total"], lr=lr,
+        extra=extra,
     )  # fmt: skip
+
+
+def _advantage_only(config: TrainConfig, value_head: nn.Module | None) -> bool:
+    """True when the loss is the policy term alone (no critic, KL loss or entropy bonus): then a row
+    whose advantages are all 0 contributes nothing but its tokens to the token-mean denominator."""
+    alg = config.algorithm
+    return value_head is None and alg.entropy_coef == 0 and not (alg.kl_coef > 0 and not alg.kl_in_reward)
 
 
 def _has_no_signal(mb: TrainBatch, config: TrainConfig, value_head: nn.Module | None) -> bool:
     """True when every loss term is zero: all advantages 0 (e.g. zero-variance groups), no critic, KL or entropy."""
-    alg = config.algorithm
-    if value_head is not None or alg.entropy_coef != 0 or (alg.kl_coef > 0 and not alg.kl_in_reward):
+    if not _advantage_only(config, value_head):
         return False
     assert mb.advantages is not None
     return bool((mb.advantages * mb.loss_mask).abs().sum() == 0)
+
+
+def informative_rows(batch: TrainBatch) -> Tensor:
+    """Indices (K,) of the rows with a non-zero advantage on at least one sampled token."""
+    assert batch.advantages is not None
+    return ((batch.advantages * batch.loss_mask).abs().sum(dim=1) > 0).nonzero().squeeze(1)
 
 
 def update_policy(
@@ -156,6 +169,10 @@ def update_policy(
     if (value_head is None) != (old_values is None):
         raise ValueError("update_policy needs both value_head and old_values (critic) or neither")
     shuffle = torch.Generator().manual_seed(config.seed * 7919 + step)
+    rows_total = batch.size
+    if alg.drop_flat_rows and _advantage_only(config, value_head):
+        batch = batch.select(informative_rows(batch))  # e.g. every member of a zero-variance GRPO group
+    extra = {"train/rows_updated_frac": batch.size / rows_total if rows_total else 0.0}
     sums: dict[str, float] = {}
     count = 0
     model.train()
@@ -180,4 +197,4 @@ def update_policy(
             sums = {k: sums.get(k, 0.0) + v for k, v in parts.items()}
             count += 1
     model.eval()
-    return _mean_stats(sums, count, lr=opt.param_groups[0]["lr"])
+    return _mean_stats(sums, count, lr=opt.param_groups[0]["lr"], extra=extra)
