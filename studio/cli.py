@@ -122,9 +122,13 @@ def _api_args(settings: Settings) -> list[str]:
 
 
 def _worker_args(settings: Settings, queues: str | None = None) -> list[str]:
+    from worker.devices import visible_gpus, worker_concurrency
+
+    queue_list = queues.split(",") if queues else list(settings.queues)
+    concurrency = worker_concurrency(settings.worker_concurrency, queue_list, visible_gpus())
     return [
         sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
-        "-Q", queues or ",".join(settings.queues), "-c", str(settings.worker_concurrency),
+        "-Q", ",".join(queue_list), "-c", str(concurrency),
         "-n", f"studio-{os.getpid()}@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
     ]  # fmt: skip
 

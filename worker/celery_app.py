@@ -2,15 +2,23 @@
 
 Late acks + reject-on-worker-lost make a killed worker's job redeliver; jobs are
 idempotent (training resumes from its run dir). Prefetch 1: one long job at a time.
+A gpu worker runs one job per visible GPU, each pool process pinned to its own (`worker.devices`).
 """
 
 from __future__ import annotations
 
+import logging
+import os
+
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import worker_init, worker_process_init, worker_ready
+from celery.utils.log import current_process_index
 from kombu import Queue
 
 from backend.core.config import get_settings
+from worker.devices import WORKER_GPUS_ENV, pin_current_process, visible_gpus
+
+logger = logging.getLogger(__name__)
 
 
 def _broker_url() -> str:
@@ -43,6 +51,20 @@ def create_celery_app() -> Celery:
 
 
 celery_app = create_celery_app()
+
+
+@worker_init.connect
+def _share_gpus(**_kwargs: object) -> None:
+    """In the worker's main process, before the pool forks: record the GPUs its processes share out."""
+    os.environ.setdefault(WORKER_GPUS_ENV, ",".join(visible_gpus()))
+
+
+@worker_process_init.connect
+def _pin_gpu(**_kwargs: object) -> None:
+    """In each pool process: see only its own GPU, so concurrent jobs never share one."""
+    device = pin_current_process(current_process_index(base=0))
+    if device is not None:
+        logger.info("pool process %s pinned to GPU %s", current_process_index(base=0), device)
 
 
 @worker_ready.connect

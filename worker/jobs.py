@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
+import os
 import re
 import threading
 import time
@@ -69,10 +70,19 @@ def heartbeat_interval_s() -> float:
     return min(10.0, get_settings().heartbeat_timeout_s / 4)
 
 
+class DuplicateDelivery(Exception):
+    """The job's run is not claimable (finished, cancelled, or live elsewhere): this delivery must not run."""
+
+    def __init__(self, run_id: int, status: str) -> None:
+        super().__init__(f"run {run_id} is {status}; this delivery of its job is a duplicate and was skipped")
+        self.run_id, self.status = run_id, status
+
+
 @contextmanager
 def running(store: RunStore, run_id: int, *, hostname: str, heartbeat_s: float | None = None) -> Iterator[RunSpec]:
-    """Mark the run started, heartbeat while the body runs, yield its spec."""
-    store.mark_started(run_id, hostname=hostname)
+    """Claim the run (or raise `DuplicateDelivery`), heartbeat while the body runs, yield its spec."""
+    if not store.claim(run_id, hostname=hostname, stale_after_s=get_settings().heartbeat_timeout_s):
+        raise DuplicateDelivery(run_id, store.load_run(run_id).status)
     with Heartbeat(store, run_id, heartbeat_s or heartbeat_interval_s()):
         yield store.load_run(run_id)
 
@@ -80,7 +90,8 @@ def running(store: RunStore, run_id: int, *, hostname: str, heartbeat_s: float |
 def ping_job(run_id: int, store: RunStore, *, hostname: str) -> None:
     """The foundation round-trip: write who answered and when."""
     with running(store, run_id, hostname=hostname):
-        store.save_result(run_id, {"hostname": hostname, "timestamp": utcnow().isoformat() + "Z"})
+        store.save_result(run_id, {"hostname": hostname, "timestamp": utcnow().isoformat() + "Z",
+                                   "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")})  # fmt: skip
     store.set_status(run_id, "succeeded")
 
 

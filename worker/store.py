@@ -70,6 +70,7 @@ class RunStore(Protocol):
     def load_tool(self, tool_id: int) -> ToolSpec: ...
     def load_environment(self, environment_id: int) -> EnvironmentSpec: ...
     def mark_started(self, run_id: int, *, hostname: str, task_id: str | None = None) -> None: ...
+    def claim(self, run_id: int, *, hostname: str, stale_after_s: float) -> bool: ...
     def set_status(self, run_id: int, status: str, *, error: str | None = None) -> None: ...
     def set_progress(self, run_id: int, *, step: int, total_steps: int | None, eta_s: float | None = None) -> None: ...
     def heartbeat(self, run_id: int) -> None: ...
@@ -81,7 +82,7 @@ class RunStore(Protocol):
     def save_config(self, run_id: int, config: JSON) -> None: ...
     def save_evaluation(self, run_id: int, results: JSON) -> None: ...
     def is_cancel_requested(self, run_id: int) -> bool: ...
-    def fail_stale_runs(self, timeout_s: float) -> list[int]: ...
+    def sweep_stale_runs(self, timeout_s: float, auto_resume_attempts: int) -> runs_crud.StaleSweep: ...
 
 
 def _tool_spec(tool: Any) -> ToolSpec:
@@ -113,6 +114,10 @@ class SqlRunStore:
     def mark_started(self, run_id: int, *, hostname: str, task_id: str | None = None) -> None:
         with session_scope() as s:
             runs_crud.mark_started(s, run_id=run_id, hostname=hostname, task_id=task_id)
+
+    def claim(self, run_id: int, *, hostname: str, stale_after_s: float) -> bool:
+        with session_scope() as s:
+            return runs_crud.claim_run(s, run_id=run_id, hostname=hostname, stale_after_s=stale_after_s)
 
     def set_status(self, run_id: int, status: str, *, error: str | None = None) -> None:
         with session_scope() as s:
@@ -159,9 +164,9 @@ class SqlRunStore:
         with session_scope() as s:
             return runs_crud.is_cancel_requested(s, run_id=run_id)
 
-    def fail_stale_runs(self, timeout_s: float) -> list[int]:
+    def sweep_stale_runs(self, timeout_s: float, auto_resume_attempts: int) -> runs_crud.StaleSweep:
         with session_scope() as s:
-            return runs_crud.fail_stale_runs(s, timeout_s=timeout_s)
+            return runs_crud.sweep_stale_runs(s, timeout_s=timeout_s, auto_resume_attempts=auto_resume_attempts)
 
 
 @dataclass
@@ -211,6 +216,15 @@ class MemoryRunStore:
         run = self.runs[run_id]
         run.status, run.hostname, run.heartbeat_at = "running", hostname, utcnow()
 
+    def claim(self, run_id: int, *, hostname: str, stale_after_s: float) -> bool:
+        with self._lock:
+            run = self.runs[run_id]
+            silent = run.heartbeat_at is None or run.heartbeat_at < utcnow() - timedelta(seconds=stale_after_s)
+            if run.status != "queued" and not (run.status in ("running", "cancelling") and silent):
+                return False
+            run.status, run.hostname, run.heartbeat_at = "running", hostname, utcnow()
+            return True
+
     def set_status(self, run_id: int, status: str, *, error: str | None = None) -> None:
         run = self.runs[run_id]
         run.status = status
@@ -251,9 +265,10 @@ class MemoryRunStore:
     def is_cancel_requested(self, run_id: int) -> bool:
         return self.runs[run_id].cancel_requested
 
-    def fail_stale_runs(self, timeout_s: float) -> list[int]:
+    def sweep_stale_runs(self, timeout_s: float, auto_resume_attempts: int) -> runs_crud.StaleSweep:
+        """Fails silent runs (no automatic resume in memory: nothing would enqueue it)."""
         cutoff = utcnow() - timedelta(seconds=timeout_s)
         stale = [i for i, r in self.runs.items() if r.status == "running" and (r.heartbeat_at or cutoff) < cutoff]
         for run_id in stale:
             self.set_status(run_id, "failed", error="worker stopped sending heartbeats")
-        return stale
+        return runs_crud.StaleSweep(failed=stale)

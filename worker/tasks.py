@@ -13,7 +13,7 @@ from typing import Any
 from celery import Task
 
 from backend.core.config import get_settings
-from backend.queue import QUEUE_OF, TaskName
+from backend.queue import QUEUE_OF, TaskName, enqueue
 from worker import jobs
 from worker.celery_app import celery_app
 from worker.sandbox import SandboxLimits
@@ -23,7 +23,18 @@ logger = logging.getLogger(__name__)
 
 
 class RunTask(Task):  # type: ignore[misc]
-    """Base task: args are `(run_id,)`; a raised exception marks the run failed."""
+    """Base task: args are `(run_id,)`; a raised exception marks the run failed.
+
+    A duplicate delivery (the broker redelivering a job whose run already finished, or that another
+    worker is running) is logged and dropped without touching the run.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except jobs.DuplicateDelivery as exc:
+            logger.warning("%s: %s", self.name, exc)
+            return None
 
     def on_failure(self, exc: BaseException, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any],
                    einfo: Any) -> None:  # fmt: skip
@@ -81,12 +92,20 @@ def export_checkpoint(self: RunTask, run_id: int) -> None:
 
 
 def sweep_stale_runs() -> list[int]:
-    """Fail running runs with a stale heartbeat (called on worker startup)."""
+    """On worker startup: runs whose worker died are resumed (train, attempts left) or failed."""
+    settings = get_settings()
+    store = SqlRunStore()
     try:
-        failed = SqlRunStore().fail_stale_runs(get_settings().heartbeat_timeout_s)
+        sweep = store.sweep_stale_runs(settings.heartbeat_timeout_s, settings.auto_resume_attempts)
     except Exception:
         logger.exception("stale-run sweep failed")
         return []
-    if failed:
-        logger.warning("marked runs %s failed (no heartbeat)", failed)
-    return failed
+    if sweep.failed:
+        logger.warning("marked runs %s failed (no heartbeat)", sweep.failed)
+    for run_id in sweep.requeued:
+        try:
+            enqueue(TaskName.TRAIN, run_id)
+            logger.warning("run %s lost its worker; queued again to resume from its last checkpoint", run_id)
+        except Exception as exc:
+            store.set_status(run_id, "failed", error=f"could not queue the automatic resume: {exc}")
+    return [*sweep.failed, *sweep.requeued]

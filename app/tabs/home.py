@@ -53,6 +53,8 @@ def health_markdown(health: HealthPublic) -> str:
     ]
     if health.stale_runs_failed:
         lines.append(f"- ⚠️ {health.stale_runs_failed} run(s) lost their worker and were marked failed (resumable).")
+    if health.stale_runs_resumed:
+        lines.append(f"- ⚠️ {health.stale_runs_resumed} run(s) lost their worker and were queued to resume.")
     return "\n".join(lines)
 
 

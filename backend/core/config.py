@@ -33,8 +33,15 @@ class Settings(BaseSettings):
     )
     api_token: str = Field(default="", description="Bearer token; required when the API binds beyond loopback.")
     worker_queues: str = Field(default="cpu,gpu", description="Comma-separated Celery queues a worker consumes.")
-    worker_concurrency: int = Field(default=1, ge=1, description="Jobs a worker runs at once.")
-    heartbeat_timeout_s: float = Field(default=120.0, gt=0, description="A running job silent this long is failed.")
+    worker_concurrency: int = Field(
+        default=0, ge=0, description="Jobs a worker runs at once; 0 = one per visible GPU on a gpu worker, else 1."
+    )
+    heartbeat_timeout_s: float = Field(
+        default=120.0, gt=0, description="A running job silent this long has lost its worker."
+    )
+    auto_resume_attempts: int = Field(
+        default=2, ge=0, description="Times a train run whose worker died is queued again to resume by itself."
+    )
     tool_time_limit_s: float = Field(default=10.0, gt=0, description="Wall-clock limit for one user tool call.")
     tool_memory_limit_mb: int = Field(default=512, ge=32, description="Address-space limit for user tool code.")
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from backend.core.db import utcnow
@@ -99,10 +100,30 @@ def mark_started(session: Session, *, run_id: int, hostname: str, task_id: str |
     return run
 
 
+def claim_run(
+    session: Session, *, run_id: int, hostname: str, stale_after_s: float, now: datetime | None = None
+) -> bool:
+    """Atomically take the run for this worker: a queued run, or an active one whose worker went silent.
+
+    False for any other state (finished, cancelled while queued, or live on another worker): the
+    delivery is a duplicate (e.g. the broker redelivering an unacked job) and must not run again.
+    """
+    now = now or utcnow()
+    claimable = or_(
+        Run.status == "queued",
+        and_(Run.status.in_(("running", "cancelling")), Run.heartbeat_at < now - timedelta(seconds=stale_after_s)),
+    )
+    values = {"status": "running", "worker_hostname": hostname, "heartbeat_at": now,
+              "started_at": func.coalesce(Run.started_at, now)}  # fmt: skip
+    statement = update(Run).where(Run.id == run_id, claimable).values(**values)
+    result = session.execute(statement.execution_options(synchronize_session=False))
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
 def set_status(session: Session, *, run_id: int, status: str, error: str | None = None) -> Run:
     run = get_run(session, run_id=run_id)
     run.status = status
-    if error is not None:
+    if error is not None or status == "succeeded":  # success clears notes of earlier attempts
         run.error = error
     if status in FINISHED_STATUSES:
         run.finished_at = utcnow()
@@ -128,18 +149,48 @@ def is_cancel_requested(session: Session, *, run_id: int) -> bool:
     return bool(session.scalar(select(Run.cancel_requested).where(Run.id == run_id)))
 
 
-def fail_stale_runs(session: Session, *, timeout_s: float, now: datetime | None = None) -> list[int]:
-    """Mark `running`/`cancelling` runs whose heartbeat is older than `timeout_s` failed (train: resumable)."""
+@dataclass(frozen=True)
+class StaleSweep:
+    """Runs whose worker stopped sending heartbeats: failed ones, and train runs queued again to resume."""
+
+    failed: list[int] = field(default_factory=list)
+    requeued: list[int] = field(default_factory=list)
+
+
+AUTO_RESUMES_KEY = "_auto_resumes"
+"""Config key counting the automatic resumes of a run (kept across the worker storing its resolved config)."""
+
+
+def sweep_stale_runs(
+    session: Session, *, timeout_s: float, auto_resume_attempts: int = 0, now: datetime | None = None
+) -> StaleSweep:
+    """Handle `running`/`cancelling` runs whose heartbeat is older than `timeout_s` (their worker died).
+
+    A train run that was not being cancelled and has automatic resumes left goes back to `queued` (the
+    caller enqueues it after commit; the job resumes from the last checkpoint). Every other such run is
+    marked failed, train runs resumable by hand.
+    """
     cutoff = (now or utcnow()) - timedelta(seconds=timeout_s)
     stale = list(
         session.scalars(select(Run).where(Run.status.in_(("running", "cancelling")), Run.heartbeat_at < cutoff))
     )
+    sweep = StaleSweep()
     for run in stale:
-        run.status, run.finished_at = "failed", utcnow()
-        run.error = f"worker {run.worker_hostname or '?'} stopped sending heartbeats (>{timeout_s:.0f} s)"
-        run.resumable = run.kind == "train"
+        lost = f"worker {run.worker_hostname or '?'} stopped sending heartbeats (>{timeout_s:.0f} s)"
+        done = int(run.config.get(AUTO_RESUMES_KEY, 0))
+        if run.kind == "train" and run.status == "running" and done < auto_resume_attempts:
+            run.status, run.resumable = "queued", True
+            run.config = {**run.config, "_resume": True, AUTO_RESUMES_KEY: done + 1}
+            attempt = f"automatic resume {done + 1} of {auto_resume_attempts}"
+            run.error = f"{lost}; resuming from the last checkpoint ({attempt})"
+            sweep.requeued.append(run.id)
+        else:
+            run.status, run.finished_at = "failed", utcnow()
+            run.error = lost
+            run.resumable = run.kind == "train"
+            sweep.failed.append(run.id)
     session.flush()
-    return [run.id for run in stale]
+    return sweep
 
 
 def append_metrics(session: Session, *, run_id: int, step: int, values: dict[str, float]) -> None:

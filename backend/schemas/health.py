@@ -32,3 +32,6 @@ class HealthPublic(BaseModel):
     workers: WorkersHealth
     versions: dict[str, str]
     stale_runs_failed: int = Field(default=0, description="Running runs this check marked failed (no heartbeat).")
+    stale_runs_resumed: int = Field(
+        default=0, description="Train runs whose worker died that this check queued again to resume by themselves."
+    )

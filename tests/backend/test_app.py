@@ -15,6 +15,7 @@ from backend.core.db import alembic_config, utcnow
 from backend.core.errors import InsecureConfigError, SchemaOutdatedError
 from backend.crud import runs as runs_crud
 from backend.main import create_app
+from backend.queue import TaskName
 from backend.schemas.run import RunCreate
 
 API = "/api/v1"
@@ -31,16 +32,48 @@ def test_health_reports_db_and_missing_broker(client: TestClient) -> None:
     assert set(health["versions"]) >= {"python", "fastapi", "sqlalchemy", "celery", "studio"}
 
 
-def test_health_fails_stale_running_runs(client: TestClient, session: Session) -> None:
-    run = runs_crud.create_run(session, run_in=RunCreate(kind="train"))
+def _orphan(session: Session, kind: str) -> int:
+    """A run whose worker died an hour ago."""
+    run = runs_crud.create_run(session, run_in=RunCreate(kind=kind))
     runs_crud.mark_started(session, run_id=run.id, hostname="w9", task_id=None)
     run.heartbeat_at = utcnow() - timedelta(hours=1)
     session.commit()
+    return run.id
+
+
+def test_health_resumes_orphaned_train_runs_then_fails_them(
+    client: TestClient, session: Session, enqueued: list
+) -> None:
+    state = client.app.state  # type: ignore[attr-defined]
+    state.settings = state.settings.model_copy(update={"auto_resume_attempts": 1})
+    run_id = _orphan(session, "train")
+    health = client.get(f"{API}/health").json()
+    assert (health["stale_runs_resumed"], health["stale_runs_failed"]) == (1, 0)
+    assert enqueued == [(TaskName.TRAIN, run_id)]
+    queued = client.get(f"{API}/runs/{run_id}").json()
+    assert queued["status"] == "queued"
+    assert "w9" in queued["error"]
+    assert "automatic resume 1 of 1" in queued["error"]
+    # the resumed job dies too: no attempts left, so the run fails, resumable by hand
+    session.expire_all()
+    runs_crud.mark_started(session, run_id=run_id, hostname="w9", task_id=None)
+    runs_crud.get_run(session, run_id=run_id).heartbeat_at = utcnow() - timedelta(hours=1)
+    session.commit()
     assert client.get(f"{API}/health").json()["stale_runs_failed"] == 1
-    failed = client.get(f"{API}/runs/{run.id}").json()
+    failed = client.get(f"{API}/runs/{run_id}").json()
+    assert failed["status"] == "failed"
+    assert failed["resumable"] is True
+    assert len(enqueued) == 1
+
+
+def test_health_fails_orphaned_runs_that_cannot_resume(client: TestClient, session: Session, enqueued: list) -> None:
+    run_id = _orphan(session, "eval")
+    assert client.get(f"{API}/health").json()["stale_runs_failed"] == 1
+    failed = client.get(f"{API}/runs/{run_id}").json()
     assert failed["status"] == "failed"
     assert "w9" in failed["error"]
-    assert failed["resumable"] is True
+    assert failed["resumable"] is False
+    assert enqueued == []
 
 
 def test_refuses_to_start_behind_head(studio_env: Path) -> None:

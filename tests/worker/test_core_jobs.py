@@ -39,6 +39,7 @@ def test_rollout_job_stores_steps_with_token_texts_and_resumes(tiny_model_dir: P
     assert len(first["token_texts"]) == len(first["token_ids"])
     assert "".join(first["token_texts"]).count("<|im_start|>") >= 3
     run.cancel_requested = False
+    store.set_status(run_id, "queued")  # resumed
     jobs.rollout_job(run_id, store, hostname="w", runs_dir=tmp_path)
     assert run.status == "succeeded"
     assert sorted(run.metrics) == [1, 2, 3]

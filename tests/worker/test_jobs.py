@@ -6,11 +6,13 @@ import sys
 import time
 import types
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from backend.core.db import utcnow
 from worker import jobs
 from worker.sandbox import SandboxLimits
 from worker.store import EnvironmentSpec, MemoryRunStore, SqlRunStore, ToolSpec
@@ -123,7 +125,11 @@ def test_train_job_streams_metrics_trajectories_checkpoints(monkeypatch: pytest.
     assert (run.step, run.total_steps) == (3, 3)
     assert run.result == {"status": "completed", "steps": 3}
     assert run.spec.config["preset_file"] == "quickstart.toml"
-    jobs.train_job(run_id, store, hostname="w", runs_dir=tmp_path, decoder=lambda _c: None)  # redelivery resumes
+    with pytest.raises(jobs.DuplicateDelivery, match="is succeeded"):  # a stray redelivery of a finished job
+        jobs.train_job(run_id, store, hostname="w", runs_dir=tmp_path, decoder=lambda _c: None)
+    assert len(calls) == 1
+    store.set_status(run_id, "queued")  # resumed (e.g. after its worker died mid-run)
+    jobs.train_job(run_id, store, hostname="w", runs_dir=tmp_path, decoder=lambda _c: None)
     assert calls[1]["resume_from"] == tmp_path / f"run-{run_id}"
     assert len(run.trajectories) == 6, "a repeated step keeps its stored trajectories instead of duplicating them"
     assert len(run.checkpoints) == 3
@@ -186,3 +192,34 @@ def test_sql_checkpoints_are_recorded_once(db_url: str) -> None:
     store.add_checkpoint(run_id, 2, "/ck/step_2")
     with session_scope() as s:
         assert len(runs_crud.list_checkpoints(s, run_id=run_id)) == 1
+
+
+def test_claim_takes_queued_and_orphaned_runs_only() -> None:
+    store = MemoryRunStore()
+    run_id = store.add_run("train")
+    assert store.claim(run_id, hostname="w1", stale_after_s=60)
+    assert not store.claim(run_id, hostname="w2", stale_after_s=60), "live on w1: a second delivery must not run"
+    store.runs[run_id].heartbeat_at = utcnow() - timedelta(seconds=120)
+    assert store.claim(run_id, hostname="w2", stale_after_s=60), "w1 went silent: its job may be taken over"
+    assert store.runs[run_id].hostname == "w2"
+    for status in ("succeeded", "failed", "cancelled"):
+        store.set_status(run_id, status)
+        assert not store.claim(run_id, hostname="w3", stale_after_s=60)
+
+
+def test_sql_claim_is_conditional(db_url: str) -> None:
+    from backend.core.db import session_scope
+    from backend.crud import runs as runs_crud
+    from backend.schemas.run import RunCreate
+
+    with session_scope() as s:
+        run_id = runs_crud.create_run(s, run_in=RunCreate(kind="train")).id
+    store = SqlRunStore()
+    assert store.claim(run_id, hostname="w1", stale_after_s=60)
+    assert store.load_run(run_id).status == "running"
+    assert not store.claim(run_id, hostname="w2", stale_after_s=60)
+    with session_scope() as s:
+        later = utcnow() + timedelta(seconds=120)
+        assert runs_crud.claim_run(s, run_id=run_id, hostname="w2", stale_after_s=60, now=later)
+    store.set_status(run_id, "cancelled")
+    assert not store.claim(run_id, hostname="w3", stale_after_s=60)

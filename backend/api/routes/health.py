@@ -9,10 +9,11 @@ from fastapi import APIRouter
 from sqlalchemy.orm import Session
 
 from backend import queue
-from backend.api.deps import SessionDep, SettingsDep
+from backend.api.deps import Enqueue, EnqueueDep, SessionDep, SettingsDep
 from backend.core import db as migration_state
 from backend.core.config import Settings
 from backend.crud import runs as runs_crud
+from backend.queue import TaskName
 from backend.schemas.health import BrokerHealth, DatabaseHealth, HealthPublic, WorkersHealth
 
 router = APIRouter(tags=["health"])
@@ -29,18 +30,30 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _db_health(session: Session, timeout_s: float) -> tuple[DatabaseHealth, int]:
+def _db_health(session: Session, settings: Settings) -> tuple[DatabaseHealth, runs_crud.StaleSweep]:
     try:
         engine = session.get_bind()
         revision = migration_state.current_revision(engine)  # type: ignore[arg-type]
         head = migration_state.head_revision()
-        stale = runs_crud.fail_stale_runs(session, timeout_s=timeout_s)
+        sweep = runs_crud.sweep_stale_runs(
+            session, timeout_s=settings.heartbeat_timeout_s, auto_resume_attempts=settings.auto_resume_attempts
+        )
         session.commit()
         db = DatabaseHealth(ok=revision == head, dialect=engine.dialect.name, revision=revision, head=head)
-        return db, len(stale)
+        return db, sweep
     except Exception as exc:
         session.rollback()
-        return DatabaseHealth(ok=False, error=str(exc)), 0
+        return DatabaseHealth(ok=False, error=str(exc)), runs_crud.StaleSweep()
+
+
+def _requeue(session: Session, enqueue: Enqueue, run_ids: list[int]) -> None:
+    """Send the automatic resumes (rows already committed as queued); a broker failure fails the run."""
+    for run_id in run_ids:
+        try:
+            enqueue(TaskName.TRAIN, run_id)
+        except Exception as exc:
+            runs_crud.set_status(session, run_id=run_id, status="failed", error=f"could not queue the resume: {exc}")
+            session.commit()
 
 
 def _masked(url: str) -> str:
@@ -67,9 +80,13 @@ def _broker_health(settings: Settings) -> tuple[BrokerHealth, WorkersHealth]:
 
 
 @router.get("/health")
-def get_health(session: SessionDep, settings: SettingsDep) -> HealthPublic:
-    """Per-component status; also fails running runs whose worker stopped sending heartbeats."""
-    db, stale = _db_health(session, settings.heartbeat_timeout_s)
+def get_health(session: SessionDep, settings: SettingsDep, enqueue: EnqueueDep) -> HealthPublic:
+    """Per-component status; also sweeps runs whose worker stopped sending heartbeats (resume or fail)."""
+    db, sweep = _db_health(session, settings)
+    _requeue(session, enqueue, sweep.requeued)
     broker, workers = _broker_health(settings)
     ok = db.ok and broker.ok and workers.ok
-    return HealthPublic(ok=ok, db=db, broker=broker, workers=workers, versions=_versions(), stale_runs_failed=stale)
+    return HealthPublic(
+        ok=ok, db=db, broker=broker, workers=workers, versions=_versions(),
+        stale_runs_failed=len(sweep.failed), stale_runs_resumed=len(sweep.requeued),
+    )  # fmt: skip
