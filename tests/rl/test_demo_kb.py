@@ -106,3 +106,15 @@ def test_max_hops_is_refused_outside_the_demo_task() -> None:
         TaskConfig(source="data/hotpot.json", max_hops=1)
     with pytest.raises(ValueError, match=r"task\.max_hops must be 1, 2 or omitted"):
         TaskConfig(max_hops=3)
+
+
+def test_demo_eval_subset_spans_the_relation_types() -> None:
+    """The held-out list is sorted by id (grouped by relation): a first-N cut would miss whole relations."""
+    full = load_task_data(TaskConfig(max_hops=1, eval_size=1000)).eval
+    subset = load_task_data(TaskConfig(max_hops=1, eval_size=30)).eval
+    assert len(subset) == 30
+    assert subset != full[:30]
+    relations = {t.metadata["relation"] for t in full}
+    assert len({t.metadata["relation"] for t in subset}) >= len(relations) - 1  # a 3-question relation may be missed
+    assert len({t.metadata["relation"] for t in full[:30]}) <= len(relations) - 3, "the cut this test guards against"
+    assert subset == load_task_data(TaskConfig(max_hops=1, eval_size=30)).eval, "seeded"

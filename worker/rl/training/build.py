@@ -100,7 +100,8 @@ def load_task_data(cfg: TaskConfig) -> TaskData:
             train = [t for t in train if int(t.metadata.get("num_hops", 1)) <= cfg.max_hops]
             heldout = [t for t in heldout if int(t.metadata.get("num_hops", 1)) <= cfg.max_hops]
         train = sample_subset(train, cfg.train_size, cfg.seed) if cfg.train_size else train
-        return TaskData(train=train, eval=heldout[: cfg.eval_size], passages=list(demo.passages))
+        # a seeded sample, not the first N: the held-out list is sorted by id, i.e. grouped by relation type
+        return TaskData(train=train, eval=sample_subset(heldout, cfg.eval_size, cfg.seed), passages=list(demo.passages))
     from worker.rl.data.qa_formats import load_qa_tasks
 
     tasks = load_qa_tasks(cfg.source, dataset=cfg.dataset, seed=cfg.seed)

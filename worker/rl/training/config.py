@@ -106,7 +106,7 @@ class TaskConfig:
     train_size: int | None = None
     """Training tasks to keep (None = all)."""
     eval_size: int = 50
-    """Held-out tasks split off (for files/hub) or taken from the demo's held-out set."""
+    """Held-out tasks split off (for files/hub) or sampled (seeded) from the demo's held-out set."""
     seed: int = 0
     """Seed of the demo generator and of the train/eval split."""
     top_k: int = 3
