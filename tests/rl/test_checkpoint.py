@@ -116,3 +116,10 @@ def test_trainer_checkpoint_becomes_a_loadable_agent_model(tmp_path: Path) -> No
     with torch.no_grad():
         assert torch.allclose(loaded(input_ids=ids).logits, model(input_ids=ids).logits, atol=1e-6)
     assert loadable_checkpoint(path, tmp_path / "again") == path, "a model folder is used as it is"
+    # the same output dir with another checkpoint re-exports instead of serving the first one
+    other = tiny_llama(vocab_size=len(tok), seed=1)
+    ckpt2 = save_checkpoint(tmp_path / "run2", 5, model=other, tokenizer=tok)
+    assert loadable_checkpoint(ckpt2, tmp_path / "eval") == path
+    reloaded = AutoModelForCausalLM.from_pretrained(path).eval()
+    with torch.no_grad():
+        assert torch.allclose(reloaded(input_ids=ids).logits, other(input_ids=ids).logits, atol=1e-6)

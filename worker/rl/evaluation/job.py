@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,8 +123,13 @@ def loadable_checkpoint(checkpoint: str | Path, output_dir: Path) -> str:
     from worker.rl.training.checkpoint import export_hf_model
 
     target = output_dir / "agent_model"
-    if not (target / "config.json").is_file():
+    marker = target / "exported_from.txt"  # an output dir reused for another checkpoint must not serve the old one
+    origin = str(source.resolve())
+    if not (target / "config.json").is_file() or not marker.is_file() or marker.read_text() != origin:
+        if target.exists():
+            shutil.rmtree(target)
         export_hf_model(source, target)
+        marker.write_text(origin)
     return str(target)
 
 
