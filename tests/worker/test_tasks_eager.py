@@ -55,3 +55,20 @@ def test_on_failure_marks_run_failed(eager_app, db_url: str) -> None:
         run = runs_crud.get_run(s, run_id=run_id)
         assert run.status == "failed"
         assert "preset 'nope' is unknown" in run.error
+
+
+def test_a_duplicate_delivery_leaves_the_run_alone(eager_app, db_url: str) -> None:
+    from worker.tasks import ping
+
+    with session_scope() as s:
+        run_id = runs_crud.create_job_run(s, kind="ping", name="p", config={}).id
+    ping.delay(run_id)
+    with Session(engine_for(db_url)) as s:
+        first = runs_crud.get_run(s, run_id=run_id).result
+    result = ping.delay(run_id)  # the broker delivers the same job again
+    assert result.successful()
+    with Session(engine_for(db_url)) as s:
+        run = runs_crud.get_run(s, run_id=run_id)
+        assert run.status == "succeeded"
+        assert run.error is None
+        assert run.result == first, "the duplicate did not run the job again"
