@@ -47,9 +47,15 @@ def merge_points(existing: Sequence[MetricPoint], new: Sequence[MetricPoint]) ->
 
 
 def series(points: Sequence[MetricPoint], key: str) -> tuple[list[int], list[float | None]]:
-    """Steps and values of one metric (non-finite values become gaps)."""
+    """Steps and values of one metric (non-finite values become gaps).
+
+    `loss/*` values of a step that took no optimizer step (`train/optimizer_steps` 0: every group had
+    zero reward variance) are defaults, not measurements, and are left out rather than drawn as 0.
+    """
     steps, values = [], []
     for p in points:
+        if key.startswith("loss/") and p.values.get("train/optimizer_steps") == 0:
+            continue
         if key in p.values:
             value = p.values[key]
             steps.append(p.step)

@@ -123,3 +123,15 @@ def test_run_rows_and_card() -> None:
     assert format_duration(95) == "1m 35s"
     assert format_duration(None) == "–"
     assert format_duration(7300) == "2h 01m"
+
+
+def test_loss_curves_skip_steps_without_an_optimizer_step() -> None:
+    from app.render.metrics import series
+
+    points = [
+        MetricPoint(step=1, values={"loss/entropy": 0.4, "reward/mean": 0.2, "train/optimizer_steps": 2.0}),
+        MetricPoint(step=2, values={"loss/entropy": 0.0, "reward/mean": 0.5, "train/optimizer_steps": 0.0}),
+        MetricPoint(step=3, values={"loss/entropy": 0.3, "reward/mean": 0.6}),  # a run logged before the key existed
+    ]
+    assert series(points, "loss/entropy") == ([1, 3], [0.4, 0.3])
+    assert series(points, "reward/mean") == ([1, 2, 3], [0.2, 0.5, 0.6])

@@ -181,9 +181,11 @@ def test_a_step_without_learning_signal_leaves_the_weights_alone(tmp_path: Path)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     cfg = _config(1, light=True)
     cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, weight_decay=0.1))  # decay alone would move
-    train(cfg, run_dir=tmp_path, components=comps)
+    result = train(cfg, run_dir=tmp_path, components=comps)
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+    assert result.final_metrics["train/optimizer_steps"] == 0
+    assert result.final_metrics["train/rows_updated_frac"] == 0
 
 
 def _hand_batch(advantages: list[list[float]]) -> TrainBatch:

@@ -110,6 +110,9 @@ class LossStats:
     """Clipped value loss (0 without a critic)."""
     total: float = 0.0
     lr: float = 0.0
+    updates: int = 0
+    """Optimizer steps taken; 0 when every minibatch had no learning signal (the loss figures are then
+    defaults, not measurements)."""
     extra: Mapping[str, float] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
@@ -124,6 +127,7 @@ class LossStats:
             "loss/value": self.value,
             "loss/total": self.total,
             "optim/lr": self.lr,
+            "train/optimizer_steps": float(self.updates),
         }
         out.update(self.extra)
         return out

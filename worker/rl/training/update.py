@@ -128,7 +128,7 @@ def _mean_stats(sums: dict[str, float], count: int, *, lr: float, extra: dict[st
     return LossStats(
         policy=m["policy"], kl=m["kl"], entropy=m["entropy"], clip_frac=m["clip_frac"], approx_kl=m["approx_kl"],
         ratio_mean=m["ratio_mean"], grad_norm=m["grad_norm"], value=m["value"], total=m["total"], lr=lr,
-        extra=extra,
+        updates=count, extra=extra,
     )  # fmt: skip
 
 
