@@ -62,9 +62,10 @@ def _share_gpus(**_kwargs: object) -> None:
 @worker_process_init.connect
 def _pin_gpu(**_kwargs: object) -> None:
     """In each pool process: see only its own GPU, so concurrent jobs never share one."""
-    device = pin_current_process(current_process_index(base=0))
+    index = current_process_index(base=0)
+    device = pin_current_process(index)
     if device is not None:
-        logger.info("pool process %s pinned to GPU %s", current_process_index(base=0), device)
+        logger.info("pool process %s pinned to GPU %s", index, device)
 
 
 @worker_ready.connect

@@ -141,10 +141,7 @@ def _advantage_only(config: TrainConfig, value_head: nn.Module | None) -> bool:
 
 def _has_no_signal(mb: TrainBatch, config: TrainConfig, value_head: nn.Module | None) -> bool:
     """True when every loss term is zero: all advantages 0 (e.g. zero-variance groups), no critic, KL or entropy."""
-    if not _advantage_only(config, value_head):
-        return False
-    assert mb.advantages is not None
-    return bool((mb.advantages * mb.loss_mask).abs().sum() == 0)
+    return _advantage_only(config, value_head) and informative_rows(mb).numel() == 0
 
 
 def informative_rows(batch: TrainBatch) -> Tensor:
