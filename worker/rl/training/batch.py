@@ -58,6 +58,14 @@ class TrainBatch:
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
         return TrainBatch(**{k: None if v is None else v.to(device) for k, v in moved.items()})  # type: ignore[arg-type]
 
+    def trimmed(self) -> TrainBatch:
+        """A copy cut to this batch's own longest row: the columns after it are padding in every row."""
+        length = int(self.attention_mask.sum(dim=1).max().item()) if self.size else 0
+        if length == self.input_ids.shape[1]:
+            return self
+        cut = {f.name: getattr(self, f.name) for f in fields(self)}
+        return TrainBatch(**{k: v[:, :length] if v is not None and v.dim() == 2 else v for k, v in cut.items()})  # type: ignore[arg-type]
+
     def select(self, index: Tensor) -> TrainBatch:
         """Rows `index` (N',) of every tensor."""
         picked = {f.name: getattr(self, f.name) for f in fields(self)}

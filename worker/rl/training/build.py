@@ -163,6 +163,20 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def cpu_kv_cache_bytes(config: TrainConfig, model_config: Any) -> int:
+    """vLLM's KV cache on CPU: `engine.cpu_kv_cache_gb`, else room for one step's trajectories at full length."""
+    if config.engine.cpu_kv_cache_gb > 0:
+        return int(config.engine.cpu_kv_cache_gb * 1024**3)
+    heads = model_config.num_attention_heads
+    kv_heads = getattr(model_config, "num_key_value_heads", None) or heads
+    head_dim = getattr(model_config, "head_dim", None) or model_config.hidden_size // heads
+    dtype = getattr(torch, config.model.dtype, torch.float32)
+    per_token = 2 * model_config.num_hidden_layers * kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
+    rollout = config.rollout
+    sequences = rollout.prompts_per_step * rollout.group_size
+    return sequences * (rollout.max_total_tokens + rollout.max_new_tokens_per_turn) * per_token
+
+
 def build_components(config: TrainConfig) -> TrainComponents:
     """Load data, model, engine and (only when kl_coef > 0) a frozen reference model."""
     from worker.rl.generation.factory import make_generator, resolve_engine
@@ -188,6 +202,7 @@ def build_components(config: TrainConfig) -> TrainComponents:
             "gpu_memory_utilization": config.engine.gpu_memory_utilization,
             "max_model_len": config.rollout.max_total_tokens + config.rollout.max_new_tokens_per_turn,
             "seed": config.seed,
+            "kv_cache_bytes": cpu_kv_cache_bytes(config, model.config) if device == "cpu" else None,
         }
     generator = make_generator(engine, model, tokenizer, model_path=model_path, device=device, **options)
     ref_model = None
@@ -211,7 +226,12 @@ def make_optimizer(model: Any, cfg: OptimConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters (check model.lora.target_modules)")
-    return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    kwargs: dict[str, Any] = {"lr": cfg.lr, "betas": cfg.betas, "weight_decay": cfg.weight_decay}
+    if all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params):
+        # one fused kernel: on SmolLM2-135M on 2 CPU cores 0.09 s per step and 0.5 GB less peak memory
+        # than the default multi-tensor AdamW (0.48 s)
+        kwargs["fused"] = True
+    return torch.optim.AdamW(params, **kwargs)
 
 
 def lr_factor(step: int, cfg: OptimConfig) -> float:

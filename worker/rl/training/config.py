@@ -86,11 +86,16 @@ class EngineConfig:
     """vLLM's share of GPU memory (the trainer needs the rest)."""
     max_batch_size: int = 64
     """Most sequences generated in one engine call."""
+    cpu_kv_cache_gb: float = 0.0
+    """vLLM on CPU: KV cache size in GiB. 0 = room for one step's trajectories at full length
+    (prompts_per_step x group_size x (max_total_tokens + max_new_tokens_per_turn)); the environment variable
+    VLLM_CPU_KVCACHE_SPACE overrides both. On GPU, gpu_memory_utilization sizes it."""
 
     def __post_init__(self) -> None:
         _one_of("engine.backend", self.backend, ENGINES)
         _check(0.0 < self.gpu_memory_utilization <= 1.0, "engine.gpu_memory_utilization must be in (0, 1], e.g. 0.5")
         _check(self.max_batch_size >= 1, f"engine.max_batch_size must be >= 1; got {self.max_batch_size}")
+        _check(self.cpu_kv_cache_gb >= 0, f"engine.cpu_kv_cache_gb must be >= 0 (0 = auto); got {self.cpu_kv_cache_gb}")
 
 
 @dataclass(frozen=True)
@@ -201,6 +206,18 @@ class AlgorithmConfig:
     """Passes over each step's batch."""
     minibatch_size: int = 8
     """Trajectories per optimizer step."""
+    micro_batch_tokens: int = 2048
+    """Padded-token budget of one forward/backward pass: a minibatch is sorted by length and split into
+    micro-batches of at most this many (rows x their longest length) tokens whose gradients accumulate into
+    the one optimizer step, so short rows are not padded to the longest and activation memory is bounded.
+    The loss is the same as one pass over the whole minibatch. 0 = the whole minibatch in one pass. A single
+    row longer than the budget still forms its own micro-batch. With `share_prefix` the budget counts packed
+    tokens (a group's shared prefix once)."""
+    share_prefix: bool = True
+    """Compute the prompt a group's members share once per pass instead of once per member (one packed row
+    with a block attention mask, `training.packing`); same log-probs, fewer tokens. Minibatches are then drawn
+    group-major (a minibatch of k x group_size rows holds k whole groups). Needs an attention implementation
+    that takes a 4D mask (sdpa, eager); others fall back to padded rows."""
     vf_coef: float = 0.0
     """Value-loss weight; must be > 0 for 'gae' (trains a value head) and 0 for the critic-free estimators."""
     value_clip: float = 0.2
@@ -228,6 +245,10 @@ class AlgorithmConfig:
         )
         _check(self.ppo_epochs >= 1, f"algorithm.ppo_epochs must be >= 1; got {self.ppo_epochs}")
         _check(self.minibatch_size >= 1, f"algorithm.minibatch_size must be >= 1; got {self.minibatch_size}")
+        _check(
+            self.micro_batch_tokens >= 0,
+            f"algorithm.micro_batch_tokens must be >= 0 (0 = no split); got {self.micro_batch_tokens}",
+        )
         _check(
             self.estimator != "gae" or self.vf_coef > 0,
             "estimator 'gae' needs a critic: set algorithm.vf_coef > 0 (e.g. 0.5) or pick estimator='grpo'",

@@ -58,9 +58,17 @@ def values_from_hidden(head: nn.Module, hidden: Tensor, mask: Tensor) -> Tensor:
     return out.index_put((rows, cols + 1), picked.float())  # (B, T)
 
 
-def token_values(model: Any, head: nn.Module, input_ids: Tensor, attention_mask: Tensor, mask: Tensor) -> Tensor:
-    """(B, T) critic values on the masked (policy-sampled) positions; one decoder pass."""
-    hidden = hidden_states(model, input_ids, attention_mask)  # (B, T, H)
+def token_values(
+    model: Any,
+    head: nn.Module,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    mask: Tensor,
+    group_ids: Tensor | None = None,
+) -> Tensor:
+    """(B, T) critic values on the masked (policy-sampled) positions; one decoder pass (`group_ids`: shared
+    prefixes, see `logprobs.hidden_states`)."""
+    hidden = hidden_states(model, input_ids, attention_mask, group_ids)  # (B, T, H)
     return values_from_hidden(head, hidden, mask)  # (B, T)
 
 

@@ -12,6 +12,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from worker.rl.training.packing import (
+    pack_rows,
+    packed_hidden_states,
+    supports_packing,
+    unpack,
+    use_shared_prefix_attention,
+)
+
 
 def _unwrap(model: Any) -> Any:
     """Strip DDP/accelerate (`.module`) and peft (`get_base_model`) wrappers."""
@@ -32,9 +40,30 @@ def decoder_and_head(model: Any) -> tuple[nn.Module, nn.Module]:
     return decoder, head
 
 
-def hidden_states(model: Any, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-    """The decoder body's last hidden states, (B, T, H); the one forward pass of an update."""
+def enable_shared_prefix(model: Any) -> bool:
+    """Route the model's sdpa attention through the shared-prefix path from the start of a run.
+
+    Packed passes switch it anyway; doing it up front keeps every pass of a run, resumed or not, on one
+    route (sdpa's mask handling differs in the last float bits between the two). Returns whether it applies.
+    """
     decoder, _ = decoder_and_head(model)
+    if not supports_packing(decoder):
+        return False
+    use_shared_prefix_attention(decoder)
+    return True
+
+
+def hidden_states(model: Any, input_ids: Tensor, attention_mask: Tensor, group_ids: Tensor | None = None) -> Tensor:
+    """The decoder body's last hidden states, (B, T, H); the one forward pass of an update.
+
+    With `group_ids` (B,), rows of one group that start with the same ids share one pass over that
+    prefix (`training.packing`) when the attention implementation allows it and it saves tokens.
+    """
+    decoder, _ = decoder_and_head(model)
+    if group_ids is not None and supports_packing(decoder):
+        packed = pack_rows(input_ids, attention_mask, group_ids)
+        if packed.length < int(attention_mask.sum().item()):
+            return unpack(packed_hidden_states(decoder, packed), packed)  # (B, T, H)
     return decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
 
 
@@ -90,15 +119,16 @@ def token_logprobs(
     temperature: float = 1.0,
     with_entropy: bool = False,
     chunk_size: int = 1024,
+    group_ids: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """log p(token_t | tokens_<t) where `target_mask` is 1, zeros elsewhere; optional entropy.
 
     `temperature` divides the logits, matching an engine that sampled at that
-    temperature. Position 0 can never be a target (nothing predicts it).
+    temperature. Position 0 can never be a target (nothing predicts it). `group_ids`: see `hidden_states`.
     """
     if temperature <= 0:
         raise ValueError("temperature must be > 0 for log-probabilities (use 1.0 for greedy rollouts)")
-    hidden = hidden_states(model, input_ids, attention_mask)  # (B, T, H)
+    hidden = hidden_states(model, input_ids, attention_mask, group_ids)  # (B, T, H)
     return logprobs_from_hidden(
         model, hidden, input_ids, target_mask, temperature=temperature, with_entropy=with_entropy, chunk_size=chunk_size
     )

@@ -34,6 +34,7 @@ from worker.rl.training.build import (
 from worker.rl.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from worker.rl.training.config import TrainConfig, save_resolved
 from worker.rl.training.critic import ValueHead, critic_metrics, value_head_for
+from worker.rl.training.logprobs import enable_shared_prefix
 from worker.rl.training.metrics import MetricsWriter, reward_metrics, rollout_metrics, step_metrics
 from worker.rl.training.update import attach_value_head, prepare_batch, update_policy
 from worker.rl.types import Task, Trajectory
@@ -129,6 +130,10 @@ def train(
     save_resolved(config, run_dir)
     seed_everything(config.seed)
     comps = components or build_components(config)
+    if config.algorithm.share_prefix:
+        for net in (comps.model, comps.ref_model):
+            if net is not None:
+                enable_shared_prefix(net)
     acc = Accelerator(cpu=not torch.cuda.is_available())
     model = comps.model
     opt = make_optimizer(model, config.optim)
@@ -175,14 +180,18 @@ def train(
         trajs = rollout.trajectories
         # 2. Rewards: the env's rubric scored each episode; optional KL-in-reward is applied in 3
         # 3. Advantages (with a critic: its pre-update values feed GAE and the value-loss clipping)
+        t_update = time.perf_counter()
         batch, old_values = prepare_batch(trajs, comps, config, acc.device, value_head=head)
         # 4. Update
         loss_stats = update_policy(model, batch, config, opt, acc, step, value_head=head, old_values=old_values)
         sched.step()
+        t_sync = time.perf_counter()
         # 5. Weight sync
         _sync_weights(comps.generator, model)
         # 6. Log
         metrics = step_metrics(trajs, rollout.stats, loss_stats, step_s=time.perf_counter() - t0)
+        metrics["perf/update_s"] = t_sync - t_update  # phases 3-4: reference/critic passes and the PPO update
+        metrics["perf/weight_sync_s"] = time.perf_counter() - t_sync
         metrics["reward/advantage_abs_mean"] = float(aggregate(batch.advantages.abs(), batch.loss_mask).item())  # type: ignore[union-attr]
         if old_values is not None and batch.returns is not None:
             metrics.update(critic_metrics(old_values, batch.returns, batch.loss_mask))

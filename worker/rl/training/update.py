@@ -6,7 +6,8 @@ clipped policy - entropy bonus (+ KL) (+ vf_coef * clipped value loss), optimise
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -21,6 +22,7 @@ from worker.rl.training.config import TrainConfig
 from worker.rl.training.critic import token_values, values_from_hidden
 from worker.rl.training.logprobs import hidden_states, logprobs_from_hidden, token_logprobs
 from worker.rl.training.metrics import LossStats
+from worker.rl.training.packing import packed_length
 from worker.rl.types import Trajectory
 
 
@@ -54,18 +56,25 @@ def prepare_batch(
     batch = collate(trajs, pad_id(comps.tokenizer)).to(device)
     rewards = batch.token_rewards
     if comps.ref_model is not None and alg.kl_coef > 0:
-        with torch.no_grad():
-            ref_lp, _ = token_logprobs(
-                comps.ref_model, batch.input_ids, batch.attention_mask, batch.loss_mask,
-                temperature=config.rollout.temperature,
-            )  # fmt: skip
+        ref_lp = _per_token_no_grad(
+            batch, config,
+            lambda mb: token_logprobs(
+                comps.ref_model, mb.input_ids, mb.attention_mask, mb.loss_mask, temperature=config.rollout.temperature,
+                group_ids=mb.group_ids if alg.share_prefix else None,
+            )[0],
+        )  # fmt: skip
         batch = batch.with_(ref_logprobs=ref_lp)
         if alg.kl_in_reward:  # penalise every sampled token by the behaviour policy's KL to the reference
             rewards = rewards - alg.kl_coef * kl_penalty(batch.old_logprobs, ref_lp, alg.kl_estimator) * batch.loss_mask
     old_values = None
     if value_head is not None:
-        with torch.no_grad():
-            old_values = token_values(comps.model, value_head, batch.input_ids, batch.attention_mask, batch.loss_mask)
+        old_values = _per_token_no_grad(
+            batch, config,
+            lambda mb: token_values(
+                comps.model, value_head, mb.input_ids, mb.attention_mask, mb.loss_mask,
+                mb.group_ids if alg.share_prefix else None,
+            ),
+        )  # fmt: skip
     inputs = AdvantageInputs(
         token_rewards=rewards.cpu(), response_mask=batch.loss_mask.cpu(), group_ids=batch.group_ids.cpu(),
         values=None if old_values is None else old_values.cpu(), gamma=alg.gamma, lam=alg.lam,
@@ -76,11 +85,31 @@ def prepare_batch(
     return batch.with_(advantages=adv.advantages.to(device), returns=adv.returns.to(device)), old_values
 
 
-def _shuffled_rows(n: int, size: int, generator: torch.Generator) -> Iterator[Tensor]:
-    """Row indices of shuffled minibatches: the same draw as `batch.minibatches`, exposed so old values follow."""
+def _per_token_no_grad(batch: TrainBatch, config: TrainConfig, fn: Callable[[TrainBatch], Tensor]) -> Tensor:
+    """`fn`'s (b, t) per-token values over the batch in micro-batches, as (N, T), 0 past each row."""
+    alg = config.algorithm
+    out = torch.zeros(batch.loss_mask.shape, dtype=torch.float32, device=batch.loss_mask.device)  # (N, T)
+    with torch.no_grad():
+        for rows in micro_batches(batch, alg.micro_batch_tokens, share_prefix=alg.share_prefix):
+            values = fn(batch.select(rows).trimmed())  # (b, t)
+            out[rows.to(out.device), : values.shape[1]] = values.float()
+    return out
+
+
+def _shuffled_rows(n: int, size: int, generator: torch.Generator, groups: Tensor | None = None) -> Iterator[Tensor]:
+    """Row indices of shuffled minibatches: the same draw as `batch.minibatches`, exposed so old values follow.
+
+    With `groups` (N,) the order is group-major: the groups are shuffled and each keeps its rows together,
+    so a minibatch of k x group_size rows holds k whole groups (like verl's prompt-counted mini-batches) and
+    their shared prompts are computed once (`algorithm.share_prefix`).
+    """
     if size < 1:
         raise ValueError(f"minibatch size must be >= 1, got {size}")
     order = torch.randperm(n, generator=generator)  # (N,)
+    if groups is not None:
+        ids = groups.tolist()
+        rank = {g: i for i, g in enumerate(dict.fromkeys(ids[r] for r in order.tolist()))}
+        order = torch.tensor(sorted(order.tolist(), key=lambda r: rank[ids[r]]), dtype=torch.long)  # stable
     for start in range(0, n, size):
         yield order[start : start + size]
 
@@ -90,7 +119,8 @@ def _minibatch_loss(
 ) -> tuple[Tensor, dict[str, float]]:
     """The scalar loss of one minibatch and its detached parts."""
     alg = config.algorithm
-    hidden = hidden_states(model, mb.input_ids, mb.attention_mask)  # (B, T, H)
+    groups = mb.group_ids if alg.share_prefix else None
+    hidden = hidden_states(model, mb.input_ids, mb.attention_mask, groups)  # (B, T, H)
     mb_lp, mb_ent = logprobs_from_hidden(
         model, hidden, mb.input_ids, mb.loss_mask, temperature=config.rollout.temperature, with_entropy=True
     )  # (B, T), (B, T)
@@ -150,6 +180,99 @@ def informative_rows(batch: TrainBatch) -> Tensor:
     return ((batch.advantages * batch.loss_mask).abs().sum(dim=1) > 0).nonzero().squeeze(1)
 
 
+_TOKEN_MEANS = frozenset({"clip_frac", "approx_kl", "ratio_mean"})
+"""Loss parts that are token means whatever the aggregation mode (the clipping diagnostics)."""
+
+
+def micro_batches(batch: TrainBatch, token_budget: int, *, share_prefix: bool = False) -> list[Tensor]:
+    """Row indices of the micro-batches one minibatch is split into for gradient accumulation.
+
+    Padded rows: sorted longest first and packed greedily while rows x the group's longest length stays
+    within `token_budget`, so similar lengths share a pass. `share_prefix`: the rows of a GRPO group stay
+    together and the cost is the packed length (each group's common prefix once, `training.packing`).
+    0 = one pass over every row, in order.
+    """
+    if token_budget <= 0 or batch.size <= 1:
+        return [torch.arange(batch.size)]
+    lengths = batch.attention_mask.sum(dim=1)  # (N,)
+    order = torch.argsort(lengths, descending=True, stable=True).tolist()
+    if share_prefix:
+        return _packed_micro_batches(batch, order, token_budget)
+    groups: list[list[int]] = []
+    for row in order:
+        if groups and int(lengths[groups[-1][0]]) * (len(groups[-1]) + 1) <= token_budget:
+            groups[-1].append(row)  # the group's first row is its longest
+        else:
+            groups.append([row])
+    return [torch.tensor(group, dtype=torch.long) for group in groups]
+
+
+def _packed_micro_batches(batch: TrainBatch, order: list[int], token_budget: int) -> list[Tensor]:
+    """Greedy micro-batches of whole groups (longest rows first) under a packed-token budget."""
+    lengths = batch.attention_mask.sum(dim=1).tolist()
+    ids = [batch.input_ids[row, : int(lengths[row])].tolist() for row in range(batch.size)]
+    by_group: dict[int, list[int]] = {}
+    for row in order:
+        by_group.setdefault(int(batch.group_ids[row]), []).append(row)
+    micro: list[list[int]] = []
+    cost_of: dict[int, int] = {}  # packed tokens per group id in the current micro-batch
+    for group, rows in by_group.items():
+        for row in rows:
+            current = micro[-1] if micro else []
+            members = [r for r in current if int(batch.group_ids[r]) == group] + [row]
+            group_cost = packed_length([ids[r] for r in members])
+            if current and sum(cost_of.values()) - cost_of.get(group, 0) + group_cost <= token_budget:
+                current.append(row)
+            else:
+                micro.append([row])
+                cost_of = {}
+                group_cost = len(ids[row])
+            cost_of[group] = group_cost
+    return [torch.tensor(rows, dtype=torch.long) for rows in micro]
+
+
+def _loss_weight(mb: TrainBatch, agg: str) -> float:
+    """The denominator `aggregate` divides by: sampled tokens (token-mean) or sequences with any (seq modes)."""
+    if agg == "token-mean":
+        return float(mb.loss_mask.sum().item())
+    return float((mb.loss_mask.sum(dim=1) > 0).sum().item())
+
+
+def _accumulate_gradients(
+    model: Any,
+    mb: TrainBatch,
+    config: TrainConfig,
+    acc: Accelerator,
+    value_head: nn.Module | None,
+    mb_old_values: Tensor | None,
+) -> dict[str, float]:
+    """Backward of one minibatch's loss in length-sorted micro-batches; returns the minibatch's loss parts.
+
+    Each micro-batch's aggregated loss is scaled by its share of the minibatch's denominator (tokens for
+    token-mean, sequences for the seq-mean modes), so the accumulated gradient is that of the whole minibatch.
+    """
+    agg = config.algorithm.loss_agg
+    total_weight = _loss_weight(mb, agg)
+    total_tokens = float(mb.loss_mask.sum().item())
+    groups = micro_batches(mb, config.algorithm.micro_batch_tokens, share_prefix=config.algorithm.share_prefix)
+    parts: dict[str, float] = {}
+    for i, rows in enumerate(groups):
+        micro = mb.select(rows).trimmed()
+        if micro.loss_mask.sum() == 0:
+            continue  # adds nothing to the loss or to any denominator
+        micro_old = None if mb_old_values is None else mb_old_values[rows][:, : micro.input_ids.shape[1]]  # (b, t)
+        loss, micro_parts = _minibatch_loss(model, micro, config, value_head, micro_old)
+        share = _loss_weight(micro, agg) / total_weight
+        token_share = float(micro.loss_mask.sum().item()) / total_tokens
+        sync = i == len(groups) - 1  # multi-device: all-reduce gradients once, after the last micro-batch
+        with nullcontext() if sync else acc.no_sync(model):
+            acc.backward(loss * share)
+        for key, value in micro_parts.items():
+            weight = token_share if key in _TOKEN_MEANS else share
+            parts[key] = parts.get(key, 0.0) + weight * value
+    return parts
+
+
 def update_policy(
     model: Any,
     batch: TrainBatch,
@@ -174,15 +297,15 @@ def update_policy(
     count = 0
     model.train()
     for _ in range(alg.ppo_epochs):
-        for rows in _shuffled_rows(batch.size, alg.minibatch_size, shuffle):
+        groups = batch.group_ids.cpu() if alg.share_prefix else None
+        for rows in _shuffled_rows(batch.size, alg.minibatch_size, shuffle, groups):
             mb = batch.select(rows)
             if mb.loss_mask.sum() == 0:  # nothing sampled (e.g. every episode overflowed the context)
                 continue
             if _has_no_signal(mb, config, value_head):  # a step would only replay AdamW momentum and decay
                 continue
             mb_old_values = None if old_values is None else old_values[rows]  # (B, T)
-            loss, parts = _minibatch_loss(model, mb, config, value_head, mb_old_values)
-            acc.backward(loss)
+            parts = _accumulate_gradients(model, mb, config, acc, value_head, mb_old_values)
             grad_norm = 0.0
             if config.optim.max_grad_norm > 0:
                 grad_norm = float(acc.clip_grad_norm_(model.parameters(), config.optim.max_grad_norm))
