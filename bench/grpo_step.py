@@ -44,10 +44,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--engine", default="hf", choices=["hf", "vllm", "auto"])
     parser.add_argument("--no-gradient-checkpointing", action="store_true", help="Keep every activation (more memory).")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="Extra config override, e.g. --set algorithm.share_prefix=false (repeatable).",
+    )  # fmt: skip
     args = parser.parse_args()
 
     overrides = reference_overrides(args.steps, args.engine)
     overrides.append(f"model.gradient_checkpointing={str(not args.no_gradient_checkpointing).lower()}")
+    overrides += args.set
     config = override(load_config(REPO / "configs" / "hotpotqa_cpu.toml"), overrides)
     step_times: list[float] = []
     rows: list[dict[str, float]] = []
@@ -66,6 +71,8 @@ def main() -> None:
     peak_rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # ru_maxrss is KiB on Linux
 
     print(f"reference GRPO config, engine={args.engine}, {args.steps} steps, total {total_s:.1f} s")
+    if args.set:
+        print(f"overrides: {' '.join(args.set)}")
     for row in rows:
         print(json.dumps(row, sort_keys=True))
     steady = step_times[1:] or step_times
