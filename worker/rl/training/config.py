@@ -214,10 +214,10 @@ class AlgorithmConfig:
     row longer than the budget still forms its own micro-batch. With `share_prefix` the budget counts packed
     tokens (a group's shared prefix once)."""
     share_prefix: bool = True
-    """Compute the prompt a group's members share once per pass instead of once per member (one packed row
-    with a block attention mask, `training.packing`); same log-probs, fewer tokens. Minibatches are then drawn
-    group-major (a minibatch of k x group_size rows holds k whole groups). Needs an attention implementation
-    that takes a 4D mask (sdpa, eager); others fall back to padded rows."""
+    """Compute the prompt a group's members share once per pass instead of once per member (one packed row,
+    attention computed per segment, `training.packing`); same log-probs, fewer tokens. Minibatches are then
+    drawn group-major (a minibatch of k x group_size rows holds k whole groups). Applies to decoders on
+    transformers' sdpa attention (the default); others take padded rows."""
     vf_coef: float = 0.0
     """Value-loss weight; must be > 0 for 'gae' (trains a value head) and 0 for the critic-free estimators."""
     value_clip: float = 0.2

@@ -43,8 +43,8 @@ def decoder_and_head(model: Any) -> tuple[nn.Module, nn.Module]:
 def enable_shared_prefix(model: Any) -> bool:
     """Route the model's sdpa attention through the shared-prefix path from the start of a run.
 
-    Packed passes switch it anyway; doing it up front keeps every pass of a run, resumed or not, on one
-    route (sdpa's mask handling differs in the last float bits between the two). Returns whether it applies.
+    Packed passes switch it anyway (`packing.use_shared_prefix_attention`); doing it up front puts every
+    pass of a run, resumed or not, generation included, on the same route. Returns whether it applies.
     """
     decoder, _ = decoder_and_head(model)
     if not supports_packing(decoder):

@@ -1,7 +1,9 @@
 """Trainer phases 2-4: batch preparation (reference KL, critic values, advantages) and the PPO update.
 
-One decoder pass per minibatch yields the log-probs and, with a critic (`gae`), the values; the loss is
-clipped policy - entropy bonus (+ KL) (+ vf_coef * clipped value loss), optimised for `ppo_epochs`.
+One decoder pass per micro-batch yields the log-probs and, with a critic (`gae`), the values; the loss is
+clipped policy - entropy bonus (+ KL) (+ vf_coef * clipped value loss), optimised for `ppo_epochs`. A
+minibatch (one optimizer step) is split into micro-batches whose gradients accumulate
+(`algorithm.micro_batch_tokens`), and a group's shared prompt is computed once (`algorithm.share_prefix`).
 """
 
 from __future__ import annotations
@@ -97,7 +99,7 @@ def _per_token_no_grad(batch: TrainBatch, config: TrainConfig, fn: Callable[[Tra
 
 
 def _shuffled_rows(n: int, size: int, generator: torch.Generator, groups: Tensor | None = None) -> Iterator[Tensor]:
-    """Row indices of shuffled minibatches: the same draw as `batch.minibatches`, exposed so old values follow.
+    """Row indices of shuffled minibatches (without `groups`, the same draw as `batch.minibatches`).
 
     With `groups` (N,) the order is group-major: the groups are shuffled and each keeps its rows together,
     so a minibatch of k x group_size rows holds k whole groups (like verl's prompt-counted mini-batches) and
@@ -254,12 +256,12 @@ def _accumulate_gradients(
     agg = config.algorithm.loss_agg
     total_weight = _loss_weight(mb, agg)
     total_tokens = float(mb.loss_mask.sum().item())
-    groups = micro_batches(mb, config.algorithm.micro_batch_tokens, share_prefix=config.algorithm.share_prefix)
+    split = micro_batches(mb, config.algorithm.micro_batch_tokens, share_prefix=config.algorithm.share_prefix)
+    # a micro-batch without sampled tokens adds nothing to the loss or to any denominator
+    groups = [rows for rows in split if mb.loss_mask[rows].sum() > 0]
     parts: dict[str, float] = {}
     for i, rows in enumerate(groups):
         micro = mb.select(rows).trimmed()
-        if micro.loss_mask.sum() == 0:
-            continue  # adds nothing to the loss or to any denominator
         micro_old = None if mb_old_values is None else mb_old_values[rows][:, : micro.input_ids.shape[1]]  # (b, t)
         loss, micro_parts = _minibatch_loss(model, micro, config, value_head, micro_old)
         share = _loss_weight(micro, agg) / total_weight
