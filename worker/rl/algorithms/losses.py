@@ -31,6 +31,18 @@ class PolicyLossStats:
     """Mean importance ratio new/old over response tokens."""
 
 
+def aggregate_weight(mask: Tensor, mode: str = "token-mean") -> Tensor:
+    """What `aggregate` divides by (before clamping to >= 1): the masked tokens (token-mean) or the
+    sequences with any masked token (the seq-mean modes). Losses over parts of a batch, each scaled by its
+    share of this weight, add up to the loss over the whole batch (gradient accumulation)."""
+    m = mask.float()  # (B, T)
+    if mode == "token-mean":
+        return m.sum()
+    if mode not in AGG_MODES:
+        raise ValueError(f"unknown loss aggregation {mode!r}; valid modes: {', '.join(AGG_MODES)}")
+    return (m.sum(dim=1) > 0).float().sum()
+
+
 def aggregate(values: Tensor, mask: Tensor, mode: str = "token-mean") -> Tensor:
     """Reduce (B, T) per-token values to a scalar over the mask.
 
@@ -39,16 +51,14 @@ def aggregate(values: Tensor, mask: Tensor, mode: str = "token-mean") -> Tensor:
     seq-mean-token-sum: per-sequence token sum, then the same sequence mean.
     """
     m = mask.to(values.dtype)  # (B, T)
+    weight = aggregate_weight(mask, mode).to(values.dtype).clamp(min=1.0)
     if mode == "token-mean":
-        return (values * m).sum() / m.sum().clamp(min=1.0)
+        return (values * m).sum() / weight
     per_seq = (values * m).sum(dim=1)  # (B,)
     lengths = m.sum(dim=1)  # (B,)
-    has_tokens = (lengths > 0).to(values.dtype)  # (B,)
     if mode == "seq-mean-token-mean":
         per_seq = per_seq / lengths.clamp(min=1.0)
-    elif mode != "seq-mean-token-sum":
-        raise ValueError(f"unknown loss aggregation {mode!r}; valid modes: {', '.join(AGG_MODES)}")
-    return (per_seq * has_tokens).sum() / has_tokens.sum().clamp(min=1.0)
+    return (per_seq * (lengths > 0).to(values.dtype)).sum() / weight
 
 
 def _masked_mean(values: Tensor, mask: Tensor) -> float:

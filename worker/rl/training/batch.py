@@ -7,7 +7,7 @@ reward on that turn's last sampled token (see `algorithms.advantages`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 
 import torch
@@ -53,23 +53,25 @@ class TrainBatch:
         """A copy with some tensors replaced (the batch itself is frozen)."""
         return replace(self, **changes)  # type: ignore[arg-type]  # None is valid for the optional fields
 
+    def _map(self, fn: Callable[[Tensor], Tensor]) -> TrainBatch:
+        """A copy with `fn` applied to every tensor that is set."""
+        mapped = {f.name: getattr(self, f.name) for f in fields(self)}
+        return TrainBatch(**{k: None if v is None else fn(v) for k, v in mapped.items()})  # type: ignore[arg-type]
+
     def to(self, device: torch.device | str) -> TrainBatch:
         """Every tensor moved to `device`."""
-        moved = {f.name: getattr(self, f.name) for f in fields(self)}
-        return TrainBatch(**{k: None if v is None else v.to(device) for k, v in moved.items()})  # type: ignore[arg-type]
+        return self._map(lambda v: v.to(device))
 
     def trimmed(self) -> TrainBatch:
         """A copy cut to this batch's own longest row: the columns after it are padding in every row."""
         length = int(self.attention_mask.sum(dim=1).max().item()) if self.size else 0
         if length == self.input_ids.shape[1]:
             return self
-        cut = {f.name: getattr(self, f.name) for f in fields(self)}
-        return TrainBatch(**{k: v[:, :length] if v is not None and v.dim() == 2 else v for k, v in cut.items()})  # type: ignore[arg-type]
+        return self._map(lambda v: v[:, :length] if v.dim() == 2 else v)
 
     def select(self, index: Tensor) -> TrainBatch:
         """Rows `index` (N',) of every tensor."""
-        picked = {f.name: getattr(self, f.name) for f in fields(self)}
-        return TrainBatch(**{k: None if v is None else v[index] for k, v in picked.items()})  # type: ignore[arg-type]
+        return self._map(lambda v: v[index])
 
 
 def _last_sampled(mask: Sequence[int], start: int, end: int) -> int | None:

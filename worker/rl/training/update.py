@@ -17,7 +17,13 @@ from accelerate import Accelerator
 from torch import Tensor, nn
 
 from worker.rl.algorithms.advantages import AdvantageInputs, compute_advantages
-from worker.rl.algorithms.losses import aggregate, clipped_policy_loss, clipped_value_loss, kl_penalty
+from worker.rl.algorithms.losses import (
+    aggregate,
+    aggregate_weight,
+    clipped_policy_loss,
+    clipped_value_loss,
+    kl_penalty,
+)
 from worker.rl.training.batch import TrainBatch, collate
 from worker.rl.training.build import TrainComponents
 from worker.rl.training.config import TrainConfig
@@ -233,13 +239,6 @@ def _packed_micro_batches(batch: TrainBatch, order: list[int], token_budget: int
     return [torch.tensor(rows, dtype=torch.long) for rows in micro]
 
 
-def _loss_weight(mb: TrainBatch, agg: str) -> float:
-    """The denominator `aggregate` divides by: sampled tokens (token-mean) or sequences with any (seq modes)."""
-    if agg == "token-mean":
-        return float(mb.loss_mask.sum().item())
-    return float((mb.loss_mask.sum(dim=1) > 0).sum().item())
-
-
 def _accumulate_gradients(
     model: Any,
     mb: TrainBatch,
@@ -254,7 +253,7 @@ def _accumulate_gradients(
     token-mean, sequences for the seq-mean modes), so the accumulated gradient is that of the whole minibatch.
     """
     agg = config.algorithm.loss_agg
-    total_weight = _loss_weight(mb, agg)
+    total_weight = float(aggregate_weight(mb.loss_mask, agg))
     total_tokens = float(mb.loss_mask.sum().item())
     split = micro_batches(mb, config.algorithm.micro_batch_tokens, share_prefix=config.algorithm.share_prefix)
     # a micro-batch without sampled tokens adds nothing to the loss or to any denominator
@@ -264,7 +263,7 @@ def _accumulate_gradients(
         micro = mb.select(rows).trimmed()
         micro_old = None if mb_old_values is None else mb_old_values[rows][:, : micro.input_ids.shape[1]]  # (b, t)
         loss, micro_parts = _minibatch_loss(model, micro, config, value_head, micro_old)
-        share = _loss_weight(micro, agg) / total_weight
+        share = float(aggregate_weight(micro.loss_mask, agg)) / total_weight
         token_share = float(micro.loss_mask.sum().item()) / total_tokens
         sync = i == len(groups) - 1  # multi-device: all-reduce gradients once, after the last micro-batch
         with nullcontext() if sync else acc.no_sync(model):
