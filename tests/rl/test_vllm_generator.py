@@ -112,6 +112,15 @@ def test_seeded_sampling_reproducible(engine: VLLMGenerator) -> None:
     assert engine.generate(PROMPTS, params) == engine.generate(PROMPTS, params)
 
 
+def test_more_prompt_tokens_than_one_engine_step_takes(engine: VLLMGenerator) -> None:
+    # 30 seeded 200-token prompts: more than vLLM's 4096-token step budget. With chunked prefill this crashed
+    # on CPU (vLLM rewinds a seeded generator after a partial prefill, which CPU generators cannot do).
+    prompts = [[2] + [4 + (i * 7 + j) % 90 for j in range(199)] for i in range(30)]
+    outs = engine.generate(prompts, SamplingParams(max_new_tokens=4, temperature=1.0, seed=1))
+    assert len(outs) == 30
+    assert all(1 <= len(o.token_ids) == len(o.logprobs) <= 4 for o in outs)
+
+
 def test_stop_string_and_length(engine: VLLMGenerator, tiny_checkpoint) -> None:
     tokenizer = tiny_checkpoint[2]
     free = engine.generate([PROMPTS[1]], SamplingParams(max_new_tokens=12, temperature=0.0))[0]

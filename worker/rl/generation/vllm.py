@@ -113,6 +113,10 @@ class VLLMGenerator:
             enforce_eager=on_cpu if enforce_eager is None else enforce_eager,
             logprobs_mode="processed_logprobs",
             kv_cache_memory_bytes=kv_cache_bytes,
+            # CPU: a prompt prefilled in chunks has its sampled token discarded, and vLLM then rewinds the
+            # request's seeded generator, which CPU generators cannot do ("CPU Generator does not use offset");
+            # it crashed any turn whose prompts exceed the 4096-token step budget. Whole-prompt prefill avoids it.
+            **({"enable_chunked_prefill": False} if on_cpu else {}),
         )
         tokenizer = self.llm.get_tokenizer()
         im_end = tokenizer.convert_tokens_to_ids(CHAT_END_TOKEN) if CHAT_END_TOKEN in tokenizer.get_vocab() else None
