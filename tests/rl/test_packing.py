@@ -8,11 +8,12 @@ from accelerate import Accelerator
 
 from tests.rl._learn_fixtures import tiny_llama
 from worker.rl.training.batch import TrainBatch
-from worker.rl.training.config import AlgorithmConfig, OptimConfig, TrainConfig
+from worker.rl.training.config import AlgorithmConfig, ModelConfig, OptimConfig, TrainConfig
 from worker.rl.training.logprobs import hidden_states, token_logprobs
 from worker.rl.training.packing import ATTENTION_NAME, common_prefix_length, pack_rows, packed_length
 from worker.rl.training.update import _shuffled_rows, micro_batches, update_policy
 
+FP32 = ModelConfig(compute_dtype="float32")
 PROMPT_A = [5, 6, 7, 8, 9, 10]
 PROMPT_B = [5, 6, 11, 12]
 ROWS = (  # (group, ids): group 0 shares PROMPT_A (one row is the prompt alone), group 1 PROMPT_B, group 2 alone
@@ -116,6 +117,7 @@ def _update(share: bool, budget: int) -> dict[str, torch.Tensor]:
     noise = 0.3 * torch.randn(lp.shape, generator=torch.Generator().manual_seed(1))
     batch = batch.with_(old_logprobs=(lp + noise) * batch.loss_mask)
     cfg = TrainConfig(
+        model=FP32,  # the two summation orders agree to 1e-6 only in full precision
         algorithm=AlgorithmConfig(
             minibatch_size=8, micro_batch_tokens=budget, share_prefix=share, entropy_coef=0.01, clip_low=0.1
         ),

@@ -30,6 +30,7 @@ from worker.rl.training.build import (
     make_optimizer,
     make_scheduler,
     policy_weights,
+    with_resolved_precision,
 )
 from worker.rl.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from worker.rl.training.config import TrainConfig, save_resolved
@@ -86,7 +87,7 @@ def evaluate_policy(
     return out, batch.trajectories
 
 
-def _sync_weights(generator: Any, model: Any) -> None:
+def sync_weights(generator: Any, model: Any) -> None:
     """Push new weights to a separate engine; nothing to do when it serves the training model itself."""
     shares = getattr(generator, "shares_model_with", None)
     if shares is not None and shares(model):
@@ -127,6 +128,7 @@ def train(
     """Run (or resume) GRPO-family or PPO-GAE training; see the module docstring for the phases."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    config = with_resolved_precision(config)
     save_resolved(config, run_dir)
     seed_everything(config.seed)
     comps = components or build_components(config)
@@ -154,7 +156,7 @@ def train(
         sampler.load_state_dict(state.sampler_state)
         start = state.step
         writer.truncate_after(start)
-        _sync_weights(comps.generator, model)
+        sync_weights(comps.generator, model)
         logger.info("resumed from %s at step %d", last_ckpt, start)
     model.eval()
     eval_tasks = comps.eval_tasks[: config.eval.num_tasks]
@@ -187,7 +189,7 @@ def train(
         sched.step()
         t_sync = time.perf_counter()
         # 5. Weight sync
-        _sync_weights(comps.generator, model)
+        sync_weights(comps.generator, model)
         # 6. Log
         metrics = step_metrics(trajs, rollout.stats, loss_stats, step_s=time.perf_counter() - t0)
         metrics["perf/update_s"] = t_sync - t_update  # phases 3-4: reference/critic passes and the PPO update

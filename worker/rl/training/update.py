@@ -9,7 +9,7 @@ minibatch (one optimizer step) is split into micro-batches whose gradients accum
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
@@ -24,6 +24,7 @@ from worker.rl.algorithms.losses import (
     clipped_value_loss,
     kl_penalty,
 )
+from worker.rl.generation.precision import autocast, resolve_compute_dtype
 from worker.rl.training.batch import TrainBatch, collate
 from worker.rl.training.build import TrainComponents
 from worker.rl.training.config import TrainConfig
@@ -93,11 +94,17 @@ def prepare_batch(
     return batch.with_(advantages=adv.advantages.to(device), returns=adv.returns.to(device)), old_values
 
 
+def compute_context(config: TrainConfig, device: Any) -> AbstractContextManager[Any]:
+    """Autocast forward passes on `device` to the run's compute dtype (`model.compute_dtype`; float32 weights)."""
+    compute = resolve_compute_dtype(config.model.compute_dtype, config.model.dtype, device)
+    return autocast(device, compute, config.model.dtype)
+
+
 def _per_token_no_grad(batch: TrainBatch, config: TrainConfig, fn: Callable[[TrainBatch], Tensor]) -> Tensor:
     """`fn`'s (b, t) per-token values over the batch in micro-batches, as (N, T), 0 past each row."""
     alg = config.algorithm
     out = torch.zeros(batch.loss_mask.shape, dtype=torch.float32, device=batch.loss_mask.device)  # (N, T)
-    with torch.no_grad():
+    with torch.no_grad(), compute_context(config, batch.input_ids.device):
         for rows in micro_batches(batch, alg.micro_batch_tokens, share_prefix=alg.share_prefix):
             values = fn(batch.select(rows).trimmed())  # (b, t)
             out[rows.to(out.device), : values.shape[1]] = values.float()
@@ -262,7 +269,8 @@ def _accumulate_gradients(
     for i, rows in enumerate(groups):
         micro = mb.select(rows).trimmed()
         micro_old = None if mb_old_values is None else mb_old_values[rows][:, : micro.input_ids.shape[1]]  # (b, t)
-        loss, micro_parts = _minibatch_loss(model, micro, config, value_head, micro_old)
+        with compute_context(config, micro.input_ids.device):  # the backward runs outside autocast, as it should
+            loss, micro_parts = _minibatch_loss(model, micro, config, value_head, micro_old)
         share = float(aggregate_weight(micro.loss_mask, agg)) / total_weight
         token_share = float(micro.loss_mask.sum().item()) / total_tokens
         sync = i == len(groups) - 1  # multi-device: all-reduce gradients once, after the last micro-batch
