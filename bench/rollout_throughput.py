@@ -1,14 +1,16 @@
-"""Rollout throughput per engine on SmolLM2-135M fp32: tokens/s at several batch sizes.
+"""Rollout throughput per engine and compute dtype on SmolLM2-135M: tokens/s at several batch sizes.
 
 Run from the repo root: `python -m bench.rollout_throughput [--batch-sizes 1,16,64] [--max-new-tokens 64]`.
 Every row samples exactly max_new_tokens (EOS ignored) from the same chat prompt at temperature 1,
 so the engines do equal work. HF `model.generate` in float32 is the reference. Each engine runs in each
-compute dtype of `--dtypes` (float32 weights; bf16 = autocast for HF, the served dtype for vLLM).
+compute dtype of `--dtypes`, as training runs them: `generate` under autocast over the float32 weights,
+the HF engine from a copy of the weights in that dtype, vLLM serving that dtype.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
 import logging
 import platform
@@ -94,7 +96,9 @@ def main() -> None:
     for dtype in dtypes:
         tag = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(dtype, dtype)
         if "hf" in engines:
-            hf = HFGenerator(model, tokenizer, ignore_eos=True, compute_dtype=dtype)
+            # as in training: the HF engine samples from a copy of the weights in the compute dtype
+            served = model if dtype == "float32" else copy.deepcopy(model).to(getattr(torch, dtype))
+            hf = HFGenerator(served, tokenizer, ignore_eos=True)
             hf.generate([prompt], SamplingParams(max_new_tokens=4, temperature=1.0, seed=0))  # warm-up
             for b in batches:
                 rates[f"hf {tag}", b] = _report(f"hf {tag}", b, *_timed(_engine_runner(hf, prompt, b, params)))
