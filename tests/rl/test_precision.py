@@ -36,8 +36,11 @@ def test_auto_picks_bf16_only_where_the_cpu_has_bf16_math(
 
 
 def test_cpu_flags_are_read_from_cpuinfo() -> None:
-    precision.cpu_has_native_bf16.cache_clear()
-    assert isinstance(precision.cpu_has_native_bf16(), bool)
+    head = "processor\t: 0\nmodel name\t: AMD EPYC\n"
+    assert precision.cpuinfo_has_bf16(head + "flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n")
+    assert precision.cpuinfo_has_bf16(head + "flags\t\t: fpu avx2 amx_bf16 amx_tile\n")
+    assert not precision.cpuinfo_has_bf16(head + "flags\t\t: fpu sse2 avx2 fma avx512f avx512_vnni\n")
+    assert not precision.cpuinfo_has_bf16(head)  # no flags line (not x86)
 
 
 def test_bad_precision_settings_say_how_to_fix_them() -> None:

@@ -24,19 +24,23 @@ _TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16"
 _BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 
+def cpuinfo_has_bf16(cpuinfo: str) -> bool:
+    """Whether the first `flags` line of a `/proc/cpuinfo` text lists a bf16 dot-product instruction set."""
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            return bool(_BF16_CPU_FLAGS & set(line.split(":", 1)[1].split()))
+    return False
+
+
 @functools.cache
 def cpu_has_native_bf16() -> bool:
     """True when this x86 CPU advertises bf16 dot-product instructions (Linux `/proc/cpuinfo` flags)."""
     if platform.system() != "Linux":
         return False
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        return cpuinfo_has_bf16(Path("/proc/cpuinfo").read_text())
     except OSError:
         return False
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return bool(_BF16_CPU_FLAGS & set(line.split(":", 1)[1].split()))
-    return False
 
 
 def native_bf16(device: str | torch.device) -> bool:
