@@ -17,7 +17,6 @@ import torch
 from torch import Tensor
 
 from worker.rl.generation.base import Completion, EngineFinish, SamplingParams
-from worker.rl.generation.precision import autocast
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +99,6 @@ class HFGenerator:
         device: str | torch.device | None = None,
         max_batch_size: int = 64,
         ignore_eos: bool = False,
-        compute_dtype: str | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -110,9 +108,6 @@ class HFGenerator:
         self.max_batch_size = max_batch_size
         self.ignore_eos = ignore_eos
         """Benchmarks only: never stop on EOS, so every row runs to max_new_tokens."""
-        self.weights_dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-        self.compute_dtype = compute_dtype or self.weights_dtype
-        """Forward passes autocast to this dtype over the served weights (a no-op when they are in it already)."""
         self.eos_ids = _eos_ids(model, tokenizer)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = int(pad if pad is not None else 0)
@@ -140,7 +135,7 @@ class HFGenerator:
         self.model.eval()
         try:
             out: list[Completion] = []
-            with torch.inference_mode(), autocast(self.device, self.compute_dtype, self.weights_dtype):
+            with torch.inference_mode():
                 for start in range(0, len(prompts), self.max_batch_size):
                     chunk = prompts[start : start + self.max_batch_size]
                     out.extend(self._generate_chunk(chunk, params, base_seed, start))

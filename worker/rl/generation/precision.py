@@ -20,7 +20,8 @@ from typing import Any
 
 import torch
 
-_TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+"""The dtype names a config may use, and their torch dtypes."""
 _BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 
@@ -59,10 +60,10 @@ def resolve_compute_dtype(requested: str, weights: str, device: str | torch.devi
     "auto": bfloat16 where `native_bf16(device)` and the weights are float32 (or already bfloat16),
     else the weights' own dtype. A compute dtype wider than the weights is an error: autocast only narrows.
     """
-    if requested != "auto" and requested not in _TORCH_DTYPES:
-        raise ValueError(f"compute dtype must be 'auto' or one of {', '.join(_TORCH_DTYPES)}; got {requested!r}")
-    if weights not in _TORCH_DTYPES:
-        raise ValueError(f"weight dtype must be one of {', '.join(_TORCH_DTYPES)}; got {weights!r}")
+    if requested != "auto" and requested not in TORCH_DTYPES:
+        raise ValueError(f"compute dtype must be 'auto' or one of {', '.join(TORCH_DTYPES)}; got {requested!r}")
+    if weights not in TORCH_DTYPES:
+        raise ValueError(f"weight dtype must be one of {', '.join(TORCH_DTYPES)}; got {weights!r}")
     kind = torch.device(device).type
     if requested == "auto":
         return "bfloat16" if weights in ("float32", "bfloat16") and native_bf16(device) else weights
@@ -78,8 +79,8 @@ def resolve_compute_dtype(requested: str, weights: str, device: str | torch.devi
 
 def autocast(device: str | torch.device, compute: str, weights: str = "float32") -> Any:
     """A context that runs ops in `compute` over `weights`-dtype parameters (a no-op when they agree)."""
-    if compute not in _TORCH_DTYPES:
-        raise ValueError(f"compute dtype must be one of {', '.join(_TORCH_DTYPES)}; got {compute!r}")
+    if compute not in TORCH_DTYPES:
+        raise ValueError(f"compute dtype must be one of {', '.join(TORCH_DTYPES)}; got {compute!r}")
     if compute == weights:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=_TORCH_DTYPES[compute])
+    return torch.autocast(device_type=torch.device(device).type, dtype=TORCH_DTYPES[compute])

@@ -207,7 +207,7 @@ def build_components(config: TrainConfig) -> TrainComponents:
     engine = resolve_engine(config.engine.backend, model_path=model_path)
     compute = resolve_compute_dtype(config.model.compute_dtype, config.model.dtype, device)
     logger.info("weights in %s, forward/backward and rollouts in %s", config.model.dtype, compute)
-    options: dict[str, Any] = {"max_batch_size": config.engine.max_batch_size, "compute_dtype": compute}
+    options: dict[str, Any] = {"max_batch_size": config.engine.max_batch_size}
     if engine == "vllm":
         options = {
             "dtype": compute,
