@@ -7,12 +7,17 @@ rewards are normalised within their group *separately* from the outcome (mean/st
 over every step of every trajectory of the group), turned into a return-to-go
 (sum of the normalised step rewards at or after each token), scaled by
 `process_reward_weight` and added to the estimator's advantages
-(`compute_advantages`). Group std uses the unbiased estimator; a singleton group
-gets advantage 0 from the group-relative estimators.
+(`compute_advantages`); with `gae` they enter the token rewards before GAE instead, so the critic fits a
+stationary return (issue #10). Group std uses the unbiased estimator; a singleton group gets advantage 0.
+Group statistics run in float64 and a flat group (max == min) gets advantage exactly 0: float32 means of
+rewards like 0.7 / 0.9 / 1.1 miss by an ulp and `/ (std + eps)` would blow that up to +-0.3 (issue #10).
+TRL divides by std + 1e-4 and verl by std + 1e-6 without that guard; exact zeros are what
+`drop_flat_rows` and the no-signal check test for.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -75,23 +80,41 @@ def _group_index(group_ids: Tensor) -> tuple[Tensor, int]:
 
 
 def group_mean_std(scores: Tensor, group_ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-trajectory group mean, unbiased std (0 for singletons) and group size, each (N,)."""
+    """Per-trajectory group mean, unbiased std (0 for singletons) and group size, each (N,) float64."""
     inverse, n_groups = _group_index(group_ids)
-    counts = torch.zeros(n_groups, dtype=scores.dtype).index_add_(0, inverse, torch.ones_like(scores))  # (G,)
-    sums = torch.zeros(n_groups, dtype=scores.dtype).index_add_(0, inverse, scores)  # (G,)
+    x = scores.double()  # (N,) group statistics in float64 (module docstring)
+    counts = torch.zeros(n_groups, dtype=x.dtype).index_add_(0, inverse, torch.ones_like(x))  # (G,)
+    sums = torch.zeros(n_groups, dtype=x.dtype).index_add_(0, inverse, x)  # (G,)
     mean = (sums / counts)[inverse]  # (N,)
-    sq = torch.zeros(n_groups, dtype=scores.dtype).index_add_(0, inverse, (scores - mean) ** 2)  # (G,)
+    sq = torch.zeros(n_groups, dtype=x.dtype).index_add_(0, inverse, (x - mean) ** 2)  # (G,)
     var = sq / (counts - 1).clamp(min=1)  # (G,)
     return mean, var.sqrt()[inverse], counts[inverse]
 
 
+def flat_groups(scores: Tensor, group_ids: Tensor) -> Tensor:
+    """(N,) bool: the trajectory's group has one score value only (max == min), singletons included."""
+    inverse, n_groups = _group_index(group_ids)
+    x = scores.double()  # (N,)
+    hi = torch.full((n_groups,), -torch.inf, dtype=x.dtype).scatter_reduce(0, inverse, x, "amax")  # (G,)
+    lo = torch.full((n_groups,), torch.inf, dtype=x.dtype).scatter_reduce(0, inverse, x, "amin")  # (G,)
+    return (hi == lo)[inverse]  # (N,)
+
+
 def masked_whiten(values: Tensor, mask: Tensor, eps: float = 1e-6) -> Tensor:
-    """Normalise `values` to zero mean / unit std over the mask (global batch whitening)."""
-    m = mask.to(values.dtype)  # (N, T)
-    n = m.sum().clamp(min=1.0)
-    mean = (values * m).sum() / n
-    var = (((values - mean) * m) ** 2).sum() / n
-    return (values - mean) / (var.sqrt() + eps) * m  # (N, T)
+    """Normalise `values` to zero mean / unit std over the mask (global batch whitening), in float64.
+
+    All masked values equal (e.g. every group flat): zeros, not the rounding residue over eps. Biased
+    variance over the tokens (verl's `masked_whiten` uses the unbiased one; the difference is n/(n-1)).
+    """
+    m = mask.double()  # (N, T)
+    x = values.double()  # (N, T)
+    on = m > 0  # (N, T)
+    if not bool(on.any()) or bool(x[on].max() == x[on].min()):
+        return torch.zeros_like(values)
+    n = m.sum()
+    mean = (x * m).sum() / n
+    var = (((x - mean) * m) ** 2).sum() / n
+    return ((x - mean) / (var.sqrt() + eps) * m).to(values.dtype)  # (N, T)
 
 
 def discounted_returns(rewards: Tensor, mask: Tensor, gamma: float) -> Tensor:
@@ -110,32 +133,42 @@ def _sequence_scores(inputs: AdvantageInputs) -> tuple[Tensor, Tensor]:
     return (inputs.token_rewards * mask).sum(dim=1), mask  # (N,), (N, T)
 
 
+def _broadcast(adv: Tensor, flat: Tensor, mask: Tensor) -> Tensor:
+    """(N,) float64 sequence advantages, exactly 0 where `flat`, spread over the (N, T) response mask."""
+    adv = torch.where(flat, torch.zeros_like(adv), adv)  # (N,)
+    return adv.to(mask.dtype)[:, None] * mask  # (N, T)
+
+
 def grpo_advantages(inputs: AdvantageInputs) -> AdvantageOutputs:
-    """GRPO: (score - group mean) / (group std + eps), broadcast over the response."""
+    """GRPO: (score - group mean) / (group std + eps), broadcast over the response; 0 for flat groups."""
     scores, mask = _sequence_scores(inputs)
     mean, std, _ = group_mean_std(scores, inputs.group_ids)
-    adv = scores - mean  # (N,)
+    adv = scores.double() - mean  # (N,)
     if inputs.scale_by_std:
         adv = adv / (std + inputs.eps)
-    out = adv[:, None] * mask  # (N, T)
+    out = _broadcast(adv, flat_groups(scores, inputs.group_ids), mask)  # (N, T)
     return AdvantageOutputs(out, out.clone())
 
 
 def dr_grpo_advantages(inputs: AdvantageInputs) -> AdvantageOutputs:
-    """Dr. GRPO (Liu et al. 2025): group-mean centring without the std division."""
+    """Dr. GRPO (Liu et al. 2025): group-mean centring without the std division; 0 for flat groups.
+
+    Pair it with the constant-normaliser loss `seq-mean-token-sum-norm` (the default `loss_agg` for
+    dr_grpo): the paper removes both the std and the per-length normalisers.
+    """
     scores, mask = _sequence_scores(inputs)
     mean, _, _ = group_mean_std(scores, inputs.group_ids)
-    out = (scores - mean)[:, None] * mask  # (N, T)
+    out = _broadcast(scores.double() - mean, flat_groups(scores, inputs.group_ids), mask)  # (N, T)
     return AdvantageOutputs(out, out.clone())
 
 
 def rloo_advantages(inputs: AdvantageInputs) -> AdvantageOutputs:
-    """RLOO: score minus the mean of the *other* members of the group (0 for singletons)."""
+    """RLOO: score minus the mean of the *other* members of the group (0 for singletons and flat groups)."""
     scores, mask = _sequence_scores(inputs)
     mean, _, counts = group_mean_std(scores, inputs.group_ids)
-    baseline = (mean * counts - scores) / (counts - 1).clamp(min=1)  # (N,)
-    adv = torch.where(counts > 1, scores - baseline, torch.zeros_like(scores))  # (N,)
-    out = adv[:, None] * mask  # (N, T)
+    x = scores.double()  # (N,)
+    baseline = (mean * counts - x) / (counts - 1).clamp(min=1)  # (N,)
+    out = _broadcast(x - baseline, flat_groups(scores, inputs.group_ids) | (counts <= 1), mask)  # (N, T)
     return AdvantageOutputs(out, out.clone())
 
 
@@ -147,16 +180,23 @@ def reinforce_pp_advantages(inputs: AdvantageInputs) -> AdvantageOutputs:
 
 
 def reinforce_pp_baseline_advantages(inputs: AdvantageInputs) -> AdvantageOutputs:
-    """REINFORCE++ with a group-mean baseline, then global whitening over response tokens."""
+    """REINFORCE++ with a group-mean baseline (0 for flat groups), then global whitening over response tokens.
+
+    Like verl, the whitening subtracts the batch mean, so a flat group's rows are 0 only when every group is.
+    """
     scores, mask = _sequence_scores(inputs)
     mean, _, _ = group_mean_std(scores, inputs.group_ids)
-    centred = (scores - mean)[:, None] * mask  # (N, T)
+    centred = _broadcast(scores.double() - mean, flat_groups(scores, inputs.group_ids), mask)  # (N, T)
     adv = masked_whiten(centred, inputs.response_mask, inputs.eps)  # (N, T)
     return AdvantageOutputs(adv, centred)
 
 
 def gae_advantages(inputs: AdvantageInputs) -> AdvantageOutputs:
-    """PPO with GAE over response tokens (skipping masked gaps), then global whitening."""
+    """PPO with GAE over response tokens (skipping masked gaps), then global whitening.
+
+    Process rewards are already in `token_rewards` here (`compute_advantages`); the returns (value
+    targets) are advantages + values before whitening, as in verl / OpenRLHF.
+    """
     if inputs.values is None:
         raise ValueError("estimator 'gae' needs critic values: set algorithm.vf_coef > 0 so a value head is trained")
     mask = inputs.response_mask.to(inputs.token_rewards.dtype)  # (N, T)
@@ -176,20 +216,30 @@ def gae_advantages(inputs: AdvantageInputs) -> AdvantageOutputs:
 
 
 def process_reward_advantages(inputs: AdvantageInputs) -> Tensor:
-    """(N, T) return-to-go of step rewards normalised within each group (see module docstring)."""
+    """(N, T) return-to-go of step rewards normalised within each group (see module docstring).
+
+    Statistics in float64; a group whose step rewards are all equal contributes exactly 0.
+    """
     if inputs.step_rewards is None or inputs.step_mask is None:
         return torch.zeros_like(inputs.token_rewards)
-    smask = inputs.step_mask.to(inputs.step_rewards.dtype)  # (N, T)
+    smask = inputs.step_mask.double()  # (N, T)
+    steps = inputs.step_rewards.double()  # (N, T)
+    on = smask > 0  # (N, T)
     inverse, n_groups = _group_index(inputs.group_ids)
     zeros = torch.zeros(n_groups, dtype=smask.dtype)  # (G,)
     counts = zeros.clone().index_add_(0, inverse, smask.sum(1))  # (G,)
-    sums = zeros.clone().index_add_(0, inverse, (inputs.step_rewards * smask).sum(1))  # (G,)
+    sums = zeros.clone().index_add_(0, inverse, (steps * smask).sum(1))  # (G,)
     mean = (sums / counts.clamp(min=1))[inverse][:, None]  # (N, 1)
-    sq = zeros.clone().index_add_(0, inverse, (((inputs.step_rewards - mean) * smask) ** 2).sum(1))  # (G,)
+    sq = zeros.clone().index_add_(0, inverse, (((steps - mean) * smask) ** 2).sum(1))  # (G,)
     std = (sq / (counts - 1).clamp(min=1)).sqrt()[inverse][:, None]  # (N, 1)
-    normed = (inputs.step_rewards - mean) / (std + inputs.eps) * smask  # (N, T)
+    hi = torch.where(on, steps, -torch.inf).amax(1)  # (N,)
+    lo = torch.where(on, steps, torch.inf).amin(1)  # (N,)
+    g_hi = torch.full((n_groups,), -torch.inf, dtype=steps.dtype).scatter_reduce(0, inverse, hi, "amax")  # (G,)
+    g_lo = torch.full((n_groups,), torch.inf, dtype=steps.dtype).scatter_reduce(0, inverse, lo, "amin")  # (G,)
+    flat = (g_hi <= g_lo)[inverse][:, None]  # (N, 1) one value (or no step) in the whole group
+    normed = torch.where(flat, 0.0, (steps - mean) / (std + inputs.eps)) * smask  # (N, T)
     to_go = normed.flip(1).cumsum(1).flip(1)  # (N, T)
-    return to_go * inputs.response_mask.to(to_go.dtype)
+    return (to_go * inputs.response_mask.double()).to(inputs.token_rewards.dtype)
 
 
 ADVANTAGE_ESTIMATORS: dict[str, Estimator] = {
@@ -216,9 +266,19 @@ def get_estimator(name: str) -> Estimator:
 
 
 def compute_advantages(name: str, inputs: AdvantageInputs) -> AdvantageOutputs:
-    """Run estimator `name` and add the weighted process-reward term when step rewards are given."""
-    out = get_estimator(name)(inputs)
+    """Run estimator `name` with the weighted process rewards when step rewards are given.
+
+    `gae`: the weighted step rewards join the token rewards before GAE, so the critic's targets are plain
+    discounted returns. The critic-free estimators get the group-normalised step return-to-go added to
+    their advantages (and returns) after the outcome estimator.
+    """
+    estimator = get_estimator(name)
     if inputs.process_reward_weight == 0.0 or inputs.step_rewards is None:
-        return out
+        return estimator(inputs)
+    if name == "gae":
+        step = inputs.step_rewards if inputs.step_mask is None else inputs.step_rewards * inputs.step_mask  # (N, T)
+        rewards = inputs.token_rewards + inputs.process_reward_weight * step  # (N, T)
+        return estimator(dataclasses.replace(inputs, token_rewards=rewards))
+    out = estimator(inputs)
     extra = inputs.process_reward_weight * process_reward_advantages(inputs)  # (N, T)
     return AdvantageOutputs(out.advantages + extra, out.returns + extra)
