@@ -9,12 +9,13 @@ import torch
 from accelerate import Accelerator
 
 from tests.rl._learn_fixtures import char_tokenizer, make_trajectory, tiny_components, tiny_llama
+from worker.rl.algorithms.losses import clipped_policy_loss
 from worker.rl.generation.scripted import ScriptedGenerator
 from worker.rl.rewards.rubric import RewardTerm, Rubric
-from worker.rl.training.batch import TrainBatch
+from worker.rl.training.batch import TrainBatch, collate
 from worker.rl.training.config import AlgorithmConfig, ModelConfig, OptimConfig, TrainConfig
 from worker.rl.training.logprobs import token_logprobs
-from worker.rl.training.update import micro_batches, prepare_batch, update_policy
+from worker.rl.training.update import _shuffled_rows, micro_batches, prepare_batch, update_policy
 
 FP32 = ModelConfig(compute_dtype="float32")
 LENGTHS = (5, 12, 3, 12, 7)
@@ -106,3 +107,77 @@ def test_reference_logprobs_in_micro_batches_match_one_pass() -> None:
     assert out[1] is not None
     assert out[0].abs().sum() > 0
     assert torch.allclose(out[0], out[1], atol=1e-6)
+
+
+def _grouped_batch() -> TrainBatch:
+    """4 groups x 3 members sharing their group's prompt, 1-2 assistant turns with tool tokens (mask 0) between."""
+    rng = torch.Generator().manual_seed(3)
+    trajs = []
+    for g in range(4):
+        prompt = torch.randint(1, 60, (3 + g,), generator=rng).tolist()
+        for m in range(3):
+            turns = [torch.randint(1, 60, (2 + (m + g) % 3,), generator=rng).tolist() for _ in range(1 + m % 2)]
+            trajs.append(make_trajectory(prompt, turns, group_id=f"g{g}", tool_tokens=[61, 62]))
+    batch = collate(trajs)
+    adv = torch.randn(batch.size, 1, generator=rng) * batch.loss_mask  # (N, T)
+    return batch.with_(advantages=adv)
+
+
+def _reference_update(batch: TrainBatch, cfg: TrainConfig, lr: float) -> dict[str, torch.Tensor]:
+    """The algorithm written out: the same group-major minibatches, one padded pass each, SGD, for every epoch."""
+    model = tiny_llama()
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    alg = cfg.algorithm
+    shuffle = torch.Generator().manual_seed(cfg.seed * 7919 + 1)
+    for _ in range(alg.ppo_epochs):
+        for rows in _shuffled_rows(batch.size, alg.minibatch_size, shuffle, batch.group_ids):
+            mb = batch.select(rows)
+            lp, _ = token_logprobs(model, mb.input_ids, mb.attention_mask, mb.loss_mask)  # (B, T)
+            assert mb.advantages is not None
+            loss, _ = clipped_policy_loss(
+                lp, mb.old_logprobs, mb.advantages, mb.loss_mask, clip_low=alg.clip_low, clip_high=alg.clip_high,
+                dual_clip_c=alg.dual_clip_c, agg=alg.loss_agg_mode, norm_tokens=cfg.norm_tokens,
+            )  # fmt: skip
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize(
+    ("agg", "budget"),
+    [("token-mean", 0), ("token-mean", 20), ("seq-mean-token-mean", 20), ("seq-mean-token-sum", 20),
+     ("seq-mean-token-sum-norm", 20)],
+)  # fmt: skip
+def test_packed_micro_batched_epochs_equal_the_written_out_algorithm(agg: str, budget: int) -> None:
+    """Several minibatches, two epochs, multi-member groups through the packed (shared-prefix) path."""
+    batch = _grouped_batch()
+    with torch.no_grad():
+        lp, _ = token_logprobs(tiny_llama(), batch.input_ids, batch.attention_mask, batch.loss_mask)
+    noise = 0.4 * torch.randn(lp.shape, generator=torch.Generator().manual_seed(1))
+    batch = batch.with_(old_logprobs=(lp + noise) * batch.loss_mask)
+    cfg = TrainConfig(
+        model=FP32,
+        algorithm=AlgorithmConfig(
+            minibatch_size=6,
+            ppo_epochs=2,
+            micro_batch_tokens=budget,
+            share_prefix=True,
+            loss_agg=agg,
+            clip_low=0.1,
+            clip_high=0.1,
+            loss_norm_tokens=24,
+        ),
+        optim=OptimConfig(total_steps=1, max_grad_norm=0.0),
+    )
+    lr = 20.0 if agg in ("seq-mean-token-sum", "seq-mean-token-sum-norm") else 2.0
+    model = tiny_llama()
+    stats = update_policy(model, batch, cfg, torch.optim.SGD(model.parameters(), lr=lr), Accelerator(cpu=True), 1)
+    assert stats.updates == 4  # 2 minibatches of 2 groups, 2 epochs
+    assert len(micro_batches(batch.select(torch.arange(6)), budget, share_prefix=True)) > (1 if budget else 0)
+    ref = _reference_update(batch, cfg, lr)
+    untouched = tiny_llama().state_dict()
+    assert not all(torch.allclose(ref[k], untouched[k], atol=1e-4) for k in ref)
+    for key, value in model.state_dict().items():  # the updates agree to float32 summation-order noise
+        step, ref_step = value - untouched[key], ref[key] - untouched[key]
+        assert (step - ref_step).abs().max() <= 1e-4 * ref_step.abs().max() + 1e-7, key

@@ -21,7 +21,9 @@ COMPUTE_DTYPES = ("auto", *DTYPES)
 ENGINES = ("auto", "hf", "vllm")
 ESTIMATORS = ("grpo", "dr_grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline", "gae")
 GROUP_ESTIMATORS = ("grpo", "dr_grpo", "rloo", "reinforce_pp_baseline")
-LOSS_AGGS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
+LOSS_AGGS = ("auto", "token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
+KL_ESTIMATORS = ("k1", "k2", "k3")
+HALF_DTYPES = ("bfloat16", "float16")
 SCHEDULERS = ("constant", "linear", "cosine")
 
 
@@ -61,8 +63,11 @@ class ModelConfig:
     name_or_path: str = "smollm2-135m"
     """'smollm2-135m' (bundled, offline), a Hugging Face hub id, or a local model folder."""
     dtype: str = "float32"
-    """Dtype the weights and the optimizer state are kept in: float32 (the default, right for full fine-tuning),
-    or bfloat16 / float16 to halve the memory of a large model on a GPU."""
+    """Dtype the trainable weights and the AdamW state are kept in: float32 master weights (the default and the
+    only choice for full fine-tuning; half-precision compute comes from `compute_dtype`). bfloat16 / float16
+    only with `lora`: the frozen base is then held in half precision and the adapters (peft) stay float32.
+    Full fine-tuning with half-precision weights is rejected: at lr 1e-6 AdamW updates fall below bf16's
+    spacing and are lost, and in float16 `exp_avg_sq` underflows (issue #10)."""
     compute_dtype: str = "auto"
     """Dtype the forward/backward passes (autocast over float32 weights) and the rollout engine run in.
     'auto': bfloat16 where the hardware has bf16 math (CUDA GPUs with bf16, x86 CPUs with AVX512-BF16 or AMX),
@@ -87,6 +92,13 @@ class ModelConfig:
             f"model.compute_dtype={self.compute_dtype} needs float32 weights (autocast only narrows); "
             f"got model.dtype={self.dtype}: set model.compute_dtype to 'auto' or {self.dtype!r}, "
             "or model.dtype to 'float32'",
+        )
+        _check(
+            self.dtype not in HALF_DTYPES or self.lora is not None,
+            f"model.dtype={self.dtype} would keep the trained weights and the AdamW state in {self.dtype}, where "
+            "small updates (lr 1e-6) round away; set model.dtype='float32' (master weights) and "
+            f"model.compute_dtype='{'bfloat16' if self.dtype == 'bfloat16' else 'float16'}' (half-precision "
+            "passes), or train LoRA adapters (model.lora) over a half-precision base",
         )
 
 
@@ -205,13 +217,23 @@ class AlgorithmConfig:
     kl_coef: float = 0.0
     """KL-to-reference weight; 0 loads no reference model at all."""
     kl_estimator: str = "k3"
-    """'k1' or 'k3' (low-variance, non-negative)."""
+    """'k1', 'k2' or 'k3' (Schulman). As a loss term (kl_in_reward false) only k2 (its expected gradient is
+    that of KL(pi || ref)) or k3 (low variance, TRL/verl 'low_var_kl'; gradient of KL(ref || pi)); k1 has zero
+    expected gradient there and is only allowed in the reward."""
     kl_in_reward: bool = False
     """Subtract the KL from token rewards before advantages instead of adding it to the loss."""
+    dual_clip_c: float | None = 3.0
+    """Dual-clip PPO (Ye et al. 2020, verl `clip_ratio_c`): for negative advantages the per-token loss is bounded
+    by -A * dual_clip_c, so tokens whose ratio ran far above 1 cannot dominate a step. > 1; None turns it off."""
     entropy_coef: float = 0.0
     """Entropy bonus weight (subtracted from the loss)."""
-    loss_agg: str = "token-mean"
-    """token-mean, seq-mean-token-mean or seq-mean-token-sum."""
+    loss_agg: str = "auto"
+    """token-mean, seq-mean-token-mean, seq-mean-token-sum, seq-mean-token-sum-norm (Dr. GRPO: per-sequence
+    token sums / (sequences x `loss_norm_tokens`), a constant whatever the mask), or 'auto': the norm mode for
+    dr_grpo (the paper pairs the unscaled advantages with the constant normaliser) and token-mean otherwise."""
+    loss_norm_tokens: int = 0
+    """The constant of seq-mean-token-sum-norm; 0 = the rollout's maximum response tokens
+    (`TrainConfig.max_response_tokens`)."""
     gamma: float = 1.0
     """Per-token discount (reinforce_pp, gae)."""
     lam: float = 1.0
@@ -248,7 +270,20 @@ class AlgorithmConfig:
 
     def __post_init__(self) -> None:
         _one_of("algorithm.estimator", self.estimator, ESTIMATORS)
-        _one_of("algorithm.kl_estimator", self.kl_estimator, ("k1", "k3"))
+        _one_of("algorithm.kl_estimator", self.kl_estimator, KL_ESTIMATORS)
+        _check(
+            self.kl_estimator != "k1" or self.kl_in_reward or self.kl_coef == 0,
+            "algorithm.kl_estimator='k1' as a loss term has zero expected gradient (it would not pull towards the "
+            "reference); use kl_estimator='k2' or 'k3' for the loss, or set algorithm.kl_in_reward=true for k1",
+        )
+        _check(
+            self.dual_clip_c is None or self.dual_clip_c > 1.0,
+            f"algorithm.dual_clip_c must be > 1 (e.g. 3) or none (dual clip off); got {self.dual_clip_c}",
+        )
+        _check(
+            self.loss_norm_tokens >= 0,
+            f"algorithm.loss_norm_tokens must be >= 0 (0 = auto); got {self.loss_norm_tokens}",
+        )
         _one_of("algorithm.loss_agg", self.loss_agg, LOSS_AGGS)
         _check(0.0 <= self.clip_low < 1.0, f"algorithm.clip_low must be in [0, 1); got {self.clip_low}")
         _check(self.clip_high >= 0.0, f"algorithm.clip_high must be >= 0; got {self.clip_high}")
@@ -280,6 +315,13 @@ class AlgorithmConfig:
             self.value_head_lr is None or self.value_head_lr > 0,
             f"algorithm.value_head_lr must be > 0 or omitted (= optim.lr); got {self.value_head_lr}",
         )
+
+    @property
+    def loss_agg_mode(self) -> str:
+        """The aggregation that runs: `loss_agg`, with 'auto' resolved per estimator."""
+        if self.loss_agg != "auto":
+            return self.loss_agg
+        return "seq-mean-token-sum-norm" if self.estimator == "dr_grpo" else "token-mean"
 
     @property
     def uses_critic(self) -> bool:
@@ -382,6 +424,24 @@ class TrainConfig:
                 f"rollout.group_size must be >= 2 for {self.algorithm.estimator}; "
                 "use algorithm.estimator='reinforce_pp' for group_size 1"
             )
+        if self.engine.backend == "vllm" and self.rollout.top_p < 1.0:
+            raise ValueError(
+                f"rollout.top_p={self.rollout.top_p} with engine.backend='vllm': vLLM's sampling logprobs are then "
+                "renormalised over the nucleus while the trainer's are the full softmax, which biases the PPO ratio; "
+                "set rollout.top_p=1.0, or engine.backend='hf' (full-distribution logprobs at any top_p)"
+            )
+
+    @property
+    def max_response_tokens(self) -> int:
+        """Most policy-sampled tokens one episode can hold: max_turns x max_new_tokens_per_turn, capped by
+        max_total_tokens."""
+        r = self.rollout
+        return min(r.max_turns * r.max_new_tokens_per_turn, r.max_total_tokens)
+
+    @property
+    def norm_tokens(self) -> int:
+        """The constant of the seq-mean-token-sum-norm aggregation (`algorithm.loss_norm_tokens`, 0 = auto)."""
+        return self.algorithm.loss_norm_tokens or self.max_response_tokens
 
     @property
     def trajectories_per_step(self) -> int:

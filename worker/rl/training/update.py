@@ -141,14 +141,15 @@ def _minibatch_loss(
     )  # (B, T), (B, T)
     assert mb.advantages is not None
     assert mb_ent is not None
+    agg, norm = alg.loss_agg_mode, config.norm_tokens
     policy, pstats = clipped_policy_loss(
         mb_lp, mb.old_logprobs, mb.advantages, mb.loss_mask,
-        clip_low=alg.clip_low, clip_high=alg.clip_high, agg=alg.loss_agg,
+        clip_low=alg.clip_low, clip_high=alg.clip_high, dual_clip_c=alg.dual_clip_c, agg=agg, norm_tokens=norm,
     )  # fmt: skip
     kl = torch.zeros(())
     if mb.ref_logprobs is not None:
-        kl = aggregate(kl_penalty(mb_lp, mb.ref_logprobs, alg.kl_estimator), mb.loss_mask, alg.loss_agg)
-    entropy = aggregate(mb_ent, mb.loss_mask, alg.loss_agg)
+        kl = aggregate(kl_penalty(mb_lp, mb.ref_logprobs, alg.kl_estimator), mb.loss_mask, agg, norm)
+    entropy = aggregate(mb_ent, mb.loss_mask, agg, norm)
     loss = policy - alg.entropy_coef * entropy
     if not alg.kl_in_reward:
         loss = loss + alg.kl_coef * kl
@@ -156,12 +157,12 @@ def _minibatch_loss(
     if value_head is not None and mb_old_values is not None and mb.returns is not None:
         mb_values = values_from_hidden(value_head, hidden, mb.loss_mask)  # (B, T)
         value = clipped_value_loss(
-            mb_values, mb_old_values, mb.returns, mb.loss_mask, clip_range=alg.value_clip, agg=alg.loss_agg
+            mb_values, mb_old_values, mb.returns, mb.loss_mask, clip_range=alg.value_clip, agg=agg, norm_tokens=norm
         )
         loss = loss + alg.vf_coef * value
     parts = {"policy": policy.item(), "kl": kl.item(), "entropy": entropy.item(), "value": value.item(),
              "total": loss.item(), "clip_frac": pstats.clip_fraction, "approx_kl": pstats.approx_kl,
-             "ratio_mean": pstats.ratio_mean}  # fmt: skip
+             "ratio_mean": pstats.ratio_mean, "dual_clip_frac": pstats.dual_clip_fraction}  # fmt: skip
     return loss, parts
 
 
@@ -170,6 +171,7 @@ def _mean_stats(sums: dict[str, float], count: int, *, lr: float, extra: dict[st
     if count == 0:
         return LossStats(lr=lr, extra=extra)
     m = {k: v / count for k, v in sums.items()}
+    extra = {**extra, "loss/dual_clip_frac": m.get("dual_clip_frac", 0.0)}
     return LossStats(
         policy=m["policy"], kl=m["kl"], entropy=m["entropy"], clip_frac=m["clip_frac"], approx_kl=m["approx_kl"],
         ratio_mean=m["ratio_mean"], grad_norm=m["grad_norm"], value=m["value"], total=m["total"], lr=lr,
@@ -195,7 +197,7 @@ def informative_rows(batch: TrainBatch) -> Tensor:
     return ((batch.advantages * batch.loss_mask).abs().sum(dim=1) > 0).nonzero().squeeze(1)
 
 
-_TOKEN_MEANS = frozenset({"clip_frac", "approx_kl", "ratio_mean"})
+_TOKEN_MEANS = frozenset({"clip_frac", "approx_kl", "ratio_mean", "dual_clip_frac"})
 """Loss parts that are token means whatever the aggregation mode (the clipping diagnostics)."""
 
 
@@ -257,10 +259,11 @@ def _accumulate_gradients(
     """Backward of one minibatch's loss in length-sorted micro-batches; returns the minibatch's loss parts.
 
     Each micro-batch's aggregated loss is scaled by its share of the minibatch's denominator (tokens for
-    token-mean, sequences for the seq-mean modes), so the accumulated gradient is that of the whole minibatch.
+    token-mean, sequences for the seq-mean modes, rows x the constant for seq-mean-token-sum-norm), so the
+    accumulated gradient is that of the whole minibatch.
     """
-    agg = config.algorithm.loss_agg
-    total_weight = float(aggregate_weight(mb.loss_mask, agg))
+    agg, norm = config.algorithm.loss_agg_mode, config.norm_tokens
+    total_weight = float(aggregate_weight(mb.loss_mask, agg, norm))
     total_tokens = float(mb.loss_mask.sum().item())
     split = micro_batches(mb, config.algorithm.micro_batch_tokens, share_prefix=config.algorithm.share_prefix)
     # a micro-batch without sampled tokens adds nothing to the loss or to any denominator
@@ -271,7 +274,7 @@ def _accumulate_gradients(
         micro_old = None if mb_old_values is None else mb_old_values[rows][:, : micro.input_ids.shape[1]]  # (b, t)
         with compute_context(config, micro.input_ids.device):  # the backward runs outside autocast, as it should
             loss, micro_parts = _minibatch_loss(model, micro, config, value_head, micro_old)
-        share = float(aggregate_weight(micro.loss_mask, agg)) / total_weight
+        share = float(aggregate_weight(micro.loss_mask, agg, norm)) / total_weight
         token_share = float(micro.loss_mask.sum().item()) / total_tokens
         sync = i == len(groups) - 1  # multi-device: all-reduce gradients once, after the last micro-batch
         with nullcontext() if sync else acc.no_sync(model):
