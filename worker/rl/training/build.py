@@ -2,7 +2,8 @@
 
 Everything heavy is built here once so `trainer.train` reads as the algorithm;
 tests pass their own `TrainComponents` (tiny model, scripted engine) instead.
-Also the seeded, resumable task sampler and the optimizer/scheduler factories.
+Also the seeded, resumable task sampler, the optimizer/scheduler factories, and the start-up check that
+float32 master weights + AdamW state fit the GPU (issue #10).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 from worker.rl.envs.base import EnvConfig, ToolEnv
 from worker.rl.generation.base import Generator
 from worker.rl.generation.chat import ChatFormat
-from worker.rl.generation.precision import resolve_compute_dtype
+from worker.rl.generation.precision import TORCH_DTYPES, resolve_compute_dtype
 from worker.rl.training.config import OptimConfig, TaskConfig, TrainConfig
 from worker.rl.types import Passage, Task
 
@@ -187,6 +188,55 @@ def cpu_kv_cache_bytes(config: TrainConfig, model_config: Any) -> int:
     return sequences * (rollout.max_total_tokens + rollout.max_new_tokens_per_turn) * per_token
 
 
+ADAMW_BYTES_PER_PARAM = 16
+"""A trained parameter in float32: the weight (master copy), its gradient and AdamW's two moments, 4 bytes each."""
+ACTIVATION_HEADROOM = 0.2
+"""Share of the trainer's GPU memory the estimate must leave free for activations, the CUDA context and caches."""
+_GIB = 1024**3
+
+
+def training_memory_bytes(model: Any, config: TrainConfig, engine: str) -> int:
+    """GPU bytes training holds before activations: trainable weights at 16 bytes (float32 master, gradient,
+    AdamW moments), frozen weights at their own size, plus the reference model and the HF engine's sampling
+    copy, both in the compute dtype."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() * p.element_size() for p in model.parameters() if not p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    device = resolve_device(config.model.device)
+    compute = resolve_compute_dtype(config.model.compute_dtype, config.model.dtype, device)
+    compute_bytes = torch.empty((), dtype=TORCH_DTYPES[compute]).element_size()
+    copies = int(config.uses_reference) + int(engine == "hf" and compute != config.model.dtype)
+    return trainable * ADAMW_BYTES_PER_PARAM + frozen + copies * total * compute_bytes
+
+
+def check_training_memory(needed_bytes: int, gpu_total_bytes: int, config: TrainConfig, engine: str) -> None:
+    """Fail at start-up, naming the ways out, when the estimate does not fit beside the rollout engine."""
+    share = config.engine.gpu_memory_utilization if engine == "vllm" else 0.0
+    available = gpu_total_bytes * (1.0 - share)
+    if needed_bytes <= available * (1.0 - ACTIVATION_HEADROOM):
+        return
+    beside = f", {available / _GIB:.0f} GiB beside vLLM (engine.gpu_memory_utilization={share})" if share else ""
+    raise ValueError(
+        f"training needs ~{needed_bytes / _GIB:.0f} GiB of GPU memory before activations (float32 master weights, "
+        f"gradients and AdamW state at {ADAMW_BYTES_PER_PARAM} bytes per trained parameter, plus the reference "
+        f"and sampling copies), and activations need {ACTIVATION_HEADROOM:.0%} of the rest free; this GPU has "
+        f"{gpu_total_bytes / _GIB:.0f} GiB{beside}. A 3B model fits one 141 GB H200 beside vLLM at a reduced "
+        "share (engine.gpu_memory_utilization = 0.3); 80 GB GPUs need FSDP over several GPUs or an 8-bit "
+        "optimizer (neither is built in). Otherwise train LoRA adapters (model.lora), lower "
+        "engine.gpu_memory_utilization, or pick a smaller model."
+    )
+
+
+def check_sampling_logprobs(config: TrainConfig, engine: str) -> None:
+    """vLLM's logprobs are the full softmax only without top-p/top-k (see `generation.vllm`)."""
+    if engine == "vllm" and config.rollout.top_p < 1.0:
+        raise ValueError(
+            f"rollout.top_p={config.rollout.top_p} with the vLLM engine: its sampling logprobs are renormalised over "
+            "the nucleus while the trainer's are the full softmax, biasing the PPO ratio; set rollout.top_p=1.0 or "
+            "engine.backend='hf'"
+        )
+
+
 def build_components(config: TrainConfig) -> TrainComponents:
     """Load data, model, engine and (only when kl_coef > 0) a frozen reference model."""
     from worker.rl.generation.factory import make_generator, resolve_engine
@@ -205,6 +255,10 @@ def build_components(config: TrainConfig) -> TrainComponents:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model_path = resolve_model_path(config.model.name_or_path)
     engine = resolve_engine(config.engine.backend, model_path=model_path)
+    check_sampling_logprobs(config, engine)
+    if torch.device(device).type == "cuda":  # before the engine, the copies and the optimizer take memory
+        total = torch.cuda.get_device_properties(torch.device(device)).total_memory
+        check_training_memory(training_memory_bytes(model, config, engine), total, config, engine)
     compute = resolve_compute_dtype(config.model.compute_dtype, config.model.dtype, device)
     logger.info("weights in %s, forward/backward and rollouts in %s", config.model.dtype, compute)
     options: dict[str, Any] = {"max_batch_size": config.engine.max_batch_size}
@@ -226,7 +280,8 @@ def build_components(config: TrainConfig) -> TrainComponents:
     generator = make_generator(engine, served, tokenizer, model_path=model_path, device=device, **options)
     ref_model = None
     if config.uses_reference:
-        ref_model, _ = load_model_and_tokenizer(config.model.name_or_path, dtype=config.model.dtype, device=device)
+        # frozen: held in the compute dtype (half the memory of float32 masters on a GPU); autocast runs it alike
+        ref_model, _ = load_model_and_tokenizer(config.model.name_or_path, dtype=compute, device=device)
         ref_model.eval().requires_grad_(False)
     logger.info("tasks: %d train, %d eval, %d passages", len(data.train), len(data.eval), len(data.passages))
     return TrainComponents(
@@ -242,9 +297,20 @@ def build_components(config: TrainConfig) -> TrainComponents:
 
 
 def make_optimizer(model: Any, cfg: OptimConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+    """AdamW over the trainable parameters, which must be float32 master weights (issue #10: in bf16 an
+    lr-1e-6 update falls below the weights' spacing and is lost; in fp16 `exp_avg_sq` underflows)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not named:
         raise ValueError("the model has no trainable parameters (check model.lora.target_modules)")
+    half = [(n, p.dtype) for n, p in named if p.dtype != torch.float32]
+    if half:
+        name, dtype = half[0]
+        raise ValueError(
+            f"trainable parameter {name!r} (and {len(half) - 1} more) is {dtype}: AdamW needs float32 master weights; "
+            "load the model with model.dtype='float32' and run the passes in half precision with "
+            "model.compute_dtype='bfloat16'"
+        )
+    params = [p for _, p in named]
     kwargs: dict[str, Any] = {"lr": cfg.lr, "betas": cfg.betas, "weight_decay": cfg.weight_decay}
     if all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params):
         # one fused kernel: on SmolLM2-135M on 2 CPU cores 0.09 s per step and 0.5 GB less peak memory
