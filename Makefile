@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install vllm-cpu run up test test-unit test-slow test-gpu lint fmt typecheck check migrate migration api worker ui bench browser-deps clean
+.PHONY: install vllm-cpu run up test test-unit test-slow test-gpu test-gpu-here lint fmt typecheck check migrate migration api worker ui bench browser-deps clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -57,6 +57,11 @@ test-slow: install
 
 test-gpu: install
 	$(BIN)/python -m pytest -m "gpu" $(PYTEST_ARGS)
+
+## test-gpu-here: the CUDA checks with the interpreter given, no install (a lent GPU machine where nothing can be
+## installed: it needs torch, transformers, peft, accelerate and pytest only), e.g. `PY=python3 make test-gpu-here`
+test-gpu-here:
+	$(PY) -m pytest -m gpu tests/gpu $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
