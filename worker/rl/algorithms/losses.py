@@ -61,12 +61,12 @@ def aggregate(values: Tensor, mask: Tensor, mode: str = "token-mean", norm_token
 
     token-mean: sum over all response tokens / their count (TRL's 'bnpo'; over a minibatch accumulated
     across micro-batches, DAPO's token-level loss). seq-mean-token-mean: per-sequence token mean, then mean
-    over sequences that have any token (TRL's 'grpo'). seq-mean-token-sum: per-sequence token sum, then the
-    same sequence mean. seq-mean-token-sum-norm (Dr. GRPO): per-sequence token sum / `norm_tokens`, a fixed
-    constant (the configured maximum response tokens, as in the paper) whatever the mask, then the mean
-    over every sequence: TRL's 'dr_grpo' `sum / (B * max_completion_length)`. verl's mode of that name
-    divides the sum over sequences by the constant alone; averaging over sequences keeps the loss scale
-    independent of the minibatch size.
+    over sequences that have any token (TRL's 'grpo', which also counts all-masked rows as 0 in its mean).
+    seq-mean-token-sum: per-sequence token sum, then the same sequence mean. seq-mean-token-sum-norm
+    (Dr. GRPO): per-sequence token sum / `norm_tokens`, a fixed constant (the configured maximum response
+    tokens, as in the paper) whatever the mask, then the mean over every sequence: TRL's 'dr_grpo'
+    `sum / (B * max_completion_length)`. verl's mode of that name divides the sum over sequences by the
+    constant alone; averaging over sequences keeps the loss scale independent of the minibatch size.
     """
     m = mask.to(values.dtype)  # (B, T)
     weight = aggregate_weight(mask, mode, norm_tokens).to(device=values.device, dtype=values.dtype).clamp(min=1.0)
