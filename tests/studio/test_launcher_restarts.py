@@ -34,9 +34,11 @@ def test_dead_redis_and_worker_are_started_again(tmp_path: Path) -> None:
         redis.process.wait(timeout=10)
         worker.process.wait(timeout=10)  # type: ignore[union-attr]
         assert keep_alive(supervisor, redis, budget, console) is None
-        assert redis.is_running() and redis.process.pid != old_redis
+        assert redis.is_running()
+        assert redis.process.pid != old_redis
         assert _ping(redis.socket_path)
-        assert worker.process.poll() is None and worker.process.pid != old_worker  # type: ignore[union-attr]
+        assert worker.process.poll() is None  # type: ignore[union-attr]
+        assert worker.process.pid != old_worker  # type: ignore[union-attr]
         output = console.file.getvalue()  # type: ignore[attr-defined]
         assert "embedded Redis stopped" in output
         assert "worker stopped unexpectedly" in output

@@ -119,14 +119,16 @@ def test_step_watchdog_fails_a_hung_job(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.setenv("STUDIO_STEP_TIMEOUT_S", "0.4")
     store = MemoryRunStore()
     run_id = store.add_run("train")
-    with pytest.raises(jobs.LeaseLost, match="step watchdog"):  # noqa: PT012
-        with jobs.running(store, run_id, hostname="w", heartbeat_s=0.05) as spec:
-            recorder = jobs.StepRecorder(store, run_id, run_dir=tmp_path, total_steps=3, owner=spec.owner_token)
-            recorder.on_step(1, {}, [])
-            deadline = time.monotonic() + 10
-            while not recorder.should_stop() and time.monotonic() < deadline:  # step 2 hangs
-                time.sleep(0.05)
-            assert recorder.lost
+    with (  # noqa: PT012
+        pytest.raises(jobs.LeaseLost, match="step watchdog"),
+        jobs.running(store, run_id, hostname="w", heartbeat_s=0.05) as spec,
+    ):
+        recorder = jobs.StepRecorder(store, run_id, run_dir=tmp_path, total_steps=3, owner=spec.owner_token)
+        recorder.on_step(1, {}, [])
+        deadline = time.monotonic() + 10
+        while not recorder.should_stop() and time.monotonic() < deadline:  # step 2 hangs
+            time.sleep(0.05)
+        assert recorder.lost
     run = store.runs[run_id]
     assert run.status == "failed"
     assert "stuck at step 1" in (run.error or "")
@@ -153,14 +155,16 @@ def test_sql_heartbeat_of_a_lost_lease_stops_the_job(db_url: str, tmp_path: Path
     store = SqlRunStore()
     with session_scope() as s:
         run_id = runs_crud.create_run(s, run_in=RunCreate(kind="train")).id
-    with pytest.raises(jobs.LeaseLost):  # noqa: PT012
-        with jobs.running(store, run_id, hostname="w1", heartbeat_s=0.05) as spec:
-            with session_scope() as s:  # another worker's claim wins (e.g. after a stall)
-                run = runs_crud.get_run(s, run_id=run_id)
-                run.owner_token, run.worker_hostname = "other-lease", "w2"
-            recorder = jobs.StepRecorder(store, run_id, run_dir=tmp_path, total_steps=3, owner=spec.owner_token)
-            assert recorder.should_stop(), "the trainer stops at the next step boundary"
-            time.sleep(0.3)
+    with (  # noqa: PT012
+        pytest.raises(jobs.LeaseLost),
+        jobs.running(store, run_id, hostname="w1", heartbeat_s=0.05) as spec,
+    ):
+        with session_scope() as s:  # another worker's claim wins (e.g. after a stall)
+            run = runs_crud.get_run(s, run_id=run_id)
+            run.owner_token, run.worker_hostname = "other-lease", "w2"
+        recorder = jobs.StepRecorder(store, run_id, run_dir=tmp_path, total_steps=3, owner=spec.owner_token)
+        assert recorder.should_stop(), "the trainer stops at the next step boundary"
+        time.sleep(0.3)
     with session_scope() as s:
         run = runs_crud.get_run(s, run_id=run_id)
         assert (run.status, run.owner_token, run.worker_hostname) == ("running", "other-lease", "w2")

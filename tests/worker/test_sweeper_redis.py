@@ -55,7 +55,7 @@ def test_embedded_redis_keeps_its_queue_across_a_crash(redis: EmbeddedRedis) -> 
 def test_runs_queued_while_redis_restarts_still_run(db_url: str, redis: EmbeddedRedis, tmp_path: Path) -> None:
     sent_id, sent_task = _ping_run()
     queue.enqueue(TaskName.PING, sent_id, task_id=sent_task)
-    unsent_id, unsent_task = _ping_run()  # the API died between its commit and its send
+    unsent_id, _ = _ping_run()  # the API died between its commit and its send
     # Redis restarts and has lost what it held (e.g. a server that keeps nothing on disk)
     redis.stop()
     shutil.rmtree(redis.directory)
