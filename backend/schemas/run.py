@@ -8,7 +8,6 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator
 
 from backend.schemas.common import JSONDict, LaunchKind, ORMModel, Preset, RunKind, RunStatus
-from backend.schemas.evaluation import EvalSpec
 
 
 class RunCreate(BaseModel):
@@ -63,8 +62,8 @@ class RunPublic(ORMModel):
     """What the client sent (overrides on top of `preset`, or a job's arguments)."""
     resolved_config: JSONDict | None
     """The full config the worker resolved and ran with (train/rollout runs, once started)."""
-    eval_spec: EvalSpec | None
-    """An eval run's request."""
+    eval_spec: JSONDict | None
+    """An eval run's request: `EvalSpec` as JSON (kept raw so rows migrated from old `_eval` keys always load)."""
     auto_resumes: int
     environment_id: int | None
     progress: float

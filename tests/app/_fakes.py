@@ -255,7 +255,7 @@ class FakeStudioClient:
 
     def create_evaluation(self, evaluation: EvaluationCreate) -> RunPublic:
         self._call("create_evaluation", evaluation)
-        spec = evaluation.spec().model_dump()
+        spec = evaluation.spec().model_dump(mode="json")
         new = make_run(len(self.runs) + 1, name=evaluation.name or "eval", kind="eval", status="queued", preset=None,
                        eval_spec=spec)  # fmt: skip
         self.runs[new.id] = new

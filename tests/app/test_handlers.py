@@ -173,7 +173,7 @@ def test_eval_poll_shows_table_when_done(fake: FakeStudioClient) -> None:
     run_id, card, timer = evaluate.start_evaluation(fake, ["hotpotqa"], ["naive-rag"], None, "", 10)
     assert timer.active
     assert fake.runs[run_id].eval_spec is not None
-    assert fake.runs[run_id].eval_spec.methods == ["naive-rag"]
+    assert fake.runs[run_id].eval_spec["methods"] == ["naive-rag"]
     assert "queued" in card
     assert evaluate.poll_evaluation(fake, run_id)[3].active
     fake.runs[run_id] = make_run(run_id, kind="eval", status="succeeded", finished_at=NOW)

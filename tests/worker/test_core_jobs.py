@@ -115,3 +115,18 @@ def test_quickstart_overrides_from_the_api_config_reach_the_trainer_config() -> 
     assert config.rollout.max_new_tokens_per_turn == 32
     assert (config.optim.total_steps, config.eval.num_tasks, config.eval.at_start) == (2, 0, False)
     assert config.model.name_or_path == "smollm2-135m", "keys not overridden come from the preset"
+
+
+def test_the_api_eval_spec_and_the_core_eval_request_agree() -> None:
+    """`EvalSpec` (the API's typed request) and `EvalRequest` (what the job runs) have the same fields and defaults."""
+    import dataclasses
+
+    from backend.schemas.evaluation import EvalSpec
+    from worker.rl.evaluation.job import EvalRequest
+
+    core = {f.name: f.default for f in dataclasses.fields(EvalRequest)}
+    api = {name: field.default for name, field in EvalSpec.model_fields.items()}
+    assert set(api) == set(core)
+    assert {k: tuple(v) if isinstance(v, list) else v for k, v in api.items()} == core
+    request = EvalRequest.from_dict(EvalSpec(datasets=["2wiki"], methods=["agent"], limit=4).model_dump())
+    assert (request.datasets, request.methods, request.limit) == (("2wiki",), ("agent",), 4)
