@@ -16,6 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 from backend.schemas.common import JSONDict
 from backend.schemas.dataset import DatasetCreate, DatasetPublic
 from backend.schemas.environment import EnvironmentCreate, EnvironmentPublic
+from backend.schemas.evaluation import EvaluationCreate
 from backend.schemas.health import HealthPublic
 from backend.schemas.run import (
     CheckpointPublic,
@@ -208,6 +209,10 @@ class StudioClient:
 
     def ping_worker(self) -> RunPublic:
         return self._post(RunPublic, "/runs/ping")
+
+    def create_evaluation(self, evaluation: EvaluationCreate) -> RunPublic:
+        """Launch an eval run (`POST /evaluations`)."""
+        return self._post(RunPublic, "/evaluations", evaluation.model_dump(mode="json"))
 
     def get_evaluation(self, run_id: int) -> EvaluationPublic:
         return self._get(EvaluationPublic, f"/runs/{run_id}/evaluation")

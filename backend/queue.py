@@ -7,6 +7,7 @@ Celery client (`send_task`), created lazily from `settings.redis_url`. Routes ca
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from enum import StrEnum
@@ -45,6 +46,15 @@ TASK_OF_RUN_KIND: dict[str, TaskName] = {
     "eval": TaskName.EVALUATE,
 }
 
+TASK_OF_KIND: dict[str, TaskName] = {
+    **TASK_OF_RUN_KIND,
+    "ping": TaskName.PING,
+    "tool_test": TaskName.TOOL_TEST,
+    "validate": TaskName.VALIDATE_ENV,
+    "export": TaskName.EXPORT_CHECKPOINT,
+}
+"""Task per `Run.kind`, for every kind of row (the sweeper re-sends a queued run by its kind)."""
+
 _lock = threading.Lock()
 _clients: dict[str, Celery] = {}
 
@@ -79,10 +89,10 @@ def broker_client() -> Celery:
         return _clients[url]
 
 
-def enqueue(task: TaskName, run_id: int) -> str:
-    """Send `task(run_id)` to its queue; returns the Celery task id."""
+def enqueue(task: TaskName, run_id: int, *, task_id: str | None = None) -> str:
+    """Send `task(run_id)` to its queue under `task_id` (the id stored on the run); returns the task id."""
     result = broker_client().send_task(
-        str(task), args=[run_id], queue=QUEUE_OF[task], retry=True, retry_policy={"max_retries": 1}
+        str(task), args=[run_id], queue=QUEUE_OF[task], task_id=task_id, retry=True, retry_policy={"max_retries": 1}
     )
     logger.info("enqueued %s(run_id=%s) on %s as %s", task, run_id, QUEUE_OF[task], result.id)
     return str(result.id)
@@ -92,6 +102,37 @@ def ping_workers(timeout_s: float = 1.0) -> list[str]:
     """Hostnames of the workers that answered a broadcast ping within `timeout_s`."""
     replies = broker_client().control.ping(timeout=timeout_s) or []
     return sorted(name for reply in replies for name in reply)
+
+
+def _message_task_id(raw: bytes | str) -> str | None:
+    try:
+        message = json.loads(raw)
+    except ValueError:
+        return None
+    if isinstance(message, list) and message:  # an `unacked` entry: [message, exchange, routing_key]
+        message = message[0]
+    headers = message.get("headers") if isinstance(message, dict) else None
+    task_id = headers.get("id") if isinstance(headers, dict) else None
+    return str(task_id) if task_id else None
+
+
+def live_task_ids() -> set[str] | None:
+    """Ids of the tasks the broker still holds: waiting in a queue or delivered and not yet acked.
+
+    Only Redis brokers can be looked into (kombu keeps each queue as a list and delivered,
+    unacked messages in the `unacked` hash); None for any other broker.
+    """
+    with broker_client().connection_for_read() as conn:
+        if conn.transport_cls not in ("redis", "rediss", "redis+socket", "sentinel"):
+            return None
+        client = conn.default_channel.client
+        found: set[str] = set()
+        for queue in sorted(set(QUEUE_OF.values())):
+            for key in client.scan_iter(match=f"{queue}*"):
+                if client.type(key) in (b"list", "list"):
+                    found.update(filter(None, map(_message_task_id, client.lrange(key, 0, -1))))
+        found.update(filter(None, map(_message_task_id, client.hvals("unacked"))))
+        return found
 
 
 def ping_broker(timeout_s: float = 2.0) -> None:

@@ -12,19 +12,17 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
-import time
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from backend.core.config import Settings, get_settings
 from studio import preflight
 from studio.embedded_redis import EmbeddedRedisError
+from studio.processes import alembic_config, api_args, ui_args, upgrade, worker_args
 
 app = typer.Typer(
     name="studio",
@@ -58,28 +56,12 @@ def _load_settings() -> Settings:
 # ---------------------------------------------------------------- database
 
 
-def _alembic_config(settings: Settings):  # type: ignore[no-untyped-def]
-    from alembic.config import Config
-
-    cfg = Config(str(REPO_ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(REPO_ROOT / "migrations"))
-    cfg.set_main_option("sqlalchemy.url", settings.resolved_database_url.replace("%", "%%"))
-    return cfg
-
-
-def _upgrade(settings: Settings, revision: str = "head") -> None:
-    from alembic import command
-
-    preflight.check_database(settings.resolved_database_url)
-    command.upgrade(_alembic_config(settings), revision)
-
-
 @db_app.command("upgrade")
 def db_upgrade(revision: str = "head") -> None:
     """Apply migrations up to REVISION (default: the latest)."""
     settings = _load_settings()
     try:
-        _upgrade(settings, revision)
+        upgrade(settings, revision)
     except preflight.ConfigError as exc:
         raise fail(str(exc)) from None
     console.print(f"database at {preflight.redact(settings.resolved_database_url)} is at {revision}")
@@ -95,7 +77,7 @@ def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision, 
         preflight.check_database(settings.resolved_database_url)
     except preflight.ConfigError as exc:
         raise fail(str(exc)) from None
-    command.downgrade(_alembic_config(settings), revision)
+    command.downgrade(alembic_config(settings), revision)
 
 
 @db_app.command("current")
@@ -108,33 +90,10 @@ def db_current() -> None:
         preflight.check_database(settings.resolved_database_url)
     except preflight.ConfigError as exc:
         raise fail(str(exc)) from None
-    command.current(_alembic_config(settings), verbose=False)
+    command.current(alembic_config(settings), verbose=False)
 
 
 # ---------------------------------------------------------------- processes
-
-
-def _api_args(settings: Settings) -> list[str]:
-    return [
-        sys.executable, "-m", "uvicorn", "backend.main:create_app", "--factory",
-        "--host", settings.api_host, "--port", str(settings.api_port), "--log-level", "warning",
-    ]  # fmt: skip
-
-
-def _worker_args(settings: Settings, queues: str | None = None) -> list[str]:
-    from worker.devices import visible_gpus, worker_concurrency
-
-    queue_list = queues.split(",") if queues else list(settings.queues)
-    concurrency = worker_concurrency(settings.worker_concurrency, queue_list, visible_gpus())
-    return [
-        sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
-        "-Q", ",".join(queue_list), "-c", str(concurrency),
-        "-n", f"studio-{os.getpid()}@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
-    ]  # fmt: skip
-
-
-def _ui_args() -> list[str]:
-    return [sys.executable, "-m", "app.main"]
 
 
 def _exec(args: list[str], env: dict[str, str] | None = None) -> None:
@@ -153,7 +112,7 @@ def api() -> None:
             preflight.check_redis(settings.redis_url)
     except preflight.ConfigError as exc:
         raise fail(str(exc)) from None
-    _exec(_api_args(settings))
+    _exec(api_args(settings))
 
 
 @app.command()
@@ -169,7 +128,7 @@ def worker(
         preflight.check_database(settings.resolved_database_url)
     except preflight.ConfigError as exc:
         raise fail(str(exc)) from None
-    _exec(_worker_args(settings, queues))
+    _exec(worker_args(settings, queues))
 
 
 @app.command()
@@ -180,7 +139,7 @@ def ui() -> None:
         preflight.check_port_free(settings.ui_host, settings.ui_port, "UI", "STUDIO_UI_PORT")
     except preflight.ConfigError as exc:
         raise fail(str(exc)) from None
-    _exec(_ui_args())
+    _exec(ui_args())
 
 
 @app.command()
@@ -242,21 +201,6 @@ def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
 def main() -> None:
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     app()
-
-
-def print_urls(settings: Settings, with_ui: bool, redis_url: str) -> None:
-    table = Table(title="Agent Studio is up", show_header=False)
-    if with_ui:
-        table.add_row("Studio (UI)", f"http://{settings.ui_host}:{settings.ui_port}")
-    table.add_row("API", settings.resolved_api_url + "/api/v1")
-    table.add_row("API docs", settings.resolved_api_url + "/docs")
-    table.add_row("Database", preflight.redact(settings.resolved_database_url))
-    table.add_row("Broker", preflight.redact(redis_url))
-    table.add_row("Data dir", str(settings.data_dir.resolve()))
-    console.print(table)
-    console.print("Press Ctrl-C to stop.", style="dim")
-    sys.stdout.flush()
-    time.sleep(0)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 Used as Celery broker and result backend when `STUDIO_REDIS_URL` is empty, so a
 laptop needs no services. The socket and pid file live in the data dir; a stale
 pair left by a crash is detected (nothing answers PING) and cleaned before start.
+The queue persists to an append-only file in the same folder (fsync per write: the
+traffic is a few messages per run), so a crashed or restarted server keeps its tasks.
 """
 
 from __future__ import annotations
@@ -113,7 +115,8 @@ class EmbeddedRedis:
             "--pidfile", str(self.pid_path),
             "--dir", str(self.directory),
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes",
+            "--appendfsync", "always",
             "--daemonize", "no",
             "--logfile", str(self.directory / "redis.log"),
         ]  # fmt: skip
@@ -128,6 +131,9 @@ class EmbeddedRedis:
             time.sleep(0.05)
         self.stop()
         raise EmbeddedRedisError(f"embedded redis-server did not answer within {timeout_s:.0f} s")
+
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop the server and remove its socket and pid file (idempotent)."""

@@ -1,14 +1,18 @@
-"""`studio up`: preflight → migrations → Redis → API, worker, UI → wait → clean stop.
+"""`studio up`: preflight → migrations → Redis → API, worker, UI → wait → watch → clean stop.
 
 Every part is the real service: the embedded Redis is a real redis-server, the
-worker a real Celery worker. Returns the process exit code; never leaves a
-child process or a stale socket behind.
+worker a real Celery worker. While it runs, a dead embedded Redis or worker is
+started again (a few times per window; its queue is on disk, and the worker's sweeper
+re-sends queued runs the broker lost); a dead API or UI stops the studio. Returns
+the process exit code; never leaves a child process or a stale socket behind.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import httpx
 from rich.console import Console
@@ -16,9 +20,50 @@ from rich.console import Console
 from backend.core.config import Settings
 from studio import preflight
 from studio.embedded_redis import EmbeddedRedis
+from studio.processes import api_args, print_urls, ui_args, upgrade, worker_args
 from studio.supervisor import Supervisor
 
 POLL_S = 0.5
+RESTARTABLE = ("worker",)
+"""Children `studio up` starts again when they die (the API and UI stopping ends the studio)."""
+
+
+@dataclass
+class RestartBudget:
+    """At most `limit` restarts of one part within `window_s`: a part that keeps dying stops the studio."""
+
+    limit: int = 5
+    window_s: float = 300.0
+    clock: Callable[[], float] = time.monotonic
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+    def allow(self, name: str) -> bool:
+        now = self.clock()
+        recent = [t for t in self.history.get(name, []) if now - t < self.window_s]
+        self.history[name] = recent
+        if len(recent) >= self.limit:
+            return False
+        recent.append(now)
+        return True
+
+
+def keep_alive(supervisor: Supervisor, redis: EmbeddedRedis | None, budget: RestartBudget,
+               console: Console) -> str | None:  # fmt: skip
+    """One watch round: restart a dead embedded Redis or worker; the name of a dead part that ends the studio."""
+    if redis is not None and not redis.is_running():
+        if not budget.allow("redis"):
+            return "embedded Redis"
+        console.print("[yellow]the embedded Redis stopped; starting it again (its queue is kept on disk)[/]")
+        redis.start()
+    dead = supervisor.first_exited()
+    if dead is None:
+        return None
+    if dead.name in RESTARTABLE and budget.allow(dead.name):
+        code = dead.process.returncode  # type: ignore[union-attr]
+        console.print(f"[yellow]{dead.name} stopped unexpectedly (code {code}); starting it again[/]")
+        supervisor.restart(dead)
+        return None
+    return dead.name
 
 
 def _preflight(settings: Settings, with_ui: bool) -> None:
@@ -69,11 +114,9 @@ def launch_demo(settings: Settings, console: Console) -> None:
 
 
 def run_studio(settings: Settings, *, demo: bool, with_ui: bool, ready_timeout_s: float, console: Console) -> int:
-    from studio.cli import _api_args, _ui_args, _upgrade, _worker_args, print_urls
-
     _preflight(settings, with_ui)
     console.print("Applying database migrations…")
-    _upgrade(settings)
+    upgrade(settings)
     redis = EmbeddedRedis(settings.data_dir) if not settings.redis_url else None
     env = dict(os.environ)
     env["STUDIO_DATA_DIR"] = str(settings.data_dir.resolve())
@@ -81,20 +124,20 @@ def run_studio(settings: Settings, *, demo: bool, with_ui: bool, ready_timeout_s
     try:
         redis_url = settings.redis_url or redis.start()  # type: ignore[union-attr]
         env["STUDIO_REDIS_URL"] = redis_url
-        supervisor.spawn("api", _api_args(settings))
-        supervisor.spawn("worker", _worker_args(settings))
+        supervisor.spawn("api", api_args(settings))
+        supervisor.spawn("worker", worker_args(settings))
         if with_ui:
-            supervisor.spawn("ui", _ui_args())
+            supervisor.spawn("ui", ui_args())
         console.print("Starting API, worker" + (" and UI" if with_ui else "") + "…")
         wait_ready(settings, supervisor, with_ui, ready_timeout_s)
         print_urls(settings, with_ui, redis_url)
         if demo:
             launch_demo(settings, console)
+        budget = RestartBudget()
         while True:
-            dead = supervisor.first_exited()
-            if dead is not None:
-                code = dead.process.returncode  # type: ignore[union-attr]
-                console.print(f"[red]{dead.name} stopped unexpectedly (code {code}); shutting down[/]")
+            fatal = keep_alive(supervisor, redis, budget, console)
+            if fatal is not None:
+                console.print(f"[red]{fatal} stopped unexpectedly (and will not be restarted); shutting down[/]")
                 return 1
             time.sleep(POLL_S)
     except KeyboardInterrupt:

@@ -47,12 +47,24 @@ class Supervisor:
 
     def spawn(self, name: str, args: Sequence[str]) -> Child:
         child = Child(name=name, args=list(args))
-        child.process = subprocess.Popen(
-            list(args), env=dict(self.env), stdin=subprocess.DEVNULL, preexec_fn=_child_setup
-        )
+        self._start(child)
         self.children.append(child)
-        logger.info("started %s (pid %d)", name, child.process.pid)
         return child
+
+    def _start(self, child: Child) -> None:
+        child.process = subprocess.Popen(
+            list(child.args), env=dict(self.env), stdin=subprocess.DEVNULL, preexec_fn=_child_setup
+        )
+        logger.info("started %s (pid %d)", child.name, child.process.pid)
+
+    def restart(self, child: Child) -> None:
+        """Start an exited child again with the same command (what its process group left is killed first)."""
+        if child.process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.process.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.process.wait(timeout=5)
+        self._start(child)
 
     def first_exited(self) -> Child | None:
         """The first child that has exited, if any."""

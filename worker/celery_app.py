@@ -3,6 +3,8 @@
 Late acks + reject-on-worker-lost make a killed worker's job redeliver; jobs are
 idempotent (training resumes from its run dir). Prefetch 1: one long job at a time.
 A gpu worker runs one job per visible GPU, each pool process pinned to its own (`worker.devices`).
+Jobs have a time limit (`task_time_limit_s`). This module never imports `worker.tasks` (Celery
+loads it through `include`), which keeps the import graph acyclic.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import logging
 import os
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init, worker_ready
+from celery.signals import worker_init, worker_process_init
 from celery.utils.log import current_process_index
 from kombu import Queue
 
@@ -33,6 +35,7 @@ def _broker_url() -> str:
 
 def create_celery_app() -> Celery:
     url = _broker_url()
+    time_limit_s = get_settings().task_time_limit_s
     app = Celery("studio", broker=url, backend=url, include=["worker.tasks"])
     app.conf.update(
         task_queues=[Queue("cpu"), Queue("gpu")],
@@ -40,6 +43,8 @@ def create_celery_app() -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        task_soft_time_limit=time_limit_s,  # raises in the job: `RunTask.on_failure` names the limit
+        task_time_limit=time_limit_s + 60,  # a job that ignores the soft limit is killed
         task_serializer="json",
         accept_content=["json"],
         result_serializer="json",
@@ -66,11 +71,3 @@ def _pin_gpu(**_kwargs: object) -> None:
     device = pin_current_process(index)
     if device is not None:
         logger.info("pool process %s pinned to GPU %s", index, device)
-
-
-@worker_ready.connect
-def _sweep_stale_runs(**_kwargs: object) -> None:
-    """On startup, fail runs whose worker died (no heartbeat for `heartbeat_timeout_s`)."""
-    from worker.tasks import sweep_stale_runs
-
-    sweep_stale_runs()

@@ -42,19 +42,49 @@ EVAL_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 
 
 class Heartbeat:
-    """Context manager: a daemon thread calling `store.heartbeat(run_id)` every `interval_s`."""
+    """Context manager: a daemon thread beating for the run's owner every `interval_s`, with a step watchdog.
 
-    def __init__(self, store: RunStore, run_id: int, interval_s: float = 10.0) -> None:
-        self._store, self._run_id, self._interval_s = store, run_id, interval_s
+    A beat that updates no row means this worker no longer owns the run (another claim took it over):
+    beating stops and `lost` is set; the job sees it at its next step boundary and ends without
+    touching the run. When the run's step count (or progress) has not moved for `step_timeout_s`,
+    the watchdog marks the run failed (while it still owns it) and stops beating the same way.
+    """
+
+    def __init__(self, store: RunStore, run_id: int, owner: str, interval_s: float = 10.0,
+                 step_timeout_s: float | None = None) -> None:  # fmt: skip
+        self._store, self._run_id, self._owner, self._interval_s = store, run_id, owner, interval_s
+        self._step_timeout_s = step_timeout_s
         self._stop = threading.Event()
+        self.lost = threading.Event()
+        self.reason = ""
         self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{run_id}", daemon=True)
 
     def _beat(self) -> None:
+        last_seen: tuple[int, float] | None = None
+        moved_at = time.monotonic()
         while not self._stop.wait(self._interval_s):
             try:
-                self._store.heartbeat(self._run_id)
+                seen = self._store.heartbeat(self._run_id, self._owner)
             except Exception:
                 logger.exception("heartbeat of run %s failed", self._run_id)
+                continue
+            if seen is None:
+                self._give_up(f"run {self._run_id} is no longer owned by this worker (another claim took it over)")
+                return
+            if seen != last_seen:
+                last_seen, moved_at = seen, time.monotonic()
+            elif self._step_timeout_s is not None and time.monotonic() - moved_at > self._step_timeout_s:
+                error = (f"no step progress for {self._step_timeout_s:.0f} s (stuck at step {seen[0]}): the job "
+                         "looks hung and was stopped by the step watchdog; raise STUDIO_STEP_TIMEOUT_S if a "
+                         "step really takes this long")  # fmt: skip
+                self._store.set_status(self._run_id, "failed", error=error, owner=self._owner)
+                self._give_up(error)
+                return
+
+    def _give_up(self, reason: str) -> None:
+        logger.warning("run %s: %s", self._run_id, reason)
+        self.reason = reason
+        self.lost.set()
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()
@@ -78,21 +108,46 @@ class DuplicateDelivery(Exception):
         self.run_id, self.status = run_id, status
 
 
+class LeaseLost(Exception):
+    """The job lost its run while working (taken over by another claim, or failed by the step watchdog).
+
+    The job stops and leaves the run alone: its new owner (or the watchdog's verdict) decides its state.
+    """
+
+    def __init__(self, run_id: int, reason: str) -> None:
+        super().__init__(f"run {run_id}: {reason}; this job stopped without touching the run")
+        self.run_id = run_id
+
+
 @contextmanager
 def running(store: RunStore, run_id: int, *, hostname: str, heartbeat_s: float | None = None) -> Iterator[RunSpec]:
-    """Claim the run (or raise `DuplicateDelivery`), heartbeat while the body runs, yield its spec."""
-    if not store.claim(run_id, hostname=hostname, stale_after_s=get_settings().heartbeat_timeout_s):
+    """Claim the run (or raise `DuplicateDelivery`), heartbeat while the body runs, yield its spec.
+
+    The spec's `owner_token` is this claim's lease: pass it as `owner=` when recording the outcome.
+    Raises `LeaseLost` when the lease was lost while the body ran (whether the body finished or failed).
+    """
+    settings = get_settings()
+    owner = store.claim(run_id, hostname=hostname, stale_after_s=settings.heartbeat_timeout_s)
+    if owner is None:
         raise DuplicateDelivery(run_id, store.load_run(run_id).status)
-    with Heartbeat(store, run_id, heartbeat_s or heartbeat_interval_s()):
-        yield store.load_run(run_id)
+    beat = Heartbeat(store, run_id, owner, heartbeat_s or heartbeat_interval_s(), settings.step_timeout_s)
+    with beat:
+        try:
+            yield dataclasses.replace(store.load_run(run_id), owner_token=owner)
+        except Exception as exc:
+            if beat.lost.is_set() or not store.owns(run_id, owner):
+                raise LeaseLost(run_id, beat.reason or "the run was taken over") from exc
+            raise
+    if beat.lost.is_set() or not store.owns(run_id, owner):
+        raise LeaseLost(run_id, beat.reason or "the run was taken over")
 
 
 def ping_job(run_id: int, store: RunStore, *, hostname: str) -> None:
     """The foundation round-trip: write who answered and when."""
-    with running(store, run_id, hostname=hostname):
+    with running(store, run_id, hostname=hostname) as spec:
         store.save_result(run_id, {"hostname": hostname, "timestamp": utcnow().isoformat() + "Z",
                                    "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")})  # fmt: skip
-    store.set_status(run_id, "succeeded")
+    store.set_status(run_id, "succeeded", owner=spec.owner_token)
 
 
 def tool_test_job(run_id: int, store: RunStore, *, hostname: str, limits: SandboxLimits) -> None:
@@ -104,7 +159,7 @@ def tool_test_job(run_id: int, store: RunStore, *, hostname: str, limits: Sandbo
         function = str(tool.tool_schema.get("name", tool.name))
         outcome = run_tool_source(tool.source, function, dict(spec.config.get("arguments") or {}), limits)
         store.save_result(run_id, {**outcome.to_dict(), "tool_version": tool.version})
-    store.set_status(run_id, "succeeded" if outcome.ok else "failed", error=outcome.error)
+    store.set_status(run_id, "succeeded" if outcome.ok else "failed", error=outcome.error, owner=spec.owner_token)
 
 
 def validate_env_job(run_id: int, store: RunStore, *, hostname: str, check: Callable[..., Any] | None = None) -> None:
@@ -120,7 +175,8 @@ def validate_env_job(run_id: int, store: RunStore, *, hostname: str, check: Call
         report_dict = dataclasses.asdict(report) if is_dataclass else dict(report)  # type: ignore[arg-type]
         store.save_result(run_id, report_dict)
     ok = bool(report_dict.get("ok", not report_dict.get("failures")))
-    store.set_status(run_id, "succeeded" if ok else "failed", error=None if ok else "environment check failed")
+    error = None if ok else "environment check failed"
+    store.set_status(run_id, "succeeded" if ok else "failed", error=error, owner=spec.owner_token)
 
 
 def check_environment_spec(env: EnvironmentSpec) -> dict[str, Any]:
@@ -149,7 +205,7 @@ def export_checkpoint_job(run_id: int, store: RunStore, *, hostname: str, runs_d
         out_dir = runs_dir / f"run-{spec.config['run_id']}" / "exports" / source.name
         export_hf_model(source, out_dir)
         store.save_result(run_id, {"export_path": str(out_dir)})
-    store.set_status(run_id, "succeeded")
+    store.set_status(run_id, "succeeded", owner=spec.owner_token)
 
 
 def _resolve(entry: str) -> Callable[..., Any]:
@@ -176,8 +232,7 @@ def resolve_config(spec: RunSpec) -> Any:
         if spec.preset not in PRESET_FILES:
             raise ValueError(f"preset {spec.preset!r} is unknown; valid: {', '.join(PRESET_FILES)}")
         base = config_mod.load_config(REPO_ROOT / "configs" / PRESET_FILES[spec.preset]).to_dict()
-    overrides = {k: v for k, v in spec.config.items() if not k.startswith("_")}
-    return config_mod.config_from_dict(deep_merge(base, overrides))
+    return config_mod.config_from_dict(deep_merge(base, spec.config))
 
 
 _STEP_DIGITS = re.compile(r"(\d+)$")
@@ -190,13 +245,18 @@ TokenDecoder = Callable[[list[int]], list[str]]
 class StepRecorder:
     """The trainer's callbacks: store metrics, trajectories, progress/ETA and new checkpoints; poll cancel.
 
+    `should_stop` is also true once `owner` (the job's lease) no longer holds the run, so a worker
+    whose run was taken over stops at the next step boundary.
+
     Trajectories of a step already stored (a resumed run repeating it) are kept, not duplicated:
     the resumed step replays the same seeds, and the stored rows may already carry labels.
     """
 
     def __init__(self, store: RunStore, run_id: int, *, run_dir: Path, total_steps: int | None,
-                 decode: TokenDecoder | None = None) -> None:  # fmt: skip
+                 decode: TokenDecoder | None = None, owner: str | None = None) -> None:  # fmt: skip
         self.store, self.run_id, self.run_dir, self.total_steps = store, run_id, run_dir, total_steps
+        self.owner = owner
+        self.lost = False
         self.decode = decode
         self.stopped = False
         self._seen: set[str] = set()
@@ -225,7 +285,9 @@ class StepRecorder:
         self.register_checkpoints()
 
     def should_stop(self) -> bool:
-        self.stopped = self.stopped or self.store.is_cancel_requested(self.run_id)
+        if self.owner is not None and not self.lost:
+            self.lost = not self.store.owns(self.run_id, self.owner)
+        self.stopped = self.stopped or self.lost or self.store.is_cancel_requested(self.run_id)
         return self.stopped
 
     def register_checkpoints(self) -> None:
@@ -246,11 +308,6 @@ def token_decoder(config: Any) -> TokenDecoder:
     return tokens.TokenPieces(tokens.load_tokenizer(config.model.name_or_path))  # type: ignore[no-any-return]
 
 
-def _kept_keys(spec: RunSpec) -> dict[str, Any]:
-    """`_`-prefixed request keys (e.g. `_eval`) survive the resolved config being stored over the request."""
-    return {k: v for k, v in spec.config.items() if k.startswith("_")}
-
-
 def has_resume_state(run_dir: Path) -> bool:
     """A checkpoint (train) or a rollout state file to continue from; otherwise the run starts fresh."""
     return any(run_dir.glob("checkpoints/*/trainer_state.json")) or (run_dir / "rollout_state.json").is_file()
@@ -260,18 +317,18 @@ def _run_core(run_id: int, store: RunStore, *, hostname: str, runs_dir: Path, en
               decoder: Callable[[Any], TokenDecoder | None] = token_decoder) -> Any:  # fmt: skip
     with running(store, run_id, hostname=hostname) as spec:
         config = resolve_config(spec)
-        store.save_config(run_id, {**config.to_dict(), **_kept_keys(spec)})
+        store.save_resolved_config(run_id, config.to_dict())
         run_dir = runs_dir / f"run-{run_id}"
         resume = has_resume_state(run_dir)
         recorder = StepRecorder(store, run_id, run_dir=run_dir, total_steps=_total_steps(config),
-                                decode=decoder(config))  # fmt: skip
+                                decode=decoder(config), owner=spec.owner_token)  # fmt: skip
         result = _resolve(entry)(
             config, run_dir=run_dir, resume_from=run_dir if resume else None,
             on_step=recorder.on_step, should_stop=recorder.should_stop,
         )  # fmt: skip
         recorder.register_checkpoints()
         store.save_result(run_id, _as_dict(result))
-    store.set_status(run_id, "cancelled" if recorder.stopped else "succeeded")
+    store.set_status(run_id, "cancelled" if recorder.stopped else "succeeded", owner=spec.owner_token)
     return result
 
 
@@ -307,20 +364,19 @@ def rollout_job(run_id: int, store: RunStore, *, hostname: str, runs_dir: Path,
 def evaluate_job(
     run_id: int, store: RunStore, *, hostname: str, runs_dir: Path, data_dir: Path = EVAL_DATA_DIR
 ) -> dict[str, Any]:
-    """`evaluate_config(config["_eval"])`; the `build_report` dict is the run's result and its evaluation."""
+    """`evaluate_config(run.eval_spec)`; the `build_report` dict is the run's result and its evaluation."""
     with running(store, run_id, hostname=hostname) as spec:
-        request = spec.config.get("_eval")
-        if not isinstance(request, dict):
-            raise ValueError("eval run config needs an `_eval` object (datasets, methods, limit, seed, checkpoint_*)")
-        model = (spec.config.get("model") or {}).get("name_or_path")
+        request = spec.eval_spec
+        if request is None:
+            raise ValueError(f"eval run {run_id} has no eval_spec; launch evaluations with POST /evaluations")
 
         def progress(done: int, total: int) -> None:
             store.set_progress(run_id, step=done, total_steps=total)
 
         report: dict[str, Any] = _resolve(EVALUATE_ENTRY)(
-            request, output_dir=runs_dir / f"run-{run_id}" / "eval", data_dir=data_dir, progress=progress, model=model
+            request, output_dir=runs_dir / f"run-{run_id}" / "eval", data_dir=data_dir, progress=progress
         )
         store.save_result(run_id, report)
         store.save_evaluation(run_id, report)
-    store.set_status(run_id, "succeeded")
+    store.set_status(run_id, "succeeded", owner=spec.owner_token)
     return report

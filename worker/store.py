@@ -8,7 +8,9 @@ dicts for tests and the CLI.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -58,31 +60,34 @@ class RunSpec:
     status: str
     preset: str | None
     config: JSON
+    """The request (`Run.requested_config`): preset overrides, or a job's arguments."""
     environment_id: int | None
-
-    @property
-    def is_resume(self) -> bool:
-        return bool(self.config.get("_resume"))
+    eval_spec: JSON | None = None
+    """An eval run's typed request (`Run.eval_spec`)."""
+    owner_token: str | None = None
+    """The lease id of the claim that holds the run."""
 
 
 class RunStore(Protocol):
     def load_run(self, run_id: int) -> RunSpec: ...
     def load_tool(self, tool_id: int) -> ToolSpec: ...
     def load_environment(self, environment_id: int) -> EnvironmentSpec: ...
-    def mark_started(self, run_id: int, *, hostname: str, task_id: str | None = None) -> None: ...
-    def claim(self, run_id: int, *, hostname: str, stale_after_s: float) -> bool: ...
-    def set_status(self, run_id: int, status: str, *, error: str | None = None) -> None: ...
+    def claim(self, run_id: int, *, hostname: str, stale_after_s: float) -> str | None: ...
+    def set_status(self, run_id: int, status: str, *, error: str | None = None, owner: str | None = None) -> bool: ...
     def set_progress(self, run_id: int, *, step: int, total_steps: int | None, eta_s: float | None = None) -> None: ...
-    def heartbeat(self, run_id: int) -> None: ...
+    def heartbeat(self, run_id: int, owner: str) -> tuple[int, float] | None: ...
+    def owns(self, run_id: int, owner: str) -> bool: ...
     def append_metrics(self, run_id: int, step: int, values: dict[str, float]) -> None: ...
     def save_trajectories(self, run_id: int, step: int, trajectories: Sequence[JSON]) -> int: ...
     def trajectory_steps(self, run_id: int) -> set[int]: ...
     def add_checkpoint(self, run_id: int, step: int, path: str) -> None: ...
     def save_result(self, run_id: int, result: JSON) -> None: ...
-    def save_config(self, run_id: int, config: JSON) -> None: ...
+    def save_resolved_config(self, run_id: int, config: JSON) -> None: ...
     def save_evaluation(self, run_id: int, results: JSON) -> None: ...
     def is_cancel_requested(self, run_id: int) -> bool: ...
     def sweep_stale_runs(self, timeout_s: float, auto_resume_attempts: int) -> runs_crud.StaleSweep: ...
+    def queued_runs_to_check(self, older_than_s: float) -> list[runs_crud.QueuedRun]: ...
+    def take_requeue(self, run_id: int, old_task_id: str | None) -> str | None: ...
 
 
 def _tool_spec(tool: Any) -> ToolSpec:
@@ -95,7 +100,9 @@ class SqlRunStore:
     def load_run(self, run_id: int) -> RunSpec:
         with session_scope() as s:
             r = runs_crud.get_run(s, run_id=run_id)
-            return RunSpec(r.id, r.kind, r.name, r.status, r.preset, dict(r.config), r.environment_id)
+            eval_spec = dict(r.eval_spec) if r.eval_spec is not None else None
+            return RunSpec(r.id, r.kind, r.name, r.status, r.preset, dict(r.requested_config), r.environment_id,
+                           eval_spec, r.owner_token)  # fmt: skip
 
     def load_tool(self, tool_id: int) -> ToolSpec:
         with session_scope() as s:
@@ -111,25 +118,29 @@ class SqlRunStore:
                 dataset = {"kind": d.kind, "location": d.location, "format": d.format}
             return EnvironmentSpec(env.id, env.name, tools, dataset, dict(env.rubric), dict(env.limits))
 
-    def mark_started(self, run_id: int, *, hostname: str, task_id: str | None = None) -> None:
-        with session_scope() as s:
-            runs_crud.mark_started(s, run_id=run_id, hostname=hostname, task_id=task_id)
-
-    def claim(self, run_id: int, *, hostname: str, stale_after_s: float) -> bool:
+    def claim(self, run_id: int, *, hostname: str, stale_after_s: float) -> str | None:
         with session_scope() as s:
             return runs_crud.claim_run(s, run_id=run_id, hostname=hostname, stale_after_s=stale_after_s)
 
-    def set_status(self, run_id: int, status: str, *, error: str | None = None) -> None:
+    def set_status(self, run_id: int, status: str, *, error: str | None = None, owner: str | None = None) -> bool:
+        """With `owner`, only while that lease still holds the run (False when it lost it)."""
         with session_scope() as s:
+            if owner is not None:
+                return runs_crud.finish_owned(s, run_id=run_id, owner=owner, status=status, error=error)
             runs_crud.set_status(s, run_id=run_id, status=status, error=error)
+            return True
 
     def set_progress(self, run_id: int, *, step: int, total_steps: int | None, eta_s: float | None = None) -> None:
         with session_scope() as s:
             runs_crud.set_progress(s, run_id=run_id, step=step, total_steps=total_steps, eta_s=eta_s)
 
-    def heartbeat(self, run_id: int) -> None:
+    def heartbeat(self, run_id: int, owner: str) -> tuple[int, float] | None:
         with session_scope() as s:
-            runs_crud.heartbeat(s, run_id=run_id)
+            return runs_crud.heartbeat(s, run_id=run_id, owner=owner)
+
+    def owns(self, run_id: int, owner: str) -> bool:
+        with session_scope() as s:
+            return runs_crud.owns(s, run_id=run_id, owner=owner)
 
     def append_metrics(self, run_id: int, step: int, values: dict[str, float]) -> None:
         with session_scope() as s:
@@ -152,9 +163,9 @@ class SqlRunStore:
         with session_scope() as s:
             runs_crud.save_result(s, run_id=run_id, result=result)
 
-    def save_config(self, run_id: int, config: JSON) -> None:
+    def save_resolved_config(self, run_id: int, config: JSON) -> None:
         with session_scope() as s:
-            runs_crud.save_config(s, run_id=run_id, config=config)
+            runs_crud.save_resolved_config(s, run_id=run_id, config=config)
 
     def save_evaluation(self, run_id: int, results: JSON) -> None:
         with session_scope() as s:
@@ -168,6 +179,14 @@ class SqlRunStore:
         with session_scope() as s:
             return runs_crud.sweep_stale_runs(s, timeout_s=timeout_s, auto_resume_attempts=auto_resume_attempts)
 
+    def queued_runs_to_check(self, older_than_s: float) -> list[runs_crud.QueuedRun]:
+        with session_scope() as s:
+            return runs_crud.queued_runs_to_check(s, older_than_s=older_than_s)
+
+    def take_requeue(self, run_id: int, old_task_id: str | None) -> str | None:
+        with session_scope() as s:
+            return runs_crud.take_requeue(s, run_id=run_id, old_task_id=old_task_id)
+
 
 @dataclass
 class MemoryRun:
@@ -175,6 +194,7 @@ class MemoryRun:
     status: str = "queued"
     error: str | None = None
     hostname: str | None = None
+    owner: str | None = None
     step: int = 0
     total_steps: int | None = None
     heartbeat_at: datetime | None = None
@@ -182,12 +202,14 @@ class MemoryRun:
     trajectories: list[tuple[int, JSON]] = field(default_factory=list)
     checkpoints: list[tuple[int, str]] = field(default_factory=list)
     result: JSON | None = None
+    resolved_config: JSON | None = None
     evaluations: list[JSON] = field(default_factory=list)
     cancel_requested: bool = False
+    task_id: str | None = None
 
 
 class MemoryRunStore:
-    """`RunStore` in memory (thread-safe): tests and the DB-less CLI."""
+    """`RunStore` in memory (thread-safe): tests and the DB-less CLI. Its clock is this process's."""
 
     def __init__(self) -> None:
         self.runs: dict[int, MemoryRun] = {}
@@ -196,15 +218,16 @@ class MemoryRunStore:
         self._lock = threading.Lock()
 
     def add_run(self, kind: str, *, config: JSON | None = None, preset: str | None = None,
-                environment_id: int | None = None) -> int:  # fmt: skip
+                environment_id: int | None = None, eval_spec: JSON | None = None) -> int:  # fmt: skip
         run_id = len(self.runs) + 1
-        spec = RunSpec(run_id, kind, f"{kind}-{run_id}", "queued", preset, dict(config or {}), environment_id)
+        spec = RunSpec(run_id, kind, f"{kind}-{run_id}", "queued", preset, dict(config or {}), environment_id,
+                       eval_spec)  # fmt: skip
         self.runs[run_id] = MemoryRun(spec)
         return run_id
 
     def load_run(self, run_id: int) -> RunSpec:
         run = self.runs[run_id]
-        return RunSpec(**{**run.spec.__dict__, "status": run.status})
+        return dataclasses.replace(run.spec, status=run.status, owner_token=run.owner)
 
     def load_tool(self, tool_id: int) -> ToolSpec:
         return self.tools[tool_id]
@@ -212,29 +235,41 @@ class MemoryRunStore:
     def load_environment(self, environment_id: int) -> EnvironmentSpec:
         return self.environments[environment_id]
 
-    def mark_started(self, run_id: int, *, hostname: str, task_id: str | None = None) -> None:
-        run = self.runs[run_id]
-        run.status, run.hostname, run.heartbeat_at = "running", hostname, utcnow()
-
-    def claim(self, run_id: int, *, hostname: str, stale_after_s: float) -> bool:
+    def claim(self, run_id: int, *, hostname: str, stale_after_s: float) -> str | None:
         with self._lock:
             run = self.runs[run_id]
             silent = run.heartbeat_at is None or run.heartbeat_at < utcnow() - timedelta(seconds=stale_after_s)
             if run.status != "queued" and not (run.status in ("running", "cancelling") and silent):
-                return False
+                return None
             run.status, run.hostname, run.heartbeat_at = "running", hostname, utcnow()
-            return True
+            run.owner = uuid.uuid4().hex
+            return run.owner
 
-    def set_status(self, run_id: int, status: str, *, error: str | None = None) -> None:
-        run = self.runs[run_id]
-        run.status = status
-        run.error = error if error is not None else run.error
+    def set_status(self, run_id: int, status: str, *, error: str | None = None, owner: str | None = None) -> bool:
+        with self._lock:
+            run = self.runs[run_id]
+            if owner is not None and run.owner != owner:
+                return False
+            run.status = status
+            run.error = error if error is not None else run.error
+            if status in runs_crud.FINISHED_STATUSES:
+                run.owner = None
+            return True
 
     def set_progress(self, run_id: int, *, step: int, total_steps: int | None, eta_s: float | None = None) -> None:
         self.runs[run_id].step, self.runs[run_id].total_steps = step, total_steps
 
-    def heartbeat(self, run_id: int) -> None:
-        self.runs[run_id].heartbeat_at = utcnow()
+    def heartbeat(self, run_id: int, owner: str) -> tuple[int, float] | None:
+        with self._lock:
+            run = self.runs[run_id]
+            if run.owner != owner or run.status not in ("running", "cancelling"):
+                return None
+            run.heartbeat_at = utcnow()
+            return run.step, (run.step / run.total_steps if run.total_steps else 0.0)
+
+    def owns(self, run_id: int, owner: str) -> bool:
+        run = self.runs[run_id]
+        return run.owner == owner and run.status in ("running", "cancelling")
 
     def append_metrics(self, run_id: int, step: int, values: dict[str, float]) -> None:
         self.runs[run_id].metrics[step] = dict(values)
@@ -255,9 +290,8 @@ class MemoryRunStore:
     def save_result(self, run_id: int, result: JSON) -> None:
         self.runs[run_id].result = result
 
-    def save_config(self, run_id: int, config: JSON) -> None:
-        run = self.runs[run_id]
-        run.spec = RunSpec(**{**run.spec.__dict__, "config": dict(config)})
+    def save_resolved_config(self, run_id: int, config: JSON) -> None:
+        self.runs[run_id].resolved_config = dict(config)
 
     def save_evaluation(self, run_id: int, results: JSON) -> None:
         self.runs[run_id].evaluations.append(results)
@@ -268,7 +302,20 @@ class MemoryRunStore:
     def sweep_stale_runs(self, timeout_s: float, auto_resume_attempts: int) -> runs_crud.StaleSweep:
         """Fails silent runs (no automatic resume in memory: nothing would enqueue it)."""
         cutoff = utcnow() - timedelta(seconds=timeout_s)
-        stale = [i for i, r in self.runs.items() if r.status == "running" and (r.heartbeat_at or cutoff) < cutoff]
-        for run_id in stale:
-            self.set_status(run_id, "failed", error="worker stopped sending heartbeats")
+        with self._lock:
+            stale = [i for i, r in self.runs.items() if r.status == "running" and (r.heartbeat_at or cutoff) < cutoff]
+            for run_id in stale:
+                run = self.runs[run_id]
+                run.status, run.error, run.owner = "failed", "worker stopped sending heartbeats", None
         return runs_crud.StaleSweep(failed=stale)
+
+    def queued_runs_to_check(self, older_than_s: float) -> list[runs_crud.QueuedRun]:
+        return [runs_crud.QueuedRun(i, r.spec.kind, r.task_id) for i, r in self.runs.items() if r.status == "queued"]
+
+    def take_requeue(self, run_id: int, old_task_id: str | None) -> str | None:
+        with self._lock:
+            run = self.runs[run_id]
+            if run.status != "queued" or run.task_id != old_task_id:
+                return None
+            run.task_id = uuid.uuid4().hex
+            return run.task_id

@@ -2,6 +2,8 @@
 
 Names and queues come from `backend.queue` (the contract the API sends by);
 `RunTask.on_failure` records the error on the run (train runs stay resumable).
+The worker's run sweeper (`worker.sweeper`) is started here, on `worker_ready`, since
+Celery imports this module in every worker (`include`) and `celery_app` must not import it.
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ import socket
 from typing import Any
 
 from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_ready, worker_shutdown
 
 from backend.core.config import get_settings
-from backend.queue import QUEUE_OF, TaskName, enqueue
+from backend.queue import QUEUE_OF, TaskName
 from worker import jobs
 from worker.celery_app import celery_app
 from worker.sandbox import SandboxLimits
 from worker.store import SqlRunStore
+from worker.sweeper import Sweeper
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +37,7 @@ class RunTask(Task):  # type: ignore[misc]
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().__call__(*args, **kwargs)
-        except jobs.DuplicateDelivery as exc:
+        except (jobs.DuplicateDelivery, jobs.LeaseLost) as exc:
             logger.warning("%s: %s", self.name, exc)
             return None
 
@@ -40,8 +45,12 @@ class RunTask(Task):  # type: ignore[misc]
                    einfo: Any) -> None:  # fmt: skip
         run_id = int(args[0]) if args else int(kwargs["run_id"])
         logger.error("task %s for run %s failed: %s", self.name, run_id, exc)
+        error = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, SoftTimeLimitExceeded):
+            limit = get_settings().task_time_limit_s
+            error = f"the job ran past its time limit of {limit:.0f} s (STUDIO_TASK_TIME_LIMIT_S) and was stopped"
         try:
-            SqlRunStore().set_status(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
+            SqlRunStore().set_status(run_id, "failed", error=error)
         except Exception:
             logger.exception("could not mark run %s failed", run_id)
 
@@ -91,21 +100,18 @@ def export_checkpoint(self: RunTask, run_id: int) -> None:
     jobs.export_checkpoint_job(run_id, SqlRunStore(), hostname=self.worker_hostname, runs_dir=_runs_dir())
 
 
-def sweep_stale_runs() -> list[int]:
-    """On worker startup: runs whose worker died are resumed (train, attempts left) or failed."""
-    settings = get_settings()
-    store = SqlRunStore()
-    try:
-        sweep = store.sweep_stale_runs(settings.heartbeat_timeout_s, settings.auto_resume_attempts)
-    except Exception:
-        logger.exception("stale-run sweep failed")
-        return []
-    if sweep.failed:
-        logger.warning("marked runs %s failed (no heartbeat)", sweep.failed)
-    for run_id in sweep.requeued:
-        try:
-            enqueue(TaskName.TRAIN, run_id)
-            logger.warning("run %s lost its worker; queued again to resume from its last checkpoint", run_id)
-        except Exception as exc:
-            store.set_status(run_id, "failed", error=f"could not queue the automatic resume: {exc}")
-    return [*sweep.failed, *sweep.requeued]
+_sweeper: Sweeper | None = None
+
+
+@worker_ready.connect
+def _start_sweeper(**_kwargs: object) -> None:
+    """In the worker's main process: start the run sweeper (stale runs, queued runs with no live task)."""
+    global _sweeper
+    _sweeper = Sweeper(SqlRunStore()).start()
+    logger.info("run sweeper started (every %.0f s)", _sweeper.interval_s)
+
+
+@worker_shutdown.connect
+def _stop_sweeper(**_kwargs: object) -> None:
+    if _sweeper is not None:
+        _sweeper.stop()

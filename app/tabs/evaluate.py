@@ -1,6 +1,6 @@
 """Evaluate tab: one click to score a model or a trained run on HotpotQA / 2Wiki / MuSiQue.
 
-Launches an `eval` run whose `config["_eval"]` carries the request (datasets,
+Launches an `eval` run through `POST /evaluations` (a typed `EvaluationCreate`: datasets,
 methods, limit, checkpoint); a `gr.Timer` follows it; the results table and bar
 chart sit beside the paper's numbers and this studio's earlier evaluations.
 """
@@ -17,7 +17,8 @@ from app.client import StudioAPIError, StudioClient
 from app.render.evaluation import TABLE_HEADERS, evaluation_figure, has_results, report_rows
 from app.render.runs import is_finished, run_card
 from app.tabs.common import error_markdown, parse_optional_int, run_choices
-from backend.schemas.run import EvaluationPublic, RunCreate
+from backend.schemas.evaluation import EvaluationCreate
+from backend.schemas.run import EvaluationPublic
 
 DATASETS = ["hotpotqa", "2wiki", "musique"]
 METHODS = ["direct", "naive-rag", "base-tool-call", "agent"]
@@ -44,7 +45,7 @@ class EvaluateTab:
 
 def build_eval_request(
     client: StudioClient, datasets: list[str], methods: list[str], source_run: int | None, model: str, limit: Any
-) -> RunCreate:
+) -> EvaluationCreate:
     """The eval run to launch; a trained run contributes its newest checkpoint as the `agent` model."""
     if not datasets:
         raise ValueError("datasets: tick at least one of hotpotqa, 2wiki, musique")
@@ -53,8 +54,9 @@ def build_eval_request(
     n = parse_optional_int(limit, "limit")
     if n is not None and n < 1:
         raise ValueError("limit must be at least 1 example per dataset (or empty for all)")
-    request: dict[str, Any] = {"datasets": list(datasets), "methods": list(methods), "limit": n, "seed": 0}
     name_or_path = (model or "").strip() or BASE_MODEL
+    request: dict[str, Any] = {"model": name_or_path, "datasets": list(datasets), "methods": list(methods),
+                               "limit": n, "seed": 0}  # fmt: skip
     label = name_or_path
     if source_run:
         checkpoints = client.list_checkpoints(int(source_run))
@@ -64,9 +66,7 @@ def build_eval_request(
         request.update(checkpoint_run_id=int(source_run), checkpoint_step=newest.step, checkpoint_path=newest.path)
         label = f"run #{source_run} step {newest.step}"
     name = f"eval {label} · {','.join(methods)} · {','.join(datasets)}"[:200]
-    return RunCreate(
-        name=name, kind="eval", preset=None, config={"model": {"name_or_path": name_or_path}, "_eval": request}
-    )
+    return EvaluationCreate(name=name, **request)
 
 
 def start_evaluation(
@@ -74,7 +74,7 @@ def start_evaluation(
 ) -> tuple[Any, ...]:
     """Launch: (run_id, card, timer)."""
     try:
-        run = client.create_run(build_eval_request(client, datasets, methods, source_run, model, limit))
+        run = client.create_evaluation(build_eval_request(client, datasets, methods, source_run, model, limit))
     except (StudioAPIError, ValueError) as exc:
         return gr.skip(), error_markdown(exc), gr.Timer(active=False)
     return run.id, run_card(run), gr.Timer(active=True)

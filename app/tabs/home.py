@@ -51,10 +51,10 @@ def health_markdown(health: HealthPublic) -> str:
             "start one with `studio worker` (runs stay queued until then)",
         ),
     ]
-    if health.stale_runs_failed:
-        lines.append(f"- ⚠️ {health.stale_runs_failed} run(s) lost their worker and were marked failed (resumable).")
-    if health.stale_runs_resumed:
-        lines.append(f"- ⚠️ {health.stale_runs_resumed} run(s) lost their worker and were queued to resume.")
+    if health.stale_runs:
+        lines.append(
+            f"- ⚠️ {health.stale_runs} run(s) lost their worker; a worker's sweeper resumes or fails them shortly."
+        )
     return "\n".join(lines)
 
 

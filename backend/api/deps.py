@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Annotated
+from collections.abc import Iterator
+from typing import Annotated, Protocol
 
 from fastapi import Depends, Header, HTTPException, Request
 from sqlalchemy.orm import Session, sessionmaker
@@ -13,7 +13,11 @@ from backend.core.config import Settings
 from backend.core.db import engine_for
 from backend.core.security import is_authorized
 
-Enqueue = Callable[[queue.TaskName, int], str]
+
+class Enqueue(Protocol):
+    """`queue.enqueue`'s shape: send `task(run_id)` under `task_id`, return the task id."""
+
+    def __call__(self, task: queue.TaskName, run_id: int, *, task_id: str | None = None) -> str: ...
 
 
 def get_settings_dep(request: Request) -> Settings:

@@ -42,6 +42,22 @@ class Settings(BaseSettings):
     auto_resume_attempts: int = Field(
         default=2, ge=0, description="Times a train run whose worker died is queued again to resume by itself."
     )
+    sweep_interval_s: float = Field(
+        default=30.0, gt=0, description="How often each worker's sweeper handles stale runs and lost queued tasks."
+    )
+    requeue_after_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A queued run whose task the broker no longer holds is sent again once it is this old.",
+    )
+    task_time_limit_s: float = Field(
+        default=7 * 24 * 3600.0, gt=0, description="Wall-clock limit of one job; past it the job fails."
+    )
+    step_timeout_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="A job whose step (or eval example) count has not advanced this long is failed as hung.",
+    )
     tool_time_limit_s: float = Field(default=10.0, gt=0, description="Wall-clock limit for one user tool call.")
     tool_memory_limit_mb: int = Field(default=512, ge=32, description="Address-space limit for user tool code.")
 

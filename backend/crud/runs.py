@@ -1,26 +1,37 @@
-"""Run crud: create/list/cancel/resume from the API; status, progress, metrics and results from workers."""
+"""Run crud: create/list/cancel/resume from the API; claims, heartbeats, outcomes and sweeps for workers.
+
+Everything that decides who owns a run (claim, heartbeat, owned outcome, stale sweep, requeue)
+is one conditional UPDATE judged on the database clock, so two workers never both hold a run.
+"""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import String, and_, cast, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from backend.core.db import utcnow
+from backend.core.dbtime import db_now, seconds_ago
 from backend.core.errors import ConflictError, InvalidInputError, NotFoundError
 from backend.models.dataset import Environment
 from backend.models.run import Checkpoint, Evaluation, Metric, Run
 from backend.schemas.common import ACTIVE_STATUSES
+from backend.schemas.evaluation import EvaluationCreate
 from backend.schemas.run import RunCreate
 
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
 
 
+def new_task_id() -> str:
+    """The Celery task id a (re)queued run is sent under; stored first, so the sweeper can look for it."""
+    return uuid.uuid4().hex
+
+
 def create_run(session: Session, *, run_in: RunCreate) -> Run:
-    """A queued train/rollout/eval run; the worker resolves `preset` + `config` and stores the result."""
+    """A queued train/rollout run; the worker resolves `preset` + `requested_config` into `resolved_config`."""
     if run_in.environment_id is not None and session.get(Environment, run_in.environment_id) is None:
         raise InvalidInputError("environment_id", f"environment {run_in.environment_id} does not exist")
     run = Run(
@@ -28,9 +39,30 @@ def create_run(session: Session, *, run_in: RunCreate) -> Run:
         kind=run_in.kind,
         status="queued",
         preset=run_in.preset,
-        config=run_in.config,
+        requested_config=run_in.config,
         environment_id=run_in.environment_id,
         resumable=run_in.kind == "train",
+        celery_task_id=new_task_id(),
+        enqueued_at=db_now(),
+    )
+    session.add(run)
+    session.flush()
+    return run
+
+
+def create_eval_run(session: Session, *, eval_in: EvaluationCreate) -> Run:
+    """A queued eval run whose typed request lives in `eval_spec`."""
+    spec = eval_in.spec()
+    label = f"{spec.model} · {','.join(spec.methods)} · {','.join(spec.datasets)}"
+    run = Run(
+        name=eval_in.name or f"eval {label}"[:200],
+        kind="eval",
+        status="queued",
+        preset=None,
+        requested_config={},
+        eval_spec=spec.model_dump(mode="json"),
+        celery_task_id=new_task_id(),
+        enqueued_at=db_now(),
     )
     session.add(run)
     session.flush()
@@ -38,8 +70,15 @@ def create_run(session: Session, *, run_in: RunCreate) -> Run:
 
 
 def create_job_run(session: Session, *, kind: str, name: str, config: dict[str, Any]) -> Run:
-    """A queued internal job row (ping, tool test, env validation, export)."""
-    run = Run(name=name, kind=kind, status="queued", config=config)
+    """A queued internal job row (ping, tool test, env validation, export); `config` holds its arguments."""
+    run = Run(
+        name=name,
+        kind=kind,
+        status="queued",
+        requested_config=config,
+        celery_task_id=new_task_id(),
+        enqueued_at=db_now(),
+    )
     session.add(run)
     session.flush()
     return run
@@ -80,53 +119,89 @@ def request_cancel(session: Session, *, run_id: int) -> Run:
 
 
 def prepare_resume(session: Session, *, run_id: int) -> Run:
+    """Queue a finished train run again (its job resumes from the run dir's last checkpoint)."""
     run = get_run(session, run_id=run_id)
     if run.status in ACTIVE_STATUSES:
         raise ConflictError(f"run {run_id} is {run.status}; only finished runs can be resumed")
     if run.kind != "train" or not run.resumable:
         raise ConflictError(f"run {run_id} ({run.kind}) is not resumable")
     run.status, run.cancel_requested, run.error, run.finished_at = "queued", False, None, None
-    run.config = {**run.config, "_resume": True}
+    run.owner_token, run.celery_task_id, run.enqueued_at = None, new_task_id(), db_now()
     session.flush()
+    session.refresh(run)
     return run
 
 
-def mark_started(session: Session, *, run_id: int, hostname: str, task_id: str | None) -> Run:
-    run = get_run(session, run_id=run_id)
-    run.status, run.worker_hostname, run.celery_task_id = "running", hostname, task_id
-    run.started_at = run.started_at or utcnow()
-    run.heartbeat_at = utcnow()
-    session.flush()
-    return run
+def claim_run(session: Session, *, run_id: int, hostname: str, stale_after_s: float) -> str | None:
+    """Atomically take the run for this worker: a queued run, or an active one whose owner went silent.
 
-
-def claim_run(
-    session: Session, *, run_id: int, hostname: str, stale_after_s: float, now: datetime | None = None
-) -> bool:
-    """Atomically take the run for this worker: a queued run, or an active one whose worker went silent.
-
-    False for any other state (finished, cancelled while queued, or live on another worker): the
-    delivery is a duplicate (e.g. the broker redelivering an unacked job) and must not run again.
+    Returns the new lease id (`owner_token`), or None for any other state (finished, cancelled while
+    queued, or live on another worker): the delivery is a duplicate and must not run. Staleness is
+    judged on the database clock.
     """
-    now = now or utcnow()
     claimable = or_(
         Run.status == "queued",
-        and_(Run.status.in_(("running", "cancelling")), Run.heartbeat_at < now - timedelta(seconds=stale_after_s)),
+        and_(Run.status.in_(("running", "cancelling")), Run.heartbeat_at < seconds_ago(stale_after_s)),
     )
-    values = {"status": "running", "worker_hostname": hostname, "heartbeat_at": now,
-              "started_at": func.coalesce(Run.started_at, now)}  # fmt: skip
+    token = uuid.uuid4().hex
+    values = {
+        "status": "running",
+        "worker_hostname": hostname,
+        "owner_token": token,
+        "heartbeat_at": db_now(),
+        "started_at": func.coalesce(Run.started_at, db_now()),
+    }
     statement = update(Run).where(Run.id == run_id, claimable).values(**values)
+    result = session.execute(statement.execution_options(synchronize_session=False))
+    return token if result.rowcount == 1 else None  # type: ignore[attr-defined]
+
+
+def heartbeat(session: Session, *, run_id: int, owner: str) -> tuple[int, float] | None:
+    """Beat for the run's owner (database time); None when `owner` no longer holds the run.
+
+    Returns `(current_step, progress)` so the caller's step watchdog can see whether the job advances.
+    """
+    statement = (
+        update(Run)
+        .where(Run.id == run_id, Run.owner_token == owner, Run.status.in_(("running", "cancelling")))
+        .values(heartbeat_at=db_now())
+        .execution_options(synchronize_session=False)
+    )
+    if session.execute(statement).rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    row = session.execute(select(Run.current_step, Run.progress).where(Run.id == run_id)).one()
+    return int(row.current_step), float(row.progress)
+
+
+def owns(session: Session, *, run_id: int, owner: str) -> bool:
+    """True while `owner` holds the run (it is active and no other claim replaced it)."""
+    query = select(Run.id).where(Run.id == run_id, Run.owner_token == owner, Run.status.in_(("running", "cancelling")))
+    return session.scalar(query) is not None
+
+
+def finish_owned(session: Session, *, run_id: int, owner: str, status: str, error: str | None = None) -> bool:
+    """Set the outcome only if `owner` still holds the run (one conditional UPDATE); False when it lost it."""
+    values: dict[str, Any] = {"status": status, "owner_token": None}
+    if error is not None or status == "succeeded":
+        values["error"] = error
+    if status in FINISHED_STATUSES:
+        values["finished_at"] = db_now()
+        if status == "succeeded":
+            values["progress"] = 1.0
+    statement = update(Run).where(Run.id == run_id, Run.owner_token == owner).values(**values)
     result = session.execute(statement.execution_options(synchronize_session=False))
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def set_status(session: Session, *, run_id: int, status: str, error: str | None = None) -> Run:
+    """Unconditional outcome (API-side failures, a task's `on_failure`)."""
     run = get_run(session, run_id=run_id)
     run.status = status
     if error is not None or status == "succeeded":  # success clears notes of earlier attempts
         run.error = error
     if status in FINISHED_STATUSES:
         run.finished_at = utcnow()
+        run.owner_token = None
         if status == "succeeded":
             run.progress = 1.0
     session.flush()
@@ -141,56 +216,113 @@ def set_progress(
     session.execute(update(Run).where(Run.id == run_id).values(**values))
 
 
-def heartbeat(session: Session, *, run_id: int) -> None:
-    session.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=utcnow()))
-
-
 def is_cancel_requested(session: Session, *, run_id: int) -> bool:
     return bool(session.scalar(select(Run.cancel_requested).where(Run.id == run_id)))
 
 
 @dataclass(frozen=True)
 class StaleSweep:
-    """Runs whose worker stopped sending heartbeats: failed ones, and train runs queued again to resume."""
+    """Runs whose owner stopped sending heartbeats: failed ones, and train runs queued again to resume."""
 
     failed: list[int] = field(default_factory=list)
     requeued: list[int] = field(default_factory=list)
 
 
-AUTO_RESUMES_KEY = "_auto_resumes"
-"""Config key counting the automatic resumes of a run (kept across the worker storing its resolved config)."""
+def _lost_message(timeout_s: float) -> Any:
+    """SQL text: `worker <hostname> stopped sending heartbeats (>N s)`."""
+    host = func.coalesce(Run.worker_hostname, "?")
+    return literal("worker ", String) + host + literal(f" stopped sending heartbeats (>{timeout_s:.0f} s)", String)
 
 
-def sweep_stale_runs(
-    session: Session, *, timeout_s: float, auto_resume_attempts: int = 0, now: datetime | None = None
-) -> StaleSweep:
-    """Handle `running`/`cancelling` runs whose heartbeat is older than `timeout_s` (their worker died).
+def sweep_stale_runs(session: Session, *, timeout_s: float, auto_resume_attempts: int = 0) -> StaleSweep:
+    """Handle `running`/`cancelling` runs whose heartbeat is older than `timeout_s` (database time).
 
-    A train run that was not being cancelled and has automatic resumes left goes back to `queued` (the
-    caller enqueues it after commit; the job resumes from the last checkpoint). Every other such run is
-    marked failed, train runs resumable by hand.
+    Two conditional UPDATEs, no read-then-write, so concurrent sweepers never act twice on one run:
+    1. a train run that was not being cancelled and has automatic resumes left goes back to `queued`
+       with no task id (the sweeper enqueues it after commit; the job resumes from its last checkpoint);
+    2. every other stale run is marked failed, train runs resumable by hand.
     """
-    cutoff = (now or utcnow()) - timedelta(seconds=timeout_s)
-    stale = list(
-        session.scalars(select(Run).where(Run.status.in_(("running", "cancelling")), Run.heartbeat_at < cutoff))
+    stale = and_(Run.status.in_(("running", "cancelling")), Run.heartbeat_at < seconds_ago(timeout_s))
+    attempt = cast(Run.auto_resumes + 1, String)
+    resume_note = (
+        _lost_message(timeout_s)
+        + literal("; resuming from the last checkpoint (automatic resume ", String)
+        + attempt
+        + literal(f" of {auto_resume_attempts})", String)
     )
-    sweep = StaleSweep()
-    for run in stale:
-        lost = f"worker {run.worker_hostname or '?'} stopped sending heartbeats (>{timeout_s:.0f} s)"
-        done = int(run.config.get(AUTO_RESUMES_KEY, 0))
-        if run.kind == "train" and run.status == "running" and done < auto_resume_attempts:
-            run.status, run.resumable = "queued", True
-            run.config = {**run.config, "_resume": True, AUTO_RESUMES_KEY: done + 1}
-            attempt = f"automatic resume {done + 1} of {auto_resume_attempts}"
-            run.error = f"{lost}; resuming from the last checkpoint ({attempt})"
-            sweep.requeued.append(run.id)
-        else:
-            run.status, run.finished_at = "failed", utcnow()
-            run.error = lost
-            run.resumable = run.kind == "train"
-            sweep.failed.append(run.id)
+    requeue = (
+        update(Run)
+        .where(stale, Run.kind == "train", Run.status == "running", Run.auto_resumes < auto_resume_attempts)
+        .values(
+            status="queued",
+            resumable=True,
+            auto_resumes=Run.auto_resumes + 1,
+            owner_token=None,
+            celery_task_id=None,
+            enqueued_at=None,
+            error=resume_note,
+        )
+        .returning(Run.id)
+        .execution_options(synchronize_session=False)
+    )
+    requeued = sorted(session.scalars(requeue))
+    fail = (
+        update(Run)
+        .where(stale)
+        .values(
+            status="failed",
+            finished_at=db_now(),
+            error=_lost_message(timeout_s),
+            owner_token=None,
+            resumable=Run.kind == "train",
+        )
+        .returning(Run.id)
+        .execution_options(synchronize_session=False)
+    )
+    failed = sorted(session.scalars(fail))
     session.flush()
-    return sweep
+    return StaleSweep(failed=failed, requeued=requeued)
+
+
+def count_stale_runs(session: Session, *, timeout_s: float) -> int:
+    """Active runs whose heartbeat is older than `timeout_s` (read-only; the worker's sweeper acts on them)."""
+    query = select(func.count(Run.id)).where(
+        Run.status.in_(("running", "cancelling")), Run.heartbeat_at < seconds_ago(timeout_s)
+    )
+    return int(session.scalar(query) or 0)
+
+
+@dataclass(frozen=True)
+class QueuedRun:
+    id: int
+    kind: str
+    celery_task_id: str | None
+
+
+def queued_runs_to_check(session: Session, *, older_than_s: float) -> list[QueuedRun]:
+    """Queued runs with no task id, or whose task was sent more than `older_than_s` ago (database time)."""
+    since = func.coalesce(Run.enqueued_at, Run.created_at)
+    query = select(Run.id, Run.kind, Run.celery_task_id).where(
+        Run.status == "queued", or_(Run.celery_task_id.is_(None), since < seconds_ago(older_than_s))
+    )
+    return [QueuedRun(r.id, r.kind, r.celery_task_id) for r in session.execute(query.order_by(Run.id))]
+
+
+def take_requeue(session: Session, *, run_id: int, old_task_id: str | None) -> str | None:
+    """Atomically record a new task id for a still-queued run whose task was `old_task_id`.
+
+    Only the sweeper whose UPDATE wins sends the task (returns the new id); None means another
+    sweeper or a worker got there first.
+    """
+    task_id = new_task_id()
+    same_task = Run.celery_task_id.is_(None) if old_task_id is None else Run.celery_task_id == old_task_id
+    statement = (
+        update(Run)
+        .where(Run.id == run_id, Run.status == "queued", same_task)
+        .values(celery_task_id=task_id, enqueued_at=db_now())
+        .execution_options(synchronize_session=False)
+    )
+    return task_id if session.execute(statement).rowcount == 1 else None  # type: ignore[attr-defined]
 
 
 def append_metrics(session: Session, *, run_id: int, step: int, values: dict[str, float]) -> None:
@@ -240,8 +372,9 @@ def save_result(session: Session, *, run_id: int, result: dict[str, Any]) -> Non
     session.flush()
 
 
-def save_config(session: Session, *, run_id: int, config: dict[str, Any]) -> None:
-    get_run(session, run_id=run_id).config = config
+def save_resolved_config(session: Session, *, run_id: int, config: dict[str, Any]) -> None:
+    """The full config the worker resolved (the request stays in `requested_config`)."""
+    get_run(session, run_id=run_id).resolved_config = config
     session.flush()
 
 

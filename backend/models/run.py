@@ -20,7 +20,14 @@ class Run(Base):
     kind: Mapped[str] = mapped_column(String(20))
     status: Mapped[str] = mapped_column(String(20), default="queued")
     preset: Mapped[str | None] = mapped_column(String(50), nullable=True)
-    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    requested_config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """What the client sent: overrides on top of `preset` (train/rollout) or a job's arguments."""
+    resolved_config: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """The fully resolved config the worker ran with (train/rollout), stored once the run starts."""
+    eval_spec: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """An eval run's typed request (`backend.schemas.evaluation.EvalSpec` as JSON)."""
+    auto_resumes: Mapped[int] = mapped_column(Integer, default=0)
+    """Times the sweeper queued this run again after its worker went silent."""
     environment_id: Mapped[int | None] = mapped_column(
         ForeignKey("environments.id", ondelete="SET NULL"), nullable=True
     )
@@ -32,8 +39,14 @@ class Run(Base):
     resumable: Mapped[bool] = mapped_column(Boolean, default=False)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     worker_hostname: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    owner_token: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """Lease id of the claim that owns the run; heartbeats and outcomes are written only with it."""
     celery_task_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    """Id of the task last sent for the run (the sweeper looks for it in the broker)."""
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    """Database time the run was last (re)queued."""
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    """Database time of the owner's last heartbeat."""
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)

@@ -31,7 +31,7 @@ class HealthPublic(BaseModel):
     broker: BrokerHealth
     workers: WorkersHealth
     versions: dict[str, str]
-    stale_runs_failed: int = Field(default=0, description="Running runs this check marked failed (no heartbeat).")
-    stale_runs_resumed: int = Field(
-        default=0, description="Train runs whose worker died that this check queued again to resume by themselves."
+    stale_runs: int = Field(
+        default=0,
+        description="Active runs whose worker stopped sending heartbeats; a worker's sweeper resumes or fails them.",
     )

@@ -3,21 +3,53 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from backend.schemas.common import JSONDict, LaunchKind, ORMModel, Preset, RunKind, RunStatus
 
 
 class RunCreate(BaseModel):
-    """Launch a run. `config` holds dotted-section overrides on top of `preset` (e.g.
-    `{"rollout": {"group_size": 4}}`); the worker stores the fully resolved config."""
+    """Launch a train or rollout run. `config` holds section overrides on top of `preset` (e.g.
+    `{"rollout": {"group_size": 4}}`); the worker stores the fully resolved config beside it.
+    Evaluations have their own typed request: `POST /evaluations` (`EvaluationCreate`)."""
 
     name: str = Field(default="", max_length=200)
     kind: LaunchKind = "train"
     preset: Preset | None = "quickstart"
     config: JSONDict = Field(default_factory=dict)
     environment_id: int | None = None
+
+    @field_validator("kind")
+    @classmethod
+    def _no_eval(cls, kind: str) -> str:
+        if kind == "eval":
+            raise ValueError("eval runs are launched with POST /evaluations (a typed EvaluationCreate body)")
+        return kind
+
+    @field_validator("config")
+    @classmethod
+    def _no_private_keys(cls, config: JSONDict) -> JSONDict:
+        bad = private_keys(config)
+        if bad:
+            raise ValueError(f"config key {bad[0]!r} starts with '_': such keys are reserved; remove it")
+        return config
+
+
+def private_keys(value: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of `_`-prefixed keys anywhere in a JSON value."""
+    found: list[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{prefix}{key}"
+            if str(key).startswith("_"):
+                found.append(path)
+            found.extend(private_keys(item, path + "."))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found.extend(private_keys(item, f"{prefix}{index}."))
+    return found
 
 
 class RunPublic(ORMModel):
@@ -26,7 +58,13 @@ class RunPublic(ORMModel):
     kind: RunKind
     status: RunStatus
     preset: str | None
-    config: JSONDict
+    requested_config: JSONDict
+    """What the client sent (overrides on top of `preset`, or a job's arguments)."""
+    resolved_config: JSONDict | None
+    """The full config the worker resolved and ran with (train/rollout runs, once started)."""
+    eval_spec: JSONDict | None
+    """An eval run's request: `EvalSpec` as JSON (kept raw so rows migrated from old `_eval` keys always load)."""
+    auto_resumes: int
     environment_id: int | None
     progress: float
     current_step: int
@@ -37,6 +75,7 @@ class RunPublic(ORMModel):
     cancel_requested: bool
     worker_hostname: str | None
     celery_task_id: str | None
+    enqueued_at: datetime | None
     heartbeat_at: datetime | None
     result: JSONDict | None
     created_at: datetime

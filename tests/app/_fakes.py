@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from app.client import StudioAPIError
+from backend.schemas.evaluation import EvaluationCreate
 from backend.schemas.health import BrokerHealth, DatabaseHealth, HealthPublic, WorkersHealth
 from backend.schemas.run import (
     CheckpointPublic,
@@ -29,7 +30,10 @@ def make_run(run_id: int, **overrides: Any) -> RunPublic:
         "kind": "train",
         "status": "running",
         "preset": "quickstart",
-        "config": {},
+        "requested_config": {},
+        "resolved_config": None,
+        "eval_spec": None,
+        "auto_resumes": 0,
         "environment_id": None,
         "progress": 0.5,
         "current_step": 1,
@@ -40,6 +44,7 @@ def make_run(run_id: int, **overrides: Any) -> RunPublic:
         "cancel_requested": False,
         "worker_hostname": "w1",
         "celery_task_id": None,
+        "enqueued_at": None,
         "heartbeat_at": None,
         "result": None,
         "created_at": NOW,
@@ -243,8 +248,16 @@ class FakeStudioClient:
             kind=run.kind,
             status="queued",
             preset=run.preset,
-            config=run.config,
+            requested_config=run.config,
         )
+        self.runs[new.id] = new
+        return new
+
+    def create_evaluation(self, evaluation: EvaluationCreate) -> RunPublic:
+        self._call("create_evaluation", evaluation)
+        spec = evaluation.spec().model_dump(mode="json")
+        new = make_run(len(self.runs) + 1, name=evaluation.name or "eval", kind="eval", status="queued", preset=None,
+                       eval_spec=spec)  # fmt: skip
         self.runs[new.id] = new
         return new
 

@@ -160,10 +160,9 @@ def test_eval_request_uses_newest_checkpoint(fake: FakeStudioClient) -> None:
         CheckpointPublic(id=2, run_id=1, step=2, path="/c/step_2", created_at=NOW),
     ]
     request = evaluate.build_eval_request(fake, ["hotpotqa"], ["agent"], 1, "smollm2-135m", 5)
-    assert request.kind == "eval"
-    assert request.config["_eval"]["checkpoint_path"] == "/c/step_2"
-    assert request.config["_eval"]["limit"] == 5
-    assert request.config["model"] == {"name_or_path": "smollm2-135m"}
+    assert request.checkpoint_path == "/c/step_2"
+    assert request.limit == 5
+    assert request.model == "smollm2-135m"
     with pytest.raises(ValueError, match="tick at least one method"):
         evaluate.build_eval_request(fake, ["hotpotqa"], [], None, "", 5)
     with pytest.raises(ValueError, match="has no checkpoint"):
@@ -173,6 +172,8 @@ def test_eval_request_uses_newest_checkpoint(fake: FakeStudioClient) -> None:
 def test_eval_poll_shows_table_when_done(fake: FakeStudioClient) -> None:
     run_id, card, timer = evaluate.start_evaluation(fake, ["hotpotqa"], ["naive-rag"], None, "", 10)
     assert timer.active
+    assert fake.runs[run_id].eval_spec is not None
+    assert fake.runs[run_id].eval_spec["methods"] == ["naive-rag"]
     assert "queued" in card
     assert evaluate.poll_evaluation(fake, run_id)[3].active
     fake.runs[run_id] = make_run(run_id, kind="eval", status="succeeded", finished_at=NOW)

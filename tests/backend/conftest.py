@@ -49,9 +49,9 @@ def enqueued() -> list[tuple[TaskName, int]]:
 def client(db_url: str, enqueued: list[tuple[TaskName, int]]) -> Iterator[TestClient]:
     app = create_app()
 
-    def record(task: TaskName, run_id: int) -> str:
+    def record(task: TaskName, run_id: int, *, task_id: str | None = None) -> str:
         enqueued.append((task, run_id))
-        return f"task-{run_id}"
+        return task_id or f"task-{run_id}"
 
     app.dependency_overrides[get_enqueue] = lambda: record
     with TestClient(app) as test_client:

@@ -67,7 +67,7 @@ def test_tool_test_creates_run_and_enqueues_on_cpu(client: TestClient, enqueued:
     run = response.json()
     assert run["kind"] == "tool_test"
     assert run["status"] == "queued"
-    assert run["config"]["arguments"] == {"city": "Paris"}
+    assert run["requested_config"]["arguments"] == {"city": "Paris"}
     assert enqueued == [(TaskName.TOOL_TEST, run["id"])]
     assert client.post(f"{API}/tools/999/test", json={}).status_code == 404
 

@@ -31,7 +31,9 @@ def test_create_list_get_cancel_resume(client: TestClient, enqueued: list, sessi
     assert run["status"] == "queued"
     assert run["resumable"] is True
     assert enqueued == [(TaskName.TRAIN, run["id"])]
-    client.post(f"{API}/runs", json={"kind": "eval", "preset": None})
+    assert (run["requested_config"], run["resolved_config"], run["auto_resumes"]) == ({"seed": 3}, None, 0)
+    assert run["celery_task_id"]
+    client.post(f"{API}/evaluations", json={"datasets": ["hotpotqa"], "methods": ["direct"], "limit": 2})
     assert enqueued[-1][0] == TaskName.EVALUATE
     assert client.post(f"{API}/runs", json={"kind": "bogus"}).status_code == 422
     assert client.post(f"{API}/runs", json={"kind": "train", "environment_id": 42}).status_code == 422
@@ -44,7 +46,7 @@ def test_create_list_get_cancel_resume(client: TestClient, enqueued: list, sessi
     assert client.get(f"{API}/runs", params={"status": "nope"}).status_code == 422
 
     assert client.post(f"{API}/runs/{run['id']}/resume").status_code == 409
-    runs_crud.mark_started(session, run_id=run["id"], hostname="w1", task_id=None)
+    assert runs_crud.claim_run(session, run_id=run["id"], hostname="w1", stale_after_s=60)
     session.commit()
     cancelling = client.post(f"{API}/runs/{run['id']}/cancel").json()
     assert cancelling["status"] == "cancelling"
@@ -54,7 +56,8 @@ def test_create_list_get_cancel_resume(client: TestClient, enqueued: list, sessi
     assert client.post(f"{API}/runs/{run['id']}/cancel").status_code == 409
     resumed = client.post(f"{API}/runs/{run['id']}/resume").json()
     assert resumed["status"] == "queued"
-    assert resumed["config"]["_resume"] is True
+    assert resumed["requested_config"] == {"seed": 3}
+    assert resumed["celery_task_id"] not in (None, run["celery_task_id"]), "a resume is sent as a new task"
     assert enqueued[-1] == (TaskName.TRAIN, run["id"])
     assert client.get(f"{API}/runs/999").status_code == 404
     assert client.post(f"{API}/runs/999/cancel").status_code == 404
@@ -69,7 +72,7 @@ def test_queued_cancel_is_immediate_and_ping_enqueues(client: TestClient, enqueu
 
 
 def test_broker_failure_fails_the_run_with_503(client: TestClient) -> None:
-    def broken(task: TaskName, run_id: int) -> str:
+    def broken(task: TaskName, run_id: int, *, task_id: str | None = None) -> str:
         raise ConnectionError("no broker")
 
     from backend.api.deps import get_enqueue
@@ -100,7 +103,7 @@ def test_metrics_incremental_and_checkpoints(client: TestClient, session: Sessio
     assert [c["step"] for c in client.get(f"{API}/runs/{run['id']}/checkpoints").json()] == [3]
     export = client.post(f"{API}/runs/{run['id']}/checkpoints/{checkpoint.id}/export")
     assert export.status_code == 202
-    assert export.json()["config"]["checkpoint_path"] == "/x/step_3"
+    assert export.json()["requested_config"]["checkpoint_path"] == "/x/step_3"
     assert enqueued[-1] == (TaskName.EXPORT_CHECKPOINT, export.json()["id"])
     assert client.post(f"{API}/runs/{run['id']}/checkpoints/999/export").status_code == 404
 
@@ -162,7 +165,7 @@ def test_label_queue_order_and_export(client: TestClient, session: Session) -> N
 
 
 def test_evaluation_with_reference(client: TestClient, session: Session) -> None:
-    run_id = client.post(f"{API}/runs", json={"kind": "eval"}).json()["id"]
+    run_id = client.post(f"{API}/evaluations", json={}).json()["id"]
     empty = client.get(f"{API}/runs/{run_id}/evaluation").json()
     assert empty["results"] is None
     assert empty["reference"]["GRPO"] == {"hotpotqa": 0.4405, "2wiki": 0.5741, "musique": 0.1485}
@@ -171,3 +174,34 @@ def test_evaluation_with_reference(client: TestClient, session: Session) -> None
     session.commit()
     assert client.get(f"{API}/runs/{run_id}/evaluation").json()["results"] == {"hotpotqa": {"em": 0.1}}
     assert client.get(f"{API}/runs/999/evaluation").status_code == 404
+
+
+def test_evaluations_have_a_typed_request(client: TestClient, enqueued: list) -> None:
+    body = {"datasets": ["hotpotqa", "2wiki"], "methods": ["agent"], "limit": 3, "checkpoint_path": "/c/step_2",
+            "checkpoint_run_id": 1, "checkpoint_step": 2, "name": "eval me"}  # fmt: skip
+    created = client.post(f"{API}/evaluations", json=body)
+    assert created.status_code == 201
+    run = created.json()
+    assert (run["kind"], run["name"], run["requested_config"]) == ("eval", "eval me", {})
+    assert run["eval_spec"]["methods"] == ["agent"]
+    assert run["eval_spec"]["checkpoint_path"] == "/c/step_2"
+    assert run["eval_spec"]["model"] == "smollm2-135m"
+    assert enqueued[-1] == (TaskName.EVALUATE, run["id"])
+    bad = client.post(f"{API}/evaluations", json={"methods": ["guess"]})
+    assert bad.status_code == 422
+    assert "methods" in str(bad.json()["detail"])
+    unknown = client.post(f"{API}/evaluations", json={"datasets": ["hotpotqa"], "bogus": 1})
+    assert unknown.status_code == 422
+    assert "bogus" in str(unknown.json()["detail"])
+    via_runs = client.post(f"{API}/runs", json={"kind": "eval", "preset": None})
+    assert via_runs.status_code == 422
+    assert "POST /evaluations" in str(via_runs.json()["detail"])
+
+
+def test_private_config_keys_are_refused_by_name(client: TestClient, enqueued: list) -> None:
+    for config, key in [({"_auto_resumes": -1000}, "_auto_resumes"), ({"_eval": {}}, "_eval"),
+                        ({"rollout": {"_resume": True}}, "rollout._resume")]:  # fmt: skip
+        response = client.post(f"{API}/runs", json={"kind": "train", "config": config})
+        assert response.status_code == 422, config
+        assert repr(key) in str(response.json()["detail"])
+    assert enqueued == []

@@ -134,7 +134,7 @@ def test_new_user_journey(studio_stack: Stack, browser_page: Any) -> None:
         page,
         "07-evaluate",
         "runs.evaluate job (worker.rl.evaluation.runner:evaluate_config reading "
-        "config['_eval']) and GET /runs/{id}/evaluation",
+        "POST /evaluations) and GET /runs/{id}/evaluation",
     ):
         page.get_by_role("tab", name="Evaluate").click()
         fill(page, "eval-limit", "2")

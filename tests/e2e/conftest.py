@@ -135,7 +135,8 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     api_port = _free_port()
     env = {**os.environ, "STUDIO_DATA_DIR": str(data_dir), "STUDIO_DATABASE_URL": database_url,
            "STUDIO_REDIS_URL": redis.start(), "STUDIO_API_HOST": "127.0.0.1", "STUDIO_API_PORT": str(api_port),
-           "STUDIO_API_TOKEN": "", "STUDIO_HEARTBEAT_TIMEOUT_S": "4", "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
+           "STUDIO_API_TOKEN": "", "STUDIO_HEARTBEAT_TIMEOUT_S": "4", "STUDIO_SWEEP_INTERVAL_S": "1",
+           "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
     logs = tmp_path / "logs"
     logs.mkdir()
     result = Stack(data_dir, env, f"http://127.0.0.1:{api_port}", logs)

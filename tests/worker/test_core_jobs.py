@@ -52,8 +52,8 @@ def test_rollout_job_stores_steps_with_token_texts_and_resumes(tiny_model_dir: P
 @pytest.mark.skipif(not (DATA_DIR / "hotpotqa" / "dev_sample.json").is_file(), reason="no shared benchmark samples")
 def test_evaluate_job_stores_build_report(tiny_model_dir: Path, tmp_path: Path) -> None:
     store = MemoryRunStore()
-    request = {"datasets": ["hotpotqa"], "methods": ["direct"], "limit": 2, "seed": 0}
-    run_id = store.add_run("eval", config={"model": {"name_or_path": str(tiny_model_dir)}, "_eval": request})
+    request = {"model": str(tiny_model_dir), "datasets": ["hotpotqa"], "methods": ["direct"], "limit": 2, "seed": 0}
+    run_id = store.add_run("eval", eval_spec=request)
     jobs.evaluate_job(run_id, store, hostname="w", runs_dir=tmp_path, data_dir=DATA_DIR)
     run = store.runs[run_id]
     assert run.status == "succeeded"
@@ -68,11 +68,11 @@ def test_evaluate_job_stores_build_report(tiny_model_dir: Path, tmp_path: Path) 
 
 def test_evaluate_job_names_bad_request(tmp_path: Path) -> None:
     store = MemoryRunStore()
-    run_id = store.add_run("eval", config={"_eval": {"datasets": ["hotpotqa"], "methods": ["guess"]}})
+    run_id = store.add_run("eval", eval_spec={"datasets": ["hotpotqa"], "methods": ["guess"]})
     with pytest.raises(ValueError, match="methods"):
         jobs.evaluate_job(run_id, store, hostname="w", runs_dir=tmp_path, data_dir=DATA_DIR)
     missing = store.add_run("eval", config={})
-    with pytest.raises(ValueError, match="_eval"):
+    with pytest.raises(ValueError, match="no eval_spec; launch evaluations with POST /evaluations"):
         jobs.evaluate_job(missing, store, hostname="w", runs_dir=tmp_path, data_dir=DATA_DIR)
 
 
@@ -109,10 +109,24 @@ def test_quickstart_overrides_from_the_api_config_reach_the_trainer_config() -> 
         "rollout": {"group_size": 2, "prompts_per_step": 1, "max_new_tokens_per_turn": 32},
         "optim": {"total_steps": 2},
         "eval": {"num_tasks": 0, "at_start": False},
-        "_eval": {"x": 1},
     }
     config = jobs.resolve_config(RunSpec(1, "train", "t", "queued", "quickstart", overrides, None))
     assert (config.rollout.group_size, config.rollout.prompts_per_step) == (2, 1)
     assert config.rollout.max_new_tokens_per_turn == 32
     assert (config.optim.total_steps, config.eval.num_tasks, config.eval.at_start) == (2, 0, False)
     assert config.model.name_or_path == "smollm2-135m", "keys not overridden come from the preset"
+
+
+def test_the_api_eval_spec_and_the_core_eval_request_agree() -> None:
+    """`EvalSpec` (the API's typed request) and `EvalRequest` (what the job runs) have the same fields and defaults."""
+    import dataclasses
+
+    from backend.schemas.evaluation import EvalSpec
+    from worker.rl.evaluation.job import EvalRequest
+
+    core = {f.name: f.default for f in dataclasses.fields(EvalRequest)}
+    api = {name: field.default for name, field in EvalSpec.model_fields.items()}
+    assert set(api) == set(core)
+    assert {k: tuple(v) if isinstance(v, list) else v for k, v in api.items()} == core
+    request = EvalRequest.from_dict(EvalSpec(datasets=["2wiki"], methods=["agent"], limit=4).model_dump())
+    assert (request.datasets, request.methods, request.limit) == (("2wiki",), ("agent",), 4)

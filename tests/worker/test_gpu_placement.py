@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from backend.core.config import get_settings
 from backend.core.db import alembic_config
 from backend.main import create_app
-from studio.cli import _worker_args
+from studio.processes import worker_args
 from worker.devices import device_for_process, pin_current_process, visible_gpus, worker_concurrency
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -59,7 +59,7 @@ def test_real_worker_pins_its_pool_processes(
     monkeypatch.setenv("STUDIO_REDIS_URL", embedded_redis_url)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7,9")
     command.upgrade(alembic_config(get_settings().resolved_database_url), "head")
-    args = _worker_args(get_settings())
+    args = worker_args(get_settings())
     assert args[args.index("-c") + 1] == "2"
     log = open(studio_env / "worker.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(args, cwd=REPO_ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)

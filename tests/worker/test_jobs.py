@@ -124,7 +124,9 @@ def test_train_job_streams_metrics_trajectories_checkpoints(monkeypatch: pytest.
     assert [step for step, _ in run.checkpoints] == [1, 2, 3]
     assert (run.step, run.total_steps) == (3, 3)
     assert run.result == {"status": "completed", "steps": 3}
-    assert run.spec.config["preset_file"] == "quickstart.toml"
+    assert run.resolved_config is not None
+    assert run.resolved_config["preset_file"] == "quickstart.toml"
+    assert run.spec.config == {"optim": {"total_steps": 3}}, "the request is kept beside the resolved config"
     with pytest.raises(jobs.DuplicateDelivery, match="is succeeded"):  # a stray redelivery of a finished job
         jobs.train_job(run_id, store, hostname="w", runs_dir=tmp_path, decoder=lambda _c: None)
     assert len(calls) == 1
@@ -150,11 +152,13 @@ def test_train_job_cancel_and_bad_preset(monkeypatch: pytest.MonkeyPatch, tmp_pa
 def test_heartbeat_thread_beats(db_url: str) -> None:
     store = MemoryRunStore()
     run_id = store.add_run("train")
-    store.mark_started(run_id, hostname="w")
+    owner = store.claim(run_id, hostname="w", stale_after_s=60)
+    assert owner is not None
     first = store.runs[run_id].heartbeat_at
-    with jobs.Heartbeat(store, run_id, interval_s=0.05):
+    with jobs.Heartbeat(store, run_id, owner, interval_s=0.05) as beat:
         time.sleep(0.3)
     assert store.runs[run_id].heartbeat_at > first
+    assert not beat.lost.is_set()
 
 
 def test_sql_store_round_trip(db_url: str) -> None:
@@ -165,7 +169,7 @@ def test_sql_store_round_trip(db_url: str) -> None:
     with session_scope() as s:
         run_id = runs_crud.create_run(s, run_in=RunCreate(kind="train")).id
     store = SqlRunStore()
-    store.mark_started(run_id, hostname="w1")
+    assert store.claim(run_id, hostname="w1", stale_after_s=60)
     store.append_metrics(run_id, 1, {"loss/policy": 0.5})
     assert store.save_trajectories(run_id, 1, [FakeTrajectory(1.0).to_dict()] * 3) == 3
     store.add_checkpoint(run_id, 1, "/tmp/ck")
@@ -219,7 +223,7 @@ def test_sql_claim_is_conditional(db_url: str) -> None:
     assert store.load_run(run_id).status == "running"
     assert not store.claim(run_id, hostname="w2", stale_after_s=60)
     with session_scope() as s:
-        later = utcnow() + timedelta(seconds=120)
-        assert runs_crud.claim_run(s, run_id=run_id, hostname="w2", stale_after_s=60, now=later)
+        runs_crud.get_run(s, run_id=run_id).heartbeat_at = utcnow() - timedelta(seconds=120)
+    assert store.claim(run_id, hostname="w2", stale_after_s=60), "w1 went silent: its job may be taken over"
     store.set_status(run_id, "cancelled")
     assert not store.claim(run_id, hostname="w3", stale_after_s=60)

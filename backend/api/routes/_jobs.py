@@ -16,9 +16,14 @@ logger = logging.getLogger(__name__)
 
 
 def enqueue_committed(session: Session, enqueue: Enqueue, task: TaskName, run: Run) -> Run:
-    """Send the task for an already committed run; on broker failure mark it failed and answer 503."""
+    """Send the task for an already committed run under its stored task id.
+
+    On broker failure the run is marked failed and the answer is 503. Should this process die
+    between the commit and the send, the worker's sweeper finds the queued run with no live task
+    and sends it.
+    """
     try:
-        enqueue(task, run.id)
+        enqueue(task, run.id, task_id=run.celery_task_id)
     except Exception as exc:
         logger.exception("could not enqueue %s for run %s", task, run.id)
         runs_crud.set_status(session, run_id=run.id, status="failed", error=f"could not reach the broker: {exc}")

@@ -1,12 +1,15 @@
-"""Evaluation route: the run's latest evaluation tables beside the Agent-R1 paper's numbers."""
+"""Evaluation routes: launch an eval run (`POST /evaluations`); a run's latest tables beside the paper's numbers."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, status
 
-from backend.api.deps import SessionDep
+from backend.api.deps import EnqueueDep, SessionDep
+from backend.api.routes._jobs import enqueue_committed
 from backend.crud import runs as runs_crud
-from backend.schemas.run import EvaluationPublic
+from backend.queue import TaskName
+from backend.schemas.evaluation import EvaluationCreate
+from backend.schemas.run import EvaluationPublic, RunPublic
 
 router = APIRouter(tags=["evaluations"])
 
@@ -22,6 +25,14 @@ PAPER_REFERENCE: dict[str, dict[str, float]] = {
 """Exact match by method and dataset (HotpotQA / 2WikiMultihopQA / MuSiQue)."""
 
 PAPER_SOURCE = "Agent-R1, Table 3: exact match, Qwen2.5-3B-Instruct"
+
+
+@router.post("/evaluations", status_code=status.HTTP_201_CREATED)
+def create_evaluation(session: SessionDep, enqueue: EnqueueDep, eval_in: EvaluationCreate) -> RunPublic:
+    """Launch an eval run from a typed request (stored as the run's `eval_spec`), commit, then enqueue it."""
+    run = runs_crud.create_eval_run(session, eval_in=eval_in)
+    session.commit()
+    return RunPublic.model_validate(enqueue_committed(session, enqueue, TaskName.EVALUATE, run))
 
 
 @router.get("/runs/{run_id}/evaluation")

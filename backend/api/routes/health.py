@@ -1,4 +1,4 @@
-"""`GET /health`: database (dialect, revision vs head), broker, live workers, versions."""
+"""`GET /health`: database (dialect, revision vs head), broker, live workers, versions; no side effects."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ from fastapi import APIRouter
 from sqlalchemy.orm import Session
 
 from backend import queue
-from backend.api.deps import Enqueue, EnqueueDep, SessionDep, SettingsDep
+from backend.api.deps import SessionDep, SettingsDep
 from backend.core import db as migration_state
 from backend.core.config import Settings
 from backend.crud import runs as runs_crud
-from backend.queue import TaskName
 from backend.schemas.health import BrokerHealth, DatabaseHealth, HealthPublic, WorkersHealth
 
 router = APIRouter(tags=["health"])
@@ -30,30 +29,19 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _db_health(session: Session, settings: Settings) -> tuple[DatabaseHealth, runs_crud.StaleSweep]:
+def _db_health(session: Session, settings: Settings) -> tuple[DatabaseHealth, int]:
+    """Revision vs head and the number of stale runs; reads only (the worker's sweeper acts on them)."""
     try:
         engine = session.get_bind()
         revision = migration_state.current_revision(engine)  # type: ignore[arg-type]
         head = migration_state.head_revision()
-        sweep = runs_crud.sweep_stale_runs(
-            session, timeout_s=settings.heartbeat_timeout_s, auto_resume_attempts=settings.auto_resume_attempts
-        )
-        session.commit()
+        stale = runs_crud.count_stale_runs(session, timeout_s=settings.heartbeat_timeout_s)
         db = DatabaseHealth(ok=revision == head, dialect=engine.dialect.name, revision=revision, head=head)
-        return db, sweep
+        return db, stale
     except Exception as exc:
+        return DatabaseHealth(ok=False, error=str(exc)), 0
+    finally:
         session.rollback()
-        return DatabaseHealth(ok=False, error=str(exc)), runs_crud.StaleSweep()
-
-
-def _requeue(session: Session, enqueue: Enqueue, run_ids: list[int]) -> None:
-    """Send the automatic resumes (rows already committed as queued); a broker failure fails the run."""
-    for run_id in run_ids:
-        try:
-            enqueue(TaskName.TRAIN, run_id)
-        except Exception as exc:
-            runs_crud.set_status(session, run_id=run_id, status="failed", error=f"could not queue the resume: {exc}")
-            session.commit()
 
 
 def _masked(url: str) -> str:
@@ -80,13 +68,9 @@ def _broker_health(settings: Settings) -> tuple[BrokerHealth, WorkersHealth]:
 
 
 @router.get("/health")
-def get_health(session: SessionDep, settings: SettingsDep, enqueue: EnqueueDep) -> HealthPublic:
-    """Per-component status; also sweeps runs whose worker stopped sending heartbeats (resume or fail)."""
-    db, sweep = _db_health(session, settings)
-    _requeue(session, enqueue, sweep.requeued)
+def get_health(session: SessionDep, settings: SettingsDep) -> HealthPublic:
+    """Per-component status. Read-only: stale runs are counted here and handled by the worker's sweeper."""
+    db, stale = _db_health(session, settings)
     broker, workers = _broker_health(settings)
     ok = db.ok and broker.ok and workers.ok
-    return HealthPublic(
-        ok=ok, db=db, broker=broker, workers=workers, versions=_versions(),
-        stale_runs_failed=len(sweep.failed), stale_runs_resumed=len(sweep.requeued),
-    )  # fmt: skip
+    return HealthPublic(ok=ok, db=db, broker=broker, workers=workers, versions=_versions(), stale_runs=stale)

@@ -79,11 +79,11 @@ class EvalRequest:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, model: str | None = None) -> EvalRequest:
-        """Build from the API's `config["_eval"]`; unknown keys raise ValueError listing the valid ones."""
+        """Build from an eval run's `eval_spec`; unknown keys raise ValueError listing the valid ones."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ValueError(f"_eval: unknown key(s) {unknown}; valid keys: {', '.join(sorted(names))}")
+            raise ValueError(f"eval spec: unknown key(s) {unknown}; valid keys: {', '.join(sorted(names))}")
         values = dict(data)
         for key in ("datasets", "methods"):
             if key in values:

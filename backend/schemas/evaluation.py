@@ -1,0 +1,51 @@
+"""Evaluation requests: `EvalSpec` (stored in `Run.eval_spec`) and `EvaluationCreate` (`POST /evaluations`).
+
+The fields mirror the worker's `EvalRequest` one for one (a test keeps them in step),
+so a request is validated here, at the boundary, and again never has to be guessed at.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+EvalMethod = Literal["direct", "naive-rag", "base-tool-call", "agent"]
+
+
+class EvalSpec(BaseModel):
+    """What to evaluate: datasets × methods on a base model and/or a trained checkpoint."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(
+        default="smollm2-135m", min_length=1, max_length=500, description="Base model (alias, local dir or hub id)."
+    )
+    datasets: list[str] = Field(
+        default=["hotpotqa"],
+        min_length=1,
+        max_length=10,
+        description="hotpotqa, 2wiki, musique, or `name=path` for a local file.",
+    )
+    methods: list[EvalMethod] = Field(default=["direct"], min_length=1, max_length=4)
+    limit: int | None = Field(default=30, ge=1, le=1_000_000, description="Examples per dataset; null = all.")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    checkpoint_path: str | None = Field(
+        default=None, max_length=4096, description="Checkpoint dir the `agent` method evaluates."
+    )
+    checkpoint_run_id: int | None = Field(default=None, ge=1, le=2**63 - 1)
+    checkpoint_step: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    max_turns: int = Field(default=3, ge=1, le=64)
+    max_new_tokens: int = Field(default=96, ge=1, le=32_768)
+    top_k: int = Field(default=3, ge=1, le=100)
+    force_first_search: bool = False
+    agent_algorithm: str = Field(default="GRPO", max_length=50)
+
+
+class EvaluationCreate(EvalSpec):
+    """Launch an eval run: the spec plus an optional run name."""
+
+    name: str = Field(default="", max_length=200)
+
+    def spec(self) -> EvalSpec:
+        return EvalSpec.model_validate(self.model_dump(exclude={"name"}))
