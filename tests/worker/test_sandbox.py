@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -154,3 +155,33 @@ def test_limits_validate() -> None:
         SandboxLimits(max_processes=1)
     with pytest.raises(ValueError, match="processes must be"):
         ToolServerPool(LIMITS, processes=-1)
+
+
+def test_close_stops_calls_in_flight_and_leaves_no_process() -> None:
+    pool = ToolServerPool(SandboxLimits(time_limit_s=30), processes=1)
+    pool.add_tool("spin", "def spin():\n    while True:\n        pass\n", "spin")
+    results = []
+    caller = threading.Thread(target=lambda: results.append(pool.call("spin", {})))
+    caller.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    pool.close()
+    caller.join(timeout=10)
+    assert time.monotonic() - started < 5  # not the 30 s call limit
+    assert not results[0].ok
+    with pytest.raises(RuntimeError, match="closed"):
+        pool.call("spin", {})
+    pool.close()  # idempotent
+
+
+def test_server_near_its_cpu_budget_is_recycled_between_calls() -> None:
+    # A 1 s CPU budget cannot cover a worst-case 10 s call: each server serves one call, then is replaced
+    # before RLIMIT_CPU could kill it mid-call.
+    with ToolServerPool(SandboxLimits(time_limit_s=10, cpu_time_limit_s=1), processes=1) as pool:
+        pool.add_tool("echo", ECHO, "echo")
+        assert [pool.call("echo", {"x": i}).result for i in range(3)] == [0, 1, 2]
+        assert pool.stats("echo").restarts == 3
+    with ToolServerPool(SandboxLimits(time_limit_s=10), processes=1) as pool:
+        pool.add_tool("echo", ECHO, "echo")
+        assert [pool.call("echo", {"x": i}).result for i in range(3)] == [0, 1, 2]
+        assert pool.stats("echo").restarts == 0

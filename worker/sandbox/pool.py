@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 STARTUP_GRACE_S = 20.0
 """Seconds a server may take to start and load its source, on top of the call limit (busy 2-core hosts)."""
 CPU_RECYCLE_FRACTION = 0.8
-"""A server that has used this share of its CPU-time limit is replaced after its call."""
+"""A server that has used this share of its CPU-time limit is replaced after its call (or sooner, see below)."""
 
 
 def available_cores() -> int:
@@ -68,6 +68,10 @@ class ToolServerPool:
         self._bwrap = shutil.which(self.limits.bwrap_path) if self.mode == "bwrap" else None
         self._entries: dict[str, _Entry] = {}
         self._servers: set[ToolServer] = set()
+        # Replace a server before RLIMIT_CPU could kill it mid-call: a call may burn up to 2 cores x its time limit
+        # (CPU accounting is tick-sampled, so leave that margin as well as the fraction).
+        cpu_limit = self.limits.cpu_time_limit_s
+        self._cpu_recycle_s = min(CPU_RECYCLE_FRACTION * cpu_limit, cpu_limit - 2 * self.limits.time_limit_s)
         self._lock = threading.Lock()
         self._closed = False
 
@@ -145,6 +149,9 @@ class ToolServerPool:
             try:
                 result = self._call_in(entry, slot, arguments, start)
             finally:
+                if self._closed and slot[0] is not None:  # closed while this call ran: clean up here
+                    self._kill(slot[0])
+                    slot[0] = None
                 entry.idle.put(slot)
         self._count(entry, calls=1, truncated=int(result.truncated), errors=int(not result.ok))
         return result
@@ -179,7 +186,7 @@ class ToolServerPool:
             return _error(start, f"the sandboxed code crashed: {exc}")
         except (TypeError, ValueError) as exc:  # arguments that are not JSON
             return _error(start, f"arguments must be JSON values: {exc}")
-        if reply.get("fatal") or server.cpu_s > CPU_RECYCLE_FRACTION * self.limits.cpu_time_limit_s:
+        if reply.get("fatal") or server.cpu_s > self._cpu_recycle_s:
             self._kill(server)  # a broken limit leaves no half-usable interpreter behind; the next starts afresh
             slot[0] = None
             self._count(entry, restarts=1)
@@ -196,12 +203,25 @@ class ToolServerPool:
         return ToolStats(**vars(entry.stats))
 
     def close(self) -> None:
-        """Kill every server (and its namespace). Idempotent; calls after it raise."""
+        """Kill every server (and its namespace). Idempotent; calls in flight get an error, later calls raise."""
         with self._lock:
             self._closed = True
-            servers, self._servers = list(self._servers), set()
+            servers = list(self._servers)
+            entries = list(self._entries.values())
         for server in servers:
-            server.kill()  # a call still in flight gets an error result
+            server.stop()  # in-flight calls see their server die and clean it up in their own thread
+        for entry in entries:
+            idle = []
+            while True:
+                try:
+                    idle.append(entry.idle.get_nowait())
+                except queue.Empty:
+                    break
+            for slot in idle:
+                if slot[0] is not None:
+                    self._kill(slot[0])
+                    slot[0] = None
+                entry.idle.put(slot)  # emptied, so a caller still waiting for a slot gets an error, not a hang
 
     def __enter__(self) -> ToolServerPool:
         return self

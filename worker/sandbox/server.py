@@ -109,10 +109,18 @@ class ToolServer:
         hint = " (memory, CPU-time or file-size limit likely exceeded)" if code is not None and code < 0 else ""
         return how + hint + (f"; stderr: {tail}" if tail else "")
 
+    def stop(self) -> None:
+        """SIGKILL the process group (and with it the sandbox's PID namespace); safe from any thread, idempotent.
+
+        Only while the leader is unreaped: a reaped pid (and its group id) may already belong to someone else.
+        """
+        if self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+
     def kill(self) -> None:
-        """Kill the process group (and with it the sandbox's PID namespace); remove an unsandboxed scratch dir."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self._proc.pid, signal.SIGKILL)
+        """`stop`, reap, close the pipes, remove an unsandboxed scratch dir. Only by the thread that owns it."""
+        self.stop()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self._proc.wait(timeout=10)
         for stream in (self._proc.stdin, self._proc.stdout, self._stderr):
