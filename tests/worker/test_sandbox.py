@@ -12,9 +12,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from backend.core.config import get_settings
+from worker import jobs
 from worker.sandbox.bwrap import isolation_mode
 from worker.sandbox.limits import SandboxLimits, SandboxUnavailable, ToolLoadError
 from worker.sandbox.pool import ToolServerPool, run_tool_source
+from worker.store import MemoryRunStore, ToolSpec
 
 LIMITS = SandboxLimits(time_limit_s=2.0, memory_limit_mb=256, result_limit_bytes=256 * 1024)
 ECHO = "def echo(x):\n    return x\n"
@@ -144,6 +147,21 @@ def test_refuses_without_bubblewrap_unless_accepted(caplog: pytest.LogCaptureFix
         result = run_tool_source(ECHO, "echo", {"x": 1}, accepted)
     assert result.result == 1
     assert "WITHOUT isolation" in caplog.text
+
+
+def test_tool_test_job_refuses_without_isolation_and_settings_reach_the_limits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = MemoryRunStore()
+    store.tools[1] = ToolSpec(1, "echo", "python", ECHO, {}, {"name": "echo"}, 1)
+    run_id = store.add_run("tool_test", config={"tool_id": 1, "arguments": {"x": 1}})
+    monkeypatch.setenv("STUDIO_BWRAP_PATH", "/nonexistent/bwrap")
+    limits = SandboxLimits.from_settings(get_settings())
+    assert (limits.bwrap_path, limits.allow_unsandboxed) == ("/nonexistent/bwrap", False)
+    with pytest.raises(SandboxUnavailable, match="bubblewrap"):
+        jobs.tool_test_job(run_id, store, hostname="w", limits=limits)
+    monkeypatch.setenv("STUDIO_ALLOW_UNSANDBOXED_CODE", "1")
+    assert SandboxLimits.from_settings(get_settings()).allow_unsandboxed
 
 
 def test_limits_validate() -> None:
