@@ -53,6 +53,8 @@ def test_exceptions_bad_arguments_and_load_errors_are_errors(pool: ToolServerPoo
     assert "TypeError" in wrong.error
     assert "JSON" in pool.call("echo", {"x": object()}).error
     assert "named values" in pool.call("echo", [1, 2]).error  # type: ignore[arg-type]
+    assert "over the 8 MiB limit" in pool.call("echo", {"x": "a" * (9 * 1024 * 1024)}).error
+    assert pool.call("echo", {"x": "fine"}).result == "fine"
     with pytest.raises(KeyError, match="add it with add_tool"):
         pool.call("missing", {})
 

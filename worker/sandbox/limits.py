@@ -50,6 +50,8 @@ class SandboxLimits:
     """A tool result longer than this (UTF-8 bytes of the text / JSON) is truncated with a visible marker."""
     stdout_limit_bytes: int = 64 * 1024
     """What the code prints (stdout and stderr) is kept up to this many bytes per call."""
+    argument_limit_bytes: int = 8 * MIB
+    """Largest call arguments (as JSON) sent to the code; a reward function's trajectory counts here."""
     sandbox_uid: int = 65534
     """The unprivileged uid (and gid) user code runs as when the worker is root (`nobody`)."""
     bwrap_path: str = "bwrap"
@@ -63,7 +65,8 @@ class SandboxLimits:
         if self.memory_limit_mb < 64:
             raise ValueError("memory_limit_mb must be >= 64; the interpreter and the server need ~30 MiB")
         minimums = {"cpu_time_limit_s": 1, "max_processes": 4, "max_open_files": 16, "max_file_size_mb": 1,
-                    "scratch_size_mb": 1, "result_limit_bytes": 256, "stdout_limit_bytes": 0}  # fmt: skip
+                    "scratch_size_mb": 1, "result_limit_bytes": 256, "stdout_limit_bytes": 0,
+                     "argument_limit_bytes": 1024}  # fmt: skip
         for name, low in minimums.items():
             if getattr(self, name) < low:
                 raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")

@@ -22,7 +22,7 @@ from typing import Any
 
 from worker.sandbox.bwrap import isolation_mode
 from worker.sandbox.limits import SandboxLimits, SandboxResult, ToolLoadError
-from worker.sandbox.server import ServerBroken, ToolServer
+from worker.sandbox.server import ArgumentsTooLarge, ServerBroken, ToolServer
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +110,10 @@ class ToolServerPool:
         with self._lock:
             if self._closed:
                 raise ToolLoadError("this ToolServerPool is closed")
-            server = ToolServer(self.limits, self.mode, self._bwrap)
+            try:
+                server = ToolServer(self.limits, self.mode, self._bwrap)
+            except OSError as exc:
+                raise ToolLoadError(f"the sandbox could not be started: {exc}") from exc
             self._servers.add(server)
         try:
             reply = server.request({"op": "load", "source": entry.source, "function": entry.function,
@@ -184,6 +187,8 @@ class ToolServerPool:
                 return _error(start, f"time limit exceeded: the call ran longer than {limit} "
                                                   "and was stopped")  # fmt: skip
             return _error(start, f"the sandboxed code crashed: {exc}")
+        except ArgumentsTooLarge as exc:
+            return _error(start, str(exc))
         except (TypeError, ValueError) as exc:  # arguments that are not JSON
             return _error(start, f"arguments must be JSON values: {exc}")
         if reply.get("fatal") or server.cpu_s > self._cpu_recycle_s:

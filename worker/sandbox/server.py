@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from worker.sandbox.bwrap import sandbox_command, sandbox_env, server_argv
-from worker.sandbox.limits import SandboxLimits
+from worker.sandbox.limits import SandboxLimits, size_label
 
 
 class ServerBroken(Exception):
@@ -28,6 +28,10 @@ class ServerBroken(Exception):
     def __init__(self, message: str, *, timed_out: bool = False) -> None:
         super().__init__(message)
         self.timed_out = timed_out
+
+
+class ArgumentsTooLarge(ValueError):
+    """The call's arguments exceed `argument_limit_bytes` (nothing was sent)."""
 
 
 class ToolServer:
@@ -60,6 +64,9 @@ class ToolServer:
         """Send one request and wait for its reply until `timeout_s`; raise `ServerBroken` otherwise."""
         self._next_id += 1
         line = (json.dumps({**payload, "id": self._next_id}, ensure_ascii=False) + "\n").encode()
+        if payload.get("op") == "call" and len(line) > self.limits.argument_limit_bytes:
+            raise ArgumentsTooLarge(f"the arguments are {len(line)} bytes as JSON, over the "
+                                    f"{size_label(self.limits.argument_limit_bytes)} limit")  # fmt: skip
         deadline = time.monotonic() + timeout_s
         self._write(line, deadline)
         reply = self._read_line(deadline)
