@@ -95,7 +95,8 @@ def load_plain(path: Path) -> Any:
         return torch.load(path, weights_only=True)
     except pickle.UnpicklingError:
         # Only NumPy's array reconstruction is allowed on top of tensors: it builds arrays, never calls code.
-        numpy_array = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, np.dtypes.UInt32DType]
+        reconstruct = np._core.multiarray._reconstruct  # type: ignore[attr-defined]  # NumPy 2 name, no stub
+        numpy_array = [reconstruct, np.ndarray, np.dtype, np.dtypes.UInt32DType]
         with torch.serialization.safe_globals(numpy_array):
             return torch.load(path, weights_only=True)
 
