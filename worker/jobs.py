@@ -22,7 +22,8 @@ from typing import Any
 
 from backend.core.config import get_settings
 from backend.core.db import utcnow
-from worker.sandbox import SandboxLimits, run_tool_source
+from worker.sandbox.limits import SandboxLimits
+from worker.sandbox.pool import run_tool_source
 from worker.store import EnvironmentSpec, RunSpec, RunStore
 
 logger = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from backend.core.config import get_settings
 from backend.queue import QUEUE_OF, TaskName
 from worker import jobs
 from worker.celery_app import celery_app
-from worker.sandbox import SandboxLimits
+from worker.sandbox.limits import SandboxLimits
 from worker.store import SqlRunStore
 from worker.sweeper import Sweeper
 
@@ -71,7 +71,7 @@ def ping(self: RunTask, run_id: int) -> None:
 @celery_app.task(name=TaskName.TOOL_TEST, base=RunTask, bind=True, queue=QUEUE_OF[TaskName.TOOL_TEST])
 def test_tool(self: RunTask, run_id: int) -> None:
     settings = get_settings()
-    limits = SandboxLimits(time_limit_s=settings.tool_time_limit_s, memory_limit_mb=settings.tool_memory_limit_mb)
+    limits = SandboxLimits.from_settings(settings)
     jobs.tool_test_job(run_id, SqlRunStore(), hostname=self.worker_hostname, limits=limits)
 
 

@@ -60,6 +60,14 @@ class Settings(BaseSettings):
     )
     tool_time_limit_s: float = Field(default=10.0, gt=0, description="Wall-clock limit for one user tool call.")
     tool_memory_limit_mb: int = Field(default=512, ge=32, description="Address-space limit for user tool code.")
+    bwrap_path: str = Field(
+        default="bwrap", description="The bubblewrap binary user code runs under (Debian package `bubblewrap`)."
+    )
+    allow_unsandboxed_code: bool = Field(
+        default=False,
+        description="Run user tools and reward functions WITHOUT isolation (a plain limited subprocess that can "
+        "read what the worker can) when bubblewrap is unavailable. Only for a single-user machine.",
+    )
 
     @field_validator("data_dir")
     @classmethod

@@ -14,7 +14,7 @@ import pytest
 
 from backend.core.db import utcnow
 from worker import jobs
-from worker.sandbox import SandboxLimits
+from worker.sandbox.limits import SandboxLimits
 from worker.store import EnvironmentSpec, MemoryRunStore, SqlRunStore, ToolSpec
 
 TOOL = ToolSpec(1, "double", "python", "def double(x: int) -> int:\n    return 2 * x\n", {}, {"name": "double"}, 1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import random
 import shutil
 import tempfile
@@ -58,12 +59,18 @@ def _is_peft(model: Any) -> bool:
 
 
 def rng_state() -> dict[str, Any]:
-    """Python, NumPy and torch (CPU and CUDA) generator states."""
+    """Python, NumPy and torch (CPU and CUDA) generator states, as tensors and plain values only.
+
+    Plain values and tensors are all `torch.load(weights_only=True)` accepts: a run dir may be
+    writable by others, and a pickle that runs code on resume must not be loadable (issue #12).
+    """
+    name, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),  # (624,)
+                  "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
         "torch": torch.get_rng_state(),
-    }
+    }  # fmt: skip
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -71,10 +78,27 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    saved = state["numpy"]
+    if isinstance(saved, dict):
+        keys = saved["keys"].numpy().astype(np.uint32)  # (624,)
+        np.random.set_state((saved["name"], keys, saved["pos"], saved["has_gauss"], saved["cached_gaussian"]))
+    else:  # checkpoints written before the tensor form: NumPy's own state tuple
+        np.random.set_state(saved)
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_plain(path: Path) -> Any:
+    """`torch.load` that refuses pickled code (`weights_only=True`); older RNG files may hold NumPy arrays."""
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError:
+        # Only NumPy's array reconstruction is allowed on top of tensors: it builds arrays, never calls code.
+        reconstruct = np._core.multiarray._reconstruct  # type: ignore[attr-defined]  # NumPy 2 name, no stub
+        numpy_array = [reconstruct, np.ndarray, np.dtype, np.dtypes.UInt32DType]
+        with torch.serialization.safe_globals(numpy_array):
+            return torch.load(path, weights_only=True)
 
 
 def _write_weights(model: Any, folder: Path, tokenizer: Any | None) -> None:
@@ -186,11 +210,11 @@ def load_checkpoint(
             )
         load_model(_unwrap(value_head), str(folder / VALUE_HEAD_FILE))
     if optimizer is not None and (folder / "optimizer.pt").is_file():
-        optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=False))
+        optimizer.load_state_dict(load_plain(folder / "optimizer.pt"))
     if scheduler is not None and (folder / "scheduler.pt").is_file():
-        scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=False))
+        scheduler.load_state_dict(load_plain(folder / "scheduler.pt"))
     if restore_rng:
-        set_rng_state(torch.load(folder / "rng.pt", weights_only=False))
+        set_rng_state(load_plain(folder / "rng.pt"))
     state = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
     config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8")) if (folder / CONFIG_FILE).is_file() else {}
     return CheckpointState(step=int(state["step"]), sampler_state=state.get("sampler_state", {}), config=config)

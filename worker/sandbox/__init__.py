@@ -1,0 +1,1 @@
+"""Isolation for user code (tools, reward functions): bubblewrap sandboxes and long-lived tool servers."""

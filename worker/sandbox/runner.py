@@ -1,0 +1,140 @@
+"""The tool server that runs INSIDE the sandbox: stdlib only, executed as `python -I -c <this file> <limits>`.
+
+It applies its rlimits before reading any user code, then speaks line-delimited JSON: requests
+on a private copy of stdin, replies on a private copy of stdout. Fds 0-2 are then pointed at
+/dev/null and a capped memfd, so a tool that reads stdin or prints endlessly can never corrupt
+the protocol (its prints come back per call, capped). Never imported by the worker.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import json
+import math
+import numbers
+import os
+import resource
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+ERROR_CAP = 4096
+"""Characters of an exception message (and 2x of its traceback) sent back."""
+
+
+def apply_limits(limits: dict[str, Any]) -> None:
+    """Hard rlimits (soft = hard, so user code cannot raise them back)."""
+    pairs = [(resource.RLIMIT_AS, limits["memory_bytes"]), (resource.RLIMIT_CPU, limits["cpu_s"]),
+             (resource.RLIMIT_NPROC, limits["processes"]), (resource.RLIMIT_NOFILE, limits["open_files"]),
+             (resource.RLIMIT_FSIZE, limits["file_size_bytes"]), (resource.RLIMIT_CORE, 0)]  # fmt: skip
+    for which, value in pairs:
+        resource.setrlimit(which, (value, value))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over the file size limit a write fails (EFBIG), not the process
+
+
+def take_protocol_fds() -> tuple[Any, int, int]:
+    """Private copies of stdin/stdout for the protocol; fds 0-2 become /dev/null and a memfd capturing prints."""
+    requests = os.fdopen(os.dup(0), "rb")
+    replies = os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    capture = os.memfd_create("tool-output", 0)
+    os.dup2(capture, 1)
+    os.dup2(capture, 2)
+    return requests, replies, capture
+
+
+def take_output(capture: int, limit: int) -> str:
+    """What the call printed (first `limit` bytes, then a marker), and reset the capture."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    size = os.fstat(capture).st_size
+    data = os.pread(capture, limit, 0) if limit else b""
+    os.ftruncate(capture, 0)
+    os.lseek(capture, 0, os.SEEK_SET)
+    text = data.decode("utf-8", errors="replace")
+    return text + (f"\n...[output truncated: {size - limit} bytes over the limit]" if size > limit else "")
+
+
+def cap_result(value: Any, limits: dict[str, Any]) -> tuple[Any, bool]:
+    """A JSON-able value no longer than the result limit; longer ones become text cut with a visible marker."""
+    try:
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        value = text = repr(value)
+    encoded = text.encode("utf-8", errors="replace")
+    cap = int(limits["result_bytes"])
+    if len(encoded) <= cap:
+        return value, False
+    head = encoded[:cap].decode("utf-8", errors="ignore")
+    return f"{head}...[truncated: {len(encoded) - cap} bytes over the {limits['result_label']} limit]", True
+
+
+def check_reward(value: Any) -> float:
+    """A reward must be a finite number (bools count as 0/1); anything else is an error, never a silent 0."""
+    if isinstance(value, numbers.Real):
+        number = float(value)
+        if math.isfinite(number):
+            return number
+        raise ValueError(f"the reward function returned {number!r}; it must return a finite float")
+    raise TypeError(f"the reward function returned {type(value).__name__} ({value!r:.80}); it must return a float")
+
+
+def load(source: str, function: str) -> Callable[..., Any]:
+    namespace: dict[str, Any] = {"__name__": "studio_user_code", "__builtins__": builtins}
+    exec(compile(source, "<user code>", "exec"), namespace)
+    fn = namespace.get(function)
+    if not callable(fn):
+        raise NameError(f"function {function!r} is not defined by the source; define `def {function}(...)`")
+    return fn  # type: ignore[no-any-return]
+
+
+def handle(request: dict[str, Any], state: dict[str, Any], limits: dict[str, Any]) -> dict[str, Any]:
+    """One request → one reply (`ok`, `result`, `error`, `traceback`, `truncated`, `fatal`)."""
+    reply: dict[str, Any] = {"ok": False, "result": None, "error": None, "truncated": False, "fatal": False}
+    try:
+        if request["op"] == "load":
+            state["fn"], state["kind"] = load(request["source"], request["function"]), request["kind"]
+            reply["ok"] = True
+        elif "fn" not in state:
+            raise RuntimeError("no function is loaded in this server")
+        else:
+            value = state["fn"](**request["arguments"])
+            if state["kind"] == "reward":
+                reply["result"] = check_reward(value)
+            else:
+                reply["result"], reply["truncated"] = cap_result(value, limits)
+            reply["ok"] = True
+    except MemoryError:
+        mib = int(limits["memory_bytes"]) // (1024 * 1024)
+        reply.update(error=f"MemoryError: the code exceeded its memory limit of {mib} MiB", fatal=True)
+    except BaseException as exc:  # SystemExit and KeyboardInterrupt from user code are errors too
+        reply["error"] = f"{type(exc).__name__}: {exc}"[:ERROR_CAP]
+        reply["traceback"] = traceback.format_exc(limit=8)[-2 * ERROR_CAP :]
+    return reply
+
+
+def serve(limits: dict[str, Any]) -> None:
+    apply_limits(limits)
+    requests, replies, capture = take_protocol_fds()
+    state: dict[str, Any] = {}
+    for line in requests:
+        request = json.loads(line)
+        reply = handle(request, state, limits)
+        reply["id"] = request.get("id")
+        reply["stdout"] = take_output(capture, int(limits["stdout_bytes"]))
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        reply["cpu_s"] = usage.ru_utime + usage.ru_stime
+        data = (json.dumps(reply, ensure_ascii=False, default=repr) + "\n").encode("utf-8", errors="replace")
+        view = memoryview(data)
+        while view:
+            view = view[os.write(replies, view) :]
+
+
+if __name__ == "__main__":
+    serve(json.loads(sys.argv[1]))
