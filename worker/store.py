@@ -60,10 +60,6 @@ class RunSpec:
     config: JSON
     environment_id: int | None
 
-    @property
-    def is_resume(self) -> bool:
-        return bool(self.config.get("_resume"))
-
 
 class RunStore(Protocol):
     def load_run(self, run_id: int) -> RunSpec: ...

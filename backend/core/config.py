@@ -44,11 +44,23 @@ class Settings(BaseSettings):
     )
     tool_time_limit_s: float = Field(default=10.0, gt=0, description="Wall-clock limit for one user tool call.")
     tool_memory_limit_mb: int = Field(default=512, ge=32, description="Address-space limit for user tool code.")
+    benchmark_data_dir: Path | None = Field(
+        default=None,
+        description="Folder of local benchmark files (hotpotqa/dev_sample.json, 2wiki/..., musique/...) that "
+        "evaluations read by dataset name; empty = not configured (names then mean hub downloads).",
+    )
 
     @field_validator("data_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("benchmark_data_dir", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return Path(value).expanduser() if isinstance(value, str | Path) else value
 
     @cached_property
     def resolved_database_url(self) -> str:

@@ -44,7 +44,7 @@ def test_group_size_one_needs_non_group_estimator() -> None:
         ({"loss_agg": "sum"}, "algorithm.loss_agg"),
         ({"clip_low": 1.5}, "algorithm.clip_low"),
         ({"estimator": "gae"}, "vf_coef"),
-        ({"kl_estimator": "k2"}, "algorithm.kl_estimator"),
+        ({"kl_estimator": "k4"}, "algorithm.kl_estimator"),
         ({"micro_batch_tokens": -1}, "algorithm.micro_batch_tokens"),
     ],
 )

@@ -12,7 +12,7 @@ import logging
 import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -48,7 +48,6 @@ class TrainComponents:
     train_tasks: list[Task]
     eval_tasks: list[Task]
     ref_model: Any | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class TaskSampler:

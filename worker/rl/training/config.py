@@ -2,27 +2,38 @@
 
 Each group covers one concern (model, engine, task, rollout, algorithm, optim,
 eval, logging); every field carries a docstring and every check says how to fix
-it. `load_config` reads TOML/YAML strictly (unknown keys and wrong types are
-errors naming the key path); `override` applies CLI `--set a.b=value` edits.
+it. Value lists are `Literal`s from `worker.rl.vocab`. `load_config` reads TOML/YAML
+strictly through `config_loader` (unknown keys and wrong types are errors naming the
+key path); `override` applies CLI `--set a.b=value` edits. No torch here: the API
+imports this module to validate `POST /runs`.
 """
 
 from __future__ import annotations
 
 import json
-import tomllib
-import types
-import typing
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-DTYPES = ("float32", "bfloat16", "float16")
-COMPUTE_DTYPES = ("auto", *DTYPES)
-ENGINES = ("auto", "hf", "vllm")
-ESTIMATORS = ("grpo", "dr_grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline", "gae")
-GROUP_ESTIMATORS = ("grpo", "dr_grpo", "rloo", "reinforce_pp_baseline")
-LOSS_AGGS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
-SCHEDULERS = ("constant", "linear", "cosine")
+from worker.rl.generation.base import SamplingParams
+from worker.rl.training.config_loader import apply_overrides, build_dataclass, read_spec_file
+from worker.rl.vocab import (
+    COMPUTE_DTYPES,
+    DTYPES,
+    ENGINES,
+    ESTIMATORS,
+    GROUP_ESTIMATORS,
+    KL_KINDS,
+    LOSS_AGGS,
+    SCHEDULERS,
+    ComputeDType,
+    DType,
+    Engine,
+    Estimator,
+    KLKind,
+    LossAgg,
+    Scheduler,
+)
 
 
 def _check(ok: bool, message: str) -> None:
@@ -30,7 +41,7 @@ def _check(ok: bool, message: str) -> None:
         raise ValueError(message)
 
 
-def _one_of(name: str, value: str, valid: tuple[str, ...]) -> None:
+def _one_of(name: str, value: object, valid: tuple[str, ...]) -> None:
     _check(value in valid, f"{name} must be one of {', '.join(valid)}; got {value!r}")
 
 
@@ -60,10 +71,10 @@ class ModelConfig:
 
     name_or_path: str = "smollm2-135m"
     """'smollm2-135m' (bundled, offline), a Hugging Face hub id, or a local model folder."""
-    dtype: str = "float32"
+    dtype: DType = "float32"
     """Dtype the weights and the optimizer state are kept in: float32 (the default, right for full fine-tuning),
     or bfloat16 / float16 to halve the memory of a large model on a GPU."""
-    compute_dtype: str = "auto"
+    compute_dtype: ComputeDType = "auto"
     """Dtype the forward/backward passes (autocast over float32 weights) and the rollout engine run in.
     'auto': bfloat16 where the hardware has bf16 math (CUDA GPUs with bf16, x86 CPUs with AVX512-BF16 or AMX),
     else `dtype`. 'float32' keeps every pass in full precision (sampling and training log-probs then agree
@@ -94,7 +105,7 @@ class ModelConfig:
 class EngineConfig:
     """The rollout engine."""
 
-    backend: str = "auto"
+    backend: Engine = "auto"
     """'hf' (transformers, always available), 'vllm' (fast), or 'auto' (vllm when importable, else hf)."""
     gpu_memory_utilization: float = 0.5
     """vLLM's share of GPU memory (the trainer needs the rest)."""
@@ -191,12 +202,19 @@ class RolloutConfig:
         _check(self.temperature > 0, "rollout.temperature must be > 0 for training rollouts; eval.greedy covers greedy")
         _check(0.0 < self.top_p <= 1.0, f"rollout.top_p must be in (0, 1]; got {self.top_p}")
 
+    def sampling_params(self, seed: int, *, greedy: bool = False) -> SamplingParams:
+        """How one turn is sampled: this section's budget, temperature and top_p (greedy: temperature 0)."""
+        params = SamplingParams(
+            max_new_tokens=self.max_new_tokens_per_turn, temperature=self.temperature, top_p=self.top_p, seed=seed
+        )
+        return replace(params, temperature=0.0, top_p=1.0) if greedy else params
+
 
 @dataclass(frozen=True)
 class AlgorithmConfig:
     """Advantage estimator and loss terms."""
 
-    estimator: str = "grpo"
+    estimator: Estimator = "grpo"
     """One of grpo, dr_grpo, rloo, reinforce_pp, reinforce_pp_baseline, gae."""
     clip_low: float = 0.2
     """Ratio clipped below at 1 - clip_low."""
@@ -204,13 +222,13 @@ class AlgorithmConfig:
     """Ratio clipped above at 1 + clip_high (raise it for DAPO clip-higher)."""
     kl_coef: float = 0.0
     """KL-to-reference weight; 0 loads no reference model at all."""
-    kl_estimator: str = "k3"
-    """'k1' or 'k3' (low-variance, non-negative)."""
+    kl_estimator: KLKind = "k3"
+    """'k1', 'k2' or 'k3' (k3: low-variance, non-negative)."""
     kl_in_reward: bool = False
     """Subtract the KL from token rewards before advantages instead of adding it to the loss."""
     entropy_coef: float = 0.0
     """Entropy bonus weight (subtracted from the loss)."""
-    loss_agg: str = "token-mean"
+    loss_agg: LossAgg = "token-mean"
     """token-mean, seq-mean-token-mean or seq-mean-token-sum."""
     gamma: float = 1.0
     """Per-token discount (reinforce_pp, gae)."""
@@ -248,7 +266,7 @@ class AlgorithmConfig:
 
     def __post_init__(self) -> None:
         _one_of("algorithm.estimator", self.estimator, ESTIMATORS)
-        _one_of("algorithm.kl_estimator", self.kl_estimator, ("k1", "k3"))
+        _one_of("algorithm.kl_estimator", self.kl_estimator, KL_KINDS)
         _one_of("algorithm.loss_agg", self.loss_agg, LOSS_AGGS)
         _check(0.0 <= self.clip_low < 1.0, f"algorithm.clip_low must be in [0, 1); got {self.clip_low}")
         _check(self.clip_high >= 0.0, f"algorithm.clip_high must be >= 0; got {self.clip_high}")
@@ -301,7 +319,7 @@ class OptimConfig:
     """Gradient clipping norm (0 disables clipping)."""
     warmup_steps: int = 0
     """Linear warm-up, in training steps (the schedule advances once per step)."""
-    scheduler: str = "constant"
+    scheduler: Scheduler = "constant"
     """constant, linear or cosine decay after warm-up."""
     total_steps: int = 100
     """Training steps (rollout + update rounds)."""
@@ -406,101 +424,20 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-T = TypeVar("T")
-
-
-def _convert(value: Any, hint: Any, path: str) -> Any:
-    """Coerce a parsed TOML/YAML value to the field type `hint`, or raise naming `path`."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (types.UnionType, typing.Union):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _convert(value, inner[0], path)
-    if is_dataclass(hint) and isinstance(hint, type):
-        if not isinstance(value, dict):
-            raise ValueError(f"{path} must be a table of settings, got {type(value).__name__}")
-        return _build(hint, value, path)
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise ValueError(f"{path} must be a list, got {type(value).__name__}")
-        item = args[0] if args and args[-1] is Ellipsis else None
-        hints = [item] * len(value) if item is not None else list(args)
-        if len(hints) != len(value):
-            raise ValueError(f"{path} must have {len(hints)} items, got {len(value)}")
-        return tuple(_convert(v, h, f"{path}[{i}]") for i, (v, h) in enumerate(zip(value, hints, strict=True)))
-    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, str, bool) and type(value) is hint:
-        return value
-    raise ValueError(f"{path} must be of type {getattr(hint, '__name__', hint)}, got {value!r}")
-
-
-def _build(cls: type[T], data: dict[str, Any], path: str) -> T:
-    """Build dataclass `cls` from `data`; unknown keys name the key path and list the valid keys."""
-    hints = typing.get_type_hints(cls)
-    valid = [f.name for f in fields(cls)]  # type: ignore[arg-type]
-    for key in data:
-        if key not in valid:
-            where = f"{path}.{key}" if path else key
-            raise ValueError(f"unknown config key {where!r}; valid keys here: {', '.join(valid)}")
-    kwargs = {k: _convert(v, hints[k], f"{path}.{k}" if path else k) for k, v in data.items()}
-    return cls(**kwargs)
-
-
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     """Strictly build a TrainConfig from nested plain values."""
-    return _build(TrainConfig, data, "")
+    return build_dataclass(TrainConfig, data)
 
 
 def load_config(path: str | Path) -> TrainConfig:
     """Read a TOML (.toml) or YAML (.yaml/.yml) run spec."""
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"config file {str(p)!r} does not exist")
-    if p.suffix == ".toml":
-        try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as err:
-            raise ValueError(f"{p}: invalid TOML: {err}") from None
-    elif p.suffix in (".yaml", ".yml"):
-        import yaml
-
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    else:
-        raise ValueError(f"config file {str(p)!r} must end in .toml, .yaml or .yml")
-    if not isinstance(data, dict):
-        raise ValueError(f"{p}: the top level must be a table of settings")
-    return config_from_dict(data)
-
-
-def _parse_value(text: str) -> Any:
-    """A TOML literal (8, 0.5, true, "x", [1, 2]) or, failing that, the bare string; 'none' means None."""
-    if text.strip().lower() in ("none", "null"):
-        return None
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
+    return config_from_dict(read_spec_file(path))
 
 
 def override(config: TrainConfig, assignments: list[str]) -> TrainConfig:
     """Apply `section.key=value` edits (CLI `--set`); the result is validated again."""
     data = config.to_dict()
-    for item in assignments:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"override {item!r} must look like section.key=value, e.g. rollout.group_size=8")
-        parts = key.strip().split(".")
-        node = data
-        for i, part in enumerate(parts[:-1]):
-            if not isinstance(node.get(part), dict):
-                node[part] = {} if node.get(part) is None and part == "lora" else node.get(part)
-            if not isinstance(node.get(part), dict):
-                raise ValueError(f"unknown config section {'.'.join(parts[: i + 1])!r} in override {item!r}")
-            node = node[part]
-        node[parts[-1]] = _parse_value(raw.strip())
+    apply_overrides(data, assignments, optional_sections=("lora",))
     return config_from_dict(data)
 
 
