@@ -14,14 +14,19 @@ from worker.rl.training.config_loader import deep_merge, read_spec_file
 from worker.rl.vocab import PRESETS
 
 CONFIGS_DIR = Path(__file__).resolve().parents[3] / "configs"
-"""The repository's `configs/` folder, where the preset files live."""
+"""The repository's `configs/` folder, where the preset files live (a source checkout or editable install)."""
+
+
+def configs_dir() -> Path:
+    """`CONFIGS_DIR`, or `./configs` for a non-editable install run from the project folder (the images)."""
+    return CONFIGS_DIR if CONFIGS_DIR.is_dir() else Path.cwd() / "configs"
 
 
 def preset_path(preset: str) -> Path:
     """The file of a named preset; ValueError lists the valid names."""
     if preset not in PRESETS:
         raise ValueError(f"preset {preset!r} is unknown; valid: {', '.join(PRESETS)}")
-    return CONFIGS_DIR / PRESETS[preset][0]
+    return configs_dir() / PRESETS[preset][0]
 
 
 def preset_data(preset: str | None) -> dict[str, Any]:
