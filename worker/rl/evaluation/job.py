@@ -25,6 +25,7 @@ from worker.rl.evaluation.runner import EVAL_METHODS, EvalMethod, evaluate
 from worker.rl.rollout import RolloutLimits
 from worker.rl.tools.search import Retriever
 from worker.rl.types import Task
+from worker.rl.vocab import ENGINES
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +86,8 @@ class EvalRequest:
             raise ValueError("max_turns, max_new_tokens, top_k and max_batch_size must all be >= 1")
         if self.agent_algorithm not in PAPER_EM:
             raise ValueError(f"agent_algorithm must be one of {', '.join(PAPER_EM)}; got {self.agent_algorithm!r}")
-        if self.engine not in ("auto", "hf", "vllm"):
-            raise ValueError(f"engine must be one of auto, hf, vllm; got {self.engine!r}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {self.engine!r}")
 
     @property
     def eval_methods(self) -> list[EvalMethod]:
