@@ -13,7 +13,7 @@ import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -23,6 +23,7 @@ from worker.rl.generation.chat import ChatFormat
 from worker.rl.generation.precision import resolve_compute_dtype
 from worker.rl.training.config import OptimConfig, TaskConfig, TrainConfig
 from worker.rl.types import Passage, Task
+from worker.rl.vocab import ComputeDType
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ def resolve_device(device: str) -> str:
 def with_resolved_precision(config: TrainConfig) -> TrainConfig:
     """`model.compute_dtype` 'auto' made concrete for this machine, so the run's stored config says what ran."""
     device = resolve_device(config.model.device)
-    compute = resolve_compute_dtype(config.model.compute_dtype, config.model.dtype, device)
+    compute = cast(ComputeDType, resolve_compute_dtype(config.model.compute_dtype, config.model.dtype, device))
     return dataclasses.replace(config, model=dataclasses.replace(config.model, compute_dtype=compute))
 
 
