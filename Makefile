@@ -37,9 +37,12 @@ sandbox-deps:
 	@command -v bwrap >/dev/null 2>&1 || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; }
 
-## run: the whole studio on the embedded default (SQLite + embedded Redis), with the demo run offered
+## run: the whole studio on the embedded default (SQLite + embedded Redis), with the demo run offered.
+## In a development checkout the benchmark samples beside the repo (../shared/data) are the eval data root
+## unless STUDIO_BENCHMARK_DATA_DIR says otherwise; elsewhere it stays unset (datasets come from the hub).
+BENCHMARK_DATA_DIR ?= $(abspath $(wildcard ../shared/data))
 run: install sandbox-deps
-	$(BIN)/studio up
+	STUDIO_BENCHMARK_DATA_DIR="$${STUDIO_BENCHMARK_DATA_DIR-$(BENCHMARK_DATA_DIR)}" $(BIN)/studio up
 
 up: run
 

@@ -45,6 +45,27 @@ def test_dockerfile_targets_and_copied_paths_exist() -> None:
     assert ".[api,worker]" in "\n".join(stages["worker"])
 
 
+def test_web_image_holds_every_core_module_the_api_and_ui_import() -> None:
+    """The web stage copies only the RL core's torch-free leaves: exactly those backend/app reach in the graph."""
+    import grimp
+
+    graph = grimp.build_graph("app", "backend", "worker", "studio")
+    needed = set()
+    for package in ("app", "backend"):
+        needed |= {m for m in graph.find_upstream_modules(package, as_package=True) if m.startswith("worker.")}
+    copied = set()
+    for line in _stages()["web"]:
+        if line.startswith("COPY"):
+            copied |= {src for src in line.split()[1:-1] if src.endswith(".py")}
+    for module in sorted(needed):
+        path = module.replace(".", "/") + ".py"
+        assert path in copied, f"the web image imports {module} but the Dockerfile's web stage does not copy {path}"
+        parts = module.split(".")
+        for i in range(1, len(parts)):
+            init = "/".join(parts[:i]) + "/__init__.py"
+            assert init in copied, f"the web image needs {init} (package of {module})"
+
+
 def test_compose_services_use_real_targets_and_commands() -> None:
     compose = yaml.safe_load((REPO / "compose.yml").read_text())
     services = compose["services"]

@@ -8,7 +8,6 @@ the outcome in the `RunStore`. Exceptions propagate: `RunTask.on_failure` marks 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import os
 import re
@@ -18,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backend.core.config import get_settings
 from backend.core.db import utcnow
@@ -26,20 +25,10 @@ from worker.sandbox.limits import SandboxLimits
 from worker.sandbox.pool import run_tool_source
 from worker.store import EnvironmentSpec, RunSpec, RunStore
 
+if TYPE_CHECKING:  # the RL core is imported inside each job: a cpu worker never loads torch for a ping
+    from worker.rl.training.config import TrainConfig
+
 logger = logging.getLogger(__name__)
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-PRESET_FILES = {"quickstart": "quickstart.toml", "hotpotqa_cpu": "hotpotqa_cpu.toml",
-                "paper": "paper_qwen2.5_3b_grpo.toml"}  # fmt: skip
-"""Run presets (`RunCreate.preset`) → files under `configs/`."""
-
-TRAIN_ENTRY = "worker.rl.training.trainer:train"
-ROLLOUT_ENTRY = "worker.rl.training.rollout_job:run_rollouts"
-"""RL-core entry points of train/rollout runs (one keyword contract: run_dir, resume_from, on_step, should_stop)."""
-EVALUATE_ENTRY = "worker.rl.evaluation.job:evaluate_config"
-VALIDATE_ENTRY = "worker.rl.envs.validation:validate_environment"
-EVAL_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
-"""Where the default benchmark samples live (`../shared/data` beside the repo), in their release formats."""
 
 
 class Heartbeat:
@@ -182,7 +171,8 @@ def validate_env_job(run_id: int, store: RunStore, *, hostname: str, check: Call
 
 def check_environment_spec(env: EnvironmentSpec) -> dict[str, Any]:
     """The stored environment as the core's `EnvValidationRequest`, checked with `check_env` on a few tasks."""
-    validation = importlib.import_module("worker.rl.envs.validation")
+    from worker.rl.envs import validation
+
     dataset = env.dataset or {}
     limits = env.limits or {}
     request = validation.EnvValidationRequest(
@@ -201,7 +191,8 @@ def check_environment_spec(env: EnvironmentSpec) -> dict[str, Any]:
 def export_checkpoint_job(run_id: int, store: RunStore, *, hostname: str, runs_dir: Path) -> None:
     """Write the checkpoint as a `from_pretrained` folder under the run dir's `exports/`."""
     with running(store, run_id, hostname=hostname) as spec:
-        export_hf_model = _resolve("worker.rl.training.checkpoint:export_hf_model")
+        from worker.rl.training.checkpoint import export_hf_model
+
         source = Path(spec.config["checkpoint_path"])
         out_dir = runs_dir / f"run-{spec.config['run_id']}" / "exports" / source.name
         export_hf_model(source, out_dir)
@@ -209,31 +200,11 @@ def export_checkpoint_job(run_id: int, store: RunStore, *, hostname: str, runs_d
     store.set_status(run_id, "succeeded", owner=spec.owner_token)
 
 
-def _resolve(entry: str) -> Callable[..., Any]:
-    module, _, name = entry.partition(":")
-    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
-
-
-def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """`overrides` on top of `base`, section by section."""
-    out = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def resolve_config(spec: RunSpec) -> Any:
+def resolve_config(spec: RunSpec) -> TrainConfig:
     """Preset file + the run's overrides → a validated `TrainConfig` (ValueError names the bad field)."""
-    config_mod = importlib.import_module("worker.rl.training.config")
-    base: dict[str, Any] = {}
-    if spec.preset:
-        if spec.preset not in PRESET_FILES:
-            raise ValueError(f"preset {spec.preset!r} is unknown; valid: {', '.join(PRESET_FILES)}")
-        base = config_mod.load_config(REPO_ROOT / "configs" / PRESET_FILES[spec.preset]).to_dict()
-    return config_mod.config_from_dict(deep_merge(base, spec.config))
+    from worker.rl.training.presets import resolve_run_config
+
+    return resolve_run_config(spec.preset, spec.config)
 
 
 _STEP_DIGITS = re.compile(r"(\d+)$")
@@ -305,8 +276,9 @@ class StepRecorder:
 
 def token_decoder(config: Any) -> TokenDecoder:
     """The run's tokenizer, loaded once per job, as a memoised id → piece decoder."""
-    tokens = importlib.import_module("worker.rl.generation.tokens")
-    return tokens.TokenPieces(tokens.load_tokenizer(config.model.name_or_path))  # type: ignore[no-any-return]
+    from worker.rl.generation.tokens import TokenPieces, load_tokenizer
+
+    return TokenPieces(load_tokenizer(config.model.name_or_path))
 
 
 def has_resume_state(run_dir: Path) -> bool:
@@ -314,7 +286,11 @@ def has_resume_state(run_dir: Path) -> bool:
     return any(run_dir.glob("checkpoints/*/trainer_state.json")) or (run_dir / "rollout_state.json").is_file()
 
 
-def _run_core(run_id: int, store: RunStore, *, hostname: str, runs_dir: Path, entry: str,
+CoreEntry = Callable[..., Any]
+"""`trainer.train` or `rollout_run.run_rollouts`: one keyword contract (run_dir, resume_from, on_step, should_stop)."""
+
+
+def _run_core(run_id: int, store: RunStore, *, hostname: str, runs_dir: Path, entry: CoreEntry,
               decoder: Callable[[Any], TokenDecoder | None] = token_decoder) -> Any:  # fmt: skip
     with running(store, run_id, hostname=hostname) as spec:
         config = resolve_config(spec)
@@ -323,7 +299,7 @@ def _run_core(run_id: int, store: RunStore, *, hostname: str, runs_dir: Path, en
         resume = has_resume_state(run_dir)
         recorder = StepRecorder(store, run_id, run_dir=run_dir, total_steps=_total_steps(config),
                                 decode=decoder(config), owner=spec.owner_token)  # fmt: skip
-        result = _resolve(entry)(
+        result = entry(
             config, run_dir=run_dir, resume_from=run_dir if resume else None,
             on_step=recorder.on_step, should_stop=recorder.should_stop,
         )  # fmt: skip
@@ -353,19 +329,31 @@ def _as_dict(result: Any) -> dict[str, Any]:
 def train_job(run_id: int, store: RunStore, *, hostname: str, runs_dir: Path,
               decoder: Callable[[Any], TokenDecoder | None] = token_decoder) -> None:  # fmt: skip
     """`worker.rl.training.trainer.train` with live metrics/trajectories/checkpoints; resumes from the run dir."""
-    _run_core(run_id, store, hostname=hostname, runs_dir=runs_dir, entry=TRAIN_ENTRY, decoder=decoder)
+    from worker.rl.training.trainer import train
+
+    _run_core(run_id, store, hostname=hostname, runs_dir=runs_dir, entry=train, decoder=decoder)
 
 
 def rollout_job(run_id: int, store: RunStore, *, hostname: str, runs_dir: Path,
                 decoder: Callable[[Any], TokenDecoder | None] = token_decoder) -> None:  # fmt: skip
     """Rollouts with the run's policy, no updates (`run_rollouts`); stored like a train run's steps."""
-    _run_core(run_id, store, hostname=hostname, runs_dir=runs_dir, entry=ROLLOUT_ENTRY, decoder=decoder)
+    from worker.rl.training.rollout_run import run_rollouts
+
+    _run_core(run_id, store, hostname=hostname, runs_dir=runs_dir, entry=run_rollouts, decoder=decoder)
 
 
 def evaluate_job(
-    run_id: int, store: RunStore, *, hostname: str, runs_dir: Path, data_dir: Path = EVAL_DATA_DIR
+    run_id: int, store: RunStore, *, hostname: str, runs_dir: Path, data_dir: Path | None = None
 ) -> dict[str, Any]:
-    """`evaluate_config(run.eval_spec)`; the `build_report` dict is the run's result and its evaluation."""
+    """`evaluate_config(run.eval_spec)`; the `build_report` dict is the run's result and its evaluation.
+
+    Default dataset files come from `data_dir`, else the `benchmark_data_dir` setting (empty = not configured:
+    dataset names then mean hub downloads, and an offline worker says which setting to fill).
+    """
+    from worker.rl.evaluation.job import evaluate_config
+
+    if data_dir is None:
+        data_dir = get_settings().benchmark_data_dir
     with running(store, run_id, hostname=hostname) as spec:
         request = spec.eval_spec
         if request is None:
@@ -374,7 +362,7 @@ def evaluate_job(
         def progress(done: int, total: int) -> None:
             store.set_progress(run_id, step=done, total_steps=total)
 
-        report: dict[str, Any] = _resolve(EVALUATE_ENTRY)(
+        report = evaluate_config(
             request, output_dir=runs_dir / f"run-{run_id}" / "eval", data_dir=data_dir, progress=progress
         )
         store.save_result(run_id, report)

@@ -87,13 +87,3 @@ def metrics_figure(points: Sequence[MetricPoint], *, title: str = "") -> go.Figu
         margin={"l": 40, "r": 20, "t": 60, "b": 40},
     )
     return fig
-
-
-def latest_values(points: Sequence[MetricPoint], keys: Sequence[str]) -> dict[str, float]:
-    """The newest value of each key that has one."""
-    out: dict[str, float] = {}
-    for p in reversed(points):
-        for key in keys:
-            if key not in out and key in p.values:
-                out[key] = p.values[key]
-    return out

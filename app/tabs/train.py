@@ -7,9 +7,7 @@ so the stored run says exactly what was changed. A summary states what will run 
 from __future__ import annotations
 
 import functools
-import tomllib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -17,14 +15,11 @@ import gradio as gr
 from app.client import StudioAPIError, StudioClient
 from app.tabs.common import error_markdown, parse_json_object
 from backend.schemas.run import RunCreate, RunPublic
+from worker.rl import vocab  # stdlib-only value lists and the preset registry (shared with config and API)
+from worker.rl.training.config import TrainConfig  # torch-free: the form's defaults are the config's
+from worker.rl.training.presets import preset_data
 
-CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
-PRESETS: dict[str, tuple[str, str]] = {
-    "quickstart": ("quickstart.toml", "Built-in fictional-KB search task on the bundled SmolLM2-135M; CPU, minutes."),
-    "hotpotqa_cpu": ("hotpotqa_cpu.toml", "HotpotQA with BM25 search on SmolLM2-135M; CPU, hours."),
-    "paper": ("paper_qwen2.5_3b_grpo.toml", "The Agent-R1 recipe: Qwen2.5-3B-Instruct, GRPO; needs a GPU."),
-}
-ESTIMATORS = ["grpo", "dr_grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline", "gae"]
+ESTIMATORS = list(vocab.ESTIMATORS)
 GAE_VF_COEF = 0.5
 """Value-loss weight sent with estimator 'gae' (PPO) when the advanced overrides don't set one."""
 FIELDS: tuple[tuple[str, str], ...] = (
@@ -38,16 +33,9 @@ FIELDS: tuple[tuple[str, str], ...] = (
     ("optim", "total_steps"),
 )
 """(section, key) of each form field, in the order of the form's inputs."""
-FALLBACK = {
-    "model.name_or_path": "smollm2-135m",
-    "rollout.group_size": 4,
-    "rollout.prompts_per_step": 4,
-    "optim.lr": 2e-6,
-    "algorithm.kl_coef": 0.0,
-    "algorithm.estimator": "grpo",
-    "rollout.max_turns": 3,
-    "optim.total_steps": 50,
-}
+_DEFAULTS = TrainConfig().to_dict()
+FALLBACK: dict[str, Any] = {f"{section}.{key}": _DEFAULTS[section][key] for section, key in FIELDS}
+"""Form values where the preset file is silent: `TrainConfig`'s own defaults (one set of defaults)."""
 
 
 @dataclass(frozen=True)
@@ -69,12 +57,10 @@ class TrainTab:
 def preset_values(preset: str) -> dict[str, Any]:
     """The preset's values of the form fields (`section.key` → value), read from `configs/`."""
     values = dict(FALLBACK)
-    path = CONFIGS_DIR / PRESETS.get(preset, ("", ""))[0]
-    if path.is_file():
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-        for section, key in FIELDS:
-            if key in data.get(section, {}):
-                values[f"{section}.{key}"] = data[section][key]
+    data = preset_data(preset) if preset in vocab.PRESETS else {}
+    for section, key in FIELDS:
+        if key in data.get(section, {}):
+            values[f"{section}.{key}"] = data[section][key]
     return values
 
 
@@ -215,11 +201,11 @@ def build_train_tab(client: StudioClient) -> TrainTab:
     gr.Markdown("Launch a multi-turn RL training run. Start with **quickstart** (CPU, bundled model).")
     with gr.Row():
         preset = gr.Radio(
-            list(PRESETS),
+            list(vocab.PRESETS),
             value="quickstart",
             label="Preset",
             scale=2,
-            info=" · ".join(f"{k}: {v[1]}" for k, v in PRESETS.items()),
+            info=" · ".join(f"{k}: {v[1]}" for k, v in vocab.PRESETS.items()),
         )
         name = gr.Textbox(label="Run name (optional)", scale=1, elem_id="train-name")
     environment = gr.Dropdown(

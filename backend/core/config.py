@@ -68,11 +68,23 @@ class Settings(BaseSettings):
         description="Run user tools and reward functions WITHOUT isolation (a plain limited subprocess that can "
         "read what the worker can) when bubblewrap is unavailable. Only for a single-user machine.",
     )
+    benchmark_data_dir: Path | None = Field(
+        default=None,
+        description="Folder of local benchmark files (hotpotqa/dev_sample.json, 2wiki/..., musique/...) that "
+        "evaluations read by dataset name; empty = not configured (names then mean hub downloads).",
+    )
 
     @field_validator("data_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("benchmark_data_dir", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return Path(value).expanduser() if isinstance(value, str | Path) else value
 
     @cached_property
     def resolved_database_url(self) -> str:

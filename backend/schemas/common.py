@@ -1,7 +1,8 @@
 """Shared pieces of the HTTP contract: literals for kinds and statuses, error bodies.
 
 This package is the published contract between the API and its clients (the
-Gradio app, the CLI). It imports pydantic only.
+Gradio app, the CLI). It imports pydantic and the stdlib-only run-spec vocabulary
+(`worker.rl.vocab`: presets and value lists, one copy for config, API and UI).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
+
+from worker.rl.vocab import Preset as Preset  # re-exported: `RunCreate.preset` uses the registry's names
 
 JSONDict = dict[str, Any]
 """A JSON object (configs, results, metric values)."""
@@ -18,7 +21,6 @@ DatasetKind = Literal["file", "hub", "demo"]
 RunKind = Literal["train", "rollout", "eval", "tool_test", "ping", "validate", "export"]
 LaunchKind = Literal["train", "rollout", "eval"]
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelling", "cancelled"]
-Preset = Literal["quickstart", "hotpotqa_cpu", "paper"]
 
 ACTIVE_STATUSES: tuple[str, ...] = ("queued", "running", "cancelling")
 """Statuses of a run that is not finished (resume is refused, cancel allowed)."""

@@ -205,3 +205,19 @@ def test_private_config_keys_are_refused_by_name(client: TestClient, enqueued: l
         assert response.status_code == 422, config
         assert repr(key) in str(response.json()["detail"])
     assert enqueued == []
+
+
+def test_create_run_validates_the_config_with_a_422_naming_the_field(client: TestClient, enqueued: list) -> None:
+    bad = client.post(f"{API}/runs", json={"kind": "train", "config": {"rollout": {"group_size": 0}}})
+    assert bad.status_code == 422
+    assert "rollout.group_size" in bad.json()["detail"]
+    unknown = client.post(f"{API}/runs", json={"kind": "rollout", "config": {"algorithm": {"estimatr": "grpo"}}})
+    assert unknown.status_code == 422
+    assert "algorithm.estimatr" in unknown.json()["detail"]
+    literal = client.post(f"{API}/runs", json={"kind": "train", "config": {"algorithm": {"kl_estimator": "k9"}}})
+    assert literal.status_code == 422
+    assert "algorithm.kl_estimator must be one of k1, k2, k3" in literal.json()["detail"]
+    assert client.get(f"{API}/runs").json()["total"] == 0, "a rejected run is never stored"
+    assert enqueued == []
+    ok = client.post(f"{API}/runs", json={"kind": "train", "config": {"rollout": {"group_size": 2}}})
+    assert ok.status_code == 201

@@ -90,6 +90,7 @@ def studio_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "STUDIO_API_URL": "",
         "STUDIO_API_TOKEN": "",
         "STUDIO_POLL_INTERVAL_S": "2",
+        "STUDIO_BENCHMARK_DATA_DIR": str(REPO_ROOT.parent / "shared" / "data"),  # the Evaluate stage's files
     }
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     log = ARTIFACTS / "studio-up.log"

@@ -143,3 +143,75 @@ def test_cpu_kv_cache_is_sized_for_one_step() -> None:
     assert cpu_kv_cache_bytes(fixed, model_config) == int(1.5 * 1024**3)
     with pytest.raises(ValueError, match=r"engine.cpu_kv_cache_gb must be >= 0"):
         EngineConfig(cpu_kv_cache_gb=-1)
+
+
+def test_vocabulary_matches_the_registries_and_the_config() -> None:
+    from typing import get_args
+
+    from backend.schemas.common import Preset
+    from worker.rl import vocab
+    from worker.rl.algorithms.advantages import ADVANTAGE_ESTIMATORS, GROUP_ESTIMATORS
+    from worker.rl.algorithms.losses import KL_KINDS
+    from worker.rl.generation.factory import ENGINES
+
+    assert set(vocab.ESTIMATORS) == set(ADVANTAGE_ESTIMATORS)
+    assert set(vocab.GROUP_ESTIMATORS) == set(GROUP_ESTIMATORS)
+    assert set(vocab.KL_KINDS) == set(KL_KINDS)
+    assert set(vocab.ENGINES) == set(ENGINES)
+    assert tuple(vocab.PRESETS) == get_args(Preset) == get_args(vocab.Preset)
+
+
+def test_every_preset_resolves_and_overrides_merge() -> None:
+    from worker.rl import vocab
+    from worker.rl.training.presets import preset_path, resolve_run_config
+
+    for name in vocab.PRESETS:
+        assert preset_path(name).is_file()
+        assert isinstance(resolve_run_config(name, {}), TrainConfig)
+    cfg = resolve_run_config("quickstart", {"rollout": {"group_size": 2}})
+    assert cfg.rollout.group_size == 2
+    assert cfg.rollout.max_turns == 2, "the preset's other values stay"
+    with pytest.raises(ValueError, match="preset 'nope' is unknown"):
+        resolve_run_config("nope", {})
+
+
+def test_one_set_of_defaults() -> None:
+    """The lower layers' own defaults equal the config's (rollout limits, LoRA) and the UI reads the config's."""
+    from app.tabs.train import FALLBACK
+    from worker.rl.generation.loading import LoraSpec
+    from worker.rl.rollout import RolloutLimits
+    from worker.rl.training.collect import rollout_limits
+    from worker.rl.training.config import LoraConfig
+
+    assert RolloutLimits() == rollout_limits(TrainConfig())
+    lora, spec = LoraConfig(), LoraSpec()
+    assert (spec.r, spec.alpha, spec.dropout, spec.target_modules) == (
+        lora.r,
+        lora.alpha,
+        lora.dropout,
+        lora.target_modules,
+    )
+    assert FALLBACK["optim.lr"] == TrainConfig().optim.lr
+    assert FALLBACK["optim.total_steps"] == TrainConfig().optim.total_steps
+
+
+def test_sampling_params_from_the_rollout_section() -> None:
+    from worker.rl.training.config import RolloutConfig
+
+    r = RolloutConfig(max_new_tokens_per_turn=33, temperature=0.7, top_p=0.9)
+    params = r.sampling_params(5)
+    assert (params.max_new_tokens, params.temperature, params.top_p, params.seed) == (33, 0.7, 0.9, 5)
+    greedy = r.sampling_params(5, greedy=True)
+    assert (greedy.max_new_tokens, greedy.temperature, greedy.top_p) == (33, 0.0, 1.0)
+
+
+def test_config_module_imports_without_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, worker.rl.training.presets, backend.api.routes.runs, backend.api.routes.evaluations; "
+        "bad = [m for m in ('torch', 'transformers', 'numpy') if m in sys.modules]; print(bad); sys.exit(bool(bad))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -209,12 +209,12 @@ def test_cli_parsing(tmp_path: Path) -> None:
 def test_cli_eval_end_to_end_with_scripted_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from worker.rl.evaluation import cli
+    from worker.rl.evaluation import cli, job
 
     def engine(model: str, engine: str, max_batch_size: int) -> tuple[ScriptedGenerator, CharTokenizer]:
         return ScriptedGenerator(CharTokenizer(), lambda prompt: "yes</answer>"), CharTokenizer()
 
-    monkeypatch.setattr(cli, "_load_engine", engine)
+    monkeypatch.setattr(job, "load_engine", engine)
     args = [
         "eval",
         "--datasets",
@@ -241,3 +241,57 @@ def test_cli_eval_end_to_end_with_scripted_engine(tmp_path: Path, monkeypatch: p
     assert first["prediction"] == "yes"
     assert first["retrieval_recall"] is not None
     assert "Naive RAG" in (tmp_path / "report.md").read_text()
+
+
+BASELINES = Path(__file__).resolve().parents[2] / "docs" / "eval-baselines"
+
+
+def test_baseline_report_renders_identically_from_the_paper_table() -> None:
+    """docs/eval-baselines: the stored report's paper column is the table file's, and it renders to report.md."""
+    from worker.rl.evaluation.paper import agent_r1_table
+    from worker.rl.evaluation.report import render_markdown
+
+    report = json.loads((BASELINES / "report.json").read_text())
+    table = agent_r1_table().exact_match
+    for method in report["methods"]:
+        row = table.get(method["paper_row"] or "")
+        for d in method["datasets"]:
+            assert d["paper_em"] == (row[d["dataset"]] if row else None)
+        if row:
+            expected = sum(row[d["dataset"]] for d in method["datasets"]) / len(method["datasets"])
+            assert method["average"]["paper_em"] == pytest.approx(expected, abs=1e-12)
+    assert report["paper"] == agent_r1_table().paper
+    assert render_markdown(report) == (BASELINES / "report.md").read_text()
+
+
+def test_api_serves_the_same_paper_table() -> None:
+    from backend.api.routes import evaluations
+
+    assert evaluations.agent_r1_table().exact_match == PAPER_EM
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("", "holds no records"),
+        ('[{"_id": "a", "question": "q?", "answer": "x", "context": [["T", ["s."]]]}, {"_id": "b"', "truncated"),
+        ('{"_id": "a", "answer": "x", "context": [["T", ["s."]]], "supporting_facts": []}\n', "question"),
+        ('{"_id": "a", "question": "q?"\n', "line 1"),
+    ],
+    ids=["empty", "truncated", "missing-field", "bad-line"],
+)
+def test_cli_eval_bad_dataset_file_is_one_line_exit_2(tmp_path: Path, content: str, expected: str) -> None:
+    from typer.testing import CliRunner
+
+    from worker.rl.evaluation import cli
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(content)
+    args = ["eval", "--datasets", f"hotpotqa={bad}", "--method", "direct", "--output-dir", str(tmp_path / "out")]
+    out = CliRunner().invoke(cli.app, args)
+    assert out.exit_code == 2, out.output
+    assert "Traceback" not in out.output
+    lines = [ln for ln in out.output.splitlines() if ln.strip()]
+    assert len(lines) == 1, out.output
+    assert str(bad) in lines[0]
+    assert expected in lines[0]

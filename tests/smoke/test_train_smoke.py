@@ -49,6 +49,36 @@ def test_train_cli_two_steps_tiny_local_model(tmp_path: Path) -> None:
     assert "2 records, 0 problems" in check.output
 
 
+def test_rollout_cli_is_the_trainers_phase_1(tmp_path: Path) -> None:
+    """`rollout` and `train` share collect_step: same seed, same step-1 trajectories, same files and metric names."""
+    tok = char_tokenizer()
+    model_dir = tmp_path / "tiny"
+    tiny_llama(vocab_size=len(tok)).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    sets = _sets([f'model.name_or_path="{model_dir}"', "optim.total_steps=1", "eval.num_tasks=0"])
+    config = str(REPO / "configs" / "quickstart.toml")
+    train_dir, rollout_dir = tmp_path / "train", tmp_path / "rollout"
+    trained = CliRunner().invoke(app, ["train", config, "--output-dir", str(train_dir), *sets])
+    assert trained.exit_code == 0, trained.output
+    rolled = CliRunner().invoke(app, ["rollout", config, "--output-dir", str(rollout_dir), *sets])
+    assert rolled.exit_code == 0, rolled.output
+
+    def records(run: Path) -> list[dict]:
+        lines = (run / "trajectories" / "step_00001.jsonl").read_text().splitlines()
+        return [json.loads(x) for x in lines]
+
+    assert [r["token_ids"] for r in records(rollout_dir)] == [r["token_ids"] for r in records(train_dir)]
+    assert [r["group_id"] for r in records(rollout_dir)] == [r["group_id"] for r in records(train_dir)]
+    train_metrics = json.loads((train_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    rollout_metrics = json.loads((rollout_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {k for k in rollout_metrics if not k.startswith(("perf/", "loss/", "optim/", "train/"))} <= set(
+        train_metrics
+    )
+    assert "perf/rollout_s" in rollout_metrics
+    resolved = [json.loads((d / "config.resolved.json").read_text()) for d in (train_dir, rollout_dir)]
+    assert resolved[0]["model"]["compute_dtype"] == resolved[1]["model"]["compute_dtype"] != "auto"
+
+
 def test_bad_config_prints_one_line_and_exits_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[rollout]\ngroup_sise = 4\n")

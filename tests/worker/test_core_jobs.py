@@ -76,6 +76,32 @@ def test_evaluate_job_names_bad_request(tmp_path: Path) -> None:
         jobs.evaluate_job(missing, store, hostname="w", runs_dir=tmp_path, data_dir=DATA_DIR)
 
 
+@pytest.mark.skipif(not (DATA_DIR / "hotpotqa" / "dev_sample.json").is_file(), reason="no shared benchmark samples")
+def test_evaluate_job_reads_the_benchmark_data_dir_setting(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No development path in product code: the data root is `benchmark_data_dir`; unset, offline, it says so."""
+    from backend.core.config import get_settings
+
+    request = {"datasets": ["hotpotqa"], "methods": ["direct"], "limit": 1, "seed": 0}
+    config = {"model": {"name_or_path": str(tiny_model_dir)}, "_eval": request}
+    monkeypatch.setenv("STUDIO_BENCHMARK_DATA_DIR", "")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert get_settings().benchmark_data_dir is None
+    store = MemoryRunStore()
+    unset = store.add_run("eval", config=config)
+    with pytest.raises(ValueError, match="STUDIO_BENCHMARK_DATA_DIR"):
+        jobs.evaluate_job(unset, store, hostname="w", runs_dir=tmp_path)
+    monkeypatch.setenv("STUDIO_BENCHMARK_DATA_DIR", str(DATA_DIR))
+    run_id = store.add_run("eval", config=config)
+    jobs.evaluate_job(run_id, store, hostname="w", runs_dir=tmp_path)
+    assert store.runs[run_id].status == "succeeded"
+    monkeypatch.setenv("STUDIO_BENCHMARK_DATA_DIR", str(tmp_path / "nowhere"))
+    wrong = store.add_run("eval", config=config)
+    with pytest.raises(ValueError, match="is not a folder"):
+        jobs.evaluate_job(wrong, store, hostname="w", runs_dir=tmp_path)
+
+
 def test_validate_env_job_demo_kb_passes() -> None:
     store = MemoryRunStore()
     store.environments[1] = EnvironmentSpec(1, "demo", (BM25,), None, {}, {"max_turns": 2})

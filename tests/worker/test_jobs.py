@@ -14,6 +14,8 @@ import pytest
 
 from backend.core.db import utcnow
 from worker import jobs
+from worker.rl.training import presets
+from worker.rl.training.config_loader import deep_merge
 from worker.sandbox.limits import SandboxLimits
 from worker.store import EnvironmentSpec, MemoryRunStore, SqlRunStore, ToolSpec
 
@@ -74,8 +76,7 @@ class FakeResult:
 
 
 def _install_fake_core(monkeypatch: pytest.MonkeyPatch, calls: list[dict[str, Any]]) -> None:
-    """A stand-in for `worker.rl.training.{config,trainer}` honouring the trainer contract."""
-    config_mod = types.ModuleType("worker.rl.training.config")
+    """A stand-in for `worker.rl.training.{presets,trainer}` honouring the trainer contract."""
 
     @dataclass(frozen=True)
     class Optim:
@@ -89,8 +90,15 @@ def _install_fake_core(monkeypatch: pytest.MonkeyPatch, calls: list[dict[str, An
         def to_dict(self) -> dict[str, Any]:
             return self.raw
 
-    config_mod.config_from_dict = lambda d: Config(Optim(int(d["optim"]["total_steps"])), d)  # type: ignore[attr-defined]
-    config_mod.load_config = lambda p: Config(Optim(5), {"optim": {"total_steps": 5}, "preset_file": Path(p).name})  # type: ignore[attr-defined]
+    def resolve_run_config(preset: str | None, overrides: dict[str, Any]) -> Config:
+        base: dict[str, Any] = {}
+        if preset:
+            base = {"optim": {"total_steps": 5}, "preset_file": presets.preset_path(preset).name}
+        data = deep_merge(base, overrides)
+        return Config(Optim(int(data["optim"]["total_steps"])), data)
+
+    presets_mod = types.ModuleType("worker.rl.training.presets")
+    presets_mod.resolve_run_config = resolve_run_config  # type: ignore[attr-defined]
     trainer_mod = types.ModuleType("worker.rl.training.trainer")
 
     def train(config: Any, *, run_dir: Path, resume_from: Path | None, on_step: Any, should_stop: Any) -> FakeResult:
@@ -105,7 +113,7 @@ def _install_fake_core(monkeypatch: pytest.MonkeyPatch, calls: list[dict[str, An
         return FakeResult("completed", config.optim.total_steps)
 
     trainer_mod.train = train  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "worker.rl.training.config", config_mod)
+    monkeypatch.setitem(sys.modules, "worker.rl.training.presets", presets_mod)
     monkeypatch.setitem(sys.modules, "worker.rl.training.trainer", trainer_mod)
 
 

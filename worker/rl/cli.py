@@ -77,42 +77,32 @@ def train(
 @app.command()
 def rollout(
     config: Annotated[Path, typer.Argument(help="Run spec (.toml or .yaml)")],
-    output_dir: Annotated[Path | None, typer.Option(help="Where to write trajectories.jsonl and summary.json")] = None,
-    num_tasks: Annotated[int | None, typer.Option(help="Tasks to roll out (default: rollout.prompts_per_step)")] = None,
+    output_dir: Annotated[Path | None, typer.Option(help="Run directory (overrides logging.output_dir)")] = None,
+    num_tasks: Annotated[int | None, typer.Option(help="Tasks per step (default: rollout.prompts_per_step)")] = None,
+    steps: Annotated[int, typer.Option(help="Rollout steps to collect (the sampler walks on, as in training)")] = 1,
     set_: SetOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Collect rollouts with the current policy (no update); write trajectories and a summary."""
-    from worker.rl.generation.base import SamplingParams
-    from worker.rl.rollout import collect_trajectories
-    from worker.rl.training.build import build_components
-    from worker.rl.training.metrics import reward_metrics, rollout_metrics
-    from worker.rl.training.trainer import rollout_limits
-    from worker.rl.trajectories import write_jsonl
+    """Collect rollouts with the current policy (no update), laid out like a training run's steps.
+
+    Writes trajectories/step_XXXXX.jsonl, metrics.jsonl and config.resolved.json under the run directory
+    and prints the last step's metrics as JSON.
+    """
+    from worker.rl.training.rollout_run import run_rollouts
 
     _setup_logging(verbose)
-    cfg = _load(config, set_, output_dir)
-    out = Path(cfg.logging.output_dir)
+    edits = [*(set_ or []), f"optim.total_steps={steps}"]
+    if num_tasks is not None:
+        edits.append(f"rollout.prompts_per_step={num_tasks}")
+    cfg = _load(config, edits, output_dir)
+    r = cfg.rollout
     try:
-        comps = build_components(cfg)
+        with console.status(f"rolling out {steps} step(s) of {r.prompts_per_step} tasks × {r.group_size}…"):
+            result = run_rollouts(cfg, run_dir=Path(cfg.logging.output_dir))
     except ValueError as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from None
-    tasks = comps.train_tasks[: num_tasks or cfg.rollout.prompts_per_step]
-    r = cfg.rollout
-    params = SamplingParams(
-        max_new_tokens=r.max_new_tokens_per_turn, temperature=r.temperature, top_p=r.top_p, seed=cfg.seed
-    )
-    with console.status(f"rolling out {len(tasks)} tasks × {r.group_size}…"):
-        batch = collect_trajectories(
-            comps.env_factory, comps.generator, comps.chat, tasks, group_size=r.group_size, params=params,
-            limits=rollout_limits(cfg), seed=cfg.seed,
-        )  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
-    write_jsonl(out / "trajectories.jsonl", batch.trajectories)
-    summary = {**reward_metrics(batch.trajectories), **rollout_metrics(batch.trajectories), **batch.stats.metrics()}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True), encoding="utf-8")
-    print(json.dumps(summary, indent=2, sort_keys=True))
+    print(json.dumps(result.final_metrics, indent=2, sort_keys=True))
 
 
 @trajectories_app.command("check")

@@ -25,13 +25,13 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class RolloutLimits:
-    """Budgets of one episode."""
+    """Budgets of one episode (defaults = `RolloutConfig`'s; a test pins that they agree)."""
 
-    max_turns: int = 3
+    max_turns: int = 4
     """Assistant turns at most (the env's own `max_turns` also applies)."""
-    max_new_tokens_per_turn: int = 128
+    max_new_tokens_per_turn: int = 96
     """Tokens one assistant turn may sample."""
-    max_total_tokens: int = 2048
+    max_total_tokens: int = 1024
     """Whole-sequence budget (prompt included); crossing it ends the episode as "context_overflow"."""
 
     def __post_init__(self) -> None:
@@ -58,7 +58,7 @@ class RolloutStats:
         out = {
             "rollout/num_trajectories": float(self.num_trajectories),
             "rollout/generated_tokens": float(self.generated_tokens),
-            "perf/rollout_seconds": self.seconds,
+            "perf/rollout_s": self.seconds,
             "perf/rollout_tokens_per_s": self.tokens_per_s,
         }
         return {**out, **self.tool_metrics}

@@ -10,21 +10,9 @@ from backend.crud import runs as runs_crud
 from backend.queue import TaskName
 from backend.schemas.evaluation import EvaluationCreate
 from backend.schemas.run import EvaluationPublic, RunPublic
+from worker.rl.evaluation.paper import agent_r1_table  # stdlib-only data reader (import-linter: a leaf)
 
 router = APIRouter(tags=["evaluations"])
-
-PAPER_REFERENCE: dict[str, dict[str, float]] = {
-    "Base Tool Call": {"hotpotqa": 0.1372, "2wiki": 0.0891, "musique": 0.0277},
-    "Naive RAG": {"hotpotqa": 0.1916, "2wiki": 0.1792, "musique": 0.0277},
-    "GRPO": {"hotpotqa": 0.4405, "2wiki": 0.5741, "musique": 0.1485},
-    "PPO": {"hotpotqa": 0.4136, "2wiki": 0.5468, "musique": 0.1552},
-    "RLOO": {"hotpotqa": 0.4089, "2wiki": 0.5641, "musique": 0.1419},
-    "REINFORCE++": {"hotpotqa": 0.3768, "2wiki": 0.4796, "musique": 0.1336},
-    "REINFORCE++-baseline": {"hotpotqa": 0.3966, "2wiki": 0.5406, "musique": 0.1485},
-}
-"""Exact match by method and dataset (HotpotQA / 2WikiMultihopQA / MuSiQue)."""
-
-PAPER_SOURCE = "Agent-R1, Table 3: exact match, Qwen2.5-3B-Instruct"
 
 
 @router.post("/evaluations", status_code=status.HTTP_201_CREATED)
@@ -38,10 +26,11 @@ def create_evaluation(session: SessionDep, enqueue: EnqueueDep, eval_in: Evaluat
 @router.get("/runs/{run_id}/evaluation")
 def get_run_evaluation(session: SessionDep, run_id: int) -> EvaluationPublic:
     evaluation = runs_crud.latest_evaluation(session, run_id=run_id)
+    table = agent_r1_table()
     return EvaluationPublic(
         run_id=run_id,
         results=evaluation.results if evaluation else None,
         created_at=evaluation.created_at if evaluation else None,
-        reference=PAPER_REFERENCE,
-        reference_source=PAPER_SOURCE,
+        reference=table.exact_match,
+        reference_source=table.source,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, HTTPException, Query, status
 
 from backend.api.deps import EnqueueDep, SessionDep
 from backend.api.routes._jobs import enqueue_committed
@@ -12,13 +12,24 @@ from backend.crud import runs as runs_crud
 from backend.queue import TASK_OF_RUN_KIND, TaskName
 from backend.schemas.common import RunKind, RunStatus
 from backend.schemas.run import CheckpointPublic, MetricPoint, MetricsPage, RunCreate, RunPublic, RunsPage
+from worker.rl.training.presets import resolve_run_config  # torch-free (import-linter: "The run spec ...")
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 def create_run(session: SessionDep, enqueue: EnqueueDep, run_in: RunCreate) -> RunPublic:
-    """Create a train/rollout/eval run, commit, then enqueue it (gpu queue)."""
+    """Create a train/rollout/eval run, commit, then enqueue it (gpu queue).
+
+    A train or rollout run's preset + overrides are resolved here as the worker will resolve them, so a
+    bad field is a 422 naming it (e.g. "rollout.group_size must be >= 1") instead of a failed run.
+    """
+    if run_in.kind in ("train", "rollout"):
+        overrides = {k: v for k, v in run_in.config.items() if not k.startswith("_")}
+        try:
+            resolve_run_config(run_in.preset, overrides)
+        except ValueError as err:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"config: {err}") from None
     run = runs_crud.create_run(session, run_in=run_in)
     session.commit()
     return RunPublic.model_validate(enqueue_committed(session, enqueue, TASK_OF_RUN_KIND[run.kind], run))

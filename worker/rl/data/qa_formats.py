@@ -14,40 +14,17 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from worker.rl.data.qa_names import DatasetError, canonical_dataset_name
 from worker.rl.data.splits import sample_subset
 from worker.rl.types import JSONValue, Passage, Task
 
 Record = Mapping[str, Any]
 
-DATASET_ALIASES: dict[str, str] = {
-    "hotpotqa": "hotpotqa",
-    "hotpot_qa": "hotpotqa",
-    "hotpot": "hotpotqa",
-    "hotpotqa/hotpot_qa": "hotpotqa",
-    "2wiki": "2wiki",
-    "2wikimultihopqa": "2wiki",
-    "2wikimultihop": "2wiki",
-    "2wikimqa": "2wiki",
-    "musique": "musique",
-    "musique_ans": "musique",
-    "musique-ans": "musique",
-    "bdsaglam/musique": "musique",
-}
 FORMATS: tuple[str, ...] = ("hotpotqa", "hotpotqa_hf", "2wiki", "musique", "flat", "verl")
-
-
-class DatasetError(ValueError):
-    """A dataset could not be found or read; the message says where and how to fix it."""
 
 
 class _FieldError(Exception):
     """Internal: a record lacks a field or has the wrong type (the caller adds the location)."""
-
-
-def canonical_dataset_name(name: str) -> str:
-    """Map an alias (`hotpot_qa`, `2WikiMultihopQA`, `bdsaglam/musique`) to hotpotqa/2wiki/musique."""
-    key = name.strip().lower()
-    return DATASET_ALIASES.get(key, key)
 
 
 def _get(rec: Record, key: str, kind: type | tuple[type, ...]) -> Any:
@@ -323,6 +300,8 @@ def load_qa_tasks(
 
         records, hub_name = load_hub_records(source, dataset=name)
         parsed = parse_records(records, source=source, format=format, dataset=name or hub_name)
+    if not parsed:
+        raise DatasetError(f"{source}: the file holds no records (empty?); give a file with at least one example")
     tasks = [
         task
         for task, rec in parsed

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from worker.rl.data.qa_formats import DatasetError, canonical_dataset_name
+from worker.rl.data.qa_names import DatasetError, canonical_dataset_name
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from worker.rl.types import Task
 
 
-def _question_key(question: str) -> str:
+def question_key(question: str) -> str:
+    """A question compared across files: lower case, punctuation dropped, whitespace collapsed."""
     return " ".join(re.sub(r"[^\w\s]", " ", question.lower()).split())
 
 
@@ -29,7 +30,7 @@ def _groups(tasks: Sequence[Task]) -> list[list[int]]:
 
     first_seen: dict[str, int] = {}
     for i, task in enumerate(tasks):
-        for key in (f"id:{task.id}", f"q:{_question_key(task.question)}"):
+        for key in (f"id:{task.id}", f"q:{question_key(task.question)}"):
             j = first_seen.setdefault(key, i)
             parent[find(i)] = find(j)
     groups: dict[int, list[int]] = {}

@@ -1,8 +1,9 @@
-"""One evaluation request (the studio's Evaluate tab) → benchmark runs → the `build_report` dict.
+"""One evaluation request → benchmark runs → the `build_report` dict; the one evaluation path.
 
-The request is plain data (`EvalRequest.from_dict` validates it and names a bad key);
-default dataset files live under `data_dir` in their release formats. The `agent`
-method evaluates a trained checkpoint (exported once to a `from_pretrained` folder).
+The studio's Evaluate tab (through the eval job) and `studio eval` (a thin wrapper) both build an
+`EvalRequest` (`from_dict` validates it and names a bad key) and call `run_evaluation`. Default
+dataset files live under `data_dir` in their release formats. The `agent` method evaluates a
+trained checkpoint (exported once to a `from_pretrained` folder). Each engine is loaded once.
 """
 
 from __future__ import annotations
@@ -13,15 +14,18 @@ import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from worker.rl.data.qa_names import DatasetError, canonical_dataset_name
 from worker.rl.envs.base import EnvConfig
 from worker.rl.envs.qa import FORCE_FIRST_SEARCH_PREFILL, QA_SYSTEM_PROMPT
-from worker.rl.evaluation.report import build_report, write_report
+from worker.rl.evaluation.report import PAPER_EM, build_report, write_report
 from worker.rl.evaluation.results import EvalResult
-from worker.rl.evaluation.runner import EVAL_METHODS, evaluate
+from worker.rl.evaluation.runner import EVAL_METHODS, EvalMethod, evaluate
 from worker.rl.rollout import RolloutLimits
+from worker.rl.tools.search import Retriever
 from worker.rl.types import Task
+from worker.rl.vocab import ENGINES
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +69,10 @@ class EvalRequest:
     """Prefill the first turn with a search call."""
     agent_algorithm: str = "GRPO"
     """Paper row the `agent` method is compared with."""
+    engine: str = "auto"
+    """Rollout engine: auto | hf | vllm."""
+    max_batch_size: int = 32
+    """Most sequences per engine call."""
 
     def __post_init__(self) -> None:
         if not self.datasets:
@@ -74,8 +82,22 @@ class EvalRequest:
             raise ValueError(f"methods {list(self.methods)} invalid; choose from {', '.join(EVAL_METHODS)}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1 (or null for all examples), got {self.limit}")
-        if self.max_turns < 1 or self.max_new_tokens < 1 or self.top_k < 1:
-            raise ValueError("max_turns, max_new_tokens and top_k must all be >= 1")
+        if self.max_turns < 1 or self.max_new_tokens < 1 or self.top_k < 1 or self.max_batch_size < 1:
+            raise ValueError("max_turns, max_new_tokens, top_k and max_batch_size must all be >= 1")
+        if self.agent_algorithm not in PAPER_EM:
+            raise ValueError(f"agent_algorithm must be one of {', '.join(PAPER_EM)}; got {self.agent_algorithm!r}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {self.engine!r}")
+
+    @property
+    def eval_methods(self) -> list[EvalMethod]:
+        """`methods`, checked against `EVAL_METHODS` in `__post_init__`."""
+        return [cast(EvalMethod, m) for m in self.methods]
+
+    @property
+    def label(self) -> str:
+        """The model column of the report: the base model, and the checkpoint when one is evaluated."""
+        return self.model if self.checkpoint_path is None else f"{self.model} (agent: {self.checkpoint_path})"
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, model: str | None = None) -> EvalRequest:
@@ -94,24 +116,38 @@ class EvalRequest:
         return cls(**values)
 
 
-def dataset_sources(names: Sequence[str], data_dir: Path) -> dict[str, str]:
-    """Name → file (the default sample under `data_dir` when present) or the name itself (hub alias)."""
+def dataset_sources(names: Sequence[str], data_dir: Path | None) -> dict[str, str]:
+    """`hotpotqa`, `2WikiMultihopQA` or `mine=path/file.jsonl` → {canonical name: source}.
+
+    A known name maps to its default sample under `data_dir` when that file exists, else to the name
+    itself (a hub alias, loaded when online). `data_dir` None = no local benchmark folder configured.
+    """
+    if data_dir is not None and not data_dir.is_dir():
+        raise DatasetError(
+            f"benchmark data dir {str(data_dir)!r} is not a folder; point --data-dir / STUDIO_BENCHMARK_DATA_DIR "
+            "at a folder holding hotpotqa/dev_sample.json, 2wiki/dev_sample.json, musique/dev_sample.jsonl"
+        )
     out: dict[str, str] = {}
-    for item in names:
-        name, _, path = item.partition("=")
-        local = data_dir / DEFAULT_FILES[name] if name in DEFAULT_FILES else None
-        out[name] = path or (str(local) if local is not None and local.is_file() else name)
+    for item in (s.strip() for s in names if s.strip()):
+        raw_name, sep, path = item.partition("=")
+        name = canonical_dataset_name(raw_name)
+        local = data_dir / DEFAULT_FILES[name] if data_dir is not None and name in DEFAULT_FILES else None
+        out[name] = path.strip() if sep else (str(local) if local is not None and local.is_file() else name)
+    if not out:
+        raise ValueError("give at least one dataset, e.g. hotpotqa,2wiki,musique")
     return out
 
 
-def _load_engine(model: str) -> tuple[Any, Any]:
-    from worker.rl.generation.factory import make_generator, resolve_engine
+def load_engine(model: str, engine: str = "auto", max_batch_size: int = 32) -> tuple[Any, Any]:
+    """(generator, tokenizer) for a model alias, folder or hub id, in eval mode."""
+    from worker.rl.generation.factory import make_generator
     from worker.rl.generation.loading import load_model_and_tokenizer, resolve_model_path
 
     path = resolve_model_path(model)
     hf_model, tokenizer = load_model_and_tokenizer(model)
     hf_model.eval()
-    return make_generator(resolve_engine("auto", model_path=path), hf_model, tokenizer, model_path=path), tokenizer
+    generator = make_generator(engine, hf_model, tokenizer, model_path=path, max_batch_size=max_batch_size)
+    return generator, tokenizer
 
 
 def loadable_checkpoint(checkpoint: str | Path, output_dir: Path) -> str:
@@ -140,26 +176,40 @@ def _agent_model(request: EvalRequest, output_dir: Path) -> str:
     return loadable_checkpoint(request.checkpoint_path, output_dir)
 
 
-def _load_tasks(request: EvalRequest, data_dir: Path) -> tuple[dict[str, list[Task]], dict[str, list[Task]]]:
+def load_tasks(request: EvalRequest, data_dir: Path | None) -> tuple[dict[str, list[Task]], dict[str, list[Task]]]:
     """Seeded eval subsets per dataset, and the full files (their context paragraphs form the BM25 corpus)."""
     from worker.rl.data.qa_formats import load_qa_tasks
     from worker.rl.data.splits import sample_subset
 
     subsets, full = {}, {}
     for name, source in dataset_sources(request.datasets, data_dir).items():
-        full[name] = load_qa_tasks(source, dataset=name)
+        try:
+            full[name] = load_qa_tasks(source, dataset=name)
+        except DatasetError as err:
+            if data_dir is None and source == name and name in DEFAULT_FILES:
+                raise DatasetError(
+                    f"{err} Or set the benchmark data dir (STUDIO_BENCHMARK_DATA_DIR, or --data-dir for "
+                    f"`studio eval`) to a folder holding {DEFAULT_FILES[name]}."
+                ) from None
+            raise
+        if not full[name]:
+            raise DatasetError(f"{source}: no examples in the file; give a file with at least one record")
         subsets[name] = sample_subset(full[name], request.limit, request.seed) if request.limit else full[name]
+        logger.info("%s: %d tasks from %s, evaluating %d", name, len(full[name]), source, len(subsets[name]))
     return subsets, full
 
 
-def _bm25_factory(full: dict[str, list[Task]]) -> Callable[[str, Sequence[Task]], Any]:
+def bm25_factory(
+    full: dict[str, list[Task]], cache_dir: Path | None = None
+) -> Callable[[str, Sequence[Task]], Retriever]:
+    """Per dataset, a BM25 index over every context paragraph of its full file."""
     from worker.rl.tools.search import BM25Retriever, corpus_from_tasks
 
-    def factory(name: str, tasks: Sequence[Task]) -> Any:
+    def factory(name: str, tasks: Sequence[Task]) -> Retriever:
         corpus = corpus_from_tasks(full.get(name) or tasks)
         if not corpus:
-            raise ValueError(f"dataset {name!r} has no context paragraphs to index; use a file with context")
-        return BM25Retriever.from_passages(corpus)
+            raise DatasetError(f"dataset {name!r} has no context paragraphs to index; use a file with context")
+        return BM25Retriever.from_passages(corpus, cache_dir=cache_dir)
 
     return factory
 
@@ -177,37 +227,44 @@ class _Progress:
             self._progress(self._offset + sum(self._done.values()), self._total)
 
 
-def evaluate_config(
-    spec: EvalRequest | Mapping[str, Any],
+EngineLoader = Callable[[str, str, int], tuple[Any, Any]]
+"""`(model, engine, max_batch_size) -> (generator, tokenizer)`; `load_engine` unless a test passes a fake."""
+
+
+def run_evaluation(
+    request: EvalRequest,
     *,
-    output_dir: str | Path,
-    data_dir: str | Path,
+    output_dir: Path,
+    data_dir: Path | None,
     progress: JobProgress | None = None,
-    model: str | None = None,
-) -> dict[str, Any]:
-    """Run every requested method; write report.json/.md + predictions under `output_dir`; return the report."""
-    request = spec if isinstance(spec, EvalRequest) else EvalRequest.from_dict(spec, model=model)
-    output_dir = Path(output_dir)
-    subsets, full = _load_tasks(request, Path(data_dir))
+    bm25_cache_dir: Path | None = None,
+    engine_loader: EngineLoader = load_engine,
+) -> list[EvalResult]:
+    """Every requested method over every dataset; each distinct model's engine is loaded once."""
+    subsets, full = load_tasks(request, data_dir)
     per_method = sum(len(t) for t in subsets.values())
     total = per_method * len(request.methods)
-    limits = RolloutLimits(max_turns=request.max_turns, max_new_tokens_per_turn=request.max_new_tokens,
-                           max_total_tokens=4096)  # fmt: skip
+    limits = RolloutLimits(
+        max_turns=request.max_turns, max_new_tokens_per_turn=request.max_new_tokens, max_total_tokens=4096
+    )
     prefill = FORCE_FIRST_SEARCH_PREFILL if request.force_first_search else ""
     env_config = EnvConfig(system_prompt=QA_SYSTEM_PROMPT, max_turns=request.max_turns, first_turn_prefill=prefill)
+    factory = bm25_factory(full, bm25_cache_dir)
     engines: dict[str, tuple[Any, Any]] = {}
     results: list[EvalResult] = []
-    for index, method in enumerate(request.methods):
+    for index, method in enumerate(request.eval_methods):
         name = _agent_model(request, output_dir) if method == "agent" else request.model
-        generator, tokenizer = engines[name] if name in engines else engines.setdefault(name, _load_engine(name))
+        if name not in engines:
+            engines[name] = engine_loader(name, request.engine, request.max_batch_size)
+        generator, tokenizer = engines[name]
         tracker = _Progress(progress, offset=index * per_method, total=total)
         results.append(
             evaluate(
                 subsets,
-                method=method,  # type: ignore[arg-type]  # validated by EvalRequest
+                method=method,
                 generator=generator,
                 tokenizer=tokenizer,
-                retriever_factory=_bm25_factory(full),
+                retriever_factory=factory,
                 limits=limits,
                 top_k=request.top_k,
                 seed=request.seed,
@@ -215,8 +272,24 @@ def evaluate_config(
                 env_config=env_config,
             )
         )
-    label = request.model if request.checkpoint_path is None else f"{request.model} (agent: {request.checkpoint_path})"
-    write_report(results, output_dir, agent_algorithm=request.agent_algorithm, model=label)
-    out = build_report(results, agent_algorithm=request.agent_algorithm, model=label)
+    return results
+
+
+def evaluate_config(
+    spec: EvalRequest | Mapping[str, Any],
+    *,
+    output_dir: str | Path,
+    data_dir: str | Path | None,
+    progress: JobProgress | None = None,
+    model: str | None = None,
+) -> dict[str, Any]:
+    """Run every requested method; write report.json/.md + predictions under `output_dir`; return the report."""
+    request = spec if isinstance(spec, EvalRequest) else EvalRequest.from_dict(spec, model=model)
+    output_dir = Path(output_dir)
+    results = run_evaluation(
+        request, output_dir=output_dir, data_dir=Path(data_dir) if data_dir is not None else None, progress=progress
+    )
+    write_report(results, output_dir, agent_algorithm=request.agent_algorithm, model=request.label)
+    out = build_report(results, agent_algorithm=request.agent_algorithm, model=request.label)
     out["request"] = dataclasses.asdict(request)
     return out

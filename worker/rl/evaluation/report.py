@@ -12,20 +12,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from worker.rl.evaluation.paper import agent_r1_table
 from worker.rl.evaluation.results import EvalResult
 
-DATASET_ORDER: tuple[str, ...] = ("hotpotqa", "2wiki", "musique")
-PAPER_MODEL = "Qwen2.5-3B-Instruct"
-PAPER_EM: dict[str, dict[str, float]] = {
-    "Base Tool Call": {"hotpotqa": 0.1372, "2wiki": 0.0891, "musique": 0.0277},
-    "Naive RAG": {"hotpotqa": 0.1916, "2wiki": 0.1792, "musique": 0.0277},
-    "GRPO": {"hotpotqa": 0.4405, "2wiki": 0.5741, "musique": 0.1485},
-    "PPO": {"hotpotqa": 0.4136, "2wiki": 0.5468, "musique": 0.1552},
-    "RLOO": {"hotpotqa": 0.4089, "2wiki": 0.5641, "musique": 0.1419},
-    "REINFORCE++": {"hotpotqa": 0.3768, "2wiki": 0.4796, "musique": 0.1336},
-    "REINFORCE++-baseline": {"hotpotqa": 0.3966, "2wiki": 0.5406, "musique": 0.1485},
-}
-"""Agent-R1, Table 3: exact match per dataset."""
+_TABLE = agent_r1_table()
+DATASET_ORDER: tuple[str, ...] = _TABLE.datasets
+PAPER_MODEL = _TABLE.model
+PAPER_EM: dict[str, dict[str, float]] = _TABLE.exact_match
+"""Agent-R1, Table 3: exact match per dataset (`agent_r1_table3.json`)."""
 METHOD_TO_PAPER: dict[str, str | None] = {
     "direct": None,
     "naive-rag": "Naive RAG",
@@ -63,11 +57,17 @@ def build_report(results: Sequence[EvalResult], *, agent_algorithm: str = "GRPO"
         names = [m.dataset for m in result.metrics]
         rows = [{**m.to_dict(), "paper_em": _paper_value(row, m.dataset)} for m in result.metrics]
         average = {**result.average(), "paper_em": _paper_average(row, names)}
-        methods.append({
-            "method": result.method, "paper_row": row, "seed": result.seed, "wall_s": result.wall_s,
-            "datasets": rows, "average": average,
-        })  # fmt: skip
-    return {"model": model, "paper_model": PAPER_MODEL, "paper": "Agent-R1 Table 3 (exact match)", "methods": methods}
+        methods.append(
+            {
+                "method": result.method,
+                "paper_row": row,
+                "seed": result.seed,
+                "wall_s": result.wall_s,
+                "datasets": rows,
+                "average": average,
+            }
+        )
+    return {"model": model, "paper_model": PAPER_MODEL, "paper": _TABLE.paper, "methods": methods}
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -79,15 +79,14 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
     header = ["Method", "Dataset", "n", "EM", "cover-EM", "F1", "Paper EM", "Turns", "Tool calls", "Recall", "ex/s"]
     rows = [header]
     for method in report["methods"]:
+        name = method["method"]
         for d in method["datasets"]:
-            rows.append([
-                method["method"], d["dataset"], str(d["n"]), _fmt(d["em"]), _fmt(d["cover_em"]), _fmt(d["f1"]),
-                _fmt(d["paper_em"]), _fmt(d["avg_turns"], 2), _fmt(d["avg_tool_calls"], 2),
-                _fmt(d["retrieval_recall"], 3), _fmt(d["examples_per_s"], 3),
-            ])  # fmt: skip
+            scores = [_fmt(d["em"]), _fmt(d["cover_em"]), _fmt(d["f1"]), _fmt(d["paper_em"])]
+            shape = [_fmt(d["avg_turns"], 2), _fmt(d["avg_tool_calls"], 2), _fmt(d["retrieval_recall"], 3)]
+            rows.append([name, d["dataset"], str(d["n"]), *scores, *shape, _fmt(d["examples_per_s"], 3)])
         avg = method["average"]
-        rows.append([method["method"], "average", "", _fmt(avg["em"]), _fmt(avg["cover_em"]), _fmt(avg["f1"]),
-                     _fmt(avg["paper_em"]), "", "", "", ""])  # fmt: skip
+        scores = [_fmt(avg["em"]), _fmt(avg["cover_em"]), _fmt(avg["f1"]), _fmt(avg["paper_em"])]
+        rows.append([name, "average", "", *scores, "", "", "", ""])
     return rows
 
 

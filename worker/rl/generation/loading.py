@@ -42,8 +42,8 @@ class LoraSpec:
     """Adapter rank."""
     alpha: int = 32
     """LoRA scaling numerator (the update is scaled by alpha / r)."""
-    dropout: float = 0.05
-    """Dropout on the adapter input."""
+    dropout: float = 0.0
+    """Dropout on the adapter input (default = `LoraConfig`'s; a test pins that they agree)."""
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
     """Names of the linear modules that get adapters (Llama-style names by default)."""
 

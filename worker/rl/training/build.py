@@ -13,8 +13,8 @@ import logging
 import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 
@@ -24,6 +24,7 @@ from worker.rl.generation.chat import ChatFormat
 from worker.rl.generation.precision import TORCH_DTYPES, resolve_compute_dtype
 from worker.rl.training.config import OptimConfig, TaskConfig, TrainConfig
 from worker.rl.types import Passage, Task
+from worker.rl.vocab import ComputeDType
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,6 @@ class TrainComponents:
     train_tasks: list[Task]
     eval_tasks: list[Task]
     ref_model: Any | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class TaskSampler:
@@ -169,7 +169,7 @@ def resolve_device(device: str) -> str:
 def with_resolved_precision(config: TrainConfig) -> TrainConfig:
     """`model.compute_dtype` 'auto' made concrete for this machine, so the run's stored config says what ran."""
     device = resolve_device(config.model.device)
-    compute = resolve_compute_dtype(config.model.compute_dtype, config.model.dtype, device)
+    compute = cast(ComputeDType, resolve_compute_dtype(config.model.compute_dtype, config.model.dtype, device))
     return dataclasses.replace(config, model=dataclasses.replace(config.model, compute_dtype=compute))
 
 

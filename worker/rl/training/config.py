@@ -2,29 +2,41 @@
 
 Each group covers one concern (model, engine, task, rollout, algorithm, optim,
 eval, logging); every field carries a docstring and every check says how to fix
-it. `load_config` reads TOML/YAML strictly (unknown keys and wrong types are
-errors naming the key path); `override` applies CLI `--set a.b=value` edits.
+it. Value lists are `Literal`s from `worker.rl.vocab`. `load_config` reads TOML/YAML
+strictly through `config_loader` (unknown keys and wrong types are errors naming the
+key path); `override` applies CLI `--set a.b=value` edits. No torch here: the API
+imports this module to validate `POST /runs`.
 """
 
 from __future__ import annotations
 
 import json
-import tomllib
-import types
-import typing
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-DTYPES = ("float32", "bfloat16", "float16")
-COMPUTE_DTYPES = ("auto", *DTYPES)
-ENGINES = ("auto", "hf", "vllm")
-ESTIMATORS = ("grpo", "dr_grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline", "gae")
-GROUP_ESTIMATORS = ("grpo", "dr_grpo", "rloo", "reinforce_pp_baseline")
-LOSS_AGGS = ("auto", "token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
-KL_ESTIMATORS = ("k1", "k2", "k3")
+from worker.rl.generation.base import SamplingParams
+from worker.rl.training.config_loader import apply_overrides, build_dataclass, read_spec_file
+from worker.rl.vocab import (
+    COMPUTE_DTYPES,
+    DTYPES,
+    ENGINES,
+    ESTIMATORS,
+    GROUP_ESTIMATORS,
+    KL_KINDS,
+    LOSS_AGGS,
+    SCHEDULERS,
+    ComputeDType,
+    DType,
+    Engine,
+    Estimator,
+    KLKind,
+    LossAgg,
+    Scheduler,
+)
+
 HALF_DTYPES = ("bfloat16", "float16")
-SCHEDULERS = ("constant", "linear", "cosine")
+"""Weight dtypes that need LoRA (a float32 master copy otherwise, issue #10)."""
 
 
 def _check(ok: bool, message: str) -> None:
@@ -32,7 +44,7 @@ def _check(ok: bool, message: str) -> None:
         raise ValueError(message)
 
 
-def _one_of(name: str, value: str, valid: tuple[str, ...]) -> None:
+def _one_of(name: str, value: object, valid: tuple[str, ...]) -> None:
     _check(value in valid, f"{name} must be one of {', '.join(valid)}; got {value!r}")
 
 
@@ -62,13 +74,13 @@ class ModelConfig:
 
     name_or_path: str = "smollm2-135m"
     """'smollm2-135m' (bundled, offline), a Hugging Face hub id, or a local model folder."""
-    dtype: str = "float32"
+    dtype: DType = "float32"
     """Dtype the trainable weights and the AdamW state are kept in: float32 master weights (the default and the
     only choice for full fine-tuning; half-precision compute comes from `compute_dtype`). bfloat16 / float16
     only with `lora`: the frozen base is then held in half precision and the adapters (peft) stay float32.
     Full fine-tuning with half-precision weights is rejected: at lr 1e-6 AdamW updates fall below bf16's
     spacing and are lost, and in float16 `exp_avg_sq` underflows (issue #10)."""
-    compute_dtype: str = "auto"
+    compute_dtype: ComputeDType = "auto"
     """Dtype the forward/backward passes (autocast over float32 weights) and the rollout engine run in.
     'auto': bfloat16 where the hardware has bf16 math (CUDA GPUs with bf16, x86 CPUs with AVX512-BF16 or AMX),
     else `dtype`. 'float32' keeps every pass in full precision (sampling and training log-probs then agree
@@ -106,7 +118,7 @@ class ModelConfig:
 class EngineConfig:
     """The rollout engine."""
 
-    backend: str = "auto"
+    backend: Engine = "auto"
     """'hf' (transformers, always available), 'vllm' (fast), or 'auto' (vllm when importable, else hf)."""
     gpu_memory_utilization: float = 0.5
     """vLLM's share of GPU memory (the trainer needs the rest)."""
@@ -203,12 +215,19 @@ class RolloutConfig:
         _check(self.temperature > 0, "rollout.temperature must be > 0 for training rollouts; eval.greedy covers greedy")
         _check(0.0 < self.top_p <= 1.0, f"rollout.top_p must be in (0, 1]; got {self.top_p}")
 
+    def sampling_params(self, seed: int, *, greedy: bool = False) -> SamplingParams:
+        """How one turn is sampled: this section's budget, temperature and top_p (greedy: temperature 0)."""
+        params = SamplingParams(
+            max_new_tokens=self.max_new_tokens_per_turn, temperature=self.temperature, top_p=self.top_p, seed=seed
+        )
+        return replace(params, temperature=0.0, top_p=1.0) if greedy else params
+
 
 @dataclass(frozen=True)
 class AlgorithmConfig:
     """Advantage estimator and loss terms."""
 
-    estimator: str = "grpo"
+    estimator: Estimator = "grpo"
     """One of grpo, dr_grpo, rloo, reinforce_pp, reinforce_pp_baseline, gae."""
     clip_low: float = 0.2
     """Ratio clipped below at 1 - clip_low."""
@@ -216,7 +235,7 @@ class AlgorithmConfig:
     """Ratio clipped above at 1 + clip_high (raise it for DAPO clip-higher)."""
     kl_coef: float = 0.0
     """KL-to-reference weight; 0 loads no reference model at all."""
-    kl_estimator: str = "k3"
+    kl_estimator: KLKind = "k3"
     """'k1', 'k2' or 'k3' (Schulman). As a loss term (kl_in_reward false) only k2 (its expected gradient is
     that of KL(pi || ref)) or k3 (low variance, TRL/verl 'low_var_kl'; gradient of KL(ref || pi)); k1 has zero
     expected gradient there and is only allowed in the reward."""
@@ -227,7 +246,7 @@ class AlgorithmConfig:
     by -A * dual_clip_c, so tokens whose ratio ran far above 1 cannot dominate a step. > 1; None turns it off."""
     entropy_coef: float = 0.0
     """Entropy bonus weight (subtracted from the loss)."""
-    loss_agg: str = "auto"
+    loss_agg: LossAgg = "auto"
     """token-mean, seq-mean-token-mean, seq-mean-token-sum, seq-mean-token-sum-norm (Dr. GRPO: per-sequence
     token sums / (sequences x `loss_norm_tokens`), a constant whatever the mask), or 'auto': the norm mode for
     dr_grpo (the paper pairs the unscaled advantages with the constant normaliser) and token-mean otherwise."""
@@ -270,7 +289,7 @@ class AlgorithmConfig:
 
     def __post_init__(self) -> None:
         _one_of("algorithm.estimator", self.estimator, ESTIMATORS)
-        _one_of("algorithm.kl_estimator", self.kl_estimator, KL_ESTIMATORS)
+        _one_of("algorithm.kl_estimator", self.kl_estimator, KL_KINDS)
         _check(
             self.kl_estimator != "k1" or self.kl_in_reward or self.kl_coef == 0,
             "algorithm.kl_estimator='k1' as a loss term has zero expected gradient (it would not pull towards the "
@@ -343,7 +362,7 @@ class OptimConfig:
     """Gradient clipping norm (0 disables clipping)."""
     warmup_steps: int = 0
     """Linear warm-up, in training steps (the schedule advances once per step)."""
-    scheduler: str = "constant"
+    scheduler: Scheduler = "constant"
     """constant, linear or cosine decay after warm-up."""
     total_steps: int = 100
     """Training steps (rollout + update rounds)."""
@@ -466,101 +485,20 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-T = TypeVar("T")
-
-
-def _convert(value: Any, hint: Any, path: str) -> Any:
-    """Coerce a parsed TOML/YAML value to the field type `hint`, or raise naming `path`."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (types.UnionType, typing.Union):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _convert(value, inner[0], path)
-    if is_dataclass(hint) and isinstance(hint, type):
-        if not isinstance(value, dict):
-            raise ValueError(f"{path} must be a table of settings, got {type(value).__name__}")
-        return _build(hint, value, path)
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise ValueError(f"{path} must be a list, got {type(value).__name__}")
-        item = args[0] if args and args[-1] is Ellipsis else None
-        hints = [item] * len(value) if item is not None else list(args)
-        if len(hints) != len(value):
-            raise ValueError(f"{path} must have {len(hints)} items, got {len(value)}")
-        return tuple(_convert(v, h, f"{path}[{i}]") for i, (v, h) in enumerate(zip(value, hints, strict=True)))
-    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, str, bool) and type(value) is hint:
-        return value
-    raise ValueError(f"{path} must be of type {getattr(hint, '__name__', hint)}, got {value!r}")
-
-
-def _build(cls: type[T], data: dict[str, Any], path: str) -> T:
-    """Build dataclass `cls` from `data`; unknown keys name the key path and list the valid keys."""
-    hints = typing.get_type_hints(cls)
-    valid = [f.name for f in fields(cls)]  # type: ignore[arg-type]
-    for key in data:
-        if key not in valid:
-            where = f"{path}.{key}" if path else key
-            raise ValueError(f"unknown config key {where!r}; valid keys here: {', '.join(valid)}")
-    kwargs = {k: _convert(v, hints[k], f"{path}.{k}" if path else k) for k, v in data.items()}
-    return cls(**kwargs)
-
-
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     """Strictly build a TrainConfig from nested plain values."""
-    return _build(TrainConfig, data, "")
+    return build_dataclass(TrainConfig, data)
 
 
 def load_config(path: str | Path) -> TrainConfig:
     """Read a TOML (.toml) or YAML (.yaml/.yml) run spec."""
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"config file {str(p)!r} does not exist")
-    if p.suffix == ".toml":
-        try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as err:
-            raise ValueError(f"{p}: invalid TOML: {err}") from None
-    elif p.suffix in (".yaml", ".yml"):
-        import yaml
-
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    else:
-        raise ValueError(f"config file {str(p)!r} must end in .toml, .yaml or .yml")
-    if not isinstance(data, dict):
-        raise ValueError(f"{p}: the top level must be a table of settings")
-    return config_from_dict(data)
-
-
-def _parse_value(text: str) -> Any:
-    """A TOML literal (8, 0.5, true, "x", [1, 2]) or, failing that, the bare string; 'none' means None."""
-    if text.strip().lower() in ("none", "null"):
-        return None
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
+    return config_from_dict(read_spec_file(path))
 
 
 def override(config: TrainConfig, assignments: list[str]) -> TrainConfig:
     """Apply `section.key=value` edits (CLI `--set`); the result is validated again."""
     data = config.to_dict()
-    for item in assignments:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"override {item!r} must look like section.key=value, e.g. rollout.group_size=8")
-        parts = key.strip().split(".")
-        node = data
-        for i, part in enumerate(parts[:-1]):
-            if not isinstance(node.get(part), dict):
-                node[part] = {} if node.get(part) is None and part == "lora" else node.get(part)
-            if not isinstance(node.get(part), dict):
-                raise ValueError(f"unknown config section {'.'.join(parts[: i + 1])!r} in override {item!r}")
-            node = node[part]
-        node[parts[-1]] = _parse_value(raw.strip())
+    apply_overrides(data, assignments, optional_sections=("lora",))
     return config_from_dict(data)
 
 

@@ -133,17 +133,23 @@ class LossStats:
         return out
 
 
-def step_metrics(
-    trajectories: Sequence[Trajectory], rollout_stats: Any, loss: LossStats, *, step_s: float
-) -> dict[str, float]:
-    """Everything logged for one training step."""
+def collection_metrics(trajectories: Sequence[Trajectory], rollout_stats: Any, *, step_s: float) -> dict[str, float]:
+    """What one step's rollouts log, in every kind of run: reward, episode shape, tools and timing."""
     out = reward_metrics(trajectories)
     out.update(rollout_metrics(trajectories))
     out.update(tool_metrics(rollout_stats))
-    out.update(loss.metrics())
     out["perf/step_s"] = step_s
     out["perf/rollout_tokens_per_s"] = float(getattr(rollout_stats, "tokens_per_s", 0.0))
     out["perf/rollout_s"] = float(getattr(rollout_stats, "seconds", 0.0))
+    return out
+
+
+def step_metrics(
+    trajectories: Sequence[Trajectory], rollout_stats: Any, loss: LossStats, *, step_s: float
+) -> dict[str, float]:
+    """Everything logged for one training step: `collection_metrics` plus the update's losses."""
+    out = collection_metrics(trajectories, rollout_stats, step_s=step_s)
+    out.update(loss.metrics())
     return out
 
 

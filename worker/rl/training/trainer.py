@@ -21,8 +21,7 @@ import torch
 from accelerate import Accelerator
 
 from worker.rl.algorithms.losses import aggregate
-from worker.rl.generation.base import SamplingParams, WeightSyncable
-from worker.rl.rollout import RolloutLimits, collect_trajectories
+from worker.rl.generation.base import WeightSyncable
 from worker.rl.training.build import (
     TaskSampler,
     TrainComponents,
@@ -33,6 +32,7 @@ from worker.rl.training.build import (
     with_resolved_precision,
 )
 from worker.rl.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from worker.rl.training.collect import collect_eval, collect_step, write_step_trajectories
 from worker.rl.training.config import TrainConfig, save_resolved
 from worker.rl.training.critic import ValueHead, critic_metrics, value_head_for
 from worker.rl.training.logprobs import enable_shared_prefix
@@ -64,23 +64,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def rollout_limits(config: TrainConfig) -> RolloutLimits:
-    r = config.rollout
-    return RolloutLimits(r.max_turns, r.max_new_tokens_per_turn, r.max_total_tokens)
-
-
 def evaluate_policy(
     comps: TrainComponents, tasks: Sequence[Task], config: TrainConfig, *, seed: int = 0
 ) -> tuple[dict[str, float], list[Trajectory]]:
     """One episode per held-out task (greedy unless eval.greedy is off) → `eval/...` metrics."""
     if not tasks:
         return {}, []
-    temperature = 0.0 if config.eval.greedy else config.rollout.temperature
-    params = SamplingParams(max_new_tokens=config.rollout.max_new_tokens_per_turn, temperature=temperature, seed=seed)
-    batch = collect_trajectories(
-        comps.env_factory, comps.generator, comps.chat, tasks, group_size=1, params=params,
-        limits=rollout_limits(config), seed=seed, group_prefix="eval-",
-    )  # fmt: skip
+    batch = collect_eval(comps, config, tasks, seed=seed)
     out = reward_metrics(batch.trajectories, prefix="eval")
     shape = rollout_metrics(batch.trajectories)
     out.update({k.replace("rollout/", "eval/"): v for k, v in shape.items() if "group" not in k})
@@ -106,14 +96,6 @@ def _resume_dir(resume_from: str | Path | None) -> Path | None:
     if found is None:
         raise ValueError(f"--resume {path}: no checkpoint found (expected {path}/checkpoints/step_*)")
     return found
-
-
-def _write_trajectories(run_dir: Path, step: int, trajs: list[Trajectory]) -> None:
-    from worker.rl.trajectories import write_jsonl
-
-    folder = run_dir / "trajectories"
-    folder.mkdir(parents=True, exist_ok=True)
-    write_jsonl(folder / f"step_{step:05d}.jsonl", trajs, extra={"step": step})
 
 
 def train(
@@ -169,18 +151,10 @@ def train(
     for step in range(start + 1, total + 1):
         t0 = time.perf_counter()
         # 1. Rollout: prompts_per_step tasks from the seeded sampler, group_size episodes each
-        tasks = [comps.train_tasks[i] for i in sampler.sample(config.rollout.prompts_per_step)]
-        params = SamplingParams(
-            max_new_tokens=config.rollout.max_new_tokens_per_turn, temperature=config.rollout.temperature,
-            top_p=config.rollout.top_p, seed=config.seed,
-        )  # fmt: skip
-        rollout = collect_trajectories(
-            comps.env_factory, comps.generator, comps.chat, tasks, group_size=config.rollout.group_size,
-            params=params, limits=rollout_limits(config), seed=config.seed * 100_003 + step,
-            group_prefix=f"s{step}-",
-        )  # fmt: skip
+        rollout = collect_step(comps, config, sampler, step)
         trajs = rollout.trajectories
-        # 2. Rewards: the env's rubric scored each episode; optional KL-in-reward is applied in 3
+        # 2. Rewards: the env's rubric scored each episode as it ended (`Trajectory.reward`, the breakdown in
+        #    `reward_breakdown`); optional KL-in-reward is applied in 3
         # 3. Advantages (with a critic: its pre-update values feed GAE and the value-loss clipping)
         t_update = time.perf_counter()
         batch, old_values = prepare_batch(trajs, comps, config, acc.device, value_head=head)
@@ -203,7 +177,7 @@ def train(
             metrics.update(eval_metrics)
         writer.write(step, metrics)
         if config.logging.save_trajectories:
-            _write_trajectories(run_dir, step, trajs)
+            write_step_trajectories(run_dir, step, trajs)
         if on_step is not None:
             on_step(step, metrics, trajs)
         logger.info("step %d/%d reward %.3f (%.1fs)", step, total, metrics["reward/mean"], metrics["perf/step_s"])

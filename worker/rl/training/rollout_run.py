@@ -1,8 +1,8 @@
-"""Rollout-only runs: the trainer's phase 1 for N steps, with no update (data collection, baselines).
+"""Rollout-only runs: the trainer's phase 1 (`collect_step`) for N steps, with no update.
 
-Same keyword contract as `trainer.train` (the studio's jobs call either). Each step
-samples `prompts_per_step` tasks from the seeded sampler and rolls out `group_size`
-episodes each; `rollout_state.json` (step + sampler) makes a stopped run resumable.
+Same keyword contract as `trainer.train` (the studio's rollout job and `studio rollout` call it), the
+same seeds, files (`trajectories/step_XXXXX.jsonl`, `metrics.jsonl`, `config.resolved.json`) and metric
+names as training; `rollout_state.json` (step + sampler) makes a stopped run resumable.
 """
 
 from __future__ import annotations
@@ -15,13 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from worker.rl.generation.base import SamplingParams
-from worker.rl.rollout import collect_trajectories
-from worker.rl.training.build import TaskSampler, TrainComponents, build_components
+from worker.rl.training.build import TaskSampler, TrainComponents, build_components, with_resolved_precision
+from worker.rl.training.collect import collect_step, write_step_trajectories
 from worker.rl.training.config import TrainConfig, save_resolved
-from worker.rl.training.metrics import MetricsWriter, reward_metrics, rollout_metrics, tool_metrics
-from worker.rl.training.trainer import OnStep, rollout_limits, seed_everything
-from worker.rl.trajectories import write_jsonl
+from worker.rl.training.metrics import MetricsWriter, collection_metrics
+from worker.rl.training.trainer import OnStep, seed_everything
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +69,7 @@ def run_rollouts(
     """Collect `optim.total_steps` steps of trajectories with the current policy (no optimizer)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    config = with_resolved_precision(config)  # stored as the trainer stores it: the dtype actually used
     save_resolved(config, run_dir)
     seed_everything(config.seed)
     comps = components or build_components(config)
@@ -78,26 +77,17 @@ def run_rollouts(
     start = _load_state(resume_from, sampler)
     writer = MetricsWriter(run_dir / "metrics.jsonl")
     writer.truncate_after(start)
-    r, total, collected = config.rollout, config.optim.total_steps, 0
-    params = SamplingParams(max_new_tokens=r.max_new_tokens_per_turn, temperature=r.temperature, top_p=r.top_p,
-                            seed=config.seed)  # fmt: skip
+    total, collected = config.optim.total_steps, 0
     metrics: dict[str, float] = {}
     for step in range(start + 1, total + 1):
         t0 = time.perf_counter()
-        tasks = [comps.train_tasks[i] for i in sampler.sample(r.prompts_per_step)]
-        batch = collect_trajectories(
-            comps.env_factory, comps.generator, comps.chat, tasks, group_size=r.group_size, params=params,
-            limits=rollout_limits(config), seed=config.seed * 100_003 + step, group_prefix=f"s{step}-",
-        )  # fmt: skip
+        batch = collect_step(comps, config, sampler, step)
         trajs = batch.trajectories
         collected += len(trajs)
-        metrics = {**reward_metrics(trajs), **rollout_metrics(trajs), **tool_metrics(batch.stats)}
-        metrics.update({"perf/step_s": time.perf_counter() - t0, "perf/rollout_tokens_per_s": batch.stats.tokens_per_s})
+        metrics = collection_metrics(trajs, batch.stats, step_s=time.perf_counter() - t0)
         writer.write(step, metrics)
         if config.logging.save_trajectories:
-            folder = run_dir / "trajectories"
-            folder.mkdir(parents=True, exist_ok=True)
-            write_jsonl(folder / f"step_{step:05d}.jsonl", trajs, extra={"step": step})
+            write_step_trajectories(run_dir, step, trajs)
         if on_step is not None:
             on_step(step, metrics, trajs)
         _save_state(run_dir, step, sampler)

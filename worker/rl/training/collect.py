@@ -1,0 +1,75 @@
+"""Phase 1 of every run: one step's rollouts, shared by training, rollout-only runs and `studio rollout`.
+
+One seed rule (`step_seed`), one sampling setup (`RolloutConfig.sampling_params`), one trajectory
+layout (`trajectories/step_XXXXX.jsonl`, docs/trajectory-format.md) and one metric vocabulary
+(`training.metrics.collection_metrics`: `reward/`, `rollout/`, `tool/`, `perf/rollout_s`, ...), so the
+entry points cannot drift apart. `collect_eval` is the held-out variant (one greedy episode per task).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from worker.rl.rollout import RolloutBatch, RolloutLimits, collect_trajectories
+from worker.rl.training.config import TrainConfig
+from worker.rl.trajectories import write_jsonl
+from worker.rl.types import Task, Trajectory
+
+if TYPE_CHECKING:  # build.py imports torch; this module only needs the type
+    from worker.rl.training.build import TaskSampler, TrainComponents
+
+TRAJECTORIES_DIR = "trajectories"
+"""Run-dir folder of the per-step trajectory files."""
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The rollout seed of training/rollout step `step` (1-based) of a run seeded `seed`."""
+    return seed * 100_003 + step
+
+
+def rollout_limits(config: TrainConfig) -> RolloutLimits:
+    """The episode budgets of `config.rollout`."""
+    r = config.rollout
+    return RolloutLimits(r.max_turns, r.max_new_tokens_per_turn, r.max_total_tokens)
+
+
+def collect_step(comps: TrainComponents, config: TrainConfig, sampler: TaskSampler, step: int) -> RolloutBatch:
+    """`prompts_per_step` tasks from the seeded sampler, `group_size` episodes each, with step `step`'s seed."""
+    tasks = [comps.train_tasks[i] for i in sampler.sample(config.rollout.prompts_per_step)]
+    return collect_trajectories(
+        comps.env_factory,
+        comps.generator,
+        comps.chat,
+        tasks,
+        group_size=config.rollout.group_size,
+        params=config.rollout.sampling_params(config.seed),
+        limits=rollout_limits(config),
+        seed=step_seed(config.seed, step),
+        group_prefix=f"s{step}-",
+    )
+
+
+def collect_eval(comps: TrainComponents, config: TrainConfig, tasks: Sequence[Task], *, seed: int) -> RolloutBatch:
+    """One episode per held-out task, greedy unless `eval.greedy` is off."""
+    return collect_trajectories(
+        comps.env_factory,
+        comps.generator,
+        comps.chat,
+        tasks,
+        group_size=1,
+        params=config.rollout.sampling_params(seed, greedy=config.eval.greedy),
+        limits=rollout_limits(config),
+        seed=seed,
+        group_prefix="eval-",
+    )
+
+
+def write_step_trajectories(run_dir: Path, step: int, trajectories: Sequence[Trajectory]) -> Path:
+    """`run_dir/trajectories/step_XXXXX.jsonl`, each record tagged with its step."""
+    folder = run_dir / TRAJECTORIES_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"step_{step:05d}.jsonl"
+    write_jsonl(path, trajectories, extra={"step": step})
+    return path

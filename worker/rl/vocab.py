@@ -1,0 +1,45 @@
+"""The run spec's value lists as `Literal` types, and the preset registry: one stdlib-only leaf.
+
+The config (`training.config`), the API (`backend.schemas`, `POST /runs`) and the UI (the Train tab's
+dropdowns) all read these names from here, so a value added in one place exists in all of them. This
+module imports nothing but `typing`; import-linter keeps it that way ("The vocabulary is a leaf").
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+Estimator = Literal["grpo", "dr_grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline", "gae"]
+"""Advantage estimators (`algorithms.advantages.ADVANTAGE_ESTIMATORS`); 'gae' is PPO with a critic."""
+GroupEstimator = Literal["grpo", "dr_grpo", "rloo", "reinforce_pp_baseline"]
+"""Estimators that compare members of a group, so `rollout.group_size` must be >= 2."""
+KLKind = Literal["k1", "k2", "k3"]
+"""KL estimators (Schulman's k1/k2/k3; `algorithms.losses.kl_penalty`)."""
+LossAgg = Literal["auto", "token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"]
+"""How per-token losses become one number ('auto': the constant normaliser for dr_grpo, token-mean otherwise)."""
+Engine = Literal["auto", "hf", "vllm"]
+"""Rollout engines; 'auto' = vllm when importable, else hf."""
+DType = Literal["float32", "bfloat16", "float16"]
+"""Dtypes weights and optimizer state may be kept in."""
+ComputeDType = Literal["auto", "float32", "bfloat16", "float16"]
+"""Dtypes the passes and the rollout engine may run in; 'auto' picks bf16 where the hardware has bf16 math."""
+Scheduler = Literal["constant", "linear", "cosine"]
+"""Learning-rate schedules after warm-up."""
+Preset = Literal["quickstart", "hotpotqa_cpu", "paper"]
+"""Run presets (`RunCreate.preset`): files under `configs/`, see `PRESETS`."""
+
+ESTIMATORS: tuple[str, ...] = get_args(Estimator)
+GROUP_ESTIMATORS: tuple[str, ...] = get_args(GroupEstimator)
+KL_KINDS: tuple[str, ...] = get_args(KLKind)
+LOSS_AGGS: tuple[str, ...] = get_args(LossAgg)
+ENGINES: tuple[str, ...] = get_args(Engine)
+DTYPES: tuple[str, ...] = get_args(DType)
+COMPUTE_DTYPES: tuple[str, ...] = get_args(ComputeDType)
+SCHEDULERS: tuple[str, ...] = get_args(Scheduler)
+
+PRESETS: dict[str, tuple[str, str]] = {
+    "quickstart": ("quickstart.toml", "Built-in fictional-KB search task on the bundled SmolLM2-135M; CPU, minutes."),
+    "hotpotqa_cpu": ("hotpotqa_cpu.toml", "HotpotQA with BM25 search on SmolLM2-135M; CPU, hours."),
+    "paper": ("paper_qwen2.5_3b_grpo.toml", "The Agent-R1 recipe: Qwen2.5-3B-Instruct, GRPO; needs a GPU."),
+}
+"""Preset name → (file under `configs/`, one-line description); the keys are exactly `Preset`'s values."""
