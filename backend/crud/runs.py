@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from backend.core.db import utcnow
 from backend.core.errors import ConflictError, InvalidInputError, NotFoundError
-from backend.models.dataset import Environment
+from backend.models.dataset import Environment, EnvironmentVersion
 from backend.models.run import Checkpoint, Evaluation, Metric, Run
 from backend.schemas.common import ACTIVE_STATUSES
 from backend.schemas.run import RunCreate
@@ -23,6 +23,7 @@ def create_run(session: Session, *, run_in: RunCreate) -> Run:
     """A queued train/rollout/eval run; the worker resolves `preset` + `config` and stores the result."""
     if run_in.environment_id is not None and session.get(Environment, run_in.environment_id) is None:
         raise InvalidInputError("environment_id", f"environment {run_in.environment_id} does not exist")
+    version_id = _pinned_version(session, run_in)
     run = Run(
         name=run_in.name or f"{run_in.kind}-{run_in.preset or 'custom'}",
         kind=run_in.kind,
@@ -30,11 +31,28 @@ def create_run(session: Session, *, run_in: RunCreate) -> Run:
         preset=run_in.preset,
         config=run_in.config,
         environment_id=run_in.environment_id,
+        environment_version_id=version_id,
         resumable=run_in.kind == "train",
     )
     session.add(run)
     session.flush()
     return run
+
+
+def _pinned_version(session: Session, run_in: RunCreate) -> int | None:
+    """The environment version a run pins: the one asked for (of its environment), else the current one."""
+    if run_in.environment_version_id is not None:
+        row = session.get(EnvironmentVersion, run_in.environment_version_id)
+        if row is None or (run_in.environment_id is not None and row.environment_id != run_in.environment_id):
+            raise InvalidInputError("environment_version_id", f"version {run_in.environment_version_id} does not "
+                                    f"exist for environment {run_in.environment_id}")  # fmt: skip
+        return row.id
+    if run_in.environment_id is None:
+        return None
+    env = session.get(Environment, run_in.environment_id)
+    row = session.scalar(select(EnvironmentVersion).where(EnvironmentVersion.environment_id == env.id,  # type: ignore[union-attr]
+                                                          EnvironmentVersion.version == env.version))  # type: ignore[union-attr]  # fmt: skip
+    return row.id if row is not None else None
 
 
 def create_job_run(session: Session, *, kind: str, name: str, config: dict[str, Any]) -> Run:

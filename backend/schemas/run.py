@@ -18,6 +18,9 @@ class RunCreate(BaseModel):
     preset: Preset | None = "quickstart"
     config: JSONDict = Field(default_factory=dict)
     environment_id: int | None = None
+    environment_version_id: int | None = Field(
+        default=None, description="Pin this version of the environment (default: its current version)."
+    )
 
 
 class RunPublic(ORMModel):
@@ -28,6 +31,7 @@ class RunPublic(ORMModel):
     preset: str | None
     config: JSONDict
     environment_id: int | None
+    environment_version_id: int | None = None
     progress: float
     current_step: int
     total_steps: int | None
