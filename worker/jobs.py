@@ -23,7 +23,8 @@ from typing import Any
 from backend.core.config import get_settings
 from backend.core.db import utcnow
 from worker.sandbox import SandboxLimits, run_tool_source
-from worker.store import EnvironmentSpec, RunSpec, RunStore
+from worker.store import EnvironmentSpec, EnvironmentVersionSpec, RunSpec, RunStore
+from worker.tool_runner import ToolPool, pool_for_spec
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ ROLLOUT_ENTRY = "worker.rl.training.rollout_job:run_rollouts"
 """RL-core entry points of train/rollout runs (one keyword contract: run_dir, resume_from, on_step, should_stop)."""
 EVALUATE_ENTRY = "worker.rl.evaluation.job:evaluate_config"
 VALIDATE_ENTRY = "worker.rl.envs.validation:validate_environment"
+BASE_RECIPE = "quickstart"
+"""The preset whose model/engine/algorithm/optim sections a run in a user environment starts from (no preset)."""
 EVAL_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 """Where the default benchmark samples live (`../shared/data` beside the repo), in their release formats."""
 
@@ -113,9 +116,13 @@ def validate_env_job(run_id: int, store: RunStore, *, hostname: str, check: Call
     `check(environment_spec) -> dict` defaults to `check_environment_spec` (the core's `check_env`).
     """
     with running(store, run_id, hostname=hostname) as spec:
-        env = store.load_environment(int(spec.config["environment_id"]))
-        check = check or check_environment_spec
-        report = check(env)
+        if spec.environment_version_id is not None and check is None:
+            model = str(spec.config.get("model") or "smollm2-135m")  # whose tokenizer counts the prompt
+            report = check_environment_version(store.load_environment_version(spec.environment_version_id), model=model)
+        else:
+            env = store.load_environment(int(spec.config["environment_id"]))
+            check = check or check_environment_spec
+            report = check(env)
         is_dataclass = dataclasses.is_dataclass(report) and not isinstance(report, type)
         report_dict = dataclasses.asdict(report) if is_dataclass else dict(report)  # type: ignore[arg-type]
         store.save_result(run_id, report_dict)
@@ -139,6 +146,55 @@ def check_environment_spec(env: EnvironmentSpec) -> dict[str, Any]:
     if python_tools:
         report["notes"] = [*report.get("notes", []), f"python tool(s) {', '.join(python_tools)}: use Test call"]
     return report
+
+
+def sandbox_limits() -> SandboxLimits:
+    settings = get_settings()
+    return SandboxLimits(time_limit_s=settings.tool_time_limit_s, memory_limit_mb=settings.tool_memory_limit_mb)
+
+
+def index_cache_dir() -> Path:
+    """Where BM25 indexes of corpora are cached by content hash (built once, shared by runs)."""
+    return get_settings().cache_dir / "indexes"
+
+
+def load_env_spec(version: EnvironmentVersionSpec) -> Any:
+    """The stored version as the core's `EnvSpec` (strict: a bad stored spec names its field)."""
+    spec_mod = importlib.import_module("worker.rl.envs.spec")
+    return spec_mod.EnvSpec.from_dict(version.spec)
+
+
+def check_environment_version(version: EnvironmentVersionSpec, *, model: str = "smollm2-135m") -> dict[str, Any]:
+    """The core's `check_spec` on the real env (user code sandboxed) plus the rendered prompt's token count."""
+    env_spec = load_env_spec(version)
+    pool = pool_for_spec(env_spec, limits=sandbox_limits())
+    try:
+        check_spec = _resolve("worker.rl.envs.spec_check:check_spec")
+        report: dict[str, Any] = check_spec(env_spec, tool_runner=pool.call, index_cache_dir=index_cache_dir())
+        report["prompt"] = rendered_prompt(env_spec, pool, model=model)
+    finally:
+        pool.close()
+    report["environment_version"] = {"id": version.id, "version": version.version}
+    return report
+
+
+def rendered_prompt(env_spec: Any, pool: ToolPool, *, model: str) -> dict[str, Any]:
+    """Turn 1 of the first task exactly as the model sees it (chat template applied) and its token count."""
+    try:
+        from_spec = importlib.import_module("worker.rl.envs.from_spec")
+        data = from_spec.load_env_data(env_spec)
+        task = (data.heldout or data.train)[0]
+        retriever = from_spec.build_retriever(env_spec, data.passages, index_cache_dir())
+        env = from_spec.env_from_spec(env_spec, tool_runner=pool.call, retriever=retriever)
+        messages = env.reset(task)
+        chat_mod = importlib.import_module("worker.rl.generation.chat")
+        tokens = importlib.import_module("worker.rl.generation.tokens")
+        chat = chat_mod.ChatFormat(tokens.load_tokenizer(model))
+        ids = chat.prompt_ids(messages, env.tool_schemas) + chat.tokenizer.encode(env.prefill(0))
+        env.close()
+    except Exception as exc:  # the report says why instead of failing the whole check
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return {"text": chat.tokenizer.decode(ids), "tokens": len(ids), "model": model, "task_id": task.id}
 
 
 def export_checkpoint_job(run_id: int, store: RunStore, *, hostname: str, runs_dir: Path) -> None:
@@ -178,6 +234,31 @@ def resolve_config(spec: RunSpec) -> Any:
         base = config_mod.load_config(REPO_ROOT / "configs" / PRESET_FILES[spec.preset]).to_dict()
     overrides = {k: v for k, v in spec.config.items() if not k.startswith("_")}
     return config_mod.config_from_dict(deep_merge(base, overrides))
+
+
+def resolve_env_config(spec: RunSpec, env_spec: Any) -> Any:
+    """A run in a user environment: the preset's recipe (`BASE_RECIPE` when none) with the task replaced by
+    the environment and the rollout limits taken from it, then the run's own overrides."""
+    config_mod = importlib.import_module("worker.rl.training.config")
+    preset = spec.preset or BASE_RECIPE
+    if preset not in PRESET_FILES:
+        raise ValueError(f"preset {preset!r} is unknown; valid: {', '.join(PRESET_FILES)}")
+    base = config_mod.load_config(REPO_ROOT / "configs" / PRESET_FILES[preset]).to_dict()
+    limits = env_spec.limits
+    base["task"] = {"env": "qa_search", "source": f"environment:{env_spec.name}"}
+    base["rollout"] = {**base.get("rollout", {}), "max_turns": limits.max_turns,
+                       "max_new_tokens_per_turn": limits.max_new_tokens_per_turn,
+                       "max_total_tokens": limits.max_total_tokens}  # fmt: skip
+    overrides = {k: v for k, v in spec.config.items() if not k.startswith("_")}
+    return config_mod.config_from_dict(deep_merge(base, overrides))
+
+
+def environment_summary(env_spec: Any, version: EnvironmentVersionSpec, components: Any) -> dict[str, Any]:
+    """What the run trained in (stored in its result): tools, dataset sizes, rubric, the pinned version."""
+    return {"version_id": version.id, "environment_id": version.environment_id, "version": version.version,
+            "name": env_spec.name, "tools": [t.name for t in env_spec.tools],
+            "train_tasks": len(components.train_tasks), "heldout_tasks": len(components.eval_tasks),
+            "rubric": {t.name: t.weight for t in env_spec.rubric}}  # fmt: skip
 
 
 _STEP_DIGITS = re.compile(r"(\d+)$")
@@ -259,18 +340,33 @@ def has_resume_state(run_dir: Path) -> bool:
 def _run_core(run_id: int, store: RunStore, *, hostname: str, runs_dir: Path, entry: str,
               decoder: Callable[[Any], TokenDecoder | None] = token_decoder) -> Any:  # fmt: skip
     with running(store, run_id, hostname=hostname) as spec:
-        config = resolve_config(spec)
+        version = store.load_environment_version(spec.environment_version_id) if spec.environment_version_id else None
+        env_spec = load_env_spec(version) if version is not None else None
+        config = resolve_config(spec) if env_spec is None else resolve_env_config(spec, env_spec)
         store.save_config(run_id, {**config.to_dict(), **_kept_keys(spec)})
         run_dir = runs_dir / f"run-{run_id}"
         resume = has_resume_state(run_dir)
         recorder = StepRecorder(store, run_id, run_dir=run_dir, total_steps=_total_steps(config),
                                 decode=decoder(config))  # fmt: skip
-        result = _resolve(entry)(
-            config, run_dir=run_dir, resume_from=run_dir if resume else None,
-            on_step=recorder.on_step, should_stop=recorder.should_stop,
-        )  # fmt: skip
+        pool = pool_for_spec(env_spec, limits=sandbox_limits()) if env_spec is not None else None
+        extra: dict[str, Any] = {}
+        try:
+            if env_spec is not None and pool is not None and version is not None:
+                build = _resolve("worker.rl.training.build:build_components")
+                extra["components"] = build(config, env_spec=env_spec, tool_runner=pool.call,
+                                            index_cache_dir=index_cache_dir())  # fmt: skip
+            result = _resolve(entry)(
+                config, run_dir=run_dir, resume_from=run_dir if resume else None,
+                on_step=recorder.on_step, should_stop=recorder.should_stop, **extra,
+            )  # fmt: skip
+        finally:
+            if pool is not None:
+                pool.close()
         recorder.register_checkpoints()
-        store.save_result(run_id, _as_dict(result))
+        outcome = _as_dict(result)
+        if version is not None:
+            outcome["environment"] = environment_summary(env_spec, version, extra["components"])
+        store.save_result(run_id, outcome)
     store.set_status(run_id, "cancelled" if recorder.stopped else "succeeded")
     return result
 

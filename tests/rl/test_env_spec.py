@@ -186,3 +186,17 @@ def test_preset_spec_matches_the_quickstart_env() -> None:
     assert env.tool_schemas == []
     assert isinstance(spec.tools[0], ToolSpec)
     assert isinstance(spec.rubric[0], RewardSpec)
+
+
+def test_reward_errors_are_counted_in_the_step_metrics() -> None:
+    from worker.rl.training.metrics import reward_metrics
+
+    def broken(key: str, arguments: dict[str, Any]) -> LocalOutcome:
+        if key == "reward-1":
+            return LocalOutcome(False, None, "ValueError: no")
+        return LocalOutcome(True, "6.21", None)
+
+    batch = _rollout(_spec(), broken, [CALL, "<answer>6.21</answer>"])
+    metrics = reward_metrics(batch.trajectories)
+    assert metrics["reward/used_tool/errors"] == 1.0
+    assert "reward/used_tool" not in metrics
