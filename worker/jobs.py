@@ -400,11 +400,40 @@ def rollout_job(run_id: int, store: RunStore, *, hostname: str, runs_dir: Path,
     _run_core(run_id, store, hostname=hostname, runs_dir=runs_dir, entry=ROLLOUT_ENTRY, decoder=decoder)
 
 
+def _evaluate_in_environment(spec: RunSpec, store: RunStore, *, runs_dir: Path) -> dict[str, Any]:
+    """An eval run pinned to an environment version: the checkpoint (or base model) on its held-out split.
+
+    Reads `model.name_or_path`, `checkpoint_path`, `limit` and `seed` from the run's config.
+    """
+    version = store.load_environment_version(int(spec.environment_version_id or 0))
+    env_spec = load_env_spec(version)
+    config = spec.config
+    model = str((config.get("model") or {}).get("name_or_path") or "smollm2-135m")
+    pool = pool_for_spec(env_spec, limits=sandbox_limits())
+    try:
+        report: dict[str, Any] = _resolve("worker.rl.evaluation.environment:evaluate_environment")(
+            env_spec, model=model, tool_runner=pool.call, output_dir=runs_dir / f"run-{spec.id}" / "eval",
+            checkpoint_path=config.get("checkpoint_path"), limit=config.get("limit"), seed=int(config.get("seed", 0)),
+            index_cache_dir=index_cache_dir(),
+            progress=lambda done, total: store.set_progress(spec.id, step=done, total_steps=total),
+        )  # fmt: skip
+    finally:
+        pool.close()
+    report["environment"]["version_id"] = version.id
+    return report
+
+
 def evaluate_job(
     run_id: int, store: RunStore, *, hostname: str, runs_dir: Path, data_dir: Path = EVAL_DATA_DIR
 ) -> dict[str, Any]:
     """`evaluate_config(config["_eval"])`; the `build_report` dict is the run's result and its evaluation."""
     with running(store, run_id, hostname=hostname) as spec:
+        if spec.environment_version_id is not None:
+            report = _evaluate_in_environment(spec, store, runs_dir=runs_dir)
+            store.save_result(run_id, report)
+            store.save_evaluation(run_id, report)
+            store.set_status(run_id, "succeeded")
+            return report
         request = spec.config.get("_eval")
         if not isinstance(request, dict):
             raise ValueError("eval run config needs an `_eval` object (datasets, methods, limit, seed, checkpoint_*)")

@@ -86,3 +86,20 @@ def test_check_job_on_a_user_environment_reports_failing_reward_and_prompt_token
     assert report["counts"] == {"train": 6, "heldout": 2, "passages": 0}
     assert report["prompt"]["tokens"] > 50
     assert "km_to_miles" in report["prompt"]["text"]
+
+
+def test_eval_job_on_a_user_environment_heldout_split(tiny_model_dir: Path, tmp_path: Path) -> None:
+    store = MemoryRunStore()
+    version_id = store.add_environment_version(user_env_spec(tmp_path), environment_id=7, version=3)
+    config = {"model": {"name_or_path": str(tiny_model_dir)}, "limit": 2}
+    run_id = store.add_run("eval", config=config, environment_id=7, environment_version_id=version_id)
+    report = jobs.evaluate_job(run_id, store, hostname="w", runs_dir=tmp_path / "runs")
+    run = store.runs[run_id]
+    assert run.status == "succeeded"
+    assert run.evaluations == [report]
+    assert report["n"] == 2
+    assert report["environment"] == {"name": "units", "environment_id": None, "version": None,
+                                     "version_id": version_id}  # fmt: skip
+    assert report["terms"]["used_tool"] == 1.0  # the prefilled call ran in the sandbox in every episode
+    assert 0.0 <= report["correctness"] <= 1.0
+    assert {p["task_id"] for p in report["predictions"]} <= {f"u{i}" for i in range(1, 9)}
