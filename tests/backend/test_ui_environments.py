@@ -72,3 +72,17 @@ def test_new_user_flow_upload_compose_prompt_check_export_import(
     assert "tools `km_to_miles`" in summary
     assert "units: 8 tasks, 25% held out" in summary
     assert "rubric exact_match×1.0, near×0.5" in summary
+
+
+def test_evaluate_tab_launches_an_eval_pinned_to_the_environment(studio: StudioClient, enqueued: list) -> None:
+    from app.tabs.evaluate import build_env_eval_request, start_env_evaluation
+
+    tool = studio.create_tool(ToolCreate(name="km_to_miles", source=TOOL_SOURCE))
+    env_id, *_ = tab.save_environment(studio, None, "units", *_form(tool.id, 0))
+    with pytest.raises(ValueError, match="environment: pick one"):
+        build_env_eval_request(studio, None, None, "", 5)
+    run_id, _card, _timer = start_env_evaluation(studio, env_id, None, "", 5)
+    run = studio.get_run(run_id)
+    assert (run.kind, run.environment_id, run.config["limit"]) == ("eval", env_id, 5)
+    assert run.environment_version_id == studio.list_environment_versions(env_id)[0].id
+    assert enqueued[-1] == (TaskName.EVALUATE, run_id)
