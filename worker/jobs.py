@@ -116,6 +116,7 @@ def validate_env_job(run_id: int, store: RunStore, *, hostname: str, check: Call
     `check(environment_spec) -> dict` defaults to `check_environment_spec` (the core's `check_env`).
     """
     with running(store, run_id, hostname=hostname) as spec:
+        report: Any
         if spec.environment_version_id is not None and check is None:
             model = str(spec.config.get("model") or "smollm2-135m")  # whose tokenizer counts the prompt
             report = check_environment_version(store.load_environment_version(spec.environment_version_id), model=model)
@@ -429,11 +430,11 @@ def evaluate_job(
     """`evaluate_config(config["_eval"])`; the `build_report` dict is the run's result and its evaluation."""
     with running(store, run_id, hostname=hostname) as spec:
         if spec.environment_version_id is not None:
-            report = _evaluate_in_environment(spec, store, runs_dir=runs_dir)
-            store.save_result(run_id, report)
-            store.save_evaluation(run_id, report)
+            env_report = _evaluate_in_environment(spec, store, runs_dir=runs_dir)
+            store.save_result(run_id, env_report)
+            store.save_evaluation(run_id, env_report)
             store.set_status(run_id, "succeeded")
-            return report
+            return env_report
         request = spec.config.get("_eval")
         if not isinstance(request, dict):
             raise ValueError("eval run config needs an `_eval` object (datasets, methods, limit, seed, checkpoint_*)")

@@ -283,9 +283,9 @@ def build_environments_tab(client: StudioClient, *, poll_interval_s: float = 1.0
     form = [tools, dataset, corpus, weights, reward_name, reward_weight, reward_source, max_turns, max_new, timeout,
             system_prompt, forced, answer_prefill, heldout]  # fmt: skip
     upload_inputs = [upload, kind, fmt, question, answer, id_column, data_name]
-    preview_btn.click(lambda *a: upload_file(client, *a, dry_run=True), upload_inputs, [preview, status],
+    preview_btn.click(functools.partial(upload_file, client, dry_run=True), upload_inputs, [preview, status],
                       api_visibility="private")  # fmt: skip
-    upload_btn.click(lambda *a: upload_file(client, *a, dry_run=False), upload_inputs, [preview, status],
+    upload_btn.click(functools.partial(upload_file, client, dry_run=False), upload_inputs, [preview, status],
                      api_name="upload_dataset").then(
         functools.partial(refresh_choices, client), None, [picker, tools, dataset, corpus, status],
         api_visibility="private")  # fmt: skip

@@ -50,9 +50,12 @@ def _pinned_version(session: Session, run_in: RunCreate) -> int | None:
     if run_in.environment_id is None:
         return None
     env = session.get(Environment, run_in.environment_id)
-    row = session.scalar(select(EnvironmentVersion).where(EnvironmentVersion.environment_id == env.id,  # type: ignore[union-attr]
-                                                          EnvironmentVersion.version == env.version))  # type: ignore[union-attr]  # fmt: skip
-    return row.id if row is not None else None
+    if env is None:
+        return None
+    query = select(EnvironmentVersion.id).where(
+        EnvironmentVersion.environment_id == env.id, EnvironmentVersion.version == env.version
+    )
+    return session.scalar(query)
 
 
 def create_job_run(session: Session, *, kind: str, name: str, config: dict[str, Any]) -> Run:

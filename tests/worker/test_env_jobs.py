@@ -103,3 +103,44 @@ def test_eval_job_on_a_user_environment_heldout_split(tiny_model_dir: Path, tmp_
     assert report["terms"]["used_tool"] == 1.0  # the prefilled call ran in the sandbox in every episode
     assert 0.0 <= report["correctness"] <= 1.0
     assert {p["task_id"] for p in report["predictions"]} <= {f"u{i}" for i in range(1, 9)}
+
+
+def test_runaway_and_failing_user_tools_cost_only_a_tool_error() -> None:
+    """Through the worker's pool and the real env: a loop is stopped at the time limit, a raise and bad arguments
+    come back as tool errors, and every one is counted for its tool."""
+    from tests.rl.conftest import CharTokenizer
+    from worker.rl.envs.from_spec import env_from_spec
+    from worker.rl.envs.spec import EnvSpec
+    from worker.rl.generation.base import SamplingParams
+    from worker.rl.generation.chat import ChatFormat
+    from worker.rl.generation.scripted import ScriptedGenerator
+    from worker.rl.rollout import RolloutLimits, collect_trajectories
+    from worker.rl.types import Task
+    from worker.sandbox import SandboxLimits
+    from worker.tool_runner import pool_for_spec
+
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    source = "def spin(n: int) -> int:\n    if n < 0:\n        raise ValueError('n must be >= 0')\n" \
+             "    while n == 0:\n        pass\n    return n\n"  # fmt: skip
+    tool = {"name": "spin", "key": "spin-1", "parameters": schema, "source": source}
+    spec = EnvSpec.from_dict({"name": "runaway", "limits": {"max_turns": 4, "tool_timeout_s": 1.0}, "tools": [tool]})
+    pool = pool_for_spec(spec, limits=SandboxLimits())
+    call = '<tool_call>{{"name": "spin", "arguments": {args}}}</tool_call>'
+    replies = [call.format(args='{"n": 0}'), call.format(args='{"n": -1}'), call.format(args='{"m": 1}'),
+               "<answer>1</answer>"]  # fmt: skip
+    tokenizer = CharTokenizer()
+    try:
+        batch = collect_trajectories(
+            lambda: env_from_spec(spec, tool_runner=pool.call), ScriptedGenerator(tokenizer, replies),
+            ChatFormat(tokenizer), [Task(id="t", question="q", answers=("1",))], group_size=1,
+            params=SamplingParams(max_new_tokens=200), limits=RolloutLimits(max_turns=4, max_total_tokens=50_000),
+        )  # fmt: skip
+    finally:
+        pool.close()
+    tool_turns = [t for t in batch.trajectories[0].turns if t.role == "tool"]
+    assert [t.tool_error for t in tool_turns] == [True, True, True]
+    assert "time limit exceeded" in tool_turns[0].text
+    assert "ValueError: n must be >= 0" in tool_turns[1].text
+    assert "expects" in tool_turns[2].text  # bad arguments never reach the sandbox
+    assert batch.trajectories[0].final_answer == "1"  # the episode went on
+    assert batch.stats.tool_metrics["tool/spin/errors"] == 3.0
