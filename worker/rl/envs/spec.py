@@ -100,7 +100,7 @@ class DataSpec:
     """Where the tasks come from and how the held-out split is drawn."""
 
     source: str = "demo"
-    """'demo' (the generated KB; `location` is its seed) or 'file'."""
+    """'demo' (the generated KB; `location` is its seed), 'file' or 'hub' (a Hugging Face dataset id)."""
     location: str = "0"
     format: str = "auto"
     """For files: flat | hotpotqa | 2wiki | musique | auto."""
@@ -114,7 +114,7 @@ class DataSpec:
     """Caps on the train and held-out sides (seeded samples); None keeps all."""
 
     def __post_init__(self) -> None:
-        _need(self.source in ("demo", "file"), f"data.source must be 'demo' or 'file', got {self.source!r}")
+        _need(self.source in ("demo", "file", "hub"), f"data.source must be demo, file or hub, got {self.source!r}")
         _need(0.0 < self.heldout_fraction < 1.0, "data.heldout_fraction must be in (0, 1), e.g. 0.2")
 
 
