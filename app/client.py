@@ -14,8 +14,15 @@ import httpx
 from pydantic import TypeAdapter, ValidationError
 
 from backend.schemas.common import JSONDict
-from backend.schemas.dataset import DatasetCreate, DatasetPublic
-from backend.schemas.environment import EnvironmentCreate, EnvironmentPublic
+from backend.schemas.dataset import DatasetCreate, DatasetPreview, DatasetPublic, DatasetUploadPublic
+from backend.schemas.environment import (
+    EnvironmentCreate,
+    EnvironmentImport,
+    EnvironmentPublic,
+    EnvironmentUpdate,
+    EnvironmentVersionPublic,
+    PromptPreview,
+)
 from backend.schemas.evaluation import EvaluationCreate
 from backend.schemas.health import HealthPublic
 from backend.schemas.run import (
@@ -98,10 +105,14 @@ class StudioClient:
 
     # ------------------------------------------------------------ plumbing
 
-    def _request(self, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None) -> Any:
+    def _request(self, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None,
+                 files: dict[str, Any] | None = None, form: dict[str, Any] | None = None) -> Any:  # fmt: skip
         clean = {k: v for k, v in (params or {}).items() if v is not None}
         try:
-            response = self._http.request(method, path, params=clean or None, json=body)
+            if files is not None:  # multipart (uploads)
+                response = self._http.request(method, path, params=clean or None, files=files, data=form)
+            else:
+                response = self._http.request(method, path, params=clean or None, json=body)
         except httpx.HTTPError as exc:
             raise StudioAPIError(
                 f"cannot reach the Agent Studio API at {self.api_url} ({exc.__class__.__name__}: {exc}); "
@@ -177,6 +188,39 @@ class StudioClient:
 
     def validate_environment(self, environment_id: int) -> RunPublic:
         return self._post(RunPublic, f"/environments/{environment_id}/validate")
+
+    def upload_dataset(self, filename: str, content: bytes, *, name: str = "", kind: str = "tasks",
+                       format: str = "auto", question_column: str = "question", answer_column: str = "answer",
+                       id_column: str = "", dry_run: bool = False) -> DatasetUploadPublic:  # fmt: skip
+        """Upload a task file or corpus (multipart); `dry_run` validates and previews without registering."""
+        form = {"name": name, "kind": kind, "format": format, "question_column": question_column,
+                "answer_column": answer_column, "id_column": id_column, "dry_run": str(dry_run).lower()}  # fmt: skip
+        data = self._request("POST", "/datasets/upload", files={"file": (filename, content)}, form=form)
+        return self._parse(DatasetUploadPublic, data, "/datasets/upload")
+
+    def preview_dataset(self, dataset_id: int, *, limit: int = 5) -> DatasetPreview:
+        return self._get(DatasetPreview, f"/datasets/{dataset_id}/preview", {"limit": limit})
+
+    def get_environment(self, environment_id: int) -> EnvironmentPublic:
+        return self._get(EnvironmentPublic, f"/environments/{environment_id}")
+
+    def update_environment(self, environment_id: int, update: EnvironmentUpdate) -> EnvironmentPublic:
+        path = f"/environments/{environment_id}"
+        body = update.model_dump(mode="json", exclude_unset=True)
+        return self._parse(EnvironmentPublic, self._request("PATCH", path, body=body), path)
+
+    def list_environment_versions(self, environment_id: int) -> list[EnvironmentVersionPublic]:
+        return self._get(list[EnvironmentVersionPublic], f"/environments/{environment_id}/versions")
+
+    def export_environment(self, environment_id: int, *, version: int | None = None) -> JSONDict:
+        return self._get(JSONDict, f"/environments/{environment_id}/export", {"version": version})
+
+    def import_environment(self, spec: JSONDict, *, name: str | None = None) -> EnvironmentPublic:
+        body = EnvironmentImport(spec=spec, name=name).model_dump(mode="json")
+        return self._post(EnvironmentPublic, "/environments/import", body)
+
+    def render_prompt(self, environment_id: int, *, version: int | None = None) -> PromptPreview:
+        return self._get(PromptPreview, f"/environments/{environment_id}/prompt", {"version": version})
 
     # ------------------------------------------------------------ runs
 

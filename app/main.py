@@ -14,6 +14,7 @@ import gradio as gr
 
 from app.client import StudioClient
 from app.settings import UISettings
+from app.tabs.environments import build_environments_tab, refresh_choices
 from app.tabs.evaluate import build_evaluate_tab, load_history
 from app.tabs.home import build_home_tab, refresh_home
 from app.tabs.labeling import KEYBOARD_JS, build_labeling_tab
@@ -67,6 +68,8 @@ def build_app(client: StudioClient, *, poll_interval_s: float = 2.0) -> gr.Block
                 home = build_home_tab(client)
             with gr.Tab("Tools", id="tools"):
                 tools = build_tools_tab(client, poll_interval_s=min(poll_interval_s, 1.0))
+            with gr.Tab("Environments", id="environments"):
+                envs = build_environments_tab(client, poll_interval_s=min(poll_interval_s, 1.0))
             with gr.Tab("Train", id="train"):
                 train = build_train_tab(client)
             with gr.Tab("Runs", id="runs"):
@@ -91,6 +94,12 @@ def build_app(client: StudioClient, *, poll_interval_s: float = 2.0) -> gr.Block
             functools.partial(refresh_tools, client), None, [tools.picker, tools.status], api_visibility="private"
         )
         demo.load(functools.partial(environment_choices, client), None, [train.environment], api_visibility="private")
+        demo.load(
+            functools.partial(refresh_choices, client),
+            None,
+            [envs.picker, envs.tools, envs.dataset, envs.corpus, envs.status],
+            api_visibility="private",
+        )
         demo.load(
             functools.partial(refresh_runs, client),
             [runs.status_filter, runs.kind_filter],

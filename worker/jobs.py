@@ -23,12 +23,16 @@ from backend.core.config import get_settings
 from backend.core.db import utcnow
 from worker.sandbox.limits import SandboxLimits
 from worker.sandbox.pool import run_tool_source
-from worker.store import EnvironmentSpec, RunSpec, RunStore
+from worker.store import EnvironmentSpec, EnvironmentVersionSpec, RunSpec, RunStore
+from worker.tool_runner import ToolPool, pool_for_spec
 
 if TYPE_CHECKING:  # the RL core is imported inside each job: a cpu worker never loads torch for a ping
     from worker.rl.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
+
+BASE_RECIPE = "quickstart"
+"""The preset whose model/engine/algorithm/optim sections a run in a user environment starts from (no preset)."""
 
 
 class Heartbeat:
@@ -158,9 +162,14 @@ def validate_env_job(run_id: int, store: RunStore, *, hostname: str, check: Call
     `check(environment_spec) -> dict` defaults to `check_environment_spec` (the core's `check_env`).
     """
     with running(store, run_id, hostname=hostname) as spec:
-        env = store.load_environment(int(spec.config["environment_id"]))
-        check = check or check_environment_spec
-        report = check(env)
+        report: Any
+        if spec.environment_version_id is not None and check is None:
+            model = str(spec.config.get("model") or "smollm2-135m")  # whose tokenizer counts the prompt
+            report = check_environment_version(store.load_environment_version(spec.environment_version_id), model=model)
+        else:
+            env = store.load_environment(int(spec.config["environment_id"]))
+            check = check or check_environment_spec
+            report = check(env)
         is_dataclass = dataclasses.is_dataclass(report) and not isinstance(report, type)
         report_dict = dataclasses.asdict(report) if is_dataclass else dict(report)  # type: ignore[arg-type]
         store.save_result(run_id, report_dict)
@@ -188,6 +197,58 @@ def check_environment_spec(env: EnvironmentSpec) -> dict[str, Any]:
     return report
 
 
+def sandbox_limits() -> SandboxLimits:
+    """The studio's sandbox settings (`STUDIO_TOOL_*`, `STUDIO_BWRAP_PATH`, `STUDIO_ALLOW_UNSANDBOXED_CODE`)."""
+    return SandboxLimits.from_settings(get_settings())
+
+
+def index_cache_dir() -> Path:
+    """Where BM25 indexes of corpora are cached by content hash (built once, shared by runs)."""
+    return get_settings().cache_dir / "indexes"
+
+
+def load_env_spec(version: EnvironmentVersionSpec) -> Any:
+    """The stored version as the core's `EnvSpec` (strict: a bad stored spec names its field)."""
+    from worker.rl.envs.spec import EnvSpec
+
+    return EnvSpec.from_dict(version.spec)
+
+
+def check_environment_version(version: EnvironmentVersionSpec, *, model: str = "smollm2-135m") -> dict[str, Any]:
+    """The core's `check_spec` on the real env (user code sandboxed) plus the rendered prompt's token count."""
+    from worker.rl.envs.spec_check import check_spec
+
+    env_spec = load_env_spec(version)
+    pool = pool_for_spec(env_spec, limits=sandbox_limits())
+    try:
+        report: dict[str, Any] = check_spec(env_spec, tool_runner=pool.call, index_cache_dir=index_cache_dir())
+        report["prompt"] = rendered_prompt(env_spec, pool, model=model)
+    finally:
+        pool.close()
+    report["environment_version"] = {"id": version.id, "version": version.version}
+    return report
+
+
+def rendered_prompt(env_spec: Any, pool: ToolPool, *, model: str) -> dict[str, Any]:
+    """Turn 1 of the first task exactly as the model sees it (chat template applied) and its token count."""
+    from worker.rl.envs import from_spec
+    from worker.rl.generation.chat import ChatFormat
+    from worker.rl.generation.tokens import load_tokenizer
+
+    try:
+        data = from_spec.load_env_data(env_spec)
+        task = (data.heldout or data.train)[0]
+        retriever = from_spec.build_retriever(env_spec, data.passages, index_cache_dir())
+        env = from_spec.env_from_spec(env_spec, tool_runner=pool.call, retriever=retriever)
+        messages = env.reset(task)
+        chat = ChatFormat(load_tokenizer(model))
+        ids = chat.prompt_ids(messages, env.tool_schemas) + chat.tokenizer.encode(env.prefill(0))
+        env.close()
+    except Exception as exc:  # the report says why instead of failing the whole check
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return {"text": chat.tokenizer.decode(ids), "tokens": len(ids), "model": model, "task_id": task.id}
+
+
 def export_checkpoint_job(run_id: int, store: RunStore, *, hostname: str, runs_dir: Path) -> None:
     """Write the checkpoint as a `from_pretrained` folder under the run dir's `exports/`."""
     with running(store, run_id, hostname=hostname) as spec:
@@ -205,6 +266,30 @@ def resolve_config(spec: RunSpec) -> TrainConfig:
     from worker.rl.training.presets import resolve_run_config
 
     return resolve_run_config(spec.preset, spec.config)
+
+
+def resolve_env_config(spec: RunSpec, env_spec: Any) -> Any:
+    """A run in a user environment: the preset's recipe (`BASE_RECIPE` when none) with the task replaced by
+    the environment and the rollout limits taken from it, then the run's own overrides."""
+    from worker.rl.training.config import config_from_dict
+    from worker.rl.training.config_loader import deep_merge
+    from worker.rl.training.presets import preset_data
+
+    base = config_from_dict(preset_data(spec.preset or BASE_RECIPE)).to_dict()
+    limits = env_spec.limits
+    base["task"] = {"env": "qa_search", "source": f"environment:{env_spec.name}"}
+    base["rollout"] = {**base.get("rollout", {}), "max_turns": limits.max_turns,
+                       "max_new_tokens_per_turn": limits.max_new_tokens_per_turn,
+                       "max_total_tokens": limits.max_total_tokens}  # fmt: skip
+    return config_from_dict(deep_merge(base, spec.config))
+
+
+def environment_summary(env_spec: Any, version: EnvironmentVersionSpec, components: Any) -> dict[str, Any]:
+    """What the run trained in (stored in its result): tools, dataset sizes, rubric, the pinned version."""
+    return {"version_id": version.id, "environment_id": version.environment_id, "version": version.version,
+            "name": env_spec.name, "tools": [t.name for t in env_spec.tools],
+            "train_tasks": len(components.train_tasks), "heldout_tasks": len(components.eval_tasks),
+            "rubric": {t.name: t.weight for t in env_spec.rubric}}  # fmt: skip
 
 
 _STEP_DIGITS = re.compile(r"(\d+)$")
@@ -293,18 +378,34 @@ CoreEntry = Callable[..., Any]
 def _run_core(run_id: int, store: RunStore, *, hostname: str, runs_dir: Path, entry: CoreEntry,
               decoder: Callable[[Any], TokenDecoder | None] = token_decoder) -> Any:  # fmt: skip
     with running(store, run_id, hostname=hostname) as spec:
-        config = resolve_config(spec)
+        version = store.load_environment_version(spec.environment_version_id) if spec.environment_version_id else None
+        env_spec = load_env_spec(version) if version is not None else None
+        config = resolve_config(spec) if env_spec is None else resolve_env_config(spec, env_spec)
         store.save_resolved_config(run_id, config.to_dict())
         run_dir = runs_dir / f"run-{run_id}"
         resume = has_resume_state(run_dir)
         recorder = StepRecorder(store, run_id, run_dir=run_dir, total_steps=_total_steps(config),
                                 decode=decoder(config), owner=spec.owner_token)  # fmt: skip
-        result = entry(
-            config, run_dir=run_dir, resume_from=run_dir if resume else None,
-            on_step=recorder.on_step, should_stop=recorder.should_stop,
-        )  # fmt: skip
+        pool = pool_for_spec(env_spec, limits=sandbox_limits()) if env_spec is not None else None
+        extra: dict[str, Any] = {}
+        try:
+            if env_spec is not None and pool is not None:
+                from worker.rl.training.build import build_components
+
+                extra["components"] = build_components(config, env_spec=env_spec, tool_runner=pool.call,
+                                                       index_cache_dir=index_cache_dir())  # fmt: skip
+            result = entry(
+                config, run_dir=run_dir, resume_from=run_dir if resume else None,
+                on_step=recorder.on_step, should_stop=recorder.should_stop, **extra,
+            )  # fmt: skip
+        finally:
+            if pool is not None:
+                pool.close()
         recorder.register_checkpoints()
-        store.save_result(run_id, _as_dict(result))
+        outcome = _as_dict(result)
+        if version is not None and env_spec is not None:
+            outcome["environment"] = environment_summary(env_spec, version, extra["components"])
+        store.save_result(run_id, outcome)
     store.set_status(run_id, "cancelled" if recorder.stopped else "succeeded", owner=spec.owner_token)
     return result
 
@@ -342,6 +443,32 @@ def rollout_job(run_id: int, store: RunStore, *, hostname: str, runs_dir: Path,
     _run_core(run_id, store, hostname=hostname, runs_dir=runs_dir, entry=run_rollouts, decoder=decoder)
 
 
+def _evaluate_in_environment(spec: RunSpec, store: RunStore, *, runs_dir: Path) -> dict[str, Any]:
+    """An eval run pinned to an environment version: the checkpoint (or base model) on its held-out split.
+
+    Reads `model`, `checkpoint_path`, `limit` and `seed` from the run's typed `eval_spec`.
+    """
+    from worker.rl.evaluation.environment import evaluate_environment
+
+    version = store.load_environment_version(int(spec.environment_version_id or 0))
+    env_spec = load_env_spec(version)
+    request = spec.eval_spec or {}
+    model = str(request.get("model") or "smollm2-135m")
+    pool = pool_for_spec(env_spec, limits=sandbox_limits())
+    try:
+        report: dict[str, Any] = evaluate_environment(
+            env_spec, model=model, tool_runner=pool.call, output_dir=runs_dir / f"run-{spec.id}" / "eval",
+            checkpoint_path=request.get("checkpoint_path"), limit=request.get("limit"),
+            seed=int(request.get("seed") or 0),
+            index_cache_dir=index_cache_dir(),
+            progress=lambda done, total: store.set_progress(spec.id, step=done, total_steps=total),
+        )  # fmt: skip
+    finally:
+        pool.close()
+    report["environment"]["version_id"] = version.id
+    return report
+
+
 def evaluate_job(
     run_id: int, store: RunStore, *, hostname: str, runs_dir: Path, data_dir: Path | None = None
 ) -> dict[str, Any]:
@@ -355,16 +482,19 @@ def evaluate_job(
     if data_dir is None:
         data_dir = get_settings().benchmark_data_dir
     with running(store, run_id, hostname=hostname) as spec:
-        request = spec.eval_spec
-        if request is None:
-            raise ValueError(f"eval run {run_id} has no eval_spec; launch evaluations with POST /evaluations")
+        if spec.environment_version_id is not None:
+            report = _evaluate_in_environment(spec, store, runs_dir=runs_dir)
+        else:
+            request = spec.eval_spec
+            if request is None:
+                raise ValueError(f"eval run {run_id} has no eval_spec; launch evaluations with POST /evaluations")
 
-        def progress(done: int, total: int) -> None:
-            store.set_progress(run_id, step=done, total_steps=total)
+            def progress(done: int, total: int) -> None:
+                store.set_progress(run_id, step=done, total_steps=total)
 
-        report = evaluate_config(
-            request, output_dir=runs_dir / f"run-{run_id}" / "eval", data_dir=data_dir, progress=progress
-        )
+            report = evaluate_config(
+                request, output_dir=runs_dir / f"run-{run_id}" / "eval", data_dir=data_dir, progress=progress
+            )
         store.save_result(run_id, report)
         store.save_evaluation(run_id, report)
     store.set_status(run_id, "succeeded", owner=spec.owner_token)

@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from backend.core.db import session_scope, utcnow
 from backend.crud import datasets as datasets_crud
+from backend.crud import environments as versions_crud
 from backend.crud import runs as runs_crud
 from backend.crud import tools as tools_crud
 from backend.crud import trajectories as traj_crud
@@ -51,6 +52,16 @@ class EnvironmentSpec:
 
 
 @dataclass(frozen=True)
+class EnvironmentVersionSpec:
+    """One immutable environment version: its resolved spec (`worker.rl.envs.spec.EnvSpec.from_dict` shape)."""
+
+    id: int
+    environment_id: int
+    version: int
+    spec: JSON
+
+
+@dataclass(frozen=True)
 class RunSpec:
     """What a job needs to know about its run row."""
 
@@ -66,12 +77,15 @@ class RunSpec:
     """An eval run's typed request (`Run.eval_spec`)."""
     owner_token: str | None = None
     """The lease id of the claim that holds the run."""
+    environment_version_id: int | None = None
+    """The pinned environment version (its spec is what the job builds the env from)."""
 
 
 class RunStore(Protocol):
     def load_run(self, run_id: int) -> RunSpec: ...
     def load_tool(self, tool_id: int) -> ToolSpec: ...
     def load_environment(self, environment_id: int) -> EnvironmentSpec: ...
+    def load_environment_version(self, version_id: int) -> EnvironmentVersionSpec: ...
     def claim(self, run_id: int, *, hostname: str, stale_after_s: float) -> str | None: ...
     def set_status(self, run_id: int, status: str, *, error: str | None = None, owner: str | None = None) -> bool: ...
     def set_progress(self, run_id: int, *, step: int, total_steps: int | None, eta_s: float | None = None) -> None: ...
@@ -102,7 +116,7 @@ class SqlRunStore:
             r = runs_crud.get_run(s, run_id=run_id)
             eval_spec = dict(r.eval_spec) if r.eval_spec is not None else None
             return RunSpec(r.id, r.kind, r.name, r.status, r.preset, dict(r.requested_config), r.environment_id,
-                           eval_spec, r.owner_token)  # fmt: skip
+                           eval_spec, r.owner_token, r.environment_version_id)  # fmt: skip
 
     def load_tool(self, tool_id: int) -> ToolSpec:
         with session_scope() as s:
@@ -117,6 +131,11 @@ class SqlRunStore:
                 d = datasets_crud.get_dataset(s, dataset_id=env.dataset_id)
                 dataset = {"kind": d.kind, "location": d.location, "format": d.format}
             return EnvironmentSpec(env.id, env.name, tools, dataset, dict(env.rubric), dict(env.limits))
+
+    def load_environment_version(self, version_id: int) -> EnvironmentVersionSpec:
+        with session_scope() as s:
+            v = versions_crud.get_version_by_id(s, version_id=version_id)
+            return EnvironmentVersionSpec(v.id, v.environment_id, v.version, dict(v.spec))
 
     def claim(self, run_id: int, *, hostname: str, stale_after_s: float) -> str | None:
         with session_scope() as s:
@@ -215,13 +234,15 @@ class MemoryRunStore:
         self.runs: dict[int, MemoryRun] = {}
         self.tools: dict[int, ToolSpec] = {}
         self.environments: dict[int, EnvironmentSpec] = {}
+        self.environment_versions: dict[int, EnvironmentVersionSpec] = {}
         self._lock = threading.Lock()
 
     def add_run(self, kind: str, *, config: JSON | None = None, preset: str | None = None,
-                environment_id: int | None = None, eval_spec: JSON | None = None) -> int:  # fmt: skip
+                environment_id: int | None = None, eval_spec: JSON | None = None,
+                environment_version_id: int | None = None) -> int:  # fmt: skip
         run_id = len(self.runs) + 1
         spec = RunSpec(run_id, kind, f"{kind}-{run_id}", "queued", preset, dict(config or {}), environment_id,
-                       eval_spec)  # fmt: skip
+                       eval_spec, None, environment_version_id)  # fmt: skip
         self.runs[run_id] = MemoryRun(spec)
         return run_id
 
@@ -234,6 +255,14 @@ class MemoryRunStore:
 
     def load_environment(self, environment_id: int) -> EnvironmentSpec:
         return self.environments[environment_id]
+
+    def add_environment_version(self, spec: JSON, *, environment_id: int = 1, version: int = 1) -> int:
+        version_id = len(self.environment_versions) + 1
+        self.environment_versions[version_id] = EnvironmentVersionSpec(version_id, environment_id, version, spec)
+        return version_id
+
+    def load_environment_version(self, version_id: int) -> EnvironmentVersionSpec:
+        return self.environment_versions[version_id]
 
     def claim(self, run_id: int, *, hostname: str, stale_after_s: float) -> str | None:
         with self._lock:

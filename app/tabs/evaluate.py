@@ -80,6 +80,66 @@ def start_evaluation(
     return run.id, run_card(run), gr.Timer(active=True)
 
 
+def build_env_eval_request(
+    client: StudioClient, environment_id: int | None, source_run: int | None, model: str, limit: Any
+) -> EvaluationCreate:
+    """An eval run on a user environment's held-out split (its current version is pinned by the API)."""
+    if not environment_id:
+        raise ValueError("environment: pick one of your environments")
+    n = parse_optional_int(limit, "limit")
+    if n is not None and n < 1:
+        raise ValueError("limit must be at least 1 held-out task (or empty for all)")
+    name_or_path = (model or "").strip() or BASE_MODEL
+    request: dict[str, Any] = {"model": name_or_path, "limit": n, "seed": 0, "environment_id": int(environment_id)}
+    label = name_or_path
+    if source_run:
+        checkpoints = client.list_checkpoints(int(source_run))
+        if not checkpoints:
+            raise ValueError(f"run #{source_run} has no checkpoint yet; wait for it to save one or pick the base model")
+        newest = max(checkpoints, key=lambda c: c.step)
+        request.update(checkpoint_run_id=int(source_run), checkpoint_step=newest.step, checkpoint_path=newest.path)
+        label = f"run #{source_run} step {newest.step}"
+    return EvaluationCreate(name=f"eval {label} · environment #{environment_id} held-out"[:200], **request)
+
+
+def start_env_evaluation(
+    client: StudioClient, environment_id: int | None, source_run: int | None, model: str, limit: Any
+) -> tuple[Any, ...]:
+    """Launch on an environment: (run_id, card, timer)."""
+    try:
+        run = client.create_evaluation(build_env_eval_request(client, environment_id, source_run, model, limit))
+    except (StudioAPIError, ValueError) as exc:
+        return gr.skip(), error_markdown(exc), gr.Timer(active=False)
+    return run.id, run_card(run), gr.Timer(active=True)
+
+
+def poll_env_evaluation(client: StudioClient, run_id: int | None) -> tuple[Any, ...]:
+    """Timer tick: (card, report, timer)."""
+    if run_id is None:
+        return gr.skip(), gr.skip(), gr.Timer(active=False)
+    try:
+        run = client.get_run(int(run_id))
+    except StudioAPIError as exc:
+        return error_markdown(exc), gr.skip(), gr.Timer(active=False)
+    if not is_finished(run):
+        return run_card(run), gr.skip(), gr.Timer(active=True)
+    report = run.result or {}
+    card = run_card(run)
+    if "correctness" in report:
+        card += f"\n\n**Correctness {report['correctness']:.3f}** over {report.get('n')} held-out tasks " \
+                f"(mean reward {report.get('reward_mean', 0.0):.3f})."  # fmt: skip
+    return card, report, gr.Timer(active=False)
+
+
+def environment_picker(client: StudioClient) -> dict[str, Any]:
+    try:
+        envs = client.list_environments()
+    except StudioAPIError as exc:
+        error_markdown(exc)
+        return gr.update()
+    return gr.update(choices=[(f"#{e.id} {e.name} (v{e.version})", e.id) for e in envs])
+
+
 def past_evaluations(client: StudioClient, exclude: int | None = None) -> list[EvaluationPublic]:
     """The newest succeeded eval runs' results (for the comparison)."""
     runs = client.list_runs(kind="eval", status="succeeded", limit=HISTORY).items
@@ -168,4 +228,22 @@ def build_evaluate_tab(client: StudioClient, *, poll_interval_s: float = 2.0) ->
         [tab.card, tab.table, tab.plot, tab.timer],
         api_visibility="private",
     )
+    _build_env_section(client, source_run, model, limit, poll_interval_s)
     return tab
+
+
+def _build_env_section(client: StudioClient, source_run: Any, model: Any, limit: Any, poll_interval_s: float) -> None:
+    gr.Markdown("#### On your environment's held-out split\nThe same checkpoint and base model, one greedy episode "
+                "per held-out task of the environment's current version (user tools run sandboxed).")  # fmt: skip
+    with gr.Row():
+        environment = gr.Dropdown([], label="Environment", scale=3)
+        refresh = gr.Button("Refresh", scale=1)
+        start = gr.Button("Evaluate on the environment", variant="primary", scale=2, elem_id="eval-env-start")
+    card = gr.Markdown(elem_id="eval-env-card")
+    report = gr.JSON(label="Held-out report")
+    run_id, timer = gr.State(None), gr.Timer(poll_interval_s, active=False)
+    refresh.click(functools.partial(environment_picker, client), None, [environment], api_visibility="private")
+    start.click(functools.partial(start_env_evaluation, client), [environment, source_run, model, limit],
+                [run_id, card, timer], api_name="start_env_evaluation")  # fmt: skip
+    timer.tick(functools.partial(poll_env_evaluation, client), [run_id], [card, report, timer],
+               api_visibility="private")  # fmt: skip

@@ -99,7 +99,8 @@ def summarize_launch(preset: str, environment_id: int | None, *values: Any) -> s
         return f"⚠️ {exc}"
     v = dict(zip([f"{s}.{k}" for s, k in FIELDS], field_values, strict=True))
     episodes = int(v["rollout.group_size"] or 0) * int(v["rollout.prompts_per_step"] or 0)
-    env = f"environment #{environment_id}" if environment_id else "the preset's built-in task"
+    env = (f"environment #{environment_id} (its current version: tools, data, rubric and limits; the preset "
+           "supplies the model and training recipe)" if environment_id else "the preset's built-in task")  # fmt: skip
     changed = (
         ", ".join(
             f"`{s}.{k}={val}`" for s, body in overrides.items() if isinstance(body, dict) for k, val in body.items()
@@ -145,7 +146,30 @@ def environment_choices(client: StudioClient) -> dict[str, Any]:
     except StudioAPIError as exc:
         error_markdown(exc)
         return gr.update()
-    return gr.update(choices=[("Preset's built-in task", 0)] + [(f"#{e.id} {e.name}", e.id) for e in envs])
+    labels = [(f"#{e.id} {e.name} (v{e.version})", e.id) for e in envs]
+    return gr.update(choices=[("Preset's built-in task", 0), *labels])
+
+
+def describe_environment(client: StudioClient, environment_id: int | None) -> str:
+    """The chosen environment version in words: tools, dataset sizes, rubric, prompt length."""
+    if not environment_id:
+        return ""
+    try:
+        env = client.get_environment(int(environment_id))
+        spec = client.list_environment_versions(env.id)[-1].spec
+        prompt = client.render_prompt(env.id)
+        datasets = {d.id: d for d in client.list_datasets()}
+    except (StudioAPIError, IndexError) as exc:
+        return error_markdown(exc if isinstance(exc, StudioAPIError) else ValueError("the environment has no version"))
+    tools = ", ".join(f"`{t.get('name')}`" for t in spec.get("tools") or []) or "none"
+    rubric = ", ".join(f"{t.get('name')}×{t.get('weight', 1.0)}" for t in spec.get("rubric") or [])
+    data = datasets.get(env.dataset_id) if env.dataset_id else None
+    size = f"{data.name}: {data.counts.get('records', '?')} tasks" if data else "the built-in demo KB"
+    fraction = (spec.get("data") or {}).get("heldout_fraction")
+    held = f", {fraction:.0%} held out (seeded)" if isinstance(fraction, float) else ""
+    return (f"**Environment #{env.id} {env.name} v{env.version}** · tools {tools} · data {size}{held} · "
+            f"rubric {rubric} · prompt {prompt.chars} characters at turn 1 "
+            f"(limits: {env.limits.max_turns} turns, {env.limits.max_new_tokens_per_turn} tokens/turn)")  # fmt: skip
 
 
 def _field_inputs(values: dict[str, Any]) -> tuple[Any, ...]:
@@ -212,8 +236,9 @@ def build_train_tab(client: StudioClient) -> TrainTab:
         [("Preset's built-in task", 0)],
         value=0,
         label="Environment",
-        info="Tools + dataset + rubric; define more through the API's /environments",
+        info="Tools + dataset + rubric + prompt (its current version is pinned); compose one on the Environments tab",
     )
+    env_summary = gr.Markdown(elem_id="train-env-summary")
     with gr.Row():
         fields = _field_inputs(preset_values("quickstart"))
     with gr.Accordion("Advanced overrides (JSON, merged section by section)", open=False):
@@ -227,6 +252,8 @@ def build_train_tab(client: StudioClient) -> TrainTab:
     tab = TrainTab(name, preset, environment, fields, advanced, summary, launch, status, launched_run)
     form = [tab.preset, tab.environment, *tab.fields, tab.advanced]
     tab.preset.change(fill_from_preset, [tab.preset], list(tab.fields), api_visibility="private")
+    tab.environment.change(functools.partial(describe_environment, client), [tab.environment], [env_summary],
+                           api_visibility="private")  # fmt: skip
     for component in form:
         component.change(summarize_launch, form, [tab.summary], api_visibility="private")
     tab.launch.click(

@@ -73,6 +73,14 @@ class Settings(BaseSettings):
         description="Folder of local benchmark files (hotpotqa/dev_sample.json, 2wiki/..., musique/...) that "
         "evaluations read by dataset name; empty = not configured (names then mean hub downloads).",
     )
+    heldout_fraction: float = Field(
+        default=0.2, gt=0, lt=1, description="Seeded share of a user dataset held out for evaluation."
+    )
+    max_upload_mb: int = Field(default=512, ge=1, description="Largest dataset or corpus file an upload may be.")
+    data_roots: list[Path] = Field(
+        default_factory=list,
+        description="Folders a dataset registered by path may live under (JSON list); empty = the data dir only.",
+    )
 
     @field_validator("data_dir")
     @classmethod
@@ -106,6 +114,15 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.data_dir / "cache"
+
+    @property
+    def allowed_data_roots(self) -> list[Path]:
+        """`data_roots`, or the data dir alone, resolved."""
+        return [p.expanduser().resolve() for p in (self.data_roots or [self.data_dir])]
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "datasets"
 
     @property
     def is_api_public(self) -> bool:

@@ -9,7 +9,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from backend.core.config import get_settings
+from backend.core.db import utcnow
 from backend.core.errors import InvalidInputError, NotFoundError
+from backend.crud import environments as versions_crud
+from backend.crud import uploads
 from backend.models.dataset import Dataset, Environment
 from backend.models.tool import Tool
 from backend.schemas.dataset import DatasetCreate
@@ -42,8 +46,10 @@ def read_records(path: Path, *, limit: int) -> tuple[list[Any], int | None]:
 
 def create_dataset(session: Session, *, dataset_in: DatasetCreate) -> Dataset:
     counts: dict[str, Any] = {}
-    if dataset_in.kind == "file":
-        path = Path(dataset_in.location).expanduser()
+    location = dataset_in.location
+    if dataset_in.kind in ("file", "corpus"):
+        path = uploads.check_under_roots(Path(dataset_in.location), get_settings().allowed_data_roots)
+        location = str(path)
         if not path.is_file():
             raise InvalidInputError("location", f"file {dataset_in.location!r} does not exist on the API host")
         try:
@@ -54,7 +60,7 @@ def create_dataset(session: Session, *, dataset_in: DatasetCreate) -> Dataset:
     dataset = Dataset(
         name=dataset_in.name,
         kind=dataset_in.kind,
-        location=dataset_in.location,
+        location=location,
         format=dataset_in.format,
         counts=counts,
     )
@@ -71,28 +77,95 @@ def get_dataset(session: Session, *, dataset_id: int) -> Dataset:
 
 
 def list_datasets(session: Session) -> list[Dataset]:
-    return list(session.scalars(select(Dataset).order_by(Dataset.id)))
+    """Datasets not deleted."""
+    return list(session.scalars(select(Dataset).where(Dataset.deleted_at.is_(None)).order_by(Dataset.id)))
 
 
-def _check_refs(session: Session, *, tool_ids: list[int] | None, dataset_id: int | None) -> None:
+def delete_dataset(session: Session, *, dataset_id: int) -> None:
+    """Soft delete: hidden from lists and new environments; versions that use it keep working."""
+    get_dataset(session, dataset_id=dataset_id).deleted_at = utcnow()
+    session.flush()
+
+
+def register_upload(session: Session, *, name: str, kind: str, filename: str, data: bytes, fmt: str,
+                    question: str, answer: str, id_column: str | None, dry_run: bool) -> tuple[Dataset | None,
+                    uploads.Normalised]:  # fmt: skip
+    """Validate an uploaded file fully, write it (temp name, then rename) and register it in one transaction."""
+    settings = get_settings()
+    if len(data) > settings.max_upload_mb * 1024 * 1024:
+        raise InvalidInputError("file", f"{filename}: larger than {settings.max_upload_mb} MiB (STUDIO_MAX_UPLOAD_MB)")
+    if kind == "corpus":
+        normalised = uploads.normalise_corpus(filename, data)
+    else:
+        normalised = uploads.normalise_tasks(filename, data, fmt=fmt, question=question, answer=answer,
+                                             id_column=id_column)  # fmt: skip
+    if dry_run:
+        return None, normalised
+    suffix, payload = uploads.stored_payload(filename, data, normalised)
+    digest = uploads.content_hash(payload)
+    path = uploads.write_atomically(settings.uploads_dir, f"{uploads.safe_stem(filename)}-{digest[:12]}{suffix}",
+                                    payload)  # fmt: skip
+    dataset = Dataset(name=name, kind="corpus" if kind == "corpus" else "file", location=str(path.resolve()),
+                      format=normalised.format, counts={"records": len(normalised.records), "source": filename},
+                      content_hash=digest)  # fmt: skip
+    session.add(dataset)
+    try:
+        session.flush()
+    except Exception:
+        path.unlink(missing_ok=True)
+        raise
+    return dataset, normalised
+
+
+def _check_refs(session: Session, *, tool_ids: list[int] | None, dataset_id: int | None,
+                corpus_id: int | None = None) -> None:  # fmt: skip
     for tool_id in tool_ids or []:
-        if session.get(Tool, tool_id) is None:
+        tool = session.get(Tool, tool_id)
+        if tool is None:
             raise InvalidInputError("tool_ids", f"tool {tool_id} does not exist")
-    if dataset_id is not None and session.get(Dataset, dataset_id) is None:
-        raise InvalidInputError("dataset_id", f"dataset {dataset_id} does not exist")
+    for field, ident in (("dataset_id", dataset_id), ("corpus_id", corpus_id)):
+        row = session.get(Dataset, ident) if ident is not None else None
+        if ident is not None and (row is None or row.deleted_at is not None):
+            raise InvalidInputError(field, f"dataset {ident} does not exist")
 
 
 def create_environment(session: Session, *, env_in: EnvironmentCreate) -> Environment:
-    _check_refs(session, tool_ids=env_in.tool_ids, dataset_id=env_in.dataset_id)
+    """A new environment and its version 1 (validated by resolving it)."""
+    _check_refs(session, tool_ids=env_in.tool_ids, dataset_id=env_in.dataset_id, corpus_id=env_in.corpus_id)
     env = Environment(
         name=env_in.name,
         tool_ids=env_in.tool_ids,
         dataset_id=env_in.dataset_id,
+        corpus_id=env_in.corpus_id,
         rubric=env_in.rubric.model_dump(),
         limits=env_in.limits.model_dump(),
+        settings=env_in.settings.model_dump(),
+        version=1,
     )
     session.add(env)
     session.flush()
+    versions_crud.write_version(session, env, version=1)
+    return env
+
+
+def import_environment(session: Session, *, name: str, spec: dict[str, Any]) -> Environment:
+    """An environment whose version 1 is an exported spec (tool and reward sources inlined)."""
+    tools = spec.get("tools")
+    if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
+        raise InvalidInputError("spec.tools", "must be a list of tool objects (export an environment to see one)")
+    for t in tools:
+        if t.get("key") and not str(t.get("source") or "").strip():
+            raise InvalidInputError("spec.tools", f"user tool {t.get('name')!r} has no inlined source")
+    for term in spec.get("rubric") or []:
+        if isinstance(term, dict) and term.get("key"):
+            versions_crud.check_reward_source(str(term.get("name")), str(term.get("source") or ""))
+    versions_crud.tool_versions_exist(session, spec)
+    limits = spec.get("limits") or {}
+    env = Environment(name=name, tool_ids=[], rubric={}, limits=limits if isinstance(limits, dict) else {},
+                      settings={"imported": True}, version=1)  # fmt: skip
+    session.add(env)
+    session.flush()
+    versions_crud.write_version(session, env, version=1, spec={**spec, "name": name})
     return env
 
 
@@ -104,26 +177,33 @@ def get_environment(session: Session, *, environment_id: int) -> Environment:
 
 
 def list_environments(session: Session) -> list[Environment]:
-    return list(session.scalars(select(Environment).order_by(Environment.id)))
+    """Environments not deleted."""
+    query = select(Environment).where(Environment.deleted_at.is_(None))
+    return list(session.scalars(query.order_by(Environment.id)))
 
 
 def update_environment(session: Session, *, environment_id: int, env_in: EnvironmentUpdate) -> Environment:
+    """Apply the changes and freeze them as the next version (versions are immutable)."""
     env = get_environment(session, environment_id=environment_id)
-    _check_refs(session, tool_ids=env_in.tool_ids, dataset_id=env_in.dataset_id)
-    if env_in.name is not None:
-        env.name = env_in.name
-    if env_in.tool_ids is not None:
-        env.tool_ids = env_in.tool_ids
-    if env_in.dataset_id is not None:
-        env.dataset_id = env_in.dataset_id
-    if env_in.rubric is not None:
-        env.rubric = env_in.rubric.model_dump()
-    if env_in.limits is not None:
-        env.limits = env_in.limits.model_dump()
+    if env.deleted_at is not None:
+        raise InvalidInputError("environment_id", f"environment {environment_id} was deleted")
+    if (env.settings or {}).get("imported"):
+        raise InvalidInputError("environment_id", "an imported environment is edited by importing a new file")
+    _check_refs(session, tool_ids=env_in.tool_ids, dataset_id=env_in.dataset_id, corpus_id=env_in.corpus_id)
+    for field in ("name", "tool_ids", "dataset_id", "corpus_id"):
+        value = getattr(env_in, field)
+        if value is not None:
+            setattr(env, field, value)
+    for field in ("rubric", "limits", "settings"):
+        value = getattr(env_in, field)
+        if value is not None:
+            setattr(env, field, value.model_dump())
     session.flush()
+    versions_crud.write_version(session, env, version=env.version + 1)
     return env
 
 
 def delete_environment(session: Session, *, environment_id: int) -> None:
-    session.delete(get_environment(session, environment_id=environment_id))
+    """Soft delete: hidden from lists; its versions stay so runs keep their record."""
+    get_environment(session, environment_id=environment_id).deleted_at = utcnow()
     session.flush()

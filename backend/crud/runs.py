@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from backend.core.db import utcnow
 from backend.core.dbtime import db_now, seconds_ago
 from backend.core.errors import ConflictError, InvalidInputError, NotFoundError
-from backend.models.dataset import Environment
+from backend.models.dataset import Environment, EnvironmentVersion
 from backend.models.run import Checkpoint, Evaluation, Metric, Run
 from backend.schemas.common import ACTIVE_STATUSES
 from backend.schemas.evaluation import EvaluationCreate
@@ -34,6 +34,9 @@ def create_run(session: Session, *, run_in: RunCreate) -> Run:
     """A queued train/rollout run; the worker resolves `preset` + `requested_config` into `resolved_config`."""
     if run_in.environment_id is not None and session.get(Environment, run_in.environment_id) is None:
         raise InvalidInputError("environment_id", f"environment {run_in.environment_id} does not exist")
+    version_id = _pinned_version(
+        session, environment_id=run_in.environment_id, version_id=run_in.environment_version_id
+    )
     run = Run(
         name=run_in.name or f"{run_in.kind}-{run_in.preset or 'custom'}",
         kind=run_in.kind,
@@ -41,6 +44,7 @@ def create_run(session: Session, *, run_in: RunCreate) -> Run:
         preset=run_in.preset,
         requested_config=run_in.config,
         environment_id=run_in.environment_id,
+        environment_version_id=version_id,
         resumable=run_in.kind == "train",
         celery_task_id=new_task_id(),
         enqueued_at=db_now(),
@@ -54,12 +58,21 @@ def create_eval_run(session: Session, *, eval_in: EvaluationCreate) -> Run:
     """A queued eval run whose typed request lives in `eval_spec`."""
     spec = eval_in.spec()
     label = f"{spec.model} · {','.join(spec.methods)} · {','.join(spec.datasets)}"
+    version_id = None
+    if eval_in.environment_id is not None:
+        env = session.get(Environment, eval_in.environment_id)
+        if env is None:
+            raise InvalidInputError("environment_id", f"environment {eval_in.environment_id} does not exist")
+        version_id = _pinned_version(session, environment_id=env.id, version_id=None)
+        label = f"{spec.model} · environment #{env.id} held-out"
     run = Run(
         name=eval_in.name or f"eval {label}"[:200],
         kind="eval",
         status="queued",
         preset=None,
         requested_config={},
+        environment_id=eval_in.environment_id,
+        environment_version_id=version_id,
         eval_spec=spec.model_dump(mode="json"),
         celery_task_id=new_task_id(),
         enqueued_at=db_now(),
@@ -67,6 +80,25 @@ def create_eval_run(session: Session, *, eval_in: EvaluationCreate) -> Run:
     session.add(run)
     session.flush()
     return run
+
+
+def _pinned_version(session: Session, *, environment_id: int | None, version_id: int | None) -> int | None:
+    """The environment version a run pins: the one asked for (of its environment), else the current one."""
+    if version_id is not None:
+        row = session.get(EnvironmentVersion, version_id)
+        if row is None or (environment_id is not None and row.environment_id != environment_id):
+            raise InvalidInputError("environment_version_id", f"version {version_id} does not "
+                                    f"exist for environment {environment_id}")  # fmt: skip
+        return row.id
+    if environment_id is None:
+        return None
+    env = session.get(Environment, environment_id)
+    if env is None:
+        return None
+    query = select(EnvironmentVersion.id).where(
+        EnvironmentVersion.environment_id == env.id, EnvironmentVersion.version == env.version
+    )
+    return session.scalar(query)
 
 
 def create_job_run(session: Session, *, kind: str, name: str, config: dict[str, Any]) -> Run:

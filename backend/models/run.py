@@ -31,6 +31,10 @@ class Run(Base):
     environment_id: Mapped[int | None] = mapped_column(
         ForeignKey("environments.id", ondelete="SET NULL"), nullable=True
     )
+    environment_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("environment_versions.id", ondelete="SET NULL"), nullable=True
+    )
+    """The exact environment version the run trained/evaluated on (pinned at launch)."""
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     current_step: Mapped[int] = mapped_column(Integer, default=0)
     total_steps: Mapped[int | None] = mapped_column(Integer, nullable=True)

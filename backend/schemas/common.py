@@ -17,7 +17,7 @@ JSONDict = dict[str, Any]
 """A JSON object (configs, results, metric values)."""
 
 ToolKind = Literal["python", "builtin"]
-DatasetKind = Literal["file", "hub", "demo"]
+DatasetKind = Literal["file", "hub", "demo", "corpus"]
 RunKind = Literal["train", "rollout", "eval", "tool_test", "ping", "validate", "export"]
 LaunchKind = Literal["train", "rollout", "eval"]
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelling", "cancelled"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -26,6 +26,8 @@ class DatasetPublic(ORMModel):
     location: str
     format: str
     counts: JSONDict
+    content_hash: str | None = None
+    deleted_at: datetime | None = None
     created_at: datetime
 
 
@@ -36,3 +38,17 @@ class DatasetPreview(BaseModel):
     rows: list[Any]
     total: int | None = Field(default=None, description="Records in the file when known.")
     note: str = ""
+
+
+UploadKind = Literal["tasks", "corpus"]
+UPLOAD_FORMATS = ("auto", "flat", "hotpotqa", "2wiki", "musique")
+
+
+class DatasetUploadPublic(BaseModel):
+    """The outcome of an upload: the registered dataset (None for a dry run) and its first normalised rows."""
+
+    dataset: DatasetPublic | None
+    columns: list[str]
+    rows: list[Any]
+    total: int
+    format: str

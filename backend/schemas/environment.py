@@ -1,4 +1,8 @@
-"""Environment schemas: tools + dataset + rubric + limits, the unit a run trains on."""
+"""Environment schemas: tools + dataset + corpus + rubric + limits + prompt, the unit a run trains on.
+
+Every create/update writes an immutable `EnvironmentVersionPublic` whose `spec` is the resolved
+environment (the worker's `EnvSpec` as JSON, tool and reward sources inlined); runs pin one.
+"""
 
 from __future__ import annotations
 
@@ -6,36 +10,70 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from backend.schemas.common import ORMModel
+from backend.schemas.common import JSONDict, ORMModel
+
+BUILTIN_REWARDS = ("exact_match", "cover_exact_match", "f1", "format", "called_tool", "tool_error_penalty",
+                   "retrieval_recall")  # fmt: skip
+"""Built-in rubric term names (the worker's `envs.spec.BUILTIN_REWARDS`)."""
+
+
+class RewardFunction(BaseModel):
+    """A user reward term: Python source defining `reward(answer: str, gold: list[str], trajectory: dict) -> float`,
+    run sandboxed on the worker; its failures are counted under `reward/<name>/errors`."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+    weight: float = 1.0
+    source: str = Field(min_length=1)
 
 
 class RubricSpec(BaseModel):
-    """Reward function weights by name (weight 0 = logged metric only) and the answer tag."""
+    """Built-in reward weights by name (weight 0 = logged metric only), user reward functions, the answer tag."""
 
     weights: dict[str, float] = Field(default_factory=lambda: {"exact_match": 1.0})
-    answer_tag: str = Field(default="answer", min_length=1)
+    functions: list[RewardFunction] = Field(default_factory=list)
+    answer_tag: str = Field(default="answer", min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class EnvironmentSettings(BaseModel):
+    """Prompt, prefill and split settings of an environment."""
+
+    system_prompt: str = Field(default="", description="`{answer_tag}` is replaced; empty = a default prompt.")
+    question_template: str = Field(default="{question}", description="The user turn; `{question}` is replaced.")
+    show_tool_schemas: bool = True
+    force_first_call: str | None = Field(default=None, description="A tool name: turn 1 opens a call to it.")
+    first_turn_prefill: str = ""
+    answer_after_tool: bool = Field(default=False, description="Prefill the answer tag after tool results.")
+    heldout_fraction: float | None = Field(default=None, gt=0, lt=1, description="None = the server setting.")
+    split_seed: int = 0
+    top_k: int = Field(default=3, ge=1, le=50, description="Passages the built-in search returns.")
+    max_passage_chars: int = Field(default=400, ge=20)
 
 
 class EnvLimits(BaseModel):
     max_turns: int = Field(default=4, ge=1, le=64)
     max_new_tokens_per_turn: int = Field(default=128, ge=1)
     max_total_tokens: int = Field(default=2048, ge=16)
+    tool_timeout_s: float = Field(default=10.0, gt=0, le=600)
 
 
 class EnvironmentCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     tool_ids: list[int] = Field(default_factory=list)
     dataset_id: int | None = None
+    corpus_id: int | None = None
     rubric: RubricSpec = Field(default_factory=RubricSpec)
     limits: EnvLimits = Field(default_factory=EnvLimits)
+    settings: EnvironmentSettings = Field(default_factory=EnvironmentSettings)
 
 
 class EnvironmentUpdate(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     tool_ids: list[int] | None = None
     dataset_id: int | None = None
+    corpus_id: int | None = None
     rubric: RubricSpec | None = None
     limits: EnvLimits | None = None
+    settings: EnvironmentSettings | None = None
 
 
 class EnvironmentPublic(ORMModel):
@@ -43,6 +81,38 @@ class EnvironmentPublic(ORMModel):
     name: str
     tool_ids: list[int]
     dataset_id: int | None
+    corpus_id: int | None
     rubric: RubricSpec
     limits: EnvLimits
+    settings: EnvironmentSettings
+    version: int
+    deleted_at: datetime | None
     created_at: datetime
+
+
+class EnvironmentVersionPublic(ORMModel):
+    id: int
+    environment_id: int
+    version: int
+    spec: JSONDict
+    created_at: datetime
+
+
+class EnvironmentImport(BaseModel):
+    """An exported environment file's content (`EnvironmentVersionPublic.spec`, sources inlined)."""
+
+    spec: JSONDict
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class PromptPreview(BaseModel):
+    """What the model sees at turn 1 of a task (rendered on the server, no tokenizer)."""
+
+    environment_id: int
+    version: int
+    system_prompt: str
+    user_message: str
+    tool_schemas: list[JSONDict]
+    first_turn_prefill: str
+    chars: int
+    note: str = ""

@@ -40,12 +40,21 @@ class EvalSpec(BaseModel):
     top_k: int = Field(default=3, ge=1, le=100)
     force_first_search: bool = False
     agent_algorithm: str = Field(default="GRPO", max_length=50)
+    engine: Literal["auto", "hf", "vllm"] = Field(default="auto", description="Rollout engine.")
+    max_batch_size: int = Field(default=32, ge=1, le=4096, description="Most sequences per engine call.")
 
 
 class EvaluationCreate(EvalSpec):
     """Launch an eval run: the spec plus an optional run name."""
 
     name: str = Field(default="", max_length=200)
+    environment_id: int | None = Field(
+        default=None,
+        ge=1,
+        le=2**63 - 1,
+        description="Evaluate on this environment's held-out split (its current version is pinned) instead of "
+        "the benchmark datasets; reads model, checkpoint_path, limit and seed.",
+    )
 
     def spec(self) -> EvalSpec:
-        return EvalSpec.model_validate(self.model_dump(exclude={"name"}))
+        return EvalSpec.model_validate(self.model_dump(exclude={"name", "environment_id"}))

@@ -20,6 +20,9 @@ class RunCreate(BaseModel):
     preset: Preset | None = "quickstart"
     config: JSONDict = Field(default_factory=dict)
     environment_id: int | None = None
+    environment_version_id: int | None = Field(
+        default=None, description="Pin this version of the environment (default: its current version)."
+    )
 
     @field_validator("kind")
     @classmethod
@@ -66,6 +69,7 @@ class RunPublic(ORMModel):
     """An eval run's request: `EvalSpec` as JSON (kept raw so rows migrated from old `_eval` keys always load)."""
     auto_resumes: int
     environment_id: int | None
+    environment_version_id: int | None = None
     progress: float
     current_step: int
     total_steps: int | None

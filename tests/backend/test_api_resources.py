@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from backend.queue import TaskName
@@ -91,10 +92,14 @@ def test_datasets_register_preview_and_errors(client: TestClient, tmp_path: Path
     assert client.get(f"{API}/datasets/999").status_code == 404
 
 
-def test_shared_hotpotqa_sample_previews(client: TestClient) -> None:
+def test_shared_hotpotqa_sample_previews(client: TestClient, studio_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "hotpotqa" / "dev_sample.json"
     if not path.is_file():
         return
+    outside = client.post(f"{API}/datasets", json={"name": "hp", "location": str(path), "format": "hotpotqa"})
+    assert outside.status_code == 422
+    assert "outside the data roots" in outside.json()["detail"]
+    monkeypatch.setenv("STUDIO_DATA_ROOTS", json.dumps([str(studio_env), str(path.parents[1])]))
     dataset = client.post(f"{API}/datasets", json={"name": "hp", "location": str(path), "format": "hotpotqa"}).json()
     rows = client.get(f"{API}/datasets/{dataset['id']}/preview", params={"limit": 1}).json()["rows"]
     assert "question" in rows[0]
@@ -119,4 +124,6 @@ def test_environment_crud_validate_and_refs(client: TestClient, enqueued: list) 
     assert client.post(f"{API}/environments/999/validate").status_code == 404
     assert len(client.get(f"{API}/environments").json()) == 1
     assert client.delete(f"{API}/environments/{env['id']}").status_code == 204
-    assert client.get(f"{API}/environments/{env['id']}").status_code == 404
+    # soft delete: gone from the list, still readable (runs keep their record)
+    assert client.get(f"{API}/environments").json() == []
+    assert client.get(f"{API}/environments/{env['id']}").json()["deleted_at"] is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,6 +68,43 @@ def test_revisions_are_date_prefixed_and_linear() -> None:
     assert all(name[:11].replace("_", "").isdigit() for name in files), files
     script = ScriptDirectory.from_config(alembic_config("sqlite://"))
     assert len(script.get_heads()) == 1, "migrations must form one linear history"
+
+
+def test_revisions_are_date_prefixed_with_one_initial_revision() -> None:
+    files = sorted(p.name for p in VERSIONS.glob("*.py"))
+    assert all(name[:11].replace("_", "").isdigit() for name in files)
+    initial = [name for name in files if "down_revision: str | None = None" in (VERSIONS / name).read_text()]
+    assert initial == ["2026_11_25_0001_initial_schema.py"]
+
+
+def test_env_versions_revision_carries_existing_environments_over(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'carry.db'}"
+    config = alembic_config(url)
+    command.upgrade(config, "0001")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO tools (id, name, description, kind, source, params, schema, version, "
+                "created_at, updated_at) VALUES (1, 'double', 'Double x.', 'python', 'def double(x): ...', "
+                "'{}', :schema, 2, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+            ),
+            {"schema": '{"name": "double", "parameters": {"type": "object", "properties": {}}}'},
+        )
+        conn.execute(text("INSERT INTO environments (id, name, tool_ids, rubric, limits, created_at) VALUES "
+                          "(1, 'old', '[1]', '{\"weights\": {\"f1\": 0.5}}', '{\"max_turns\": 2}', "
+                          "CURRENT_TIMESTAMP)"))  # fmt: skip
+    command.upgrade(config, "head")
+    with engine.connect() as conn:
+        version, spec = conn.execute(text("SELECT version, spec FROM environment_versions")).one()
+        env_version = conn.execute(text("SELECT version FROM environments")).scalar_one()
+    engine.dispose()
+    carried = json.loads(spec)
+    assert (version, env_version) == (1, 1)
+    assert carried["tools"][0]["key"] == "tool-1-v2"
+    assert carried["tools"][0]["source"] == "def double(x): ..."
+    assert carried["rubric"] == [{"name": "f1", "weight": 0.5, "builtin": "f1"}]
+    assert carried["limits"] == {"max_turns": 2}
 
 
 @pytest.mark.parametrize("path", sorted(VERSIONS.glob("*.py")), ids=lambda p: p.name)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tests.rl.conftest import ListRetriever
 from worker.rl.envs.base import DEFAULT_SYSTEM_PROMPT, EnvConfig
+from worker.rl.envs.from_spec import SpecEnv
 from worker.rl.envs.qa import DEMO_SYSTEM_PROMPT, FORCE_FIRST_SEARCH_PREFILL, QASearchEnv
 from worker.rl.generation.chat import ChatFormat
 from worker.rl.training.build import env_config, make_env_factory
@@ -34,7 +35,7 @@ def test_file_sources_keep_the_generic_prompt() -> None:
 def test_demo_env_factory_hides_tool_schemas() -> None:
     passages = [Passage(title="Brimco Works", text="Brimco Works is a company founded by Tal Vennor.")]
     env = make_env_factory(override(TrainConfig(), ["task.source='demo'"]), passages)()
-    assert isinstance(env, QASearchEnv)
+    assert isinstance(env, SpecEnv)  # presets are environment specs too (env_from_spec)
     assert env.tool_schemas == []
     assert len(env.toolset.names) == 1  # the search tool still runs
 

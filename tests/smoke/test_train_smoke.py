@@ -111,3 +111,23 @@ def test_train_quickstart_real_smollm2(tmp_path: Path) -> None:
     assert [x["step"] for x in lines] == [0, 1, 2]
     assert lines[1]["rollout/response_length"] > 0
     assert (run / "checkpoints" / "step_00002").is_dir()
+
+
+def test_train_cli_in_an_environment_file_two_steps(tmp_path: Path) -> None:
+    """`studio train configs/unit_conversion.toml`: the env file's user reward runs (in-process for the CLI)."""
+    tok = char_tokenizer()
+    model_dir = tmp_path / "tiny"
+    tiny_llama(vocab_size=len(tok)).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    run = tmp_path / "run"
+    args = ["train", str(REPO / "configs" / "unit_conversion.toml"), "--output-dir", str(run)]
+    env_file = REPO / "configs" / "envs" / "unit_conversion.toml"
+    extra = [f'model.name_or_path="{model_dir}"', f'task.environment="{env_file}"']
+    result = CliRunner().invoke(app, [*args, *_sets(extra)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    assert "reward/within_1pct" in rows[1]
+    first = json.loads((run / "trajectories" / "step_00001.jsonl").read_text().splitlines()[0])
+    assert first["token_ids"]
+    assert '{"name": "convert", "arguments": {"query": "' in "".join(t["text"] for t in first["turns"])

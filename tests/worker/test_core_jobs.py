@@ -84,20 +84,20 @@ def test_evaluate_job_reads_the_benchmark_data_dir_setting(
     from backend.core.config import get_settings
 
     request = {"datasets": ["hotpotqa"], "methods": ["direct"], "limit": 1, "seed": 0}
-    config = {"model": {"name_or_path": str(tiny_model_dir)}, "_eval": request}
+    eval_spec = {"model": str(tiny_model_dir), **request}
     monkeypatch.setenv("STUDIO_BENCHMARK_DATA_DIR", "")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert get_settings().benchmark_data_dir is None
     store = MemoryRunStore()
-    unset = store.add_run("eval", config=config)
+    unset = store.add_run("eval", eval_spec=eval_spec)
     with pytest.raises(ValueError, match="STUDIO_BENCHMARK_DATA_DIR"):
         jobs.evaluate_job(unset, store, hostname="w", runs_dir=tmp_path)
     monkeypatch.setenv("STUDIO_BENCHMARK_DATA_DIR", str(DATA_DIR))
-    run_id = store.add_run("eval", config=config)
+    run_id = store.add_run("eval", eval_spec=eval_spec)
     jobs.evaluate_job(run_id, store, hostname="w", runs_dir=tmp_path)
     assert store.runs[run_id].status == "succeeded"
     monkeypatch.setenv("STUDIO_BENCHMARK_DATA_DIR", str(tmp_path / "nowhere"))
-    wrong = store.add_run("eval", config=config)
+    wrong = store.add_run("eval", eval_spec=eval_spec)
     with pytest.raises(ValueError, match="is not a folder"):
         jobs.evaluate_job(wrong, store, hostname="w", runs_dir=tmp_path)
 

@@ -148,6 +148,8 @@ class ToolSet:
         if timeout_s is not None and timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0 or None (each tool's own), got {timeout_s}")
         self._timeout_s = timeout_s
+        self.max_result_bytes: int | None = None
+        """Results longer than this (UTF-8 bytes) are cut with a visible marker and counted as truncated."""
         self._counts: dict[str, float] = {}
         self._lock = threading.Lock()
 
@@ -166,6 +168,18 @@ class ToolSet:
         """`tool/<name>/calls`, `tool/<name>/errors` and `tool/<name>/seconds` so far."""
         with self._lock:
             return dict(self._counts)
+
+    def _truncated(self, name: str, result: ToolResult) -> ToolResult:
+        limit = self.max_result_bytes
+        raw = result.content.encode("utf-8")
+        if limit is None or len(raw) <= limit:
+            return result
+        with self._lock:
+            key = f"tool/{name}/truncated"
+            self._counts[key] = self._counts.get(key, 0.0) + 1.0
+        kept = raw[:limit].decode("utf-8", errors="ignore")
+        marker = f"\n[truncated: the result was {len(raw)} bytes; only the first {limit} are shown]"
+        return ToolResult(kept + marker, is_error=result.is_error, reward=result.reward)
 
     def _count(self, name: str, seconds: float, is_error: bool) -> None:
         with self._lock:
@@ -213,7 +227,7 @@ class ToolSet:
                     result = future.result(timeout=max(0.0, started + timeout_s - time.monotonic()))
                 except FutureTimeout:
                     result = ToolResult(f"Error: tool '{tool_.name}' timed out after {timeout_s} s", is_error=True)
-                results[i] = result
+                results[i] = self._truncated(tool_.name, result)
                 self._count(tool_.name, min(time.monotonic() - started, timeout_s), result.is_error)
         finally:
             # A timed-out call keeps its thread until it returns; we do not wait for it.

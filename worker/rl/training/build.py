@@ -14,11 +14,14 @@ import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import torch
 
 from worker.rl.envs.base import EnvConfig, ToolEnv
+from worker.rl.envs.from_spec import ToolRunner
+from worker.rl.envs.spec import DataSpec, EnvSpec, LimitsSpec, PrefillSpec, RewardSpec, ToolSpec
 from worker.rl.generation.base import Generator
 from worker.rl.generation.chat import ChatFormat
 from worker.rl.generation.precision import TORCH_DTYPES, resolve_compute_dtype
@@ -137,27 +140,76 @@ def env_config(config: TrainConfig) -> EnvConfig:
     )
 
 
+def spec_from_config(config: TrainConfig) -> EnvSpec:
+    """The preset task of a run spec (`task.env` qa_search or calculator) as an `EnvSpec`."""
+    from worker.rl.envs.calculator import CALCULATOR_SYSTEM_PROMPT
+    from worker.rl.envs.qa import DEMO_SYSTEM_PROMPT, QA_SYSTEM_PROMPT
+
+    task, rollout = config.task, config.rollout
+    limits = LimitsSpec(max_turns=rollout.max_turns, max_new_tokens_per_turn=rollout.max_new_tokens_per_turn,
+                        max_total_tokens=max(16, rollout.max_total_tokens))  # fmt: skip
+    prefill = PrefillSpec(first_turn_prefill=task.first_turn_prefill or "")
+    if task.env == "calculator":
+        return EnvSpec(
+            name="calculator", tools=(ToolSpec("calculator", builtin="calculator"),), limits=limits, prefill=prefill,
+            system_prompt=CALCULATOR_SYSTEM_PROMPT.format(answer_tag="{answer_tag}"),
+            rubric=(RewardSpec("exact_match", 1.0, builtin="exact_match"), RewardSpec("format", 0.1, builtin="format"),
+                    RewardSpec("called_tool", 0.0, builtin="called_tool"),
+                    RewardSpec("tool_error_penalty", 0.0, builtin="tool_error_penalty")),
+        )  # fmt: skip
+    if task.env != "qa_search":
+        raise ValueError(f"task.env {task.env!r} has no environment spec; use qa_search, calculator or an environment")
+    demo = uses_demo_prompt(config)
+    if task.force_first_search:
+        prefill = PrefillSpec(force_first_call="search")
+    prefill = dataclasses.replace(prefill, answer_after_tool=demo)
+    if task.source == "demo":
+        data = DataSpec(source="demo", location=str(task.seed), seed=task.seed, max_hops=task.max_hops)
+    else:
+        data = DataSpec(source="file", location=task.source, format=task.dataset or "auto", seed=task.seed)
+    search_params = {"top_k": task.top_k, "max_passage_chars": task.max_passage_chars}
+    search = ToolSpec("search", builtin="search", params=search_params)
+    rubric = (
+        RewardSpec("exact_match", 1.0, builtin="exact_match"), RewardSpec("f1", 0.0, builtin="f1"),
+        RewardSpec("format", task.format_reward_weight, builtin="format"),
+        RewardSpec("tool_error_penalty", 0.0, builtin="tool_error_penalty"),
+        RewardSpec("called_tool", 0.0, builtin="called_tool"),
+        RewardSpec("retrieval_recall", 0.0, builtin="retrieval_recall"),
+    )  # fmt: skip
+    prompt = (DEMO_SYSTEM_PROMPT if demo else QA_SYSTEM_PROMPT).format(answer_tag="{answer_tag}")
+    return EnvSpec(name=f"qa_search/{task.source}", tools=(search,), data=data, rubric=rubric, limits=limits,
+                   system_prompt=prompt, question_template="Question: {question}", prefill=prefill,
+                   show_tool_schemas=not demo)  # fmt: skip
+
+
 def make_env_factory(config: TrainConfig, passages: Sequence[Passage]) -> Callable[[], ToolEnv]:
-    """A factory of fresh envs sharing one retriever (built once over `passages`)."""
+    """A factory of fresh envs of the preset task, through `env_from_spec` (one retriever, built once)."""
+    from worker.rl.envs.from_spec import env_factory
     from worker.rl.envs.registry import list_envs, make
 
     name = config.task.env
     if name not in list_envs():
         raise ValueError(f"unknown environment {name!r} in task.env; valid names: {', '.join(list_envs())}")
-    env_cfg = env_config(config)
-    if name != "qa_search":
-        return lambda: make(name, config=env_cfg)
-    from worker.rl.envs.qa import qa_rubric
-    from worker.rl.tools.search import BM25Retriever
+    if name not in ("qa_search", "calculator"):
+        return lambda: make(name, config=env_config(config))
+    return env_factory(spec_from_config(config), passages=passages)
 
-    retriever = BM25Retriever.from_passages(list(passages))
-    rubric = qa_rubric(format_weight=config.task.format_reward_weight)
-    kwargs = {
-        "top_k": config.task.top_k,
-        "max_passage_chars": config.task.max_passage_chars,
-        "show_tool_schemas": not uses_demo_prompt(config),
-    }
-    return lambda: make(name, retriever=retriever, config=env_cfg, rubric=rubric, **kwargs)
+
+def spec_task_data(spec: EnvSpec) -> TaskData:
+    """An environment spec's tasks (train and its held-out split) and corpus."""
+    from worker.rl.envs.from_spec import load_env_data
+
+    data = load_env_data(spec)
+    return TaskData(train=data.train, eval=data.heldout, passages=data.passages)
+
+
+def env_spec_of(config: TrainConfig) -> EnvSpec | None:
+    """The environment file named by `task.environment`, when there is one."""
+    if config.task.environment is None:
+        return None
+    from worker.rl.envs.spec import load_spec_file
+
+    return load_spec_file(config.task.environment)
 
 
 def resolve_device(device: str) -> str:
@@ -237,12 +289,34 @@ def check_sampling_logprobs(config: TrainConfig, engine: str) -> None:
         )
 
 
-def build_components(config: TrainConfig) -> TrainComponents:
-    """Load data, model, engine and (only when kl_coef > 0) a frozen reference model."""
+def build_components(
+    config: TrainConfig,
+    *,
+    env_spec: EnvSpec | None = None,
+    tool_runner: ToolRunner | None = None,
+    index_cache_dir: Path | None = None,
+) -> TrainComponents:
+    """Load data, model, engine and (only when kl_coef > 0) a frozen reference model.
+
+    With `env_spec` (or `task.environment`) the run trains in that environment, its user tools and
+    rewards called through `tool_runner` (default for a file: `LocalToolRunner`, in-process).
+    """
+    from worker.rl.envs.from_spec import env_factory
     from worker.rl.generation.factory import make_generator, resolve_engine
     from worker.rl.generation.loading import LoraSpec, load_model_and_tokenizer, resolve_model_path
 
-    data = load_task_data(config.task)
+    env_spec = env_spec or env_spec_of(config)
+    if env_spec is not None:
+        data = spec_task_data(env_spec)
+        if tool_runner is None and (env_spec.user_tools or env_spec.user_rewards):
+            from worker.rl.envs.local_runner import LocalToolRunner
+
+            tool_runner = LocalToolRunner.from_spec(env_spec)
+        make_envs = env_factory(env_spec, tool_runner=tool_runner, passages=data.passages,
+                                index_cache_dir=index_cache_dir)  # fmt: skip
+    else:
+        data = load_task_data(config.task)
+        make_envs = make_env_factory(config, data.passages)
     device = resolve_device(config.model.device)
     lora = config.model.lora
     spec = (
@@ -289,7 +363,7 @@ def build_components(config: TrainConfig) -> TrainComponents:
         tokenizer=tokenizer,
         generator=generator,
         chat=ChatFormat(tokenizer),
-        env_factory=make_env_factory(config, data.passages),
+        env_factory=make_envs,
         train_tasks=data.train,
         eval_tasks=data.eval,
         ref_model=ref_model,

@@ -162,6 +162,9 @@ class TaskConfig:
     """Prefill the first turn with the opening of a search call (overrides first_turn_prefill)."""
     format_reward_weight: float = 0.1
     """Weight of the well-formed-answer reward in the rubric (0 = metric only)."""
+    environment: str | None = None
+    """An environment file (`EnvSpec` as .toml/.json, sources inlined) to train in instead of `env`/`source`;
+    user tools and reward functions in it run in-process (the studio's workers run them sandboxed)."""
     max_hops: int | None = None
     """Demo task only: keep questions of at most this many hops in train and eval (None = all). With
     `rollout.max_turns = 2` (search, answer) only 1-hop questions can be solved."""

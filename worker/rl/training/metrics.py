@@ -63,6 +63,11 @@ def reward_metrics(trajectories: Sequence[Trajectory], prefix: str = "reward") -
     names = sorted({k for t in trajectories for k in t.reward_breakdown})
     for name in names:
         out[f"{prefix}/{name}"] = _mean([t.reward_breakdown[name] for t in trajectories if name in t.reward_breakdown])
+    for t in trajectories:  # terms that raised: counted per step, never silently scored 0
+        for key, value in t.metrics.items():
+            if key.startswith("reward/") and key.endswith("/errors"):
+                name = f"{prefix}/{key[len('reward/') :]}"
+                out[name] = out.get(name, 0.0) + float(value)
     return out
 
 

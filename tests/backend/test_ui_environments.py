@@ -1,0 +1,88 @@
+"""The Environments and Train tab handlers through the real `StudioClient` against the real API (TestClient)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.client import StudioClient
+from app.tabs import environments as tab
+from app.tabs.train import describe_environment
+from backend.queue import TaskName
+from backend.schemas.tool import ToolCreate
+
+TOOL_SOURCE = '''
+def km_to_miles(km: float) -> float:
+    """Convert kilometres to miles.
+
+    Args:
+        km: Distance in kilometres.
+    """
+    return round(km * 0.621371, 2)
+'''
+
+
+@pytest.fixture
+def studio(client: TestClient) -> StudioClient:
+    studio = StudioClient("http://testserver")
+    studio._http = TestClient(client.app, base_url="http://testserver/api/v1")
+    return studio
+
+
+def _form(tool_id: int, dataset_id: int) -> list[object]:
+    return [[tool_id], dataset_id, 0, '{"exact_match": 1.0}', "near", 0.5, tab.EXAMPLE_REWARD, 2, 32, 5,
+            "Use the tool. Answer in <{answer_tag}></{answer_tag}>.", "km_to_miles", True, 0.25]  # fmt: skip
+
+
+def test_new_user_flow_upload_compose_prompt_check_export_import(
+    studio: StudioClient, tmp_path: Path, enqueued: list
+) -> None:
+    csv = tmp_path / "units.csv"
+    csv.write_text("q,a\n" + "".join(f"How many miles are {i} km?,{round(i * 0.621371, 2)}\n" for i in range(1, 9)))
+    preview, status = tab.upload_file(studio, str(csv), "tasks", "auto", "q", "a", "", "", dry_run=True)
+    assert preview["records"] == 8
+    assert preview["first_rows"][0]["question"] == "How many miles are 1 km?"
+    assert status.startswith("Preview: 8 valid record(s)")
+    _preview, status = tab.upload_file(studio, str(csv), "tasks", "auto", "q", "a", "", "units", dry_run=False)
+    assert "Registered **units**" in status
+    dataset = studio.list_datasets()[0]
+    tool = studio.create_tool(ToolCreate(name="km_to_miles", source=TOOL_SOURCE))
+    env_id, _picker, rows, status = tab.save_environment(studio, None, "units", *_form(tool.id, dataset.id))
+    assert status == "✅ Saved **units** as version 1."
+    assert rows[0][2] == "km_to_miles"
+    assert rows[0][3] == "exact_match×1.0, near×0.5"
+    loaded = tab.load_environment(studio, env_id)
+    assert loaded[1] == "units"
+    assert loaded[-2] == rows
+    env_id, _picker, rows, status = tab.save_environment(studio, env_id, "units", *_form(tool.id, dataset.id))
+    assert [r[0] for r in rows] == ["2", "1"]
+    prompt, note = tab.show_prompt(studio, env_id)
+    assert prompt["system_prompt"] == "Use the tool. Answer in <answer></answer>."
+    assert prompt["first_turn_prefill"].startswith('<tool_call>{"name": "km_to_miles"')
+    assert "token count" in note
+    run_id, status, _report, _timer = tab.start_check(studio, env_id)
+    assert enqueued[-1] == (TaskName.VALIDATE_ENV, run_id)
+    text, _status = tab.export_environment(studio, env_id)
+    assert json.loads(text)["environment"]["tools"][0]["source"] == TOOL_SOURCE
+    assert tab.import_environment(studio, text).startswith("✅ Imported as environment #2")
+    summary = describe_environment(studio, env_id)
+    assert "tools `km_to_miles`" in summary
+    assert "units: 8 tasks, 25% held out" in summary
+    assert "rubric exact_match×1.0, near×0.5" in summary
+
+
+def test_evaluate_tab_launches_an_eval_pinned_to_the_environment(studio: StudioClient, enqueued: list) -> None:
+    from app.tabs.evaluate import build_env_eval_request, start_env_evaluation
+
+    tool = studio.create_tool(ToolCreate(name="km_to_miles", source=TOOL_SOURCE))
+    env_id, *_ = tab.save_environment(studio, None, "units", *_form(tool.id, 0))
+    with pytest.raises(ValueError, match="environment: pick one"):
+        build_env_eval_request(studio, None, None, "", 5)
+    run_id, _card, _timer = start_env_evaluation(studio, env_id, None, "", 5)
+    run = studio.get_run(run_id)
+    assert (run.kind, run.environment_id, run.eval_spec["limit"]) == ("eval", env_id, 5)
+    assert run.environment_version_id == studio.list_environment_versions(env_id)[0].id
+    assert enqueued[-1] == (TaskName.EVALUATE, run_id)

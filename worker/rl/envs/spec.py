@@ -1,0 +1,257 @@
+"""`EnvSpec`: the whole definition of a tool environment as frozen, JSON-round-trippable data.
+
+One spec describes tools (built-ins by name, user tools by schema and sandbox key), the
+task data and its held-out split, the search corpus, the rubric (built-in terms and user
+reward functions), limits, the system prompt and the prefill settings. The studio stores
+it per environment version, exports it as one file, and `envs.from_spec.env_from_spec`
+turns it into a `ToolEnv`; built-in presets are specs too (`preset_spec`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+BUILTIN_TOOLS = ("search", "calculator")
+"""Built-in tool names a spec may list (`bm25_search` is accepted as an alias of `search`)."""
+BUILTIN_REWARDS = (
+    "exact_match", "cover_exact_match", "f1", "format", "called_tool", "tool_error_penalty", "retrieval_recall",
+)  # fmt: skip
+"""Built-in rubric term names."""
+TOOL_ALIASES = {"bm25_search": "search"}
+MAX_TOOL_RESULT_BYTES = 256 * 1024
+"""Tool results beyond this are cut with a visible marker and counted (`tool/<name>/truncated`)."""
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,63}")
+
+
+class SpecError(ValueError):
+    """A spec field is missing or wrong; the message names the field and how to fix it."""
+
+
+def _need(ok: bool, message: str) -> None:
+    if not ok:
+        raise SpecError(message)
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """One tool: a built-in (`builtin` set) or a user tool run through the tool runner (`key` set)."""
+
+    name: str
+    """The name the model calls it by."""
+    builtin: str | None = None
+    """'search' or 'calculator' for a built-in."""
+    key: str | None = None
+    """The tool runner's key of a user tool (e.g. 'tool-3-v2')."""
+    description: str = ""
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    """JSON schema of a user tool's arguments."""
+    source: str = ""
+    """The user tool's Python source (inlined so an exported spec is self-contained)."""
+    function: str = ""
+    """The function the source defines (defaults to `name`)."""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    """A built-in's settings (search: top_k, max_passage_chars)."""
+    tool_id: int | None = None
+    version: int | None = None
+    """The studio's tool id and the pinned tool version, when it came from a saved tool."""
+
+    def __post_init__(self) -> None:
+        _need(bool(_NAME.fullmatch(self.name)), f"tools: name {self.name!r} must be letters, digits, '_' or '-'")
+        _need((self.builtin is None) != (self.key is None), f"tools.{self.name}: set exactly one of builtin or key")
+        if self.builtin is not None:
+            _need(self.builtin in BUILTIN_TOOLS, f"tools.{self.name}: builtin {self.builtin!r} is not one of "
+                  f"{', '.join(BUILTIN_TOOLS)}")  # fmt: skip
+        else:
+            _need(self.parameters.get("type", "object") == "object",
+                  f"tools.{self.name}: parameters must be a JSON object schema")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RewardSpec:
+    """One rubric term: a built-in reward (`builtin`) or a user function `reward(answer, gold, trajectory)`."""
+
+    name: str
+    weight: float = 1.0
+    """Contribution to the total; 0 logs it as a metric only."""
+    builtin: str | None = None
+    key: str | None = None
+    """The tool runner's key of a user reward function."""
+    source: str = ""
+    function: str = "reward"
+
+    def __post_init__(self) -> None:
+        _need(bool(_NAME.fullmatch(self.name)), f"rubric: term name {self.name!r} must be letters, digits, '_', '-'")
+        _need(math.isfinite(self.weight), f"rubric.{self.name}: weight must be a finite number")
+        _need((self.builtin is None) != (self.key is None), f"rubric.{self.name}: set exactly one of builtin or key")
+        if self.builtin is not None:
+            _need(self.builtin in BUILTIN_REWARDS, f"rubric.{self.name}: builtin {self.builtin!r} is not one of "
+                  f"{', '.join(BUILTIN_REWARDS)}")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where the tasks come from and how the held-out split is drawn."""
+
+    source: str = "demo"
+    """'demo' (the generated KB; `location` is its seed), 'file' or 'hub' (a Hugging Face dataset id)."""
+    location: str = "0"
+    format: str = "auto"
+    """For files: flat | hotpotqa | 2wiki | musique | auto."""
+    heldout_fraction: float = 0.2
+    """Seeded share of the tasks kept out of training (files; the demo has its own held-out set)."""
+    seed: int = 0
+    max_hops: int | None = None
+    """Demo only: keep questions of at most this many hops."""
+    train_size: int | None = None
+    eval_size: int | None = None
+    """Caps on the train and held-out sides (seeded samples); None keeps all."""
+
+    def __post_init__(self) -> None:
+        _need(self.source in ("demo", "file", "hub"), f"data.source must be demo, file or hub, got {self.source!r}")
+        _need(0.0 < self.heldout_fraction < 1.0, "data.heldout_fraction must be in (0, 1), e.g. 0.2")
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """The documents the built-in search tool indexes: a JSONL of {title, text}, else the tasks' own context."""
+
+    location: str | None = None
+    retriever: str = "bm25"
+
+    def __post_init__(self) -> None:
+        _need(self.retriever == "bm25", f"corpus.retriever {self.retriever!r} is not available; use 'bm25'")
+
+
+@dataclass(frozen=True)
+class LimitsSpec:
+    max_turns: int = 4
+    max_new_tokens_per_turn: int = 128
+    max_total_tokens: int = 2048
+    tool_timeout_s: float = 10.0
+    """Wall-clock seconds one tool call may take."""
+
+    def __post_init__(self) -> None:
+        _need(self.max_turns >= 1, "limits.max_turns must be >= 1")
+        _need(self.max_new_tokens_per_turn >= 1, "limits.max_new_tokens_per_turn must be >= 1")
+        _need(self.max_total_tokens >= 16, "limits.max_total_tokens must be >= 16")
+        _need(self.tool_timeout_s > 0, "limits.tool_timeout_s must be > 0")
+
+
+@dataclass(frozen=True)
+class PrefillSpec:
+    """Forced structure that lets a small model make parseable calls (prefill tokens carry loss mask 0)."""
+
+    force_first_call: str | None = None
+    """A tool name: turn 1 starts with the opening of a call to it (and of its first string argument)."""
+    first_turn_prefill: str = ""
+    """Literal text turn 1 starts with (ignored when `force_first_call` is set)."""
+    answer_after_tool: bool = False
+    """Start every turn that follows tool results with the opening answer tag."""
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """A complete, versionable environment definition (see the module docstring)."""
+
+    name: str
+    tools: tuple[ToolSpec, ...] = ()
+    data: DataSpec = field(default_factory=DataSpec)
+    corpus: CorpusSpec = field(default_factory=CorpusSpec)
+    rubric: tuple[RewardSpec, ...] = (RewardSpec("exact_match", 1.0, builtin="exact_match"),)
+    limits: LimitsSpec = field(default_factory=LimitsSpec)
+    system_prompt: str = ""
+    """The system prompt; `{answer_tag}` is replaced. Empty: a default naming the answer tag."""
+    answer_tag: str = "answer"
+    question_template: str = "{question}"
+    """The user turn; `{question}` is replaced by the task's question."""
+    prefill: PrefillSpec = field(default_factory=PrefillSpec)
+    show_tool_schemas: bool = True
+    """List the tool schemas in the system prompt (off when the prompt itself teaches the calls)."""
+    version: int | None = None
+    environment_id: int | None = None
+
+    def __post_init__(self) -> None:
+        _need(bool(self.name.strip()), "name must not be empty")
+        _need(self.answer_tag.isidentifier(), f"answer_tag must be a plain tag name, got {self.answer_tag!r}")
+        for kind, items in (("tools", self.tools), ("rubric", self.rubric)):
+            names = [t.name for t in items]
+            dup = sorted({n for n in names if names.count(n) > 1})
+            _need(not dup, f"{kind}: names must be unique; repeated: {', '.join(dup)}")
+        forced = self.prefill.force_first_call
+        _need(forced is None or forced in {t.name for t in self.tools},
+              f"prefill.force_first_call {forced!r} must name one of the environment's tools")  # fmt: skip
+
+    @property
+    def user_tools(self) -> tuple[ToolSpec, ...]:
+        return tuple(t for t in self.tools if t.key is not None)
+
+    @property
+    def user_rewards(self) -> tuple[RewardSpec, ...]:
+        return tuple(r for r in self.rubric if r.key is not None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EnvSpec:
+        """Strict: an unknown key or a wrong value raises `SpecError` naming it."""
+        if not isinstance(data, Mapping):
+            raise SpecError(f"an environment spec must be an object, got {type(data).__name__}")
+        raw = dict(data)
+        raw["tools"] = tuple(_build(ToolSpec, t, f"tools[{i}]") for i, t in enumerate(raw.get("tools") or ()))
+        if "rubric" in raw:
+            raw["rubric"] = tuple(_build(RewardSpec, r, f"rubric[{i}]") for i, r in enumerate(raw["rubric"]))
+        for key, kind in (("data", DataSpec), ("corpus", CorpusSpec), ("limits", LimitsSpec),
+                          ("prefill", PrefillSpec)):  # fmt: skip
+            if key in raw:
+                raw[key] = _build(kind, raw[key], key)
+        return _build(cls, raw, "")
+
+
+def _build(kind: Any, value: Any, where: str) -> Any:
+    if isinstance(value, kind):
+        return value
+    if not isinstance(value, Mapping):
+        raise SpecError(f"{where or 'spec'} must be an object, got {type(value).__name__}")
+    known = {f.name for f in fields(kind)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise SpecError(f"{where or 'spec'}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+    try:
+        return kind(**value)
+    except TypeError as exc:
+        raise SpecError(f"{where or 'spec'}: {exc}") from exc
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def load_spec_file(path: str | Path) -> EnvSpec:
+    """An exported environment file (.json or .toml, sources inlined)."""
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"environment file {str(p)!r} does not exist")
+    text = p.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise SpecError(f"{p}: not valid {'TOML' if p.suffix == '.toml' else 'JSON'}: {exc}") from exc
+    spec = EnvSpec.from_dict(data.get("environment", data))
+    data_loc, corpus_loc = spec.data.location, spec.corpus.location
+    if spec.data.source == "file" and not Path(data_loc).is_absolute():  # relative to the file
+        data_loc = str((p.parent / data_loc).resolve())
+    if corpus_loc and not Path(corpus_loc).is_absolute():
+        corpus_loc = str((p.parent / corpus_loc).resolve())
+    return replace(spec, data=replace(spec.data, location=data_loc), corpus=replace(spec.corpus, location=corpus_loc))

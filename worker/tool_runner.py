@@ -1,0 +1,45 @@
+"""The worker's tool runner: an environment's user tools and reward functions, called sandboxed.
+
+`pool_for_spec` starts a `ToolServerPool` (long-lived bubblewrap tool servers, `worker.sandbox.pool`) and
+registers every user tool and reward function of an `EnvSpec`; its `call(key, arguments)` is the
+`tool_runner` the RL core's `env_from_spec` takes. Jobs close the pool when the run ends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol
+
+from worker.sandbox.limits import SandboxLimits, SandboxResult
+from worker.sandbox.pool import ToolServerPool
+
+
+class ToolPool(Protocol):
+    def add_tool(self, key: str, source: str, function: str) -> None: ...
+    def add_function(self, key: str, source: str, function: str) -> None: ...
+    def call(self, key: str, arguments: dict[str, Any]) -> SandboxResult: ...
+    def close(self) -> None: ...
+
+
+def register_spec(pool: ToolPool, spec: Any) -> None:
+    """Register the user tools and reward functions of `spec` (an `EnvSpec`) with `pool`."""
+    for tool in spec.user_tools:
+        pool.add_tool(str(tool.key), tool.source, tool.function or tool.name)
+    for term in spec.user_rewards:
+        pool.add_function(str(term.key), term.source, term.function or "reward")
+
+
+def pool_for_spec(spec: Any, *, limits: SandboxLimits, processes: int | None = None) -> ToolPool:
+    """A started pool with `spec`'s user code loaded (per-call time limit: the environment's `tool_timeout_s`).
+
+    Raises `SandboxUnavailable` (what to install) when the host cannot isolate user code, and
+    `ToolLoadError` naming the tool when a source does not load.
+    """
+    timed = dataclasses.replace(limits, time_limit_s=float(spec.limits.tool_timeout_s))
+    pool = ToolServerPool(limits=timed, processes=processes)
+    try:
+        register_spec(pool, spec)
+    except BaseException:
+        pool.close()
+        raise
+    return pool
