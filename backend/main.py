@@ -13,17 +13,21 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
+from backend.api.guard import StudioGuard
+from backend.api.policy import API_PREFIX
 from backend.api.router import api_router
 from backend.core import db as migration_state
 from backend.core.config import Settings, get_settings
 from backend.core.db import engine_for
 from backend.core.errors import StudioError
 from backend.core.security import check_startup_security
+from backend.crud import users as users_crud
 
 logger = logging.getLogger(__name__)
 
-API_PREFIX = "/api/v1"
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -35,12 +39,24 @@ async def _studio_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=status, content={"detail": str(getattr(exc, "detail", exc))})
 
 
+def _has_users(settings: Settings) -> bool:
+    try:
+        with Session(engine_for(settings.resolved_database_url)) as session:
+            return users_crud.has_active_users(session)
+    except SQLAlchemyError:
+        return False
+
+
 def create_app(settings: Settings | None = None, *, check_schema: bool = True) -> FastAPI:
-    """Build the app; refuses a public bind without a token and a DB behind the migrations head."""
+    """Build the app; refuses a public bind nobody can sign in to and a DB behind the migrations head.
+
+    Every request passes `StudioGuard` (body cap, Host and CSRF checks) and then
+    `authorize` (token, role policy); see SECURITY.md.
+    """
     settings = settings or get_settings()
-    check_startup_security(settings)
     if check_schema:
         migration_state.check_schema_current(engine_for(settings.resolved_database_url))
+    check_startup_security(settings, has_users=bool(settings.is_api_public and _has_users(settings)))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -56,4 +72,5 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
     app.state.settings = settings
     app.add_exception_handler(StudioError, _studio_error)
     app.include_router(api_router, prefix=API_PREFIX)
+    app.add_middleware(StudioGuard, settings=settings)
     return app

@@ -11,12 +11,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from backend.core.config import get_settings
-from backend.core.db import alembic_config, utcnow
+from backend.core.db import alembic_config, head_revision, utcnow
 from backend.core.errors import InsecureConfigError, SchemaOutdatedError
 from backend.crud import runs as runs_crud
 from backend.main import create_app
 from backend.queue import TaskName
 from backend.schemas.run import RunCreate
+from tests.backend.conftest import LOOPBACK_URL
 
 API = "/api/v1"
 
@@ -25,7 +26,7 @@ def test_health_reports_db_and_missing_broker(client: TestClient) -> None:
     health = client.get(f"{API}/health").json()
     assert health["db"]["ok"] is True
     assert health["db"]["dialect"] == "sqlite"
-    assert health["db"]["revision"] == health["db"]["head"] == "0001"
+    assert health["db"]["revision"] == health["db"]["head"] == head_revision()
     assert health["broker"]["ok"] is False
     assert "STUDIO_REDIS_URL" in health["broker"]["error"]
     assert health["ok"] is False
@@ -79,7 +80,7 @@ def test_health_fails_orphaned_runs_that_cannot_resume(client: TestClient, sessi
 def test_refuses_to_start_behind_head(studio_env: Path) -> None:
     with pytest.raises(SchemaOutdatedError, match="run `studio db upgrade`") as info:
         create_app()
-    assert "code expects 0001" in str(info.value)
+    assert f"code expects {head_revision()}" in str(info.value)
     command.upgrade(alembic_config(get_settings().resolved_database_url), "head")
     create_app()
 
@@ -89,7 +90,7 @@ def test_public_bind_requires_token(db_url: str, monkeypatch: pytest.MonkeyPatch
     with pytest.raises(InsecureConfigError, match="STUDIO_API_TOKEN"):
         create_app()
     monkeypatch.setenv("STUDIO_API_TOKEN", "s3cret")
-    with TestClient(create_app()) as client:
+    with TestClient(create_app(), base_url=LOOPBACK_URL) as client:
         assert client.get(f"{API}/tools").status_code == 401
         assert client.get(f"{API}/tools", headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert client.get(f"{API}/tools", headers={"Authorization": "Bearer s3cret"}).status_code == 200
@@ -97,7 +98,7 @@ def test_public_bind_requires_token(db_url: str, monkeypatch: pytest.MonkeyPatch
 
 def test_loopback_with_token_still_requires_it(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STUDIO_API_TOKEN", "tok")
-    with TestClient(create_app()) as client:
+    with TestClient(create_app(), base_url=LOOPBACK_URL) as client:
         assert client.get(f"{API}/runs").status_code == 401
         assert client.get(f"{API}/runs", headers={"Authorization": "Bearer tok"}).status_code == 200
 
