@@ -8,12 +8,11 @@ path or query (a 422 naming the parameter, instead of a database overflow).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from typing import Annotated
 
-import re
-
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -57,6 +56,9 @@ EnqueueDep = Annotated[Enqueue, Depends(get_enqueue)]
 
 
 INT64_MAX = 2**63 - 1
+MAX_PAGE = 500
+OffsetQuery = Annotated[int, Query(ge=0, le=INT64_MAX, description="Items to skip.")]
+LimitQuery = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"Items to return (at most {MAX_PAGE}).")]
 _INTEGER = re.compile(r"^[+-]?\d+$")
 LOCAL_ADMIN = Principal(name="local", role="admin", authenticated=False)
 """The zero-setup caller on loopback when no token is required."""

@@ -42,9 +42,9 @@ def listens_beyond_loopback(port: int) -> bool:
         logger.warning("cannot list this process's sockets; treating the bind as public")
         return True
     for conn in conns:
-        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
-            if not is_loopback_address(conn.laddr.ip):
-                return True
+        listening = conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port
+        if listening and not is_loopback_address(conn.laddr.ip):
+            return True
     return False
 
 

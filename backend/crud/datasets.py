@@ -70,8 +70,8 @@ def get_dataset(session: Session, *, dataset_id: int) -> Dataset:
     return dataset
 
 
-def list_datasets(session: Session) -> list[Dataset]:
-    return list(session.scalars(select(Dataset).order_by(Dataset.id)))
+def list_datasets(session: Session, *, offset: int = 0, limit: int | None = None) -> list[Dataset]:
+    return list(session.scalars(select(Dataset).order_by(Dataset.id).offset(offset).limit(limit)))
 
 
 def _check_refs(session: Session, *, tool_ids: list[int] | None, dataset_id: int | None) -> None:
@@ -103,8 +103,8 @@ def get_environment(session: Session, *, environment_id: int) -> Environment:
     return env
 
 
-def list_environments(session: Session) -> list[Environment]:
-    return list(session.scalars(select(Environment).order_by(Environment.id)))
+def list_environments(session: Session, *, offset: int = 0, limit: int | None = None) -> list[Environment]:
+    return list(session.scalars(select(Environment).order_by(Environment.id).offset(offset).limit(limit)))
 
 
 def update_environment(session: Session, *, environment_id: int, env_in: EnvironmentUpdate) -> Environment:

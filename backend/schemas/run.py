@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
-from backend.schemas.common import JSONDict, LaunchKind, ORMModel, Preset, RunKind, RunStatus
+from backend.schemas.common import CappedJSONDict, DbId, JSONDict, LaunchKind, ORMModel, Preset, RunKind, RunStatus
+
+CLIENT_INTERNAL_KEYS = frozenset({"_eval"})
+"""The one `_` key a client still sends: the Evaluate tab's request, until evaluation gets its own typed body."""
 
 
 class RunCreate(BaseModel):
@@ -16,8 +19,17 @@ class RunCreate(BaseModel):
     name: str = Field(default="", max_length=200)
     kind: LaunchKind = "train"
     preset: Preset | None = "quickstart"
-    config: JSONDict = Field(default_factory=dict)
-    environment_id: int | None = None
+    config: CappedJSONDict = Field(default_factory=dict)
+    environment_id: DbId | None = None
+
+    @field_validator("config")
+    @classmethod
+    def _no_internal_keys(cls, config: JSONDict) -> JSONDict:
+        """`_`-prefixed keys are the server's bookkeeping (`_resume`, `_auto_resumes`): clients may not set them."""
+        internal = sorted(k for k in config if k.startswith("_") and k not in CLIENT_INTERNAL_KEYS)
+        if internal:
+            raise ValueError(f"keys starting with '_' are reserved for the server: remove {', '.join(internal)}")
+        return config
 
 
 class RunPublic(ORMModel):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, Query, status
 
-from backend.api.deps import SessionDep
+from backend.api.deps import LimitQuery, OffsetQuery, SessionDep
 from backend.crud import datasets as datasets_crud
 from backend.schemas.dataset import DatasetCreate, DatasetPreview, DatasetPublic
 
@@ -14,8 +14,8 @@ router = APIRouter(prefix="/datasets", tags=["datasets"])
 
 
 @router.get("")
-def list_datasets(session: SessionDep) -> list[DatasetPublic]:
-    return [DatasetPublic.model_validate(d) for d in datasets_crud.list_datasets(session)]
+def list_datasets(session: SessionDep, offset: OffsetQuery = 0, limit: LimitQuery = 100) -> list[DatasetPublic]:
+    return [DatasetPublic.model_validate(d) for d in datasets_crud.list_datasets(session, offset=offset, limit=limit)]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
