@@ -32,7 +32,10 @@ def _preflight(settings: Settings, with_ui: bool) -> None:
 
 
 def _headers(settings: Settings) -> dict[str, str]:
-    return {"Authorization": f"Bearer {settings.api_token}"} if settings.api_token else {}
+    headers = {"X-Studio-Client": "studio-launcher"}  # the API's CSRF guard wants it on state-changing requests
+    if settings.api_token:
+        headers["Authorization"] = f"Bearer {settings.api_token}"
+    return headers
 
 
 def wait_ready(settings: Settings, supervisor: Supervisor, with_ui: bool, timeout_s: float) -> dict[str, object]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import os
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from backend.core.config import LOOPBACK_HOSTS, Settings
@@ -81,3 +83,20 @@ def origin_allowed(origin: str, host_header: str) -> bool:
     port = parts.port or (443 if parts.scheme == "https" else 80)
     host, host_port = split_host(host_header)
     return parts.hostname.lower() == host.strip("[]") and str(port) == (host_port or str(port))
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create `path` (and parents) so only this user can enter it: 0700, tightened if it already exists."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.stat().st_uid == os.getuid() and path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+    return path
+
+
+def ensure_private_file(path: Path) -> Path:
+    """Create `path` empty with mode 0600 if missing (SQLite then keeps that mode for its -wal/-shm files)."""
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    os.close(fd)
+    if path.stat().st_uid == os.getuid() and path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+    return path

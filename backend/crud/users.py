@@ -61,7 +61,7 @@ def create_user(session: Session, *, user_in: UserCreate) -> tuple[User, str]:
     return user, token
 
 
-def list_users(session: Session, *, offset: int = 0, limit: int = 100) -> list[User]:
+def list_users(session: Session, *, offset: int = 0, limit: int | None = 100) -> list[User]:
     return list(session.scalars(select(User).order_by(User.id).offset(offset).limit(limit)))
 
 
