@@ -8,12 +8,14 @@ child process or a stale socket behind.
 from __future__ import annotations
 
 import os
+import secrets
 import time
 
 import httpx
 from rich.console import Console
 
 from backend.core.config import Settings
+from backend.core.security import auth_required
 from studio import preflight
 from studio.embedded_redis import EmbeddedRedis
 from studio.supervisor import Supervisor
@@ -71,10 +73,22 @@ def launch_demo(settings: Settings, console: Console) -> None:
     console.print(f"Launched the quickstart training run #{run.get('id')} — watch it in the Runs tab.")
 
 
+def _probe_token(settings: Settings) -> dict[str, str]:
+    """When the API will demand a token and no legacy one is set, a per-launch admin token for the launcher's own
+    readiness probe and demo launch. Only the API process gets it (never the worker or the UI), and it dies with
+    this launch."""
+    if settings.api_token or not auth_required(settings, public=False):
+        return {}
+    return {"STUDIO_API_TOKEN": secrets.token_urlsafe(32)}
+
+
 def run_studio(settings: Settings, *, demo: bool, with_ui: bool, ready_timeout_s: float, console: Console) -> int:
     from studio.cli import _api_args, _ui_args, _upgrade, _worker_args, print_urls
 
     _preflight(settings, with_ui)
+    api_env = _probe_token(settings)
+    if api_env:
+        settings = settings.model_copy(update={"api_token": api_env["STUDIO_API_TOKEN"]})
     console.print("Applying database migrations…")
     _upgrade(settings)
     redis = EmbeddedRedis(settings.data_dir) if not settings.redis_url else None
@@ -84,7 +98,7 @@ def run_studio(settings: Settings, *, demo: bool, with_ui: bool, ready_timeout_s
     try:
         redis_url = settings.redis_url or redis.start()  # type: ignore[union-attr]
         env["STUDIO_REDIS_URL"] = redis_url
-        supervisor.spawn("api", _api_args(settings))
+        supervisor.spawn("api", _api_args(settings), extra_env=api_env)
         supervisor.spawn("worker", _worker_args(settings))
         if with_ui:
             supervisor.spawn("ui", _ui_args())

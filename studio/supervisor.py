@@ -45,10 +45,11 @@ class Supervisor:
     env: Mapping[str, str]
     children: list[Child] = field(default_factory=list)
 
-    def spawn(self, name: str, args: Sequence[str]) -> Child:
+    def spawn(self, name: str, args: Sequence[str], extra_env: Mapping[str, str] | None = None) -> Child:
+        """Start a child with the shared env plus `extra_env` (a secret only this child may hold)."""
         child = Child(name=name, args=list(args))
         child.process = subprocess.Popen(
-            list(args), env=dict(self.env), stdin=subprocess.DEVNULL, preexec_fn=_child_setup
+            list(args), env={**self.env, **(extra_env or {})}, stdin=subprocess.DEVNULL, preexec_fn=_child_setup
         )
         self.children.append(child)
         logger.info("started %s (pid %d)", name, child.process.pid)

@@ -7,8 +7,11 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
+import psutil
 from sqlalchemy import create_engine, text
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,3 +57,36 @@ def test_users_add_list_disable(tmp_path: Path) -> None:
     missing = _studio(["users", "disable", "nobody"], data_dir)
     assert missing.returncode != 0
     assert "not found" in missing.stderr
+
+
+def test_up_with_require_auth_needs_an_account_then_guards_api_and_ui(tmp_path: Path) -> None:
+    from tests.studio.test_cli import _env, _stop
+
+    env = _env(tmp_path, STUDIO_REQUIRE_AUTH="1")
+    data_dir = Path(env["STUDIO_DATA_DIR"])
+    refused = subprocess.run([sys.executable, "-m", "studio.cli", "up"], env=env, cwd=REPO, capture_output=True,
+                             text=True, timeout=120)  # fmt: skip
+    assert refused.returncode != 0
+    assert "no account exists" in refused.stderr
+    assert _studio(["db", "upgrade"], data_dir).returncode == 0
+    token = _studio(["users", "add", "tom", "--role", "trainer"], data_dir).stdout.strip().splitlines()[-1]
+    log = tmp_path / "up.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "studio.cli", "up"], env=env, cwd=REPO, text=True,
+                                stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    api = f"http://127.0.0.1:{env['STUDIO_API_PORT']}/api/v1"
+    deadline = time.monotonic() + 240
+    while "Agent Studio is up" not in log.read_text():
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(1)
+    descendants = {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
+    try:
+        assert httpx.get(f"{api}/runs", timeout=10).status_code == 401
+        assert httpx.get(f"{api}/runs", headers={"Authorization": f"Bearer {token}"}, timeout=10).status_code == 200
+        ui = f"http://127.0.0.1:{env['STUDIO_UI_PORT']}"
+        assert httpx.get(f"{ui}/config", timeout=10).status_code == 401
+        login = httpx.post(f"{ui}/login", data={"username": "tom", "password": token}, timeout=30)
+        assert login.status_code == 200, login.text
+    finally:
+        _stop(proc, descendants, log)
