@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -16,6 +17,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from backend.api.deps import INT64_MAX
 from backend.api.guard import StudioGuard
 from backend.api.policy import API_PREFIX
 from backend.api.router import api_router
@@ -37,6 +39,26 @@ def _operation_id(route: APIRoute) -> str:
 async def _studio_error(_request: Request, exc: Exception) -> JSONResponse:
     status = exc.status_code if isinstance(exc, StudioError) else 500
     return JSONResponse(status_code=status, content={"detail": str(getattr(exc, "detail", exc))})
+
+
+def _int64_documented(app: FastAPI) -> None:
+    """State in the spec what `authorize` enforces: path and query integers fit in a signed 64-bit int."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = build()
+            for item in spec.get("paths", {}).values():
+                for operation in item.values():
+                    for param in operation.get("parameters", []):
+                        for schema in [param.get("schema", {}), *param.get("schema", {}).get("anyOf", [])]:
+                            if schema.get("type") == "integer":
+                                schema.setdefault("maximum", INT64_MAX)
+                                schema.setdefault("minimum", -INT64_MAX)
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _has_users(settings: Settings) -> bool:
@@ -73,4 +95,5 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
     app.add_exception_handler(StudioError, _studio_error)
     app.include_router(api_router, prefix=API_PREFIX)
     app.add_middleware(StudioGuard, settings=settings)
+    _int64_documented(app)
     return app

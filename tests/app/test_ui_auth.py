@@ -156,3 +156,14 @@ def test_ui_bound_publicly_requires_sign_in_without_any_setting() -> None:
         assert httpx.get(f"http://127.0.0.1:{port}/config").status_code == 401
     finally:
         demo.close()
+
+
+def test_compose_never_publishes_an_unauthenticated_ui() -> None:
+    import yaml
+
+    compose = yaml.safe_load((Path(__file__).resolve().parents[2] / "compose.yml").read_text())
+    ui = compose["services"]["ui"]
+    assert str(ui["environment"]["STUDIO_REQUIRE_AUTH"]) == "1"
+    assert "STUDIO_API_TOKEN" not in ui["environment"], "the UI must act with each user's token, never a shared one"
+    env = {k: str(v) for k, v in ui["environment"].items()}
+    assert UISettings(**{k.removeprefix("STUDIO_").lower(): v for k, v in env.items()}).login_required
