@@ -31,7 +31,6 @@ from backend.crud import users as users_crud
 logger = logging.getLogger(__name__)
 
 
-
 def _operation_id(route: APIRoute) -> str:
     return route.name
 

@@ -203,9 +203,7 @@ def append_metrics(session: Session, *, run_id: int, step: int, values: dict[str
     session.flush()
 
 
-def list_metrics(
-    session: Session, *, run_id: int, since: int | None = None, limit: int | None = None
-) -> list[Metric]:
+def list_metrics(session: Session, *, run_id: int, since: int | None = None, limit: int | None = None) -> list[Metric]:
     """Metric rows with step > `since`, ascending, at most `limit` (None = all)."""
     get_run(session, run_id=run_id)
     query = select(Metric).where(Metric.run_id == run_id)
