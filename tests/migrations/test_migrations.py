@@ -11,6 +11,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 
 from backend.core.db import alembic_config
@@ -60,10 +61,13 @@ def test_postgres_round_trip_and_empty_diff(pg_database: str) -> None:
     _round_trip(pg_database)
 
 
-def test_single_initial_revision_is_date_prefixed() -> None:
+def test_revisions_are_date_prefixed_and_one_chain() -> None:
     files = sorted(p.name for p in VERSIONS.glob("*.py"))
-    assert len(files) == 1
-    assert files[0][:11].replace("_", "").isdigit()
+    assert files
+    assert all(name[:11].replace("_", "").isdigit() for name in files), files
+    script = ScriptDirectory.from_config(alembic_config())
+    assert len(script.get_heads()) == 1, f"migrations branch: heads {script.get_heads()}"
+    assert len(list(script.walk_revisions())) == len(files)
 
 
 @pytest.mark.parametrize("path", sorted(VERSIONS.glob("*.py")), ids=lambda p: p.name)
