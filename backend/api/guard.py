@@ -1,7 +1,8 @@
 """ASGI guard in front of every API route: body-size cap, Host-header check, CSRF check.
 
-Pure ASGI (no `BaseHTTPMiddleware`) so streamed bodies are counted as they
-arrive and a refused request never reaches a route. It also records on the
+Pure ASGI (no `BaseHTTPMiddleware`): a declared Content-Length over the cap is
+refused at once, a chunked body is read up to the cap before the route sees
+it, and a refused request never reaches a route. It also records on the
 scope whether the request arrived over a non-loopback interface (the actual
 bind, not the setting: `uvicorn --host 0.0.0.0` is caught), for the auth check.
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
 
 import psutil
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -28,10 +28,6 @@ from backend.core.security import (
 logger = logging.getLogger(__name__)
 
 PUBLIC_SCOPE_KEY = "studio.public"
-
-
-class BodyTooLarge(Exception):
-    pass
 
 
 def listens_beyond_loopback(port: int) -> bool:
@@ -113,30 +109,31 @@ class StudioGuard:
         if declared.isdigit() and int(declared) > limit:
             await _refuse(send, 413, f"request body of {declared} bytes is over the {limit}-byte limit")
             return
-        await self._call_counting(scope, receive, send, limit)
+        if declared.isdigit():  # the server holds the body to its declared length
+            await self.app(scope, receive, send)
+            return
+        await self._call_buffered(scope, receive, send, limit)
 
-    async def _call_counting(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-        """Pass the request on, refusing with 413 once a streamed body exceeds `limit`."""
-        seen = 0
-        started = False
-
-        async def counting_receive() -> Message:
-            nonlocal seen
+    async def _call_buffered(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        """A body without Content-Length (chunked): read it up to `limit` (413 beyond), then replay it."""
+        body = bytearray()
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise BodyTooLarge
-            return message
-
-        async def tracking_send(message: dict[str, Any]) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            if len(body) > limit:
                 await _refuse(send, 413, f"request body is over the {limit}-byte limit")
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)

@@ -93,3 +93,21 @@ def test_data_dir_and_database_are_private(db_url: str, studio_env: Path) -> Non
         pass
     assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
     assert stat.S_IMODE(fresh.parent.stat().st_mode) == 0o700
+
+
+def test_streamed_body_without_length_is_capped_too(client: TestClient) -> None:
+    def chunks():  # chunked transfer: no Content-Length for the guard to read up front
+        for _ in range(17):
+            yield b"x" * 65536
+
+    response = client.post(f"{API}/tools", content=chunks(), headers={"Content-Type": "application/json"})
+    assert response.status_code == 413, response.text
+
+
+def test_small_streamed_body_still_reaches_the_route(client: TestClient) -> None:
+    import json
+
+    payload = json.dumps({"name": "chunked", "source": TOOL_SOURCE}).encode()
+    response = client.post(f"{API}/tools", content=iter([payload[:10], payload[10:]]),
+                           headers={"Content-Type": "application/json"})  # fmt: skip
+    assert response.status_code == 201, response.text
