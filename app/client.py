@@ -41,10 +41,13 @@ from backend.schemas.trajectory import (
     TrajectoryPublic,
     TrajectorySummary,
 )
+from backend.schemas.user import LoginPublic, LoginRequest, Principal
 
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
+CLIENT_HEADER = "X-Studio-Client"
+"""Sent on every request: the API refuses state-changing requests without it or a JSON body (CSRF guard)."""
 T = TypeVar("T")
 
 
@@ -95,7 +98,9 @@ class StudioClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = {CLIENT_HEADER: "studio-client"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         self._http = httpx.Client(
             base_url=self.api_url + API_PREFIX, headers=headers, timeout=timeout_s, transport=transport
         )
@@ -147,6 +152,15 @@ class StudioClient:
 
     def health(self) -> HealthPublic:
         return self._get(HealthPublic, "/health")
+
+    # ------------------------------------------------------------ accounts
+
+    def login(self, name: str, secret: str) -> LoginPublic:
+        """Exchange name + password (or name + token) for a bearer token; 401 → `StudioAPIError`."""
+        return self._post(LoginPublic, "/auth/login", LoginRequest(name=name, secret=secret).model_dump())
+
+    def whoami(self) -> Principal:
+        return self._get(Principal, "/auth/me")
 
     # ------------------------------------------------------------ tools
 

@@ -13,6 +13,8 @@ from typing import Any
 import gradio as gr
 
 from app.client import StudioClient
+from app.guard import middleware_kwargs
+from app.session import RequestClient, SessionTokens, make_login
 from app.settings import UISettings
 from app.tabs.environments import build_environments_tab, refresh_choices
 from app.tabs.evaluate import build_evaluate_tab, load_history
@@ -115,15 +117,45 @@ def build_app(client: StudioClient, *, poll_interval_s: float = 2.0) -> gr.Block
     return demo
 
 
+def secured_launch_options(settings: UISettings, tokens: SessionTokens) -> dict[str, Any]:
+    """Sign-in (when required) and the Host/CSRF guard, for `Blocks.launch`."""
+    require_login = settings.login_required
+    options: dict[str, Any] = {
+        "app_kwargs": middleware_kwargs(
+            tokens, require_login=require_login, allowed_hosts=settings.extra_allowed_hosts
+        ),
+    }
+    if require_login:
+        options["auth"] = make_login(settings.resolved_api_url, timeout_s=settings.request_timeout_s)
+        options["auth_message"] = "Sign in with your Agent Studio name and password, or your name and API token."
+    return options
+
+
+def build_secured_app(settings: UISettings, *, transport: Any = None) -> tuple[gr.Blocks, dict[str, Any]]:
+    """The studio over a per-session client, and the launch options that guard it."""
+    tokens = SessionTokens()
+    client = RequestClient(
+        settings.resolved_api_url,
+        tokens=tokens,
+        require_login=settings.login_required,
+        timeout_s=settings.request_timeout_s,
+        transport=transport,
+    )
+    demo = build_app(client, poll_interval_s=settings.poll_interval_s)  # type: ignore[arg-type]
+    return demo, {**launch_options(), **secured_launch_options(settings, tokens)}
+
+
 def main() -> None:
-    """Read `STUDIO_*` settings, build the app over the API and serve it."""
+    """Read `STUDIO_*` settings, build the app over the API and serve it (with sign-in when required)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = UISettings()
-    client = StudioClient(settings.resolved_api_url, token=settings.api_token, timeout_s=settings.request_timeout_s)
-    demo = build_app(client, poll_interval_s=settings.poll_interval_s)
+    demo, options = build_secured_app(settings)
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=CONCURRENCY_LIMIT)
-    logger.info("UI on http://%s:%s talking to %s", settings.ui_host, settings.ui_port, settings.resolved_api_url)
-    demo.launch(server_name=settings.ui_host, server_port=settings.ui_port, footer_links=["api"], **launch_options())
+    logger.info(
+        "UI on http://%s:%s talking to %s (sign-in %s)", settings.ui_host, settings.ui_port,
+        settings.resolved_api_url, "required" if settings.login_required else "off: loopback only",
+    )  # fmt: skip
+    demo.launch(server_name=settings.ui_host, server_port=settings.ui_port, footer_links=["api"], **options)
 
 
 if __name__ == "__main__":

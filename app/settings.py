@@ -9,6 +9,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
 
 class UISettings(BaseSettings):
     """Where the UI listens and how it reaches the API. Each field is the env var `STUDIO_<FIELD>`."""
@@ -20,9 +22,24 @@ class UISettings(BaseSettings):
     api_port: int = Field(default=8000, ge=1, le=65535)
     ui_host: str = Field(default="127.0.0.1", description="Interface the Gradio UI binds to.")
     ui_port: int = Field(default=7860, ge=1, le=65535)
-    api_token: str = Field(default="", description="Bearer token sent to the API (empty = none).")
+    api_token: str = Field(
+        default="",
+        description="The API's legacy admin token. The UI never sends it itself; when it is set, users sign in.",
+    )
+    require_auth: bool = Field(default=False, description="Ask every browser to sign in, even on loopback.")
+    allowed_hosts: str = Field(default="", description="Comma-separated extra Host names the UI answers to.")
     poll_interval_s: float = Field(default=2.0, gt=0, le=60, description="How often live views refresh.")
     request_timeout_s: float = Field(default=15.0, gt=0, description="Per-request HTTP timeout.")
+
+    @property
+    def extra_allowed_hosts(self) -> list[str]:
+        return [h.strip().lower() for h in self.allowed_hosts.split(",") if h.strip()]
+
+    @property
+    def login_required(self) -> bool:
+        """Sign-in is needed whenever the UI or the API is reachable beyond loopback, or the settings ask."""
+        beyond = any(h not in LOOPBACK_HOSTS for h in (self.ui_host, self.api_host))
+        return beyond or self.require_auth or bool(self.api_token)
 
     @property
     def resolved_api_url(self) -> str:

@@ -18,8 +18,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from backend.core.config import Settings, get_settings
+from backend.core.security import ensure_private_dir, ensure_private_file
 from studio import preflight
 from studio.embedded_redis import EmbeddedRedisError
 from studio.processes import alembic_config, api_args, ui_args, upgrade, worker_args
@@ -33,6 +35,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema migrations (Alembic).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+users_app = typer.Typer(help="Accounts: named users with a role and a token (stored hashed).", no_args_is_help=True)
+app.add_typer(users_app, name="users")
 console = Console()
 err_console = Console(stderr=True)
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +53,9 @@ def _load_settings() -> Settings:
         settings = get_settings()
     except Exception as exc:  # pydantic ValidationError: name the variable
         raise fail(f"invalid STUDIO_* setting: {exc}".replace("\n", " ")) from None
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_private_dir(settings.data_dir)
+    if not settings.database_url:  # the default SQLite file: 0600 before Alembic or SQLite first create it
+        ensure_private_file(settings.data_dir / "studio.db")
     return settings
 
 
@@ -91,6 +97,88 @@ def db_current() -> None:
     except preflight.ConfigError as exc:
         raise fail(str(exc)) from None
     command.current(alembic_config(settings), verbose=False)
+
+
+# ---------------------------------------------------------------- users
+
+ROLES = ("admin", "trainer", "labeler")
+
+
+def _users_session(settings: Settings):  # type: ignore[no-untyped-def]
+    """A DB session on a database at the migrations head (users live in revision 0002_users)."""
+    from sqlalchemy.orm import Session
+
+    from backend.core.db import check_schema_current, engine_for
+    from backend.core.errors import SchemaOutdatedError
+
+    try:
+        preflight.check_database(settings.resolved_database_url)
+        engine = engine_for(settings.resolved_database_url)
+        check_schema_current(engine)
+    except (preflight.ConfigError, SchemaOutdatedError) as exc:
+        raise fail(str(exc)) from None
+    return Session(engine, expire_on_commit=False)
+
+
+@users_app.command("add")
+def users_add(
+    name: Annotated[str, typer.Argument(help="Account name (letters, digits, _ . -).")],
+    role: Annotated[str, typer.Option(help="admin | trainer | labeler.")] = "labeler",
+    password: Annotated[bool, typer.Option("--password", help="Also set a password (asked twice, hidden).")] = False,
+) -> None:
+    """Create a user and print its token once (only its hash is stored)."""
+    from pydantic import ValidationError
+
+    from backend.core.errors import StudioError
+    from backend.crud import users as users_crud
+    from backend.schemas.user import UserCreate
+
+    if role not in ROLES:
+        raise fail(f"--role must be one of {', '.join(ROLES)}, not {role!r}")
+    secret = typer.prompt("Password", hide_input=True, confirmation_prompt=True) if password else None
+    try:
+        user_in = UserCreate(name=name, role=role, password=secret)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise fail(f"invalid user: {problems}") from None
+    with _users_session(_load_settings()) as session:
+        try:
+            user, token = users_crud.create_user(session, user_in=user_in)
+        except StudioError as exc:
+            raise fail(exc.detail) from None
+        session.commit()
+        console.print(f"created {user.role} {user.name!r}; its token (shown only now, store it safely):")
+        print(token)  # plain stdout, so scripts can capture it
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """Show every user with its role and state (never a token)."""
+    from backend.crud import users as users_crud
+
+    with _users_session(_load_settings()) as session:
+        table = Table(show_header=True)
+        for column in ("name", "role", "state", "created"):
+            table.add_column(column)
+        for user in users_crud.list_users(session, limit=None):
+            state = "disabled" if user.disabled else "active"
+            table.add_row(user.name, user.role, state, user.created_at.isoformat(timespec="seconds"))
+        console.print(table)
+
+
+@users_app.command("disable")
+def users_disable(name: Annotated[str, typer.Argument(help="The account to disable.")]) -> None:
+    """Disable a user: its token and login sessions stop working at once."""
+    from backend.core.errors import StudioError
+    from backend.crud import users as users_crud
+
+    with _users_session(_load_settings()) as session:
+        try:
+            users_crud.disable_user(session, name=name)
+        except StudioError as exc:
+            raise fail(exc.detail) from None
+        session.commit()
+    console.print(f"disabled {name!r}")
 
 
 # ---------------------------------------------------------------- processes

@@ -10,6 +10,7 @@ the process exit code; never leaves a child process or a stale socket behind.
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import httpx
 from rich.console import Console
 
 from backend.core.config import Settings
+from backend.core.security import auth_required
 from studio import preflight
 from studio.embedded_redis import EmbeddedRedis
 from studio.processes import api_args, print_urls, ui_args, upgrade, worker_args
@@ -77,7 +79,10 @@ def _preflight(settings: Settings, with_ui: bool) -> None:
 
 
 def _headers(settings: Settings) -> dict[str, str]:
-    return {"Authorization": f"Bearer {settings.api_token}"} if settings.api_token else {}
+    headers = {"X-Studio-Client": "studio-launcher"}  # the API's CSRF guard wants it on state-changing requests
+    if settings.api_token:
+        headers["Authorization"] = f"Bearer {settings.api_token}"
+    return headers
 
 
 def wait_ready(settings: Settings, supervisor: Supervisor, with_ui: bool, timeout_s: float) -> dict[str, object]:
@@ -113,8 +118,20 @@ def launch_demo(settings: Settings, console: Console) -> None:
     console.print(f"Launched the quickstart training run #{run.get('id')} — watch it in the Runs tab.")
 
 
+def _probe_token(settings: Settings) -> dict[str, str]:
+    """When the API will demand a token and no legacy one is set, a per-launch admin token for the launcher's own
+    readiness probe and demo launch. Only the API process gets it (never the worker or the UI), and it dies with
+    this launch."""
+    if settings.api_token or not auth_required(settings, public=False):
+        return {}
+    return {"STUDIO_API_TOKEN": secrets.token_urlsafe(32)}
+
+
 def run_studio(settings: Settings, *, demo: bool, with_ui: bool, ready_timeout_s: float, console: Console) -> int:
     _preflight(settings, with_ui)
+    api_env = _probe_token(settings)
+    if api_env:
+        settings = settings.model_copy(update={"api_token": api_env["STUDIO_API_TOKEN"]})
     console.print("Applying database migrations…")
     upgrade(settings)
     redis = EmbeddedRedis(settings.data_dir) if not settings.redis_url else None
@@ -124,7 +141,7 @@ def run_studio(settings: Settings, *, demo: bool, with_ui: bool, ready_timeout_s
     try:
         redis_url = settings.redis_url or redis.start()  # type: ignore[union-attr]
         env["STUDIO_REDIS_URL"] = redis_url
-        supervisor.spawn("api", api_args(settings))
+        supervisor.spawn("api", api_args(settings), extra_env=api_env)
         supervisor.spawn("worker", worker_args(settings))
         if with_ui:
             supervisor.spawn("ui", ui_args())

@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 from urllib.parse import urlsplit, urlunsplit
 
-from backend.core.config import Settings
+from backend.core.config import LOOPBACK_HOSTS, Settings
 
 
 class ConfigError(RuntimeError):
@@ -89,9 +89,33 @@ def check_redis(url: str, timeout_s: float = 3.0) -> None:
         ) from None
 
 
+def _has_accounts(url: str) -> bool:
+    """True when the database has an enabled user (False when unreachable or not migrated yet)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT 1 FROM users WHERE NOT disabled LIMIT 1")).first() is not None
+    except SQLAlchemyError:
+        return False
+    finally:
+        engine.dispose()
+
+
 def check_access(settings: Settings) -> None:
-    if settings.is_api_public and not settings.api_token:
+    """Refuse to serve the API or the UI beyond loopback (or with STUDIO_REQUIRE_AUTH=1) when nobody could sign in."""
+    reasons = []
+    if settings.is_api_public:
+        reasons.append(f"the API binds to {settings.api_host}, beyond loopback")
+    if settings.ui_host not in LOOPBACK_HOSTS:
+        reasons.append(f"the UI binds to {settings.ui_host}, beyond loopback")
+    if settings.require_auth:
+        reasons.append("STUDIO_REQUIRE_AUTH=1")
+    if reasons and not settings.api_token and not _has_accounts(settings.resolved_database_url):
         raise ConfigError(
-            f"the API binds to {settings.api_host}, beyond loopback, so STUDIO_API_TOKEN must be set "
-            "(every request then needs 'Authorization: Bearer <token>'); or bind STUDIO_API_HOST=127.0.0.1"
+            f"{' and '.join(reasons)}, so every request needs a token, but no account exists: run `studio db upgrade` "
+            "then `studio users add NAME --role admin --password` (or set STUDIO_API_TOKEN, the legacy admin token); "
+            "or bind STUDIO_API_HOST and STUDIO_UI_HOST to 127.0.0.1"
         )

@@ -36,6 +36,8 @@ class Child:
     name: str
     args: Sequence[str]
     process: subprocess.Popen[bytes] | None = None
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    """Variables only this child gets (e.g. the API's per-launch probe token); kept for restarts."""
 
 
 @dataclass
@@ -45,15 +47,16 @@ class Supervisor:
     env: Mapping[str, str]
     children: list[Child] = field(default_factory=list)
 
-    def spawn(self, name: str, args: Sequence[str]) -> Child:
-        child = Child(name=name, args=list(args))
+    def spawn(self, name: str, args: Sequence[str], extra_env: Mapping[str, str] | None = None) -> Child:
+        """Start a child with the shared env plus `extra_env` (a secret only this child may hold)."""
+        child = Child(name=name, args=list(args), extra_env=dict(extra_env or {}))
         self._start(child)
         self.children.append(child)
         return child
 
     def _start(self, child: Child) -> None:
         child.process = subprocess.Popen(
-            list(child.args), env=dict(self.env), stdin=subprocess.DEVNULL, preexec_fn=_child_setup
+            list(child.args), env={**self.env, **child.extra_env}, stdin=subprocess.DEVNULL, preexec_fn=_child_setup
         )
         logger.info("started %s (pid %d)", child.name, child.process.pid)
 

@@ -172,7 +172,9 @@ def build_labeling_tab(client: StudioClient) -> LabelTab:
                 score = gr.Slider(-1, 1, 1, step=0.25, label="Score for the whole trajectory")
                 step_scores = gr.Textbox(label="Per-step scores")
                 note = gr.Textbox(label="Note", lines=3)
-                labeler = gr.Textbox("anonymous", label="Your name")
+                labeler = gr.Textbox(
+                    "anonymous", label="Your name", info="When signed in, your account name is used instead."
+                )
                 submit = gr.Button("Submit & next (s)", variant="primary", elem_id="label-submit")
                 with gr.Row():
                     good = gr.Button("👍 Good (1)", elem_id="label-good")

@@ -1,12 +1,23 @@
-"""The `/api/v1` router: every routes module, all behind the bearer-token check."""
+"""The `/api/v1` router: every routes module, all behind `authorize` (token, role policy, id range)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from backend.api.deps import require_token
-from backend.api.routes import datasets, environments, evaluations, health, labels, runs, tools, trajectories
+from backend.api.deps import authorize
+from backend.api.routes import (
+    auth,
+    datasets,
+    environments,
+    evaluations,
+    health,
+    labels,
+    runs,
+    tools,
+    trajectories,
+    users,
+)
 
-api_router = APIRouter(dependencies=[Depends(require_token)])
-for module in (health, tools, datasets, environments, runs, trajectories, labels, evaluations):
+api_router = APIRouter(dependencies=[Depends(authorize)])
+for module in (health, auth, users, tools, datasets, environments, runs, trajectories, labels, evaluations):
     api_router.include_router(module.router)

@@ -31,7 +31,16 @@ class Settings(BaseSettings):
     api_url: str = Field(
         default="", description="Where the UI and CLI reach the API; empty = http://api_host:api_port."
     )
-    api_token: str = Field(default="", description="Bearer token; required when the API binds beyond loopback.")
+    api_token: str = Field(
+        default="", description="Legacy admin bearer token (named users: `studio users add`); setting it requires auth."
+    )
+    require_auth: bool = Field(
+        default=False, description="Require a user token even on loopback (shared hosts: other local users)."
+    )
+    allowed_hosts: str = Field(
+        default="", description="Comma-separated extra Host names (besides loopback) the API and UI answer to."
+    )
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="Largest request body accepted (413 beyond).")
     worker_queues: str = Field(default="cpu,gpu", description="Comma-separated Celery queues a worker consumes.")
     worker_concurrency: int = Field(
         default=0, ge=0, description="Jobs a worker runs at once; 0 = one per visible GPU on a gpu worker, else 1."
@@ -128,6 +137,10 @@ class Settings(BaseSettings):
     def is_api_public(self) -> bool:
         """True when the API listens beyond loopback (a token is then required)."""
         return self.api_host not in LOOPBACK_HOSTS
+
+    @property
+    def extra_allowed_hosts(self) -> list[str]:
+        return [h.strip().lower() for h in self.allowed_hosts.split(",") if h.strip()]
 
     @property
     def queues(self) -> list[str]:

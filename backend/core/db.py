@@ -21,6 +21,7 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from backend.core.config import get_settings
 from backend.core.errors import SchemaOutdatedError
+from backend.core.security import ensure_private_dir, ensure_private_file
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +56,13 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
 
 @lru_cache(maxsize=8)
 def engine_for(url: str) -> Engine:
-    """One engine per URL. SQLite gets WAL + busy timeout (API and workers share the file)."""
+    """One engine per URL. SQLite gets WAL + busy timeout (API and workers share the file), in a 0700 dir
+    as a 0600 file, so other local users can neither read nor lock it."""
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        path = url.split("///", 1)[-1] if "///" in url else ""
+        if path and path != ":memory:" and "?" not in path:
+            ensure_private_dir(Path(path).parent)
+            ensure_private_file(Path(path))
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine

@@ -1,31 +1,102 @@
-"""Bearer-token access: required whenever the API listens beyond loopback or a token is set."""
+"""Who may call the API: when a token is required, the legacy admin token, Host and Origin rules.
+
+A token is required whenever the studio is reachable from anything but
+loopback (by setting or by the socket a request actually arrived on), when
+`STUDIO_REQUIRE_AUTH=1`, or when the legacy `STUDIO_API_TOKEN` is set. On
+loopback without those, requests are the zero-setup local admin, but Host
+headers must name loopback (DNS rebinding) and state-changing requests must
+prove they are not a cross-site form (CSRF).
+"""
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
 
-from backend.core.config import Settings
+from backend.core.config import LOOPBACK_HOSTS, Settings
 from backend.core.errors import InsecureConfigError
 
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+CLIENT_HEADER = "x-studio-client"
+"""A custom header a cross-site HTML form cannot send (and fetch cannot without a CORS preflight)."""
 
-def check_startup_security(settings: Settings) -> None:
-    """Refuse to serve a public interface without a token."""
-    if settings.is_api_public and not settings.api_token:
+
+def is_loopback_address(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and `localhost`; False for wildcards (0.0.0.0, ::) and everything else."""
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_startup_security(settings: Settings, *, has_users: bool = False) -> None:
+    """Refuse to serve a public interface that nobody could authenticate to."""
+    if settings.is_api_public and not settings.api_token and not has_users:
         raise InsecureConfigError(
-            f"the API binds to {settings.api_host} (beyond loopback) but STUDIO_API_TOKEN is empty: "
-            "set a long random token, or bind to 127.0.0.1"
+            f"the API binds to {settings.api_host} (beyond loopback) but there is no account: create one with "
+            "`studio users add NAME --role admin` (or set STUDIO_API_TOKEN to a long random token), "
+            "or bind to 127.0.0.1"
         )
 
 
-def token_required(settings: Settings) -> bool:
-    return settings.is_api_public or bool(settings.api_token)
+def auth_required(settings: Settings, *, public: bool) -> bool:
+    """`public`: the request arrived over, or the server listens on, a non-loopback interface."""
+    return public or settings.is_api_public or settings.require_auth or bool(settings.api_token)
 
 
-def is_authorized(settings: Settings, authorization: str | None) -> bool:
-    """True when no token is needed, or the header is `Bearer <api_token>` (constant-time compare)."""
-    if not token_required(settings):
-        return True
-    if not authorization or not authorization.startswith("Bearer "):
+def legacy_token_matches(settings: Settings, supplied: str) -> bool:
+    """Constant-time check of the old single `STUDIO_API_TOKEN` (an admin token)."""
+    return bool(settings.api_token) and hmac.compare_digest(supplied.encode(), settings.api_token.encode())
+
+
+def split_host(value: str) -> tuple[str, str]:
+    """`host[:port]` or `[v6]:port` -> (host lowercased, port or "")."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        return host, rest.removeprefix(":")
+    if value.count(":") == 1:
+        host, _, port = value.partition(":")
+        return host, port
+    return value, ""
+
+
+def host_allowed(host_header: str, settings: Settings) -> bool:
+    """Loopback names (127.0.0.1, localhost, [::1]) with any port, or a name listed in `allowed_hosts`."""
+    host, _port = split_host(host_header)
+    return host in LOOPBACK_HOSTS or is_loopback_address(host) or host in settings.extra_allowed_hosts
+
+
+def origin_allowed(origin: str, host_header: str) -> bool:
+    """Same-origin check: the Origin's host:port must be the Host the request was sent to."""
+    if origin == "null":
         return False
-    supplied = authorization.removeprefix("Bearer ").strip()
-    return hmac.compare_digest(supplied.encode(), settings.api_token.encode())
+    parts = urlsplit(origin)
+    if not parts.hostname:
+        return False
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host, host_port = split_host(host_header)
+    return parts.hostname.lower() == host.strip("[]") and str(port) == (host_port or str(port))
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create `path` (and parents) so only this user can enter it: 0700, tightened if it already exists."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.stat().st_uid == os.getuid() and path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+    return path
+
+
+def ensure_private_file(path: Path) -> Path:
+    """Create `path` empty with mode 0600 if missing (SQLite then keeps that mode for its -wal/-shm files)."""
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    os.close(fd)
+    if path.stat().st_uid == os.getuid() and path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+    return path

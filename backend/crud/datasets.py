@@ -76,9 +76,10 @@ def get_dataset(session: Session, *, dataset_id: int) -> Dataset:
     return dataset
 
 
-def list_datasets(session: Session) -> list[Dataset]:
-    """Datasets not deleted."""
-    return list(session.scalars(select(Dataset).where(Dataset.deleted_at.is_(None)).order_by(Dataset.id)))
+def list_datasets(session: Session, *, offset: int = 0, limit: int | None = None) -> list[Dataset]:
+    """Datasets not deleted, a page at a time."""
+    query = select(Dataset).where(Dataset.deleted_at.is_(None)).order_by(Dataset.id)
+    return list(session.scalars(query.offset(offset).limit(limit)))
 
 
 def delete_dataset(session: Session, *, dataset_id: int) -> None:
@@ -176,10 +177,10 @@ def get_environment(session: Session, *, environment_id: int) -> Environment:
     return env
 
 
-def list_environments(session: Session) -> list[Environment]:
-    """Environments not deleted."""
-    query = select(Environment).where(Environment.deleted_at.is_(None))
-    return list(session.scalars(query.order_by(Environment.id)))
+def list_environments(session: Session, *, offset: int = 0, limit: int | None = None) -> list[Environment]:
+    """Environments not deleted, a page at a time."""
+    query = select(Environment).where(Environment.deleted_at.is_(None)).order_by(Environment.id)
+    return list(session.scalars(query.offset(offset).limit(limit)))
 
 
 def update_environment(session: Session, *, environment_id: int, env_in: EnvironmentUpdate) -> Environment:

@@ -367,12 +367,13 @@ def append_metrics(session: Session, *, run_id: int, step: int, values: dict[str
     session.flush()
 
 
-def list_metrics(session: Session, *, run_id: int, since: int | None = None) -> list[Metric]:
+def list_metrics(session: Session, *, run_id: int, since: int | None = None, limit: int | None = None) -> list[Metric]:
+    """Metric rows with step > `since`, ascending, at most `limit` (None = all)."""
     get_run(session, run_id=run_id)
     query = select(Metric).where(Metric.run_id == run_id)
     if since is not None:
         query = query.where(Metric.step > since)
-    return list(session.scalars(query.order_by(Metric.step)))
+    return list(session.scalars(query.order_by(Metric.step).limit(limit)))
 
 
 def add_checkpoint(session: Session, *, run_id: int, step: int, path: str) -> Checkpoint:
@@ -387,9 +388,10 @@ def add_checkpoint(session: Session, *, run_id: int, step: int, path: str) -> Ch
     return checkpoint
 
 
-def list_checkpoints(session: Session, *, run_id: int) -> list[Checkpoint]:
+def list_checkpoints(session: Session, *, run_id: int, offset: int = 0, limit: int | None = None) -> list[Checkpoint]:
     get_run(session, run_id=run_id)
-    return list(session.scalars(select(Checkpoint).where(Checkpoint.run_id == run_id).order_by(Checkpoint.step)))
+    query = select(Checkpoint).where(Checkpoint.run_id == run_id).order_by(Checkpoint.step)
+    return list(session.scalars(query.offset(offset).limit(limit)))
 
 
 def get_checkpoint(session: Session, *, run_id: int, checkpoint_id: int) -> Checkpoint:

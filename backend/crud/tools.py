@@ -49,8 +49,8 @@ def get_tool(session: Session, *, tool_id: int) -> Tool:
     return tool
 
 
-def list_tools(session: Session) -> list[Tool]:
-    return list(session.scalars(select(Tool).order_by(Tool.id)))
+def list_tools(session: Session, *, offset: int = 0, limit: int | None = None) -> list[Tool]:
+    return list(session.scalars(select(Tool).order_by(Tool.id).offset(offset).limit(limit)))
 
 
 def _check_name_free(session: Session, *, name: str, tool_id: int | None = None) -> None:
@@ -116,7 +116,9 @@ def delete_tool(session: Session, *, tool_id: int) -> None:
     session.flush()
 
 
-def list_tool_versions(session: Session, *, tool_id: int) -> list[ToolVersion]:
+def list_tool_versions(
+    session: Session, *, tool_id: int, offset: int = 0, limit: int | None = None
+) -> list[ToolVersion]:
     get_tool(session, tool_id=tool_id)
     query = select(ToolVersion).where(ToolVersion.tool_id == tool_id).order_by(ToolVersion.version.desc())
-    return list(session.scalars(query))
+    return list(session.scalars(query.offset(offset).limit(limit)))

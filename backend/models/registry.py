@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from backend.core.db import Base
-from backend.models import dataset, run, tool, trajectory
+from backend.models import dataset, run, tool, trajectory, user
 
-MODEL_MODULES = (dataset, run, tool, trajectory)
+MODEL_MODULES = (dataset, run, tool, trajectory, user)
 metadata = Base.metadata

@@ -7,14 +7,37 @@ Gradio app, the CLI). It imports pydantic and the stdlib-only run-spec vocabular
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import json
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from worker.rl.vocab import Preset as Preset  # re-exported: `RunCreate.preset` uses the registry's names
 
 JSONDict = dict[str, Any]
 """A JSON object (configs, results, metric values)."""
+
+INT64_MAX = 2**63 - 1
+DbId = Annotated[int, Field(ge=1, le=INT64_MAX)]
+"""A row id as the client sends it: positive and within the database's signed 64-bit range."""
+
+MAX_SOURCE_CHARS = 64 * 1024
+"""Longest tool source (one function with its docstring)."""
+MAX_TEXT_CHARS = 10_000
+"""Longest free text (descriptions, label notes)."""
+MAX_JSON_BYTES = 64 * 1024
+"""Largest client-sent JSON object (run configs, tool params, tool-test arguments), serialized."""
+
+
+def _json_capped(value: dict[str, Any]) -> dict[str, Any]:
+    size = len(json.dumps(value, default=str))
+    if size > MAX_JSON_BYTES:
+        raise ValueError(f"is {size} bytes as JSON, over the {MAX_JSON_BYTES}-byte limit; send less")
+    return value
+
+
+CappedJSONDict = Annotated[JSONDict, AfterValidator(_json_capped)]
+"""A client-sent JSON object of at most `MAX_JSON_BYTES` serialized."""
 
 ToolKind = Literal["python", "builtin"]
 DatasetKind = Literal["file", "hub", "demo", "corpus"]

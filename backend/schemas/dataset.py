@@ -15,8 +15,8 @@ class DatasetCreate(BaseModel):
 
     name: str = Field(min_length=1, max_length=200)
     kind: DatasetKind = "file"
-    location: str = Field(default="0", min_length=1)
-    format: str = Field(default="auto", description="hotpotqa | 2wiki | musique | jsonl | auto")
+    location: str = Field(default="0", min_length=1, max_length=4096)
+    format: str = Field(default="auto", max_length=50, description="hotpotqa | 2wiki | musique | jsonl | auto")
 
 
 class DatasetPublic(ORMModel):

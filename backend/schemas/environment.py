@@ -10,7 +10,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from backend.schemas.common import JSONDict, ORMModel
+from backend.schemas.common import DbId, JSONDict, ORMModel
 
 BUILTIN_REWARDS = ("exact_match", "cover_exact_match", "f1", "format", "called_tool", "tool_error_penalty",
                    "retrieval_recall")  # fmt: skip
@@ -23,25 +23,29 @@ class RewardFunction(BaseModel):
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$")
     weight: float = 1.0
-    source: str = Field(min_length=1)
+    source: str = Field(min_length=1, max_length=64 * 1024)
 
 
 class RubricSpec(BaseModel):
     """Built-in reward weights by name (weight 0 = logged metric only), user reward functions, the answer tag."""
 
-    weights: dict[str, float] = Field(default_factory=lambda: {"exact_match": 1.0})
-    functions: list[RewardFunction] = Field(default_factory=list)
-    answer_tag: str = Field(default="answer", min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    weights: dict[str, float] = Field(default_factory=lambda: {"exact_match": 1.0}, max_length=64)
+    functions: list[RewardFunction] = Field(default_factory=list, max_length=32)
+    answer_tag: str = Field(default="answer", min_length=1, max_length=50, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class EnvironmentSettings(BaseModel):
     """Prompt, prefill and split settings of an environment."""
 
-    system_prompt: str = Field(default="", description="`{answer_tag}` is replaced; empty = a default prompt.")
-    question_template: str = Field(default="{question}", description="The user turn; `{question}` is replaced.")
+    system_prompt: str = Field(
+        default="", max_length=32_768, description="`{answer_tag}` is replaced; empty = a default prompt."
+    )
+    question_template: str = Field(
+        default="{question}", max_length=8192, description="The user turn; `{question}` is replaced."
+    )
     show_tool_schemas: bool = True
     force_first_call: str | None = Field(default=None, description="A tool name: turn 1 opens a call to it.")
-    first_turn_prefill: str = ""
+    first_turn_prefill: str = Field(default="", max_length=4096)
     answer_after_tool: bool = Field(default=False, description="Prefill the answer tag after tool results.")
     heldout_fraction: float | None = Field(default=None, gt=0, lt=1, description="None = the server setting.")
     split_seed: int = 0
@@ -51,16 +55,16 @@ class EnvironmentSettings(BaseModel):
 
 class EnvLimits(BaseModel):
     max_turns: int = Field(default=4, ge=1, le=64)
-    max_new_tokens_per_turn: int = Field(default=128, ge=1)
-    max_total_tokens: int = Field(default=2048, ge=16)
+    max_new_tokens_per_turn: int = Field(default=128, ge=1, le=1_000_000)
+    max_total_tokens: int = Field(default=2048, ge=16, le=10_000_000)
     tool_timeout_s: float = Field(default=10.0, gt=0, le=600)
 
 
 class EnvironmentCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
-    tool_ids: list[int] = Field(default_factory=list)
-    dataset_id: int | None = None
-    corpus_id: int | None = None
+    tool_ids: list[DbId] = Field(default_factory=list, max_length=64)
+    dataset_id: DbId | None = None
+    corpus_id: DbId | None = None
     rubric: RubricSpec = Field(default_factory=RubricSpec)
     limits: EnvLimits = Field(default_factory=EnvLimits)
     settings: EnvironmentSettings = Field(default_factory=EnvironmentSettings)
@@ -68,9 +72,9 @@ class EnvironmentCreate(BaseModel):
 
 class EnvironmentUpdate(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=200)
-    tool_ids: list[int] | None = None
-    dataset_id: int | None = None
-    corpus_id: int | None = None
+    tool_ids: list[DbId] | None = Field(default=None, max_length=64)
+    dataset_id: DbId | None = None
+    corpus_id: DbId | None = None
     rubric: RubricSpec | None = None
     limits: EnvLimits | None = None
     settings: EnvironmentSettings | None = None

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
-from backend.schemas.common import JSONDict, LaunchKind, ORMModel, Preset, RunKind, RunStatus
+from backend.schemas.common import CappedJSONDict, DbId, JSONDict, LaunchKind, ORMModel, Preset, RunKind, RunStatus
 
 
 class RunCreate(BaseModel):
@@ -18,9 +18,9 @@ class RunCreate(BaseModel):
     name: str = Field(default="", max_length=200)
     kind: LaunchKind = "train"
     preset: Preset | None = "quickstart"
-    config: JSONDict = Field(default_factory=dict)
-    environment_id: int | None = None
-    environment_version_id: int | None = Field(
+    config: CappedJSONDict = Field(default_factory=dict)
+    environment_id: DbId | None = None
+    environment_version_id: DbId | None = Field(
         default=None, description="Pin this version of the environment (default: its current version)."
     )
 

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from backend.schemas.common import JSONDict, ORMModel, ToolKind
+from backend.schemas.common import MAX_SOURCE_CHARS, MAX_TEXT_CHARS, CappedJSONDict, JSONDict, ORMModel, ToolKind
 
 
 class ToolCreate(BaseModel):
@@ -18,19 +18,19 @@ class ToolCreate(BaseModel):
     for kind "builtin" `source` is the builtin's name (e.g. "bm25_search") and `params` its settings."""
 
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$")
-    description: str = ""
+    description: str = Field(default="", max_length=MAX_TEXT_CHARS)
     kind: ToolKind = "python"
-    source: str = Field(min_length=1)
-    params: JSONDict = Field(default_factory=dict)
+    source: str = Field(min_length=1, max_length=MAX_SOURCE_CHARS)
+    params: CappedJSONDict = Field(default_factory=dict)
 
 
 class ToolUpdate(BaseModel):
     """A partial update; a changed `source` or `params` bumps the version."""
 
     name: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$")
-    description: str | None = None
-    source: str | None = Field(default=None, min_length=1)
-    params: JSONDict | None = None
+    description: str | None = Field(default=None, max_length=MAX_TEXT_CHARS)
+    source: str | None = Field(default=None, min_length=1, max_length=MAX_SOURCE_CHARS)
+    params: CappedJSONDict | None = None
 
 
 class ToolPublic(ORMModel):
@@ -58,4 +58,4 @@ class ToolVersionPublic(ORMModel):
 class ToolTestRequest(BaseModel):
     """Arguments for one sandboxed trial call of the tool (run on a worker)."""
 
-    arguments: JSONDict = Field(default_factory=dict)
+    arguments: CappedJSONDict = Field(default_factory=dict)

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from backend.schemas.common import JSONDict, ORMModel
+from backend.schemas.common import MAX_TEXT_CHARS, JSONDict, ORMModel
 
 
 class TrajectorySummary(ORMModel):
@@ -34,9 +34,16 @@ class TrajectoriesPage(BaseModel):
 
 class LabelCreate(BaseModel):
     score: float = Field(ge=-1.0, le=1.0, description="Human reward for the whole trajectory.")
-    step_scores: list[float] = Field(default_factory=list, description="Optional per-assistant-turn scores.")
-    note: str = ""
-    labeler: str = Field(default="anonymous", min_length=1, max_length=100)
+    step_scores: list[float] = Field(
+        default_factory=list, max_length=256, description="Optional per-assistant-turn scores."
+    )
+    note: str = Field(default="", max_length=MAX_TEXT_CHARS)
+    labeler: str = Field(
+        default="anonymous",
+        min_length=1,
+        max_length=100,
+        description="Used only by the unauthenticated loopback user; a signed-in caller's account name wins.",
+    )
 
 
 class LabelPublic(ORMModel):

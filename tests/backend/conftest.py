@@ -16,12 +16,15 @@ from backend.core.db import alembic_config, engine_for
 from backend.main import create_app
 from backend.queue import TaskName
 
+LOOPBACK_URL = "http://127.0.0.1:8000"
+
 
 @pytest.fixture
 def studio_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point every STUDIO_* setting at tmp_path (SQLite file, no broker, loopback, no token)."""
     monkeypatch.setenv("STUDIO_DATA_DIR", str(tmp_path))
-    for name in ("DATABASE_URL", "REDIS_URL", "API_TOKEN"):
+    monkeypatch.setenv("STUDIO_REQUIRE_AUTH", "0")
+    for name in ("DATABASE_URL", "REDIS_URL", "API_TOKEN", "ALLOWED_HOSTS"):
         monkeypatch.setenv(f"STUDIO_{name}", "")
     monkeypatch.setenv("STUDIO_API_HOST", "127.0.0.1")
     return tmp_path
@@ -54,5 +57,6 @@ def client(db_url: str, enqueued: list[tuple[TaskName, int]]) -> Iterator[TestCl
         return task_id or f"task-{run_id}"
 
     app.dependency_overrides[get_enqueue] = lambda: record
-    with TestClient(app) as test_client:
+    # a loopback origin, and the header the studio's own clients send on state-changing requests (CSRF guard)
+    with TestClient(app, base_url=LOOPBACK_URL, headers={"X-Studio-Client": "tests"}) as test_client:
         yield test_client

@@ -16,6 +16,7 @@ from backend.core.errors import InsecureConfigError, SchemaOutdatedError
 from backend.crud import runs as runs_crud
 from backend.main import create_app
 from backend.schemas.run import RunCreate
+from tests.backend.conftest import LOOPBACK_URL
 
 API = "/api/v1"
 
@@ -67,7 +68,7 @@ def test_public_bind_requires_token(db_url: str, monkeypatch: pytest.MonkeyPatch
     with pytest.raises(InsecureConfigError, match="STUDIO_API_TOKEN"):
         create_app()
     monkeypatch.setenv("STUDIO_API_TOKEN", "s3cret")
-    with TestClient(create_app()) as client:
+    with TestClient(create_app(), base_url=LOOPBACK_URL) as client:
         assert client.get(f"{API}/tools").status_code == 401
         assert client.get(f"{API}/tools", headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert client.get(f"{API}/tools", headers={"Authorization": "Bearer s3cret"}).status_code == 200
@@ -75,7 +76,7 @@ def test_public_bind_requires_token(db_url: str, monkeypatch: pytest.MonkeyPatch
 
 def test_loopback_with_token_still_requires_it(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STUDIO_API_TOKEN", "tok")
-    with TestClient(create_app()) as client:
+    with TestClient(create_app(), base_url=LOOPBACK_URL) as client:
         assert client.get(f"{API}/runs").status_code == 401
         assert client.get(f"{API}/runs", headers={"Authorization": "Bearer tok"}).status_code == 200
 

@@ -13,6 +13,7 @@ from app.tabs import environments as tab
 from app.tabs.train import describe_environment
 from backend.queue import TaskName
 from backend.schemas.tool import ToolCreate
+from tests.backend.conftest import LOOPBACK_URL
 
 TOOL_SOURCE = '''
 def km_to_miles(km: float) -> float:
@@ -28,7 +29,7 @@ def km_to_miles(km: float) -> float:
 @pytest.fixture
 def studio(client: TestClient) -> StudioClient:
     studio = StudioClient("http://testserver")
-    studio._http = TestClient(client.app, base_url="http://testserver/api/v1")
+    studio._http = TestClient(client.app, base_url=f"{LOOPBACK_URL}/api/v1", headers={"X-Studio-Client": "tests"})
     return studio
 
 

@@ -39,7 +39,8 @@ def tiny_run(model_dir: Path, total_steps: int) -> dict[str, Any]:
 
 
 def api(stack: Stack, method: str, path: str, **kwargs: Any) -> Any:
-    response = httpx.request(method, f"{stack.api_url}/api/v1{path}", timeout=30, **kwargs)
+    headers = {"X-Studio-Client": "tests"}  # the API's CSRF guard wants it on body-less POSTs
+    response = httpx.request(method, f"{stack.api_url}/api/v1{path}", timeout=30, headers=headers, **kwargs)
     assert response.status_code < 400, f"{method} {path}: {response.status_code} {response.text}"
     return response.json()
 

@@ -64,7 +64,7 @@ def test_real_worker_pins_its_pool_processes(
     log = open(studio_env / "worker.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(args, cwd=REPO_ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
     try:
-        with TestClient(create_app()) as client:
+        with TestClient(create_app(), base_url="http://127.0.0.1", headers={"X-Studio-Client": "tests"}) as client:
             ids = [client.post("/api/v1/runs/ping").json()["id"] for _ in range(4)]
             deadline = time.monotonic() + 90
             runs: list[dict] = []

@@ -53,7 +53,7 @@ def worker_process(studio_env: Path) -> Iterator[subprocess.Popen[bytes]]:
 def _ping_round_trip(studio_env: Path, start_worker) -> None:
     command.upgrade(alembic_config(get_settings().resolved_database_url), "head")
     proc = start_worker()
-    with TestClient(create_app()) as client:
+    with TestClient(create_app(), base_url="http://127.0.0.1", headers={"X-Studio-Client": "tests"}) as client:
         run = client.post("/api/v1/runs/ping").json()
         assert run["status"] == "queued", run
         deadline = time.monotonic() + 60

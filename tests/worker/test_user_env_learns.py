@@ -59,7 +59,7 @@ def define_unit_env_via_api(client: TestClient) -> int:
 def _launch(db_url: str, config: dict[str, Any]) -> int:
     app = create_app()
     app.dependency_overrides[get_enqueue] = lambda: lambda task, run_id, **_: f"task-{run_id}"
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1", headers={"X-Studio-Client": "tests"}) as client:
         env_id = define_unit_env_via_api(client)
         run = client.post(f"{API}/runs", json={"environment_id": env_id, "preset": "quickstart", "config": config})
         assert run.status_code == 201, run.text

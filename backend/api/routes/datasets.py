@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, UploadFile, status
 
-from backend.api.deps import SessionDep
+from backend.api.deps import LimitQuery, OffsetQuery, SessionDep
 from backend.core.errors import InvalidInputError
 from backend.crud import datasets as datasets_crud
 from backend.schemas.dataset import UPLOAD_FORMATS, DatasetCreate, DatasetPreview, DatasetPublic, DatasetUploadPublic
@@ -16,8 +16,8 @@ router = APIRouter(prefix="/datasets", tags=["datasets"])
 
 
 @router.get("")
-def list_datasets(session: SessionDep) -> list[DatasetPublic]:
-    return [DatasetPublic.model_validate(d) for d in datasets_crud.list_datasets(session)]
+def list_datasets(session: SessionDep, offset: OffsetQuery = 0, limit: LimitQuery = 100) -> list[DatasetPublic]:
+    return [DatasetPublic.model_validate(d) for d in datasets_crud.list_datasets(session, offset=offset, limit=limit)]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from backend.api.deps import EnqueueDep, SessionDep
+from backend.api.deps import EnqueueDep, LimitQuery, OffsetQuery, SessionDep
 from backend.api.routes._jobs import enqueue_committed
 from backend.crud import datasets as datasets_crud
 from backend.crud import environments as versions_crud
@@ -26,8 +26,9 @@ router = APIRouter(prefix="/environments", tags=["environments"])
 
 
 @router.get("")
-def list_environments(session: SessionDep) -> list[EnvironmentPublic]:
-    return [EnvironmentPublic.model_validate(e) for e in datasets_crud.list_environments(session)]
+def list_environments(session: SessionDep, offset: OffsetQuery = 0, limit: LimitQuery = 100) -> list[EnvironmentPublic]:
+    envs = datasets_crud.list_environments(session, offset=offset, limit=limit)
+    return [EnvironmentPublic.model_validate(e) for e in envs]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, status
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
-from backend.api.deps import SessionDep, SettingsDep
+from backend.api.deps import PrincipalDep, SessionDep, SettingsDep
 from backend.core.db import engine_for
 from backend.crud import runs as runs_crud
 from backend.crud import trajectories as traj_crud
@@ -20,8 +20,13 @@ router = APIRouter(tags=["labels"])
 
 
 @router.post("/trajectories/{trajectory_id}/labels", status_code=status.HTTP_201_CREATED)
-def create_label(session: SessionDep, trajectory_id: int, label_in: LabelCreate) -> LabelPublic:
-    """Add a label (several per trajectory are kept; the newest wins)."""
+def create_label(
+    session: SessionDep, principal: PrincipalDep, trajectory_id: int, label_in: LabelCreate
+) -> LabelPublic:
+    """Add a label (several per trajectory are kept; the newest wins). A signed-in caller's account name
+    is the labeler, whatever the body says; the body's `labeler` is used only by the loopback local user."""
+    if principal.authenticated:
+        label_in = label_in.model_copy(update={"labeler": principal.name})
     label = traj_crud.add_label(session, trajectory_id=trajectory_id, label_in=label_in)
     session.commit()
     return LabelPublic.model_validate(label)

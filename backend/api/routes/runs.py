@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
 
-from backend.api.deps import EnqueueDep, SessionDep
+from backend.api.deps import EnqueueDep, LimitQuery, OffsetQuery, SessionDep
 from backend.api.routes._jobs import enqueue_committed
 from backend.crud import runs as runs_crud
 from backend.queue import TASK_OF_RUN_KIND, TaskName
@@ -15,6 +15,7 @@ from backend.schemas.run import CheckpointPublic, MetricPoint, MetricsPage, RunC
 from worker.rl.training.presets import resolve_run_config  # torch-free (import-linter: "The run spec ...")
 
 router = APIRouter(prefix="/runs", tags=["runs"])
+MAX_METRIC_POINTS = 10_000
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -48,8 +49,8 @@ def list_runs(
     session: SessionDep,
     status_filter: Annotated[RunStatus | None, Query(alias="status")] = None,
     kind: RunKind | None = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: OffsetQuery = 0,
+    limit: LimitQuery = 50,
 ) -> RunsPage:
     runs, total = runs_crud.list_runs(session, status=status_filter, kind=kind, offset=offset, limit=limit)
     return RunsPage(items=[RunPublic.model_validate(r) for r in runs], total=total)
@@ -78,16 +79,25 @@ def resume_run(session: SessionDep, enqueue: EnqueueDep, run_id: int) -> RunPubl
 
 @router.get("/{run_id}/metrics")
 def get_run_metrics(
-    session: SessionDep, run_id: int, since: Annotated[int | None, Query(description="Only steps > since.")] = None
+    session: SessionDep,
+    run_id: int,
+    since: Annotated[int | None, Query(description="Only steps > since.")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_METRIC_POINTS, description="Points to return, oldest first.")] = (
+        MAX_METRIC_POINTS
+    ),
 ) -> MetricsPage:
-    rows = runs_crud.list_metrics(session, run_id=run_id, since=since)
+    """Metric points after `since`, oldest first; page on by passing `last_step` back as `since`."""
+    rows = runs_crud.list_metrics(session, run_id=run_id, since=since, limit=limit)
     points = [MetricPoint(step=m.step, values=m.values) for m in rows]
     return MetricsPage(run_id=run_id, points=points, last_step=points[-1].step if points else since)
 
 
 @router.get("/{run_id}/checkpoints")
-def list_run_checkpoints(session: SessionDep, run_id: int) -> list[CheckpointPublic]:
-    return [CheckpointPublic.model_validate(c) for c in runs_crud.list_checkpoints(session, run_id=run_id)]
+def list_run_checkpoints(
+    session: SessionDep, run_id: int, offset: OffsetQuery = 0, limit: LimitQuery = 100
+) -> list[CheckpointPublic]:
+    checkpoints = runs_crud.list_checkpoints(session, run_id=run_id, offset=offset, limit=limit)
+    return [CheckpointPublic.model_validate(c) for c in checkpoints]
 
 
 @router.post("/{run_id}/checkpoints/{checkpoint_id}/export", status_code=status.HTTP_202_ACCEPTED)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from backend.api.deps import EnqueueDep, SessionDep
+from backend.api.deps import EnqueueDep, LimitQuery, OffsetQuery, SessionDep
 from backend.api.routes._jobs import enqueue_committed
 from backend.crud import runs as runs_crud
 from backend.crud import tools as tools_crud
@@ -16,8 +16,8 @@ router = APIRouter(prefix="/tools", tags=["tools"])
 
 
 @router.get("")
-def list_tools(session: SessionDep) -> list[ToolPublic]:
-    return [ToolPublic.model_validate(t) for t in tools_crud.list_tools(session)]
+def list_tools(session: SessionDep, offset: OffsetQuery = 0, limit: LimitQuery = 100) -> list[ToolPublic]:
+    return [ToolPublic.model_validate(t) for t in tools_crud.list_tools(session, offset=offset, limit=limit)]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -48,8 +48,11 @@ def delete_tool(session: SessionDep, tool_id: int) -> None:
 
 
 @router.get("/{tool_id}/versions")
-def list_tool_versions(session: SessionDep, tool_id: int) -> list[ToolVersionPublic]:
-    return [ToolVersionPublic.model_validate(v) for v in tools_crud.list_tool_versions(session, tool_id=tool_id)]
+def list_tool_versions(
+    session: SessionDep, tool_id: int, offset: OffsetQuery = 0, limit: LimitQuery = 100
+) -> list[ToolVersionPublic]:
+    versions = tools_crud.list_tool_versions(session, tool_id=tool_id, offset=offset, limit=limit)
+    return [ToolVersionPublic.model_validate(v) for v in versions]
 
 
 @router.post("/{tool_id}/test", status_code=status.HTTP_202_ACCEPTED)

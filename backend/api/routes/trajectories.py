@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter
 
-from fastapi import APIRouter, Query
-
-from backend.api.deps import SessionDep
+from backend.api.deps import LimitQuery, OffsetQuery, SessionDep
 from backend.crud import trajectories as traj_crud
 from backend.schemas.trajectory import LabelPublic, TrajectoriesPage, TrajectoryPublic, TrajectorySummary
 
@@ -24,8 +22,8 @@ def list_trajectories(
     has_tool_error: bool | None = None,
     truncated: bool | None = None,
     labeled: bool | None = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: OffsetQuery = 0,
+    limit: LimitQuery = 50,
 ) -> TrajectoriesPage:
     flt = traj_crud.TrajectoryFilter(
         run_id=run_id, step=step, min_reward=min_reward, max_reward=max_reward, has_parse_error=has_parse_error,

@@ -1,0 +1,156 @@
+"""ASGI guard in front of the Gradio app: Host check, cross-site refusal, and the login → token binding.
+
+A DNS-rebinding page on loopback sends a foreign Host header; a cross-site
+page sends a foreign Origin (or `Sec-Fetch-Site: cross-site`). Both are
+refused before Gradio sees them, so neither can drive `save_tool` or
+`test_tool`. The guard also binds the Gradio login cookie to the API token
+the login exchange returned, and drops it on logout.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+from contextvars import ContextVar
+from http.cookies import SimpleCookie
+from typing import Any
+from urllib.parse import urlsplit
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.session import ACCESS_COOKIE_PREFIX, LoginHolder, SessionTokens, access_cookie
+
+logger = logging.getLogger(__name__)
+
+CURRENT_LOGIN: ContextVar[LoginHolder | None] = ContextVar("studio_current_login", default=None)
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def is_loopback(host: str) -> bool:
+    host = host.strip("[]").lower()
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def split_host(value: str) -> tuple[str, str]:
+    value = value.strip().lower()
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        return host, rest.removeprefix(":")
+    if value.count(":") == 1:
+        host, _, port = value.partition(":")
+        return host, port
+    return value, ""
+
+
+def same_origin(origin: str, host_header: str) -> bool:
+    parts = urlsplit(origin)
+    if origin == "null" or not parts.hostname:
+        return False
+    port = str(parts.port or (443 if parts.scheme == "https" else 80))
+    host, host_port = split_host(host_header)
+    return parts.hostname.lower() == host and port == (host_port or port)
+
+
+async def _refuse(send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class UIGuard:
+    """Refuses foreign Hosts (400), cross-site writes (403) and, without login, non-loopback arrivals (403)."""
+
+    def __init__(
+        self, app: ASGIApp, *, tokens: SessionTokens, require_login: bool, allowed_hosts: list[str] | tuple[str, ...]
+    ) -> None:
+        self.app = app
+        self.tokens = tokens
+        self.require_login = require_login
+        self.allowed_hosts = frozenset(h.lower() for h in allowed_hosts)
+
+    def _refusal(self, scope: Scope, headers: dict[str, str]) -> tuple[int, str] | None:
+        server = scope.get("server")
+        if not self.require_login and server and not is_loopback(str(server[0])):
+            return 403, "this UI has no sign-in and is only served on loopback: set STUDIO_REQUIRE_AUTH=1"
+        host = headers.get("host", "")
+        name, _port = split_host(host)
+        if (not self.require_login or self.allowed_hosts) and not (is_loopback(name) or name in self.allowed_hosts):
+            return 400, f"Host {host!r} is not one this studio answers to (DNS-rebinding guard)"
+        if scope.get("method", "GET") in UNSAFE_METHODS or scope["type"] == "websocket":
+            if headers.get("sec-fetch-site") == "cross-site":
+                return 403, "cross-site request refused (CSRF guard)"
+            origin = headers.get("origin")
+            if origin is not None and not same_origin(origin, host):
+                return 403, f"request from origin {origin!r} refused (CSRF guard)"
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        refusal = self._refusal(scope, headers)
+        if refusal is not None:
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            await _refuse(send, *refusal)
+            return
+        path = scope.get("path", "").rstrip("/")
+        if path.endswith("/logout"):
+            self.tokens.drop(access_cookie(_cookies(headers)))
+        if scope.get("method") == "POST" and path.endswith("/login"):
+            await self._login(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    async def _login(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run Gradio's login; on success bind the access cookie it sets to the API token the exchange got."""
+        holder = LoginHolder()
+        reset = CURRENT_LOGIN.set(holder)
+
+        async def binding_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and holder.api_token:
+                for key, value in message.get("headers", []):
+                    if key.lower() == b"set-cookie":
+                        cookie = _cookie_value(value.decode("latin-1"))
+                        if cookie:
+                            self.tokens.bind(cookie, holder.api_token)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, binding_send)
+        finally:
+            CURRENT_LOGIN.reset(reset)
+
+
+def _cookies(headers: dict[str, str]) -> dict[str, str]:
+    jar: SimpleCookie = SimpleCookie()
+    try:
+        jar.load(headers.get("cookie", ""))
+    except Exception:  # a malformed Cookie header: no session
+        return {}
+    return {name: morsel.value for name, morsel in jar.items()}
+
+
+def _cookie_value(set_cookie: str) -> str | None:
+    name, _, rest = set_cookie.partition("=")
+    if not name.strip().startswith(ACCESS_COOKIE_PREFIX):
+        return None
+    return rest.split(";", 1)[0].strip() or None
+
+
+def middleware_kwargs(tokens: SessionTokens, *, require_login: bool, allowed_hosts: list[str]) -> dict[str, Any]:
+    """`app_kwargs` for `Blocks.launch`: installs `UIGuard` on Gradio's own FastAPI app."""
+    from starlette.middleware import Middleware
+
+    guard = Middleware(UIGuard, tokens=tokens, require_login=require_login, allowed_hosts=allowed_hosts)
+    return {"middleware": [guard]}
