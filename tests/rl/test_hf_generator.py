@@ -8,7 +8,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from tests.rl._learn_fixtures import char_tokenizer as build_char_tokenizer
 from worker.rl.generation.base import Completion, Generator, SamplingParams, WeightSyncable
-from worker.rl.generation.hf import HFGenerator, filter_top_k_top_p
+from worker.rl.generation.hf import HFGenerator
+from worker.rl.generation.sampling import filter_top_k_top_p
 
 
 def build_tiny_llama(vocab_size: int, seed: int = 0) -> LlamaForCausalLM:
