@@ -15,7 +15,7 @@ from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 from tests.rl._learn_fixtures import char_tokenizer
 from tests.rl.test_hf_generator import build_tiny_llama
-from worker.rl.generation.base import Completion, SamplingParams
+from worker.rl.generation.base import CacheHolder, Completion, SamplingParams
 from worker.rl.generation.hf import HFGenerator
 from worker.rl.generation.kv_cache import SlabCache, common_prefix_length, supports_slab_cache, weights_key
 
@@ -132,6 +132,7 @@ def test_cache_holds_only_the_last_call_and_is_freed(
         assert gen.store.num_tokens == expected  # exactly this call's rows, nothing older
         sizes.append(gen.store.nbytes)
     assert max(sizes) <= 1.5 * min(sizes)  # no growth across steps
+    assert isinstance(gen, CacheHolder)
     gen.release()
     assert gen.store.num_tokens == 0
     assert gen.store.nbytes == 0
