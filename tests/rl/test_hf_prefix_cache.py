@@ -17,6 +17,7 @@ from tests.rl._learn_fixtures import char_tokenizer
 from tests.rl.test_hf_generator import build_tiny_llama
 from worker.rl.generation.base import CacheHolder, Completion, SamplingParams
 from worker.rl.generation.hf import HFGenerator
+from worker.rl.generation.incremental import _blocks
 from worker.rl.generation.kv_cache import SlabCache, common_prefix_length, supports_slab_cache, weights_key
 
 SYSTEM = [2, *range(40, 72)]  # a 33-token "system prompt" every episode starts with
@@ -233,3 +234,20 @@ def test_common_prefix_length() -> None:
     assert common_prefix_length(t([1, 2]), t([1, 2, 3])) == 2
     assert common_prefix_length(t([9]), t([1])) == 0
     assert common_prefix_length(t([], dtype=torch.long), t([1])) == 0
+
+
+def test_suffixes_of_different_lengths_prefill_without_padding_each_other(
+    model64: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast
+) -> None:
+    prompts = [[*SYSTEM, 73, 74], [*SYSTEM, *range(8, 38)], [*SYSTEM, 75, 76]]
+    gen, old = HFGenerator(model64, tokenizer), HFGenerator(model64, tokenizer, prefix_cache=False)
+    params = SamplingParams(max_new_tokens=4, temperature=1.0, seed=2)
+    assert [c.token_ids for c in gen.generate(prompts, params)] == [c.token_ids for c in old.generate(prompts, params)]
+    assert gen.stats.prefill_tokens == len(SYSTEM) + 2 + 30 + 2  # the shared system prompt once, then each suffix
+    assert gen.stats.prefill_positions == gen.stats.prefill_tokens  # short and long suffixes ran in separate blocks
+
+
+def test_prefill_blocks_group_similar_lengths() -> None:
+    prompts = [torch.zeros(n, dtype=torch.long) for n in (100, 90, 20, 18, 3)]
+    assert _blocks(prompts, [0] * 5) == [range(0, 2), range(2, 4), range(4, 5)]
+    assert _blocks(prompts[:1], [0]) == [range(0, 1)]

@@ -35,6 +35,9 @@ MIN_SHARED_PREFIX = 16
 PREFILL_BLOCK_TOKENS = 16_384
 """Padded prompt positions per prefill forward (rows are split into blocks to bound activation memory)."""
 
+MAX_PAD_FRACTION = 0.25
+"""Rows share a prefill forward while their suffixes are at least this close to the block's longest."""
+
 Match = tuple[CachedRow | None, int]
 """A prompt's source row and how many of its leading tokens come from it."""
 
@@ -63,10 +66,15 @@ class IncrementalChunk:
         distinct = [torch.tensor(key, dtype=torch.long) for key in unique]
         extra = self._shared_prefix(distinct)
         matches = [self.engine.store.best_match(p, extra) for p in distinct]
+        # longest suffix first, so rows of similar suffix length prefill together with little padding
+        order = sorted(range(len(distinct)), key=lambda u: matches[u][1] - int(distinct[u].shape[0]))
+        slot = {u: i for i, u in enumerate(order)}
+        distinct, matches = [distinct[u] for u in order], [matches[u] for u in order]
+        row_to_unique = [slot[u] for u in row_to_unique]
         # 2. Prefill the distinct suffixes once, into a slab with room for every decode step
         cache, valid, logits = self._prefill(distinct, matches, self.params.max_new_tokens)  # _, (U, W), (U, V)
         # 3. Rows with the same prompt share its prefill: copy the cache along the batch
-        if len(distinct) < len(self.prompts):
+        if row_to_unique != list(range(len(self.prompts))):
             index = torch.tensor(row_to_unique, device=self.device)  # (B,)
             cache.select_rows(index)
             valid, logits = valid[index], logits[index]  # (B, W), (B, V)
@@ -101,34 +109,41 @@ class IncrementalChunk:
         total = start + width + decode_room
         slab = torch.zeros((layers, 2, len(prompts), heads, total, head_dim), dtype=self.dtype, device=self.device)
         valid = torch.zeros((len(prompts), total), dtype=torch.bool, device=self.device)  # (U, W)
-        input_ids = torch.full((len(prompts), width), self.engine.pad_id, dtype=torch.long)  # (U, n)
-        positions = torch.zeros((len(prompts), width), dtype=torch.long)  # (U, n)
-        for u, (prompt, (source, n_reused)) in enumerate(zip(prompts, matches, strict=True)):
+        for u, (source, n_reused) in enumerate(matches):
             if source is not None and n_reused > 0:
                 slab[:, :, u, :, start - n_reused : start] = source.kv[:, :, :, :n_reused]
                 valid[u, start - n_reused : start] = True
-            suffix = prompt[n_reused:]  # (m,)
-            pad = width - int(suffix.shape[0])
-            input_ids[u, pad:] = suffix
-            positions[u, pad:] = torch.arange(n_reused, int(prompt.shape[0]))
-            positions[u, :pad] = n_reused
-            valid[u, start + pad : start + width] = True
+            valid[u, start + width - (int(prompts[u].shape[0]) - n_reused) : start + width] = True
             self.stats.reused_tokens += n_reused
-            self.stats.prefill_tokens += int(suffix.shape[0])
-        input_ids, positions = input_ids.to(self.device), positions.to(self.device)
-        mask = prefill_mask(valid, start, width, self.dtype, self.boolean_mask)  # (U, 1, n, c0 + n)
-        block = max(1, PREFILL_BLOCK_TOKENS // width)
-        logits: list[Tensor] = []
-        for b in range(0, len(prompts), block):
-            part = SlabCache(slab[:, :, b : b + block], start)  # a view: writes land in `slab`
-            out = self.model(
-                input_ids=input_ids[b : b + block], attention_mask=mask[b : b + block],
-                position_ids=positions[b : b + block], past_key_values=part, use_cache=True, logits_to_keep=1,
-            )  # fmt: skip
-            part.advance(width)
-            logits.append(out.logits[:, -1, :])  # (u, V)
-        self.stats.prefill_positions += len(prompts) * width
+            self.stats.prefill_tokens += int(prompts[u].shape[0]) - n_reused
+        logits = [
+            self._prefill_block(slab, valid, prompts, matches, rows, start + width) for rows in _blocks(prompts, reuse)
+        ]
         return SlabCache(slab, start + width), valid, torch.cat(logits)
+
+    def _prefill_block(
+        self, slab: Tensor, valid: Tensor, prompts: list[Tensor], matches: list[Match], rows: range, end: int
+    ) -> Tensor:
+        """One forward over `rows`' suffixes, left-padded to the block's longest and ending at column `end`."""
+        width = max(int(prompts[u].shape[0]) - matches[u][1] for u in rows)
+        input_ids = torch.full((len(rows), width), self.engine.pad_id, dtype=torch.long)  # (u, n)
+        positions = torch.zeros((len(rows), width), dtype=torch.long)  # (u, n)
+        for i, u in enumerate(rows):
+            n_reused = matches[u][1]
+            suffix = prompts[u][n_reused:]  # (m,)
+            pad = width - int(suffix.shape[0])
+            input_ids[i, pad:] = suffix
+            positions[i, pad:] = torch.arange(n_reused, int(prompts[u].shape[0]))
+            positions[i, :pad] = n_reused
+        part = SlabCache(slab[:, :, rows.start : rows.stop], end - width)  # a view: writes land in `slab`
+        mask = prefill_mask(valid[rows.start : rows.stop], end - width, width, self.dtype, self.boolean_mask)
+        out = self.model(
+            input_ids=input_ids.to(self.device), attention_mask=mask, position_ids=positions.to(self.device),
+            past_key_values=part, use_cache=True, logits_to_keep=1,
+        )  # fmt: skip
+        part.advance(width)
+        self.stats.prefill_positions += len(rows) * width
+        return out.logits[:, -1, :]  # (u, V)
 
     def _keep(self, cache: SlabCache, valid: Tensor, pos: int, token_ids: Tensor) -> CachedRow:
         """Copy batch row `pos`'s valid columns out of the slab (holes removed)."""
@@ -178,3 +193,16 @@ class IncrementalChunk:
         self.stats.sampled_tokens += sum(len(r.token_ids) for r in rows)
         completions = [Completion(tuple(r.token_ids), tuple(r.logprobs), r.finish_reason or "length") for r in rows]
         return completions, [row for row in kept if row is not None]
+
+
+def _blocks(prompts: list[Tensor], reuse: list[int]) -> list[range]:
+    """Consecutive rows (sorted longest suffix first) per prefill forward: a block takes rows while padding stays
+    under `MAX_PAD_FRACTION` of its width and its positions under `PREFILL_BLOCK_TOKENS`."""
+    lengths = [int(p.shape[0]) - r for p, r in zip(prompts, reuse, strict=True)]
+    blocks, first = [], 0
+    for u in range(1, len(lengths) + 1):
+        full = u == len(lengths) or (u - first + 1) * lengths[first] > PREFILL_BLOCK_TOKENS
+        if full or lengths[u] < (1 - MAX_PAD_FRACTION) * lengths[first]:
+            blocks.append(range(first, u))
+            first = u
+    return blocks
