@@ -2,19 +2,27 @@
 
 Reference (the RL core issue): SmolLM2-135M, 4 prompts x 4 generations, <= 3 turns,
 <= 128 new tokens per turn, HotpotQA dev sample from ../shared/data with BM25 top-3.
-Targets: <= 90 s per step on 2 cores, peak RSS <= 6 GB. Prints the figures; run from the
-repo root: `python -m bench.grpo_step [--steps 3] [--engine hf]`.
+Targets: <= 90 s per step on 2 cores, peak RSS <= 6 GB. Prints the figures, and with the HF engine
+what bounds the rollout (prefilled vs unshared prompt tokens, decode tok/s, achieved fractions of the host's
+measured matmul rate and copy bandwidth); run from the repo root:
+`python -m bench.grpo_step [--steps 3] [--engine hf] [--no-prefix-cache]`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import tempfile
 import time
 from pathlib import Path
 
+import torch
+
+from bench.hostperf import HostPeak, bound_report
+from worker.rl.generation.hf import HFGenerator
+from worker.rl.training.build import build_components, with_resolved_precision
 from worker.rl.training.config import load_config, override
 from worker.rl.training.trainer import train
 
@@ -48,12 +56,22 @@ def main() -> None:
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="Extra config override, e.g. --set algorithm.share_prefix=false (repeatable).",
     )  # fmt: skip
+    parser.add_argument("--no-prefix-cache", action="store_true", help="HF engine: today's full re-prefill path.")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     overrides = reference_overrides(args.steps, args.engine)
     overrides.append(f"model.gradient_checkpointing={str(not args.no_gradient_checkpointing).lower()}")
     overrides += args.set
-    config = override(load_config(REPO / "configs" / "hotpotqa_cpu.toml"), overrides)
+    config = with_resolved_precision(override(load_config(REPO / "configs" / "hotpotqa_cpu.toml"), overrides))
+    comps = build_components(config)
+    engine = comps.generator if isinstance(comps.generator, HFGenerator) else None
+    if engine is not None and args.no_prefix_cache:
+        engine = HFGenerator(engine.model, comps.tokenizer, max_batch_size=engine.max_batch_size, prefix_cache=False)
+        comps = dataclasses.replace(comps, generator=engine)
+    peak = HostPeak.measure(next(engine.model.parameters()).dtype) if engine is not None else None
     step_times: list[float] = []
     rows: list[dict[str, float]] = []
     last = [time.perf_counter()]
@@ -62,15 +80,27 @@ def main() -> None:
         now = time.perf_counter()
         step_times.append(now - last[0])
         last[0] = now
-        rows.append({"step": step, **{k: v for k, v in metrics.items() if k.startswith(("perf/", "rollout/"))}})
+        row = {"step": step, **{k: v for k, v in metrics.items() if k.startswith(("perf/", "rollout/"))}}
+        if engine is not None:
+            row |= {
+                "engine/prompt_tokens": engine.stats.prompt_tokens,
+                "engine/prefill_tokens": engine.stats.prefill_tokens,
+            }
+        rows.append(row)
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as run_dir:
-        train(config, run_dir=run_dir, on_step=on_step)
+        train(config, run_dir=run_dir, on_step=on_step, components=comps)
     total_s = time.perf_counter() - started
     peak_rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # ru_maxrss is KiB on Linux
 
-    print(f"reference GRPO config, engine={args.engine}, {args.steps} steps, total {total_s:.1f} s")
+    cache = "" if engine is None else f" ({'full re-prefill' if args.no_prefix_cache else 'prefix-shared'})"
+    print(f"reference GRPO config, engine={args.engine}{cache}, compute dtype {config.model.compute_dtype}, "
+          f"{args.steps} steps, total {total_s:.1f} s")  # fmt: skip
+    if engine is not None and peak is not None:
+        print(peak.describe())
+        print("HF engine over all steps (prompt/prefill token counts in each step's row are cumulative):")
+        print("\n".join(bound_report(engine.model, engine.stats, peak)))
     if args.set:
         print(f"overrides: {' '.join(args.set)}")
     for row in rows:

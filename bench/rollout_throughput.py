@@ -1,10 +1,17 @@
-"""Rollout throughput per engine and compute dtype on SmolLM2-135M: tokens/s at several batch sizes.
+"""Rollout throughput on SmolLM2-135M: engine tokens/s by batch size, or the reference multi-turn rollout.
 
-Run from the repo root: `python -m bench.rollout_throughput [--batch-sizes 1,16,64] [--max-new-tokens 64]`.
-Every row samples exactly max_new_tokens (EOS ignored) from the same chat prompt at temperature 1,
-so the engines do equal work. HF `model.generate` in float32 is the reference. Each engine runs in each
-compute dtype of `--dtypes`, as training runs them: `generate` under autocast over the float32 weights,
-the HF engine from a copy of the weights in that dtype, vLLM serving that dtype.
+Run from the repo root. Two modes:
+- `python -m bench.rollout_throughput [--batch-sizes 1,16,64] [--max-new-tokens 64]`: every row samples exactly
+  max_new_tokens (EOS ignored) from the same chat prompt at temperature 1, so the engines do equal work. HF
+  `model.generate` in float32 is the reference; "hf-full" is the HF engine without prefix sharing. Each engine
+  runs in each compute dtype of `--dtypes`, as training runs them: `generate` under autocast over the float32
+  weights, the HF engine from a copy of the weights in that dtype, vLLM serving that dtype.
+- `python -m bench.rollout_throughput --rollout [--repeats 2]`: the rollout phase of the reference GRPO step
+  (`bench.grpo_step`'s config: HotpotQA, BM25 top-3, 4 prompts x 4 samples, <= 3 turns, <= 128 tokens a turn)
+  with the HF engine's full re-prefill path and its prefix-shared path, interleaved in one run (the order flips
+  each repeat) on the same tasks and seeds, so a shared, noisy CPU hits both alike.
+Both modes print the CPU model and flags, the host's measured matmul rate and copy bandwidth, and the HF
+engine's prefilled tokens and achieved fraction of each.
 """
 
 from __future__ import annotations
@@ -13,7 +20,6 @@ import argparse
 import copy
 import gc
 import logging
-import platform
 import time
 from collections.abc import Callable
 from functools import partial
@@ -22,6 +28,7 @@ from typing import Any
 
 import torch
 
+from bench.hostperf import HostPeak, bound_report
 from worker.rl.generation.base import SamplingParams
 from worker.rl.generation.hf import HFGenerator
 from worker.rl.generation.loading import DEFAULT_MODEL, load_model_and_tokenizer, resolve_model_path
@@ -62,23 +69,30 @@ def _report(name: str, batch: int, seconds: float, tokens: int) -> float:
     return tokens / seconds
 
 
-def _cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batch-sizes", default="1,16,64")
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--engines", default="hf,generate,vllm", help="subset of hf,generate,vllm")
+    parser.add_argument("--engines", default="hf,hf-full,generate,vllm", help="subset of hf,hf-full,generate,vllm")
     parser.add_argument("--dtypes", default="float32,bfloat16", help="compute dtypes to time (weights stay float32)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="model cache (default: $STUDIO_DATA_DIR/...)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--rollout", action="store_true", help="time the reference multi-turn rollout instead")
+    parser.add_argument("--repeats", type=int, default=2, help="--rollout: old/new pairs to run")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="--rollout: config override on top of the reference, e.g. --set rollout.max_turns=2 (repeatable)",
+    )  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.rollout:
+        from bench.multiturn import run_rollout_comparison
+
+        run_rollout_comparison(repeats=args.repeats, overrides=args.set)
+        return
     batches = [int(b) for b in args.batch_sizes.split(",")]
     engines = set(args.engines.split(","))
     dtypes = args.dtypes.split(",")
@@ -91,17 +105,23 @@ def main() -> None:
     )
     params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=1.0, seed=0)
     print(f"SmolLM2-135M (float32 weights), prompt {len(prompt)} tokens, {args.max_new_tokens} new tokens/row, "
-          f"torch threads {torch.get_num_threads()}; {_cpu_name()}, native bf16: {cpu_has_native_bf16()}")  # fmt: skip
+          f"native bf16: {cpu_has_native_bf16()}")  # fmt: skip
     rates: dict[tuple[str, int], float] = {}
     for dtype in dtypes:
         tag = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(dtype, dtype)
-        if "hf" in engines:
+        for name in ("hf", "hf-full"):
+            if name not in engines:
+                continue
             # as in training: the HF engine samples from a copy of the weights in the compute dtype
             served = model if dtype == "float32" else copy.deepcopy(model).to(getattr(torch, dtype))
-            hf = HFGenerator(served, tokenizer, ignore_eos=True)
+            peak = HostPeak.measure(getattr(torch, dtype))
+            print(peak.describe())
+            hf = HFGenerator(served, tokenizer, ignore_eos=True, prefix_cache=name == "hf")
             hf.generate([prompt], SamplingParams(max_new_tokens=4, temperature=1.0, seed=0))  # warm-up
             for b in batches:
-                rates[f"hf {tag}", b] = _report(f"hf {tag}", b, *_timed(_engine_runner(hf, prompt, b, params)))
+                hf.stats.reset()
+                rates[f"{name} {tag}", b] = _report(f"{name} {tag}", b, *_timed(_engine_runner(hf, prompt, b, params)))
+                print("\n".join(bound_report(served, hf.stats, peak)))
         if "generate" in engines:
             for b in batches:
                 run = partial(_reference_generate, model, prompt, b, args.max_new_tokens, dtype)

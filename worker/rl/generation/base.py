@@ -78,12 +78,26 @@ class Tokenizer(Protocol):
 
 @runtime_checkable
 class Generator(Protocol):
-    """A rollout engine. Batched: one call serves every active trajectory."""
+    """A rollout engine. Batched: one call serves every active trajectory.
+
+    Calls are stateless in meaning: the output depends only on the prompts, params and weights. An engine
+    may keep caches between calls to go faster (the HF engine keeps the last call's rows, matched to the next
+    call's prompts by exact token prefix); results then differ from a cold call by float rounding at most.
+    """
 
     name: str
 
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Completion]:
         """Sample one completion per prompt (same order)."""
+        ...
+
+
+@runtime_checkable
+class CacheHolder(Protocol):
+    """Engines that keep KV caches between calls; `release()` frees them (call it when a rollout ends)."""
+
+    def release(self) -> None:
+        """Free every cache now; the next call starts cold."""
         ...
 
 

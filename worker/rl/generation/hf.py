@@ -5,19 +5,32 @@ Logprob convention, shared with the trainer's recomputation and with the vLLM en
 distribution, `logprobs[i] = log_softmax(logits / temperature)[token_i]`, taken BEFORE top-p/top-k
 filtering (as verl/TRL recompute old log-probs); with temperature 0 (greedy) `log_softmax(logits)`.
 EOS tokens and the tokens that complete a stop string stay in the output, with their logprobs.
+
+Prefix reuse (issue #13; on by default, `prefix_cache=False` restores the full re-prefill of every prompt):
+identical prompts in a call are prefilled once and their cache is copied along the batch, a prefix that all
+of a call's distinct prompts share (the system prompt) is prefilled once, and each row's keys/values are kept
+after the call, so the next call's prompt that extends a row (the same episode's next turn) prefills only the
+appended tokens. Lifetime, which relaxes DESIGN.md's stateless `Generator`: the call stays stateless in meaning
+(prompts are matched by their exact token prefix, never by identity), but the engine holds the rows of the
+LAST call only: a row not continued by the next call is freed then; everything is freed by `release()`, by
+`load_weights`, when the served parameters change (optimizer step on a shared model), and when a call fails.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from worker.rl.generation.base import Completion, EngineFinish, SamplingParams
+from worker.rl.generation.base import Completion, SamplingParams
+from worker.rl.generation.incremental import IncrementalChunk
+from worker.rl.generation.kv_cache import CachedRow, PrefixStore, slab_attention, supports_slab_cache, weights_key
+from worker.rl.generation.sampling import RowState, sample_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -40,54 +53,42 @@ def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
     return frozenset(ids)
 
 
-def filter_top_k_top_p(logits: Tensor, top_k: int, top_p: float) -> Tensor:
-    """Set logits outside the top-k / nucleus(top-p) set to -inf. `logits`: (B, V)."""
-    if 0 < top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
-        probs = torch.softmax(sorted_logits, dim=-1)  # (B, V)
-        mass_before = torch.cumsum(probs, dim=-1) - probs  # (B, V)
-        drop_sorted = mass_before >= top_p  # (B, V); the top token always survives
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # (B, V)
-        logits = logits.masked_fill(drop, float("-inf"))
-    return logits
-
-
-def sample_tokens(
-    logits: Tensor, params: SamplingParams, generators: Sequence[torch.Generator]
-) -> tuple[Tensor, Tensor]:
-    """Pick one token per row and its logprob (module-docstring convention). Returns (B,), (B,)."""
-    logits = logits.float()  # (B, V)
-    if params.is_greedy:
-        tokens = logits.argmax(dim=-1)  # (B,)
-        logprobs = torch.log_softmax(logits, dim=-1)  # (B, V)
-    else:
-        scaled = logits / params.temperature  # (B, V)
-        logprobs = torch.log_softmax(scaled, dim=-1)  # (B, V)
-        probs = torch.softmax(filter_top_k_top_p(scaled, params.top_k, params.top_p), dim=-1)  # (B, V)
-        picks = [torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(generators)]
-        tokens = torch.cat(picks)  # (B,)
-    chosen = logprobs.gather(-1, tokens[:, None]).squeeze(-1)  # (B,)
-    return tokens, chosen
-
-
 @dataclass
-class _Row:
-    """Decode state of one request."""
+class EngineStats:
+    """What the engine computed since construction or `reset()`: read by the benches (`bench/`)."""
 
-    index: int
-    token_ids: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
-    finish_reason: EngineFinish | None = None
+    calls: int = 0
+    rows: int = 0
+    prompt_tokens: int = 0
+    """Prompt tokens of every row: what a full re-prefill of each prompt runs."""
+    prefill_tokens: int = 0
+    """Prompt tokens actually run through the model (reused and shared prefixes are not)."""
+    prefill_positions: int = 0
+    """Positions the prefill forwards computed, padding included."""
+    reused_tokens: int = 0
+    """Prompt tokens served from cached rows (the previous call's, or a prefix shared in the call)."""
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    """Decode forwards and sampling."""
+    decode_tokens: int = 0
+    """Tokens fed through decode forwards (one per active row per step)."""
+    decode_kv_tokens: int = 0
+    """Sum over decode forwards of rows x attended columns (the KV traffic)."""
+    decode_steps: int = 0
+    sampled_tokens: int = 0
+
+    def reset(self) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, type(getattr(self, name))())
 
 
 class HFGenerator:
     """Batched sampling with a KV cache on any transformers causal LM (CPU or GPU).
 
-    Implements `Generator` and `WeightSyncable`. Finished rows are dropped from the batch (and
-    its KV cache) so the remaining rows decode faster.
+    Implements `Generator`, `WeightSyncable` and `CacheHolder`. Finished rows are dropped from the batch (and
+    its KV cache) so the remaining rows decode faster. With `prefix_cache` (the default, where the
+    model's attention allows it) prompts reuse cached prefixes as the module docstring describes;
+    `max_cache_tokens` bounds the tokens kept between calls (SmolLM2-135M: 46 KB a token in float32).
     """
 
     name = "hf"
@@ -100,6 +101,8 @@ class HFGenerator:
         device: str | torch.device | None = None,
         max_batch_size: int = 64,
         ignore_eos: bool = False,
+        prefix_cache: bool = True,
+        max_cache_tokens: int = 65_536,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -112,13 +115,23 @@ class HFGenerator:
         self.eos_ids = _eos_ids(model, tokenizer)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = int(pad if pad is not None else 0)
+        self.prefix_cache = prefix_cache and supports_slab_cache(model)
+        if prefix_cache and not self.prefix_cache:
+            logger.info("%s: attention is not plain full attention; prefix cache off", type(model).__name__)
+        self.store = PrefixStore(max_cache_tokens)
+        self.stats = EngineStats()
 
     def shares_model_with(self, model: Any) -> bool:
         """True when `model` is the very object served here (weight sync is then a no-op)."""
         return model is self.model
 
+    def release(self) -> None:
+        """Free every kept KV row now (e.g. when a rollout ends, before the update needs the memory)."""
+        self.store.clear()
+
     def load_weights(self, named_tensors: Iterable[tuple[str, Any]]) -> None:
         """Copy new weights in by parameter/buffer name; tensors that already alias ours are skipped."""
+        self.store.clear()
         own = self.model.state_dict()
         with torch.no_grad():
             for name, tensor in named_tensors:
@@ -134,13 +147,32 @@ class HFGenerator:
         base_seed = params.seed if params.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
         was_training = self.model.training
         self.model.eval()
+        self.stats.calls += 1
+        self.stats.rows += len(prompts)
+        self.stats.prompt_tokens += sum(len(p) for p in prompts)
         try:
             out: list[Completion] = []
             with torch.inference_mode():
-                for start in range(0, len(prompts), self.max_batch_size):
-                    chunk = prompts[start : start + self.max_batch_size]
-                    out.extend(self._generate_chunk(chunk, params, base_seed, start))
+                if not self.prefix_cache:
+                    for start in range(0, len(prompts), self.max_batch_size):
+                        chunk = prompts[start : start + self.max_batch_size]
+                        out.extend(self._generate_chunk(chunk, params, base_seed, start))
+                    return out
+                key = weights_key(self.model)
+                if self.store.weights_key != key:
+                    self.store.clear()
+                kept: list[CachedRow] = []
+                with slab_attention(self.model, self.device):
+                    for start in range(0, len(prompts), self.max_batch_size):
+                        chunk = prompts[start : start + self.max_batch_size]
+                        completions, rows = IncrementalChunk(self, chunk, params, base_seed, start).run()
+                        out.extend(completions)
+                        kept.extend(rows)
+                self.store.replace(kept, key)
             return out
+        except BaseException:
+            self.store.clear()  # a failed or cancelled call keeps nothing
+            raise
         finally:
             self.model.train(was_training)
 
@@ -157,14 +189,20 @@ class HFGenerator:
         out = self.model(
             input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True, logits_to_keep=1
         )
+        self.stats.prefill_tokens += sum(len(p) for p in prompts)
+        self.stats.prefill_positions += input_ids.numel()
         return out.logits[:, -1, :], out.past_key_values, attention
 
     def _generate_chunk(
         self, prompts: Sequence[Sequence[int]], params: SamplingParams, base_seed: int, offset: int
     ) -> list[Completion]:
-        rows = [_Row(index=i) for i in range(len(prompts))]
+        """The full re-prefill path (`prefix_cache=False`): every prompt prefilled whole, a growing DynamicCache."""
+        rows = [RowState(index=i) for i in range(len(prompts))]
         generators = [torch.Generator(device=self.device).manual_seed(base_seed + offset + i) for i in range(len(rows))]
+        started = time.perf_counter()
         logits, cache, attention = self._prefill(prompts)  # (B, V), cache, (B, T)
+        decode_started = time.perf_counter()
+        self.stats.prefill_s += decode_started - started
         active = list(range(len(rows)))  # row indices still decoding, in batch order
         for step in range(params.max_new_tokens):
             # 1. Sample one token for every active row.
@@ -190,9 +228,17 @@ class HFGenerator:
                 past_key_values=cache, use_cache=True,
             )  # fmt: skip
             logits, cache = out.logits[:, -1, :], out.past_key_values  # (A, V)
+            self._count_decode(len(active), attention.shape[1])
+        self.stats.decode_s += time.perf_counter() - decode_started
+        self.stats.sampled_tokens += sum(len(r.token_ids) for r in rows)
         return [Completion(tuple(r.token_ids), tuple(r.logprobs), r.finish_reason or "length") for r in rows]
 
-    def _append(self, row: _Row, token: int, logprob: float, params: SamplingParams, step: int) -> None:
+    def _count_decode(self, rows: int, columns: int) -> None:
+        self.stats.decode_steps += 1
+        self.stats.decode_tokens += rows
+        self.stats.decode_kv_tokens += rows * columns
+
+    def _append(self, row: RowState, token: int, logprob: float, params: SamplingParams, step: int) -> None:
         row.token_ids.append(token)
         row.logprobs.append(logprob)
         if (not self.ignore_eos and token in self.eos_ids) or self._hits_stop(row.token_ids, params.stop):
