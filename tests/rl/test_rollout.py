@@ -227,3 +227,33 @@ def test_prefill_is_masked_and_natural_eos_is_closed(
 def test_rejects_bad_group_size(chat: ChatFormat, tokenizer: CharTokenizer, qa_task: Task) -> None:
     with pytest.raises(ValueError, match="group_size"):
         _run(chat, SpyGenerator(tokenizer, ["x"]), [qa_task], CalculatorEnv, group_size=0)
+
+
+class CachingGenerator(SpyGenerator):
+    """An engine that keeps caches between calls (`CacheHolder`); counts releases, can fail mid-rollout."""
+
+    def __init__(self, tokenizer: CharTokenizer, replies: Sequence[str], *, fail_on_call: int | None = None) -> None:
+        super().__init__(tokenizer, replies)
+        self.releases = 0
+        self.fail_on_call = fail_on_call
+
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Completion]:
+        if self.fail_on_call is not None and len(self.params) + 1 == self.fail_on_call:
+            raise RuntimeError("engine died")
+        return super().generate(prompts, params)
+
+    def release(self) -> None:
+        self.releases += 1
+
+
+def test_engine_caches_are_released_when_a_rollout_ends_or_fails(
+    chat: ChatFormat, tokenizer: CharTokenizer, qa_task: Task
+) -> None:
+    """A prefix-caching engine's KV caches live for one rollout: freed after it, and after a failed one."""
+    ok = CachingGenerator(tokenizer, ["<answer>4</answer>"])
+    _run(chat, ok, [qa_task], CalculatorEnv, group_size=2)
+    assert ok.releases == 1
+    broken = CachingGenerator(tokenizer, ["<answer>4</answer>"], fail_on_call=1)
+    with pytest.raises(RuntimeError, match="engine died"):
+        _run(chat, broken, [qa_task], CalculatorEnv, group_size=2)
+    assert broken.releases == 1

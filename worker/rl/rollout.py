@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from worker.rl.envs.base import StepResult, ToolEnv
-from worker.rl.generation.base import Completion, Generator, SamplingParams
+from worker.rl.generation.base import CacheHolder, Completion, Generator, SamplingParams
 from worker.rl.generation.chat import ChatFormat
 from worker.rl.types import Message, Task, Trajectory, Turn
 
@@ -245,6 +245,30 @@ def _merge(into: dict[str, float], metrics: Mapping[str, float]) -> None:
         into[key] = into.get(key, 0.0) + value
 
 
+def _run_turns(episodes: list[_Episode], generator: Generator, chat: ChatFormat, params: SamplingParams,
+               limits: RolloutLimits, seed: int, stop: tuple[str, ...]) -> None:  # fmt: skip
+    """The turn loop: one batched engine call per turn over the episodes still running, then env steps."""
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="env-step") as pool:
+        for turn in range(limits.max_turns):
+            for episode in episodes:
+                if not episode.done:
+                    _add_prefill(episode, chat, turn)
+            active = [e for e in episodes if not e.done]
+            if not active:
+                break
+            budgets = [min(limits.max_new_tokens_per_turn, e.room) for e in active]
+            turn_seed = derive_seed(seed, params.seed if params.seed is not None else -1, turn)
+            turn_params = replace(params, max_new_tokens=max(budgets), stop=stop, seed=turn_seed)
+            completions = generator.generate([e.ids for e in active], turn_params)
+            if len(completions) != len(active):
+                raise RuntimeError(f"{generator.name} returned {len(completions)} completions for {len(active)}")
+            sampled = [_add_sample(e, c, b, chat) for e, c, b in zip(active, completions, budgets, strict=True)]
+            results = list(pool.map(_safe_step, [e.env for e in active], [text for text, _ in sampled]))
+            is_last_turn = turn + 1 >= limits.max_turns
+            for episode, (text, hit), result in zip(active, sampled, results, strict=True):
+                _record_step(episode, text, hit, result, chat, is_last_turn)
+
+
 def collect_trajectories(
     env_factory: Callable[[], ToolEnv],
     generator: Generator,
@@ -272,25 +296,11 @@ def collect_trajectories(
     ]
     env_stops = [s for e in episodes for s in e.env.stop_strings]
     stop = tuple(dict.fromkeys((*params.stop, *chat.stop_strings, *env_stops)))
-    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="env-step") as pool:
-        for turn in range(limits.max_turns):
-            for episode in episodes:
-                if not episode.done:
-                    _add_prefill(episode, chat, turn)
-            active = [e for e in episodes if not e.done]
-            if not active:
-                break
-            budgets = [min(limits.max_new_tokens_per_turn, e.room) for e in active]
-            turn_seed = derive_seed(seed, params.seed if params.seed is not None else -1, turn)
-            turn_params = replace(params, max_new_tokens=max(budgets), stop=stop, seed=turn_seed)
-            completions = generator.generate([e.ids for e in active], turn_params)
-            if len(completions) != len(active):
-                raise RuntimeError(f"{generator.name} returned {len(completions)} completions for {len(active)}")
-            sampled = [_add_sample(e, c, b, chat) for e, c, b in zip(active, completions, budgets, strict=True)]
-            results = list(pool.map(_safe_step, [e.env for e in active], [text for text, _ in sampled]))
-            is_last_turn = turn + 1 >= limits.max_turns
-            for episode, (text, hit), result in zip(active, sampled, results, strict=True):
-                _record_step(episode, text, hit, result, chat, is_last_turn)
+    try:
+        _run_turns(episodes, generator, chat, params, limits, seed, stop)
+    finally:  # an engine's KV caches live for one rollout (also when it fails or is cancelled)
+        if isinstance(generator, CacheHolder):
+            generator.release()
     trajectories = [_trajectory(e) for e in episodes]
     tool_metrics: dict[str, float] = {}
     for episode in episodes:
