@@ -25,7 +25,8 @@ def test_health_reports_db_and_missing_broker(client: TestClient) -> None:
     health = client.get(f"{API}/health").json()
     assert health["db"]["ok"] is True
     assert health["db"]["dialect"] == "sqlite"
-    assert health["db"]["revision"] == health["db"]["head"] == "0001"
+    assert health["db"]["revision"] == health["db"]["head"]
+    assert health["db"]["head"]
     assert health["broker"]["ok"] is False
     assert "STUDIO_REDIS_URL" in health["broker"]["error"]
     assert health["ok"] is False
@@ -79,7 +80,7 @@ def test_health_fails_orphaned_runs_that_cannot_resume(client: TestClient, sessi
 def test_refuses_to_start_behind_head(studio_env: Path) -> None:
     with pytest.raises(SchemaOutdatedError, match="run `studio db upgrade`") as info:
         create_app()
-    assert "code expects 0001" in str(info.value)
+    assert "code expects " in str(info.value)
     command.upgrade(alembic_config(get_settings().resolved_database_url), "head")
     create_app()
 
