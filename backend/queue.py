@@ -26,6 +26,7 @@ class TaskName(StrEnum):
     ROLLOUT = "runs.rollout"
     EVALUATE = "runs.evaluate"
     EXPORT_CHECKPOINT = "checkpoints.export"
+    RM_TRAIN = "reward_models.train"
 
 
 QUEUE_OF: dict[TaskName, str] = {
@@ -36,6 +37,7 @@ QUEUE_OF: dict[TaskName, str] = {
     TaskName.ROLLOUT: "gpu",
     TaskName.EVALUATE: "gpu",
     TaskName.EXPORT_CHECKPOINT: "cpu",
+    TaskName.RM_TRAIN: "gpu",  # model work (CPU-capable: a gpu-queue worker on a CPU host runs it too)
 }
 """Queue per task: model work goes to `gpu` workers, everything light to `cpu`."""
 

@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from backend.core.db import session_scope, utcnow
 from backend.crud import datasets as datasets_crud
+from backend.crud import labels as labels_crud
 from backend.crud import runs as runs_crud
 from backend.crud import tools as tools_crud
 from backend.crud import trajectories as traj_crud
@@ -83,6 +84,13 @@ class RunStore(Protocol):
     def save_evaluation(self, run_id: int, results: JSON) -> None: ...
     def is_cancel_requested(self, run_id: int) -> bool: ...
     def sweep_stale_runs(self, timeout_s: float, auto_resume_attempts: int) -> runs_crud.StaleSweep: ...
+
+
+class RewardModelStore(RunStore, Protocol):
+    """A `RunStore` that also reads labels and trajectories (what `rm_train` needs)."""
+
+    def load_label_records(self, run_ids: Sequence[int]) -> list[JSON]: ...
+    def load_trajectory_data(self, run_ids: Sequence[int], limit: int) -> list[tuple[int, JSON]]: ...
 
 
 def _tool_spec(tool: Any) -> ToolSpec:
@@ -168,6 +176,19 @@ class SqlRunStore:
         with session_scope() as s:
             return runs_crud.sweep_stale_runs(s, timeout_s=timeout_s, auto_resume_attempts=auto_resume_attempts)
 
+    # ---- labels and trajectories for reward-model training (issue #15)
+    def load_label_records(self, run_ids: Sequence[int]) -> list[JSON]:
+        """The runs' labels in the export format (`backend.crud.labels.label_record`), oldest first."""
+        with session_scope() as s:
+            return list(labels_crud.iter_label_records(s, run_ids=run_ids))
+
+    def load_trajectory_data(self, run_ids: Sequence[int], limit: int) -> list[tuple[int, JSON]]:
+        """(id, `Trajectory.to_dict()`) of the runs' newest `limit` trajectories."""
+        with session_scope() as s:
+            query = select(TrajectoryRow).where(TrajectoryRow.run_id.in_(list(run_ids)))
+            rows = s.scalars(query.order_by(TrajectoryRow.id.desc()).limit(limit))
+            return [(row.id, row.data) for row in rows]
+
 
 @dataclass
 class MemoryRun:
@@ -193,6 +214,8 @@ class MemoryRunStore:
         self.runs: dict[int, MemoryRun] = {}
         self.tools: dict[int, ToolSpec] = {}
         self.environments: dict[int, EnvironmentSpec] = {}
+        self.label_records: list[JSON] = []
+        """Labels in the export format, for `rm_train` (`load_label_records` filters them by run)."""
         self._lock = threading.Lock()
 
     def add_run(self, kind: str, *, config: JSON | None = None, preset: str | None = None,
@@ -272,3 +295,13 @@ class MemoryRunStore:
         for run_id in stale:
             self.set_status(run_id, "failed", error="worker stopped sending heartbeats")
         return runs_crud.StaleSweep(failed=stale)
+
+    # ---- labels and trajectories for reward-model training (issue #15)
+    def load_label_records(self, run_ids: Sequence[int]) -> list[JSON]:
+        return [r for r in self.label_records if r.get("run_id") in set(run_ids)]
+
+    def load_trajectory_data(self, run_ids: Sequence[int], limit: int) -> list[tuple[int, JSON]]:
+        """Ids are `run_id * 1_000_000 + position` (memory runs have no trajectory ids)."""
+        out = [(run_id * 1_000_000 + i, data) for run_id in run_ids
+               for i, (_, data) in enumerate(self.runs[run_id].trajectories)]  # fmt: skip
+        return out[-limit:]

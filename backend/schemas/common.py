@@ -15,7 +15,7 @@ JSONDict = dict[str, Any]
 
 ToolKind = Literal["python", "builtin"]
 DatasetKind = Literal["file", "hub", "demo"]
-RunKind = Literal["train", "rollout", "eval", "tool_test", "ping", "validate", "export"]
+RunKind = Literal["train", "rollout", "eval", "tool_test", "ping", "validate", "export", "rm_train"]
 LaunchKind = Literal["train", "rollout", "eval"]
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelling", "cancelled"]
 Preset = Literal["quickstart", "hotpotqa_cpu", "paper"]

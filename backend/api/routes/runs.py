@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, status
 
 from backend.api.deps import EnqueueDep, SessionDep
 from backend.api.routes._jobs import enqueue_committed
+from backend.crud import reward_models as rm_crud
 from backend.crud import runs as runs_crud
 from backend.queue import TASK_OF_RUN_KIND, TaskName
 from backend.schemas.common import RunKind, RunStatus
@@ -19,6 +20,7 @@ router = APIRouter(prefix="/runs", tags=["runs"])
 @router.post("", status_code=status.HTTP_201_CREATED)
 def create_run(session: SessionDep, enqueue: EnqueueDep, run_in: RunCreate) -> RunPublic:
     """Create a train/rollout/eval run, commit, then enqueue it (gpu queue)."""
+    rm_crud.check_reward_model_terms(session, config=run_in.config)  # issue #15: reward_model terms must exist
     run = runs_crud.create_run(session, run_in=run_in)
     session.commit()
     return RunPublic.model_validate(enqueue_committed(session, enqueue, TASK_OF_RUN_KIND[run.kind], run))
