@@ -86,20 +86,26 @@ def test_label_kinds_revision_carries_existing_labels_over(tmp_path: Path) -> No
     engine = create_engine(url)
     now = "2026-12-01 00:00:00"
     with engine.begin() as conn:
-        conn.execute(text(
-            "INSERT INTO runs (id, name, kind, status, config, progress, current_step, resumable, cancel_requested,"
-            f" created_at) VALUES (7, '', 'train', 'succeeded', '{{}}', 1, 3, 0, 0, '{now}')"
-        ))
-        conn.execute(text(
-            "INSERT INTO trajectories (id, run_id, step, group_id, task_id, reward, has_parse_error, has_tool_error,"
-            f" truncated, finish_reason, num_turns, num_tool_calls, created_at) VALUES (11, 7, 3, 's3-0', 'q1', 0.5,"
-            f" 0, 0, 0, 'answer', 2, 1, '{now}')"
-        ))
+        conn.execute(
+            text(
+                "INSERT INTO runs (id, name, kind, status, config, progress, current_step, resumable, cancel_requested,"
+                f" created_at) VALUES (7, '', 'train', 'succeeded', '{{}}', 1, 3, 0, 0, '{now}')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO trajectories (id, run_id, step, group_id, task_id, reward, has_parse_error, has_tool_error,"
+                f" truncated, finish_reason, num_turns, num_tool_calls, created_at) VALUES (11, 7, 3, 's3-0', 'q1', 0.5,"
+                f" 0, 0, 0, 'answer', 2, 1, '{now}')"
+            )
+        )
         conn.execute(text("INSERT INTO trajectory_data (trajectory_id, data) VALUES (11, '{\"token_ids\": [1, 2]}')"))
-        conn.execute(text(
-            "INSERT INTO labels (id, trajectory_id, score, step_scores, note, labeler, created_at)"
-            f" VALUES (1, 11, 0.75, '[]', 'ok', 'ann', '{now}')"
-        ))
+        conn.execute(
+            text(
+                "INSERT INTO labels (id, trajectory_id, score, step_scores, note, labeler, created_at)"
+                f" VALUES (1, 11, 0.75, '[]', 'ok', 'ann', '{now}')"
+            )
+        )
     command.upgrade(config, "head")
     with engine.connect() as conn:
         row = conn.execute(text("SELECT kind, score, run_id, step, group_id, task_id, snapshot FROM labels")).one()
