@@ -94,9 +94,9 @@ def test_label_kinds_revision_carries_existing_labels_over(tmp_path: Path) -> No
         )
         conn.execute(
             text(
-                "INSERT INTO trajectories (id, run_id, step, group_id, task_id, reward, has_parse_error, has_tool_error,"
-                f" truncated, finish_reason, num_turns, num_tool_calls, created_at) VALUES (11, 7, 3, 's3-0', 'q1', 0.5,"
-                f" 0, 0, 0, 'answer', 2, 1, '{now}')"
+                "INSERT INTO trajectories (id, run_id, step, group_id, task_id, reward, has_parse_error,"
+                " has_tool_error, truncated, finish_reason, num_turns, num_tool_calls, created_at)"
+                f" VALUES (11, 7, 3, 's3-0', 'q1', 0.5, 0, 0, 0, 'answer', 2, 1, '{now}')"
             )
         )
         conn.execute(text("INSERT INTO trajectory_data (trajectory_id, data) VALUES (11, '{\"token_ids\": [1, 2]}')"))
