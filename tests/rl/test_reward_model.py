@@ -23,6 +23,9 @@ from worker.rl.reward_model.pairs import (
 )
 from worker.rl.reward_model.scorer import RewardModelScorer
 from worker.rl.reward_model.train import RewardModelConfig, pairwise_metrics, train_reward_model
+from worker.rl.training.config import RewardModelTermConfig
+from worker.rl.training.reward_models import LoadedRewardModel, apply_reward_models
+from worker.rl.types import Trajectory
 
 WORDS = ["Paris", "Berlin", "Rome", "Oslo", "Lima", "Cairo", "Delhi", "Tokyo", "Quito", "Dakar"]
 
@@ -222,3 +225,29 @@ def test_missing_artifact_and_bad_config_are_clear_errors(tmp_path: Path) -> Non
         RewardModelConfig.from_dict({"epochz": 3})
     with pytest.raises(ValueError, match="invalid epochs"):
         RewardModelConfig(epochs=0)
+
+
+class FixedScorer:
+    """Scores by final-answer length (a stand-in with the scorer's batch method)."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def score_trajectories(self, trajectories: list[Trajectory]) -> list[float]:
+        self.batches.append(len(trajectories))
+        return [float(len(t.final_answer or "")) for t in trajectories]
+
+
+def test_apply_reward_models_batches_weights_and_normalises() -> None:
+    trajs = [Trajectory("t", "g", (), (), (), 0, (), reward=r, final_answer=a) for r, a in ((1.0, "ab"), (0.0, "abcd"))]
+    plain = LoadedRewardModel(RewardModelTermConfig(id=3, weight=0.5), FixedScorer())  # type: ignore[arg-type]
+    out, perf = apply_reward_models(trajs, [plain], env_weight=0.0)
+    assert [t.reward for t in out] == [1.0, 2.0]  # env rubric scaled to 0, 0.5 x length
+    assert out[1].reward_breakdown["reward_model:3"] == 4.0
+    assert perf["perf/reward_model_s"] >= 0
+    assert plain.scorer.batches == [2]  # one batch for the whole step
+    z = LoadedRewardModel(RewardModelTermConfig(path="/a/rm-9", normalize=True), FixedScorer())  # type: ignore[arg-type]
+    out, _ = apply_reward_models(trajs, [z], env_weight=1.0)
+    assert [round(t.reward, 4) for t in out] == [0.0, 1.0]  # 1 + (-1), 0 + 1
+    assert "reward_model:rm-9" in out[0].reward_breakdown
+    assert apply_reward_models(trajs, [], 1.0) == (trajs, {})
