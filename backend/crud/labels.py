@@ -7,6 +7,7 @@ same records (`LABEL_FORMAT`, see docs/labels-format.md) and also feed reward-mo
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 from collections import Counter, defaultdict
@@ -108,7 +109,7 @@ def _percentile(values: dict[int, float]) -> dict[int, float]:
     """Rank of each value in [0, 1] (ties share the lower rank)."""
     ordered = sorted(values.values())
     n = max(1, len(ordered) - 1)
-    return {k: ordered.index(v) / n for k, v in values.items()}
+    return {k: bisect.bisect_left(ordered, v) / n for k, v in values.items()}
 
 
 def label_queue(session: Session, *, run_id: int, limit: int = 20) -> list[Trajectory]:
@@ -266,17 +267,29 @@ def iter_label_export(session: Session, *, run_id: int) -> Iterator[dict[str, An
 def _parse_record(line_no: int, record: Any) -> tuple[LabelCreate, dict[str, Any]]:
     if not isinstance(record, dict) or record.get("format") != LABEL_FORMAT:
         raise InvalidInputError(f"line {line_no}", f'expected a JSON object with "format": "{LABEL_FORMAT}"')
-    try:
-        marks = [StepMark.model_validate(m).model_dump() for m in record.get("step_marks") or ()]
-        label_in = LabelCreate.model_validate(
-            {k: record.get(k) for k in ("kind", "score", "choice", "other_trajectory_id", "note", "labeler")
-             if record.get(k) is not None} | {"step_marks": marks, "step_scores": record.get("step_scores") or []}
-        )  # fmt: skip
-    except ValueError as exc:
-        raise InvalidInputError(f"line {line_no}", str(exc).replace("\n", " ")) from None
     if not isinstance(record.get("trajectory"), dict) or not record.get("trajectory"):
         raise InvalidInputError(f"line {line_no}", "`trajectory` (the snapshot of what was labeled) is missing")
+    fields = {k: record.get(k) for k in ("kind", "score", "choice", "other_trajectory_id", "note", "labeler")
+              if record.get(k) is not None}  # fmt: skip
+    if record.get("kind") == "pairwise":
+        if not isinstance(record.get("other_trajectory"), dict) or not record.get("other_trajectory"):
+            raise InvalidInputError(f"line {line_no}", "a pairwise label needs `other_trajectory` (B's snapshot)")
+        fields.setdefault("other_trajectory_id", 0)  # B may be gone; its snapshot is what counts
+    try:
+        marks = [StepMark.model_validate(m).model_dump() for m in record.get("step_marks") or ()]
+        label_in = LabelCreate.model_validate(fields | {"step_marks": marks,
+                                                        "step_scores": record.get("step_scores") or []})  # fmt: skip
+    except ValueError as exc:
+        raise InvalidInputError(f"line {line_no}", str(exc).replace("\n", " ")) from None
     return label_in, record
+
+
+def _same_trajectory(session: Session, ident: Any, record: dict[str, Any]) -> bool:
+    """Whether trajectory `ident` here is the one the record judged (same id, run and group), so it can link."""
+    if not isinstance(ident, int):
+        return False
+    row = session.get(Trajectory, ident)
+    return row is not None and (row.run_id, row.group_id) == (record.get("run_id"), record.get("group_id"))
 
 
 def import_labels(session: Session, *, records: Sequence[Any]) -> tuple[int, int]:
@@ -285,7 +298,7 @@ def import_labels(session: Session, *, records: Sequence[Any]) -> tuple[int, int
     linked = 0
     for label_in, record in parsed:
         ids = (record.get("trajectory_id"), record.get("other_trajectory_id"))
-        present = [i is not None and session.get(Trajectory, i) is not None for i in ids]
+        present = [_same_trajectory(session, i, record) for i in ids]
         linked += int(present[0])
         snapshot = {k: record.get(v) for k, v in (("trajectory", "trajectory"), ("reward", "reward"),
                     ("other_trajectory", "other_trajectory"), ("other_reward", "other_reward"))}  # fmt: skip

@@ -65,6 +65,13 @@ def test_pairwise_and_step_labels_keep_a_snapshot(client: TestClient, session: S
     assert lines[0]["trajectory_id"] is None
     assert lines[0]["trajectory"]["token_ids"] == [1, 2, 3]
     assert lines[0]["other_trajectory"]["reward"] == 0.0
+    # the export of a deleted run imports again: the snapshots carry the labels, nothing links
+    exported = "\n".join(json.dumps(x) for x in lines)
+    assert client.post(f"{API}/labels/import", content=exported).json() == {"imported": 2, "linked": 0}
+    missing_b = json.dumps({**lines[0], "other_trajectory": None})
+    response = client.post(f"{API}/labels/import", content=missing_b)
+    assert response.status_code == 422
+    assert "needs `other_trajectory`" in response.json()["detail"]
 
 
 @pytest.mark.parametrize(
