@@ -31,7 +31,7 @@ def encode_text(tokenizer: Any, text: str, max_length: int) -> list[int]:
     return [*ids, tokenizer.eos_token_id]
 
 
-def find_decoder_layers(model: Any) -> Sequence[Any]:
+def find_decoder_layers(model: Any) -> torch.nn.ModuleList:
     """The decoder-layer list of a `*ForSequenceClassification` model (Llama, Qwen, Mistral: `base.layers`)."""
     base = model.base_model
     for name in ("layers", "h", "blocks"):

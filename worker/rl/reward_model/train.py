@@ -150,7 +150,8 @@ def train_reward_model(
 ) -> RewardModelReport:
     """Labels → pairs → `RewardTrainer` → held-out metrics → artifact in `out_dir` (model/ + reward_model.json)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from trl import RewardConfig, RewardTrainer
+    from trl.trainer.reward_config import RewardConfig
+    from trl.trainer.reward_trainer import RewardTrainer
 
     from worker.rl.generation.loading import resolve_model_path
 
@@ -177,7 +178,7 @@ def train_reward_model(
         trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
         trainer.train()
     train_s = time.perf_counter() - t0
-    model = trainer.model.eval()
+    model = model.eval()  # the trainer trained this very object in place
     scorer = RewardModelScorer(model, tokenizer, view=config.view, max_length=config.max_length)
     accuracy, ece = pairwise_metrics(*_score_pairs(scorer, pairs.heldout))
     train_accuracy, _ = pairwise_metrics(*_score_pairs(scorer, pairs.train))
