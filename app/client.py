@@ -25,6 +25,7 @@ from backend.schemas.environment import (
 )
 from backend.schemas.evaluation import EvaluationCreate
 from backend.schemas.health import HealthPublic
+from backend.schemas.reward_model import RewardModelCreate, RewardModelPublic
 from backend.schemas.run import (
     CheckpointPublic,
     EvaluationPublic,
@@ -36,7 +37,10 @@ from backend.schemas.run import (
 from backend.schemas.tool import ToolCreate, ToolPublic, ToolTestRequest, ToolUpdate, ToolVersionPublic
 from backend.schemas.trajectory import (
     LabelCreate,
+    LabelImportReport,
+    LabelPair,
     LabelPublic,
+    LabelStats,
     TrajectoriesPage,
     TrajectoryPublic,
     TrajectorySummary,
@@ -316,3 +320,39 @@ class StudioClient:
 
     def label_queue(self, run_id: int, *, limit: int = 20) -> list[TrajectorySummary]:
         return self._get(list[TrajectorySummary], f"/runs/{run_id}/label-queue", {"limit": limit})
+
+    # ------------------------------------------------------------ pairwise labels and reward models (issue #15)
+
+    def pair_queue(self, run_id: int, *, limit: int = 20) -> list[LabelPair]:
+        return self._get(list[LabelPair], f"/runs/{run_id}/pair-queue", {"limit": limit})
+
+    def label_stats(self, run_id: int) -> LabelStats:
+        return self._get(LabelStats, f"/runs/{run_id}/labels/stats")
+
+    def export_labels(self, run_id: int) -> str:
+        """The run's labels as JSONL text (docs/labels-format.md)."""
+        try:
+            response = self._http.get(f"/runs/{run_id}/labels/export")
+        except httpx.HTTPError as exc:
+            raise StudioAPIError(f"cannot reach the Agent Studio API at {self.api_url} ({exc})") from exc
+        if response.status_code >= 400:
+            raise _error_from_response(response)
+        return response.text
+
+    def import_labels(self, jsonl: str) -> LabelImportReport:
+        try:
+            response = self._http.post("/labels/import", content=jsonl.encode())
+        except httpx.HTTPError as exc:
+            raise StudioAPIError(f"cannot reach the Agent Studio API at {self.api_url} ({exc})") from exc
+        if response.status_code >= 400:
+            raise _error_from_response(response)
+        return self._parse(LabelImportReport, response.json(), "/labels/import")
+
+    def create_reward_model(self, rm_in: RewardModelCreate) -> RewardModelPublic:
+        return self._post(RewardModelPublic, "/reward-models", rm_in.model_dump(mode="json"))
+
+    def list_reward_models(self) -> list[RewardModelPublic]:
+        return self._get(list[RewardModelPublic], "/reward-models")
+
+    def get_reward_model(self, reward_model_id: int) -> RewardModelPublic:
+        return self._get(RewardModelPublic, f"/reward-models/{reward_model_id}")

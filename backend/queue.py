@@ -27,6 +27,7 @@ class TaskName(StrEnum):
     ROLLOUT = "runs.rollout"
     EVALUATE = "runs.evaluate"
     EXPORT_CHECKPOINT = "checkpoints.export"
+    RM_TRAIN = "reward_models.train"
 
 
 QUEUE_OF: dict[TaskName, str] = {
@@ -37,6 +38,7 @@ QUEUE_OF: dict[TaskName, str] = {
     TaskName.ROLLOUT: "gpu",
     TaskName.EVALUATE: "gpu",
     TaskName.EXPORT_CHECKPOINT: "cpu",
+    TaskName.RM_TRAIN: "gpu",  # model work (CPU-capable: a gpu-queue worker on a CPU host runs it too)
 }
 """Queue per task: model work goes to `gpu` workers, everything light to `cpu`."""
 
@@ -52,6 +54,7 @@ TASK_OF_KIND: dict[str, TaskName] = {
     "tool_test": TaskName.TOOL_TEST,
     "validate": TaskName.VALIDATE_ENV,
     "export": TaskName.EXPORT_CHECKPOINT,
+    "rm_train": TaskName.RM_TRAIN,
 }
 """Task per `Run.kind`, for every kind of row (the sweeper re-sends a queued run by its kind)."""
 

@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import os
 import re
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +24,7 @@ from backend.core.config import get_settings
 from backend.core.db import utcnow
 from worker.sandbox.limits import SandboxLimits
 from worker.sandbox.pool import run_tool_source
-from worker.store import EnvironmentSpec, EnvironmentVersionSpec, RunSpec, RunStore
+from worker.store import EnvironmentSpec, EnvironmentVersionSpec, RewardModelStore, RunSpec, RunStore
 from worker.tool_runner import ToolPool, pool_for_spec
 
 if TYPE_CHECKING:  # the RL core is imported inside each job: a cpu worker never loads torch for a ping
@@ -381,6 +382,7 @@ def _run_core(run_id: int, store: RunStore, *, hostname: str, runs_dir: Path, en
         version = store.load_environment_version(spec.environment_version_id) if spec.environment_version_id else None
         env_spec = load_env_spec(version) if version is not None else None
         config = resolve_config(spec) if env_spec is None else resolve_env_config(spec, env_spec)
+        config = with_reward_model_paths(config, runs_dir)
         store.save_resolved_config(run_id, config.to_dict())
         run_dir = runs_dir / f"run-{run_id}"
         resume = has_resume_state(run_dir)
@@ -499,3 +501,66 @@ def evaluate_job(
         store.save_evaluation(run_id, report)
     store.set_status(run_id, "succeeded", owner=spec.owner_token)
     return report
+
+
+# ------------------------------------------------------------------ reward models (issue #15)
+
+RM_SCORE_LIMIT = 2000
+"""Newest trajectories of the labeled runs scored after training (the labeling queue's disagreement order)."""
+
+
+def reward_model_dir(runs_dir: Path, reward_model_id: int) -> Path:
+    """Where reward model `<id>` (its `rm_train` run id) keeps its artifact."""
+    return runs_dir / "reward-models" / f"rm-{reward_model_id}"
+
+
+def with_reward_model_paths(config: Any, runs_dir: Path) -> Any:
+    """`task.reward_models` entries given by id get their artifact path; a missing artifact is an error."""
+    terms = getattr(getattr(config, "task", None), "reward_models", ())
+    if not terms:
+        return config
+    filled = []
+    for term in terms:
+        if term.path is None and term.id is not None:
+            path = reward_model_dir(runs_dir, term.id)
+            if not (path / "reward_model.json").is_file():
+                raise FileNotFoundError(f"task.reward_models: reward model {term.id} has no artifact at {path}; "
+                                        "train it first (POST /reward-models) or give its path")  # fmt: skip
+            term = dataclasses.replace(term, path=str(path))
+        filled.append(term)
+    return dataclasses.replace(config, task=dataclasses.replace(config.task, reward_models=tuple(filled)))
+
+
+def rm_train_job(run_id: int, store: RewardModelStore, *, hostname: str, runs_dir: Path,
+                 score_limit: int = RM_SCORE_LIMIT) -> dict[str, Any]:  # fmt: skip
+    """Train a reward model on the labels of `config.label_run_ids`; its result holds metrics, provenance, scores.
+
+    The artifact goes to `reward_model_dir(runs_dir, run_id)`; a redelivered job replaces its own half-done dir.
+    """
+    from worker.rl.reward_model import pairs as pairs_mod
+    from worker.rl.reward_model import scorer as scorer_mod
+    from worker.rl.reward_model import train as train_mod
+
+    with running(store, run_id, hostname=hostname) as spec:
+        run_ids = [int(i) for i in spec.config.get("label_run_ids") or []]
+        if not run_ids:
+            raise ValueError("rm_train needs config.label_run_ids: the runs whose labels make the pairs")
+        config = train_mod.RewardModelConfig.from_dict(dict(spec.config.get("reward_model") or {}))
+        records = store.load_label_records(run_ids)
+        out_dir = reward_model_dir(runs_dir, run_id)
+        for stale in (out_dir, out_dir.with_name(out_dir.name + ".tmp")):
+            if stale.exists():
+                shutil.rmtree(stale)
+        provenance = {"reward_model_id": run_id, "label_run_ids": run_ids, "labels": len(records)}
+        report = train_mod.train_reward_model(records, config, out_dir, provenance=provenance)
+        scorer = scorer_mod.RewardModelScorer.load(out_dir, device="cuda" if config.device == "cuda" else "cpu")
+        trajectories = store.load_trajectory_data(run_ids, score_limit)
+        scores = scorer.score_texts([pairs_mod.record_text(data, scorer.view) for _, data in trajectories])
+        result = {
+            "artifact_dir": str(out_dir), "metrics": dataclasses.asdict(report), "base_model": config.base_model,
+            "tokenizer": scorer.meta.get("tokenizer"), "label_ids": scorer.meta.get("label_ids", []),
+            "scores": {str(i): s for (i, _), s in zip(trajectories, scores, strict=True)},
+        }  # fmt: skip
+        store.save_result(run_id, result)
+    store.set_status(run_id, "succeeded", owner=spec.owner_token)
+    return result

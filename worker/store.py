@@ -21,6 +21,7 @@ from sqlalchemy import select
 from backend.core.db import session_scope, utcnow
 from backend.crud import datasets as datasets_crud
 from backend.crud import environments as versions_crud
+from backend.crud import labels as labels_crud
 from backend.crud import runs as runs_crud
 from backend.crud import tools as tools_crud
 from backend.crud import trajectories as traj_crud
@@ -102,6 +103,13 @@ class RunStore(Protocol):
     def sweep_stale_runs(self, timeout_s: float, auto_resume_attempts: int) -> runs_crud.StaleSweep: ...
     def queued_runs_to_check(self, older_than_s: float) -> list[runs_crud.QueuedRun]: ...
     def take_requeue(self, run_id: int, old_task_id: str | None) -> str | None: ...
+
+
+class RewardModelStore(RunStore, Protocol):
+    """A `RunStore` that also reads labels and trajectories (what `rm_train` needs)."""
+
+    def load_label_records(self, run_ids: Sequence[int]) -> list[JSON]: ...
+    def load_trajectory_data(self, run_ids: Sequence[int], limit: int) -> list[tuple[int, JSON]]: ...
 
 
 def _tool_spec(tool: Any) -> ToolSpec:
@@ -206,6 +214,19 @@ class SqlRunStore:
         with session_scope() as s:
             return runs_crud.take_requeue(s, run_id=run_id, old_task_id=old_task_id)
 
+    # ---- labels and trajectories for reward-model training (issue #15)
+    def load_label_records(self, run_ids: Sequence[int]) -> list[JSON]:
+        """The runs' labels in the export format (`backend.crud.labels.label_record`), oldest first."""
+        with session_scope() as s:
+            return list(labels_crud.iter_label_records(s, run_ids=run_ids))
+
+    def load_trajectory_data(self, run_ids: Sequence[int], limit: int) -> list[tuple[int, JSON]]:
+        """(id, `Trajectory.to_dict()`) of the runs' newest `limit` trajectories."""
+        with session_scope() as s:
+            query = select(TrajectoryRow).where(TrajectoryRow.run_id.in_(list(run_ids)))
+            rows = s.scalars(query.order_by(TrajectoryRow.id.desc()).limit(limit))
+            return [(row.id, row.data) for row in rows]
+
 
 @dataclass
 class MemoryRun:
@@ -235,6 +256,8 @@ class MemoryRunStore:
         self.tools: dict[int, ToolSpec] = {}
         self.environments: dict[int, EnvironmentSpec] = {}
         self.environment_versions: dict[int, EnvironmentVersionSpec] = {}
+        self.label_records: list[JSON] = []
+        """Labels in the export format, for `rm_train` (`load_label_records` filters them by run)."""
         self._lock = threading.Lock()
 
     def add_run(self, kind: str, *, config: JSON | None = None, preset: str | None = None,
@@ -348,3 +371,13 @@ class MemoryRunStore:
                 return None
             run.task_id = uuid.uuid4().hex
             return run.task_id
+
+    # ---- labels and trajectories for reward-model training (issue #15)
+    def load_label_records(self, run_ids: Sequence[int]) -> list[JSON]:
+        return [r for r in self.label_records if r.get("run_id") in set(run_ids)]
+
+    def load_trajectory_data(self, run_ids: Sequence[int], limit: int) -> list[tuple[int, JSON]]:
+        """Ids are `run_id * 1_000_000 + position` (memory runs have no trajectory ids)."""
+        out = [(run_id * 1_000_000 + i, data) for run_id in run_ids
+               for i, (_, data) in enumerate(self.runs[run_id].trajectories)]  # fmt: skip
+        return out[-limit:]

@@ -100,6 +100,12 @@ def export_checkpoint(self: RunTask, run_id: int) -> None:
     jobs.export_checkpoint_job(run_id, SqlRunStore(), hostname=self.worker_hostname, runs_dir=_runs_dir())
 
 
+@celery_app.task(name=TaskName.RM_TRAIN, base=RunTask, bind=True, queue=QUEUE_OF[TaskName.RM_TRAIN])
+def train_reward_model(self: RunTask, run_id: int) -> None:
+    """Issue #15: a reward model from runs' labels (CPU-capable, on the gpu queue)."""
+    jobs.rm_train_job(run_id, SqlRunStore(), hostname=self.worker_hostname, runs_dir=_runs_dir())
+
+
 _sweeper: Sweeper | None = None
 
 

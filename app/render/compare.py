@@ -65,3 +65,27 @@ def render_group(members: Sequence[TrajectoryPublic], *, highlight_id: int | Non
         f'{TRAJECTORY_CSS}{GROUP_CSS}<div class="as-traj"><p>{esc(group_stats(members))}</p>'
         f'<div class="as-group" {style}>{"".join(columns)}</div></div>'
     )
+
+
+def render_pair(a: TrajectoryPublic, b: TrajectoryPublic) -> str:
+    """Two members of a group as columns A and B for a blind pairwise judgement (no rewards shown).
+
+    Assistant turns are numbered from 0 (`step k`), the numbering step marks use.
+    """
+    columns = []
+    for letter, member in (("A", a), ("B", b)):
+        answer = member.data.get("final_answer")
+        answer_html = f"<div>answer: <b>{esc(answer) if answer is not None else '<i>none</i>'}</b></div>"
+        turns, step = [], 0
+        for i, turn in enumerate(member.data.get("turns") or []):
+            if turn.get("role") == "system":
+                continue
+            if turn.get("role") == "assistant":
+                turns.append(f'<div class="as-colhead">step {step}</div>')
+                step += 1
+            turns.append(render_turn(turn, i))
+        head = f'<div class="as-colhead">{letter} · #{member.id} · {member.num_tool_calls} tool calls</div>'
+        columns.append(f'<div class="as-col" data-side="{letter}">{head}{answer_html}{"".join(turns)}</div>')
+    style = 'style="grid-template-columns:repeat(2,minmax(260px,1fr))"'
+    body = f'<div class="as-group" {style}>{"".join(columns)}</div>'
+    return f'{TRAJECTORY_CSS}{GROUP_CSS}<div class="as-traj">{body}</div>'

@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from backend.schemas.trajectory import TrajectoryPublic
+from backend.schemas.trajectory import LabelPublic, TrajectoryPublic
 
 MAX_TOKENS_SHOWN = 4000
 """Longer sequences are cut in the token view (the turn view always shows everything)."""
@@ -86,8 +86,21 @@ def render_header(traj: TrajectoryPublic) -> str:
     if traj.truncated:
         chips.append(_chip("truncated", "bad"))
     if traj.labels:
-        chips.append(_chip(f"labeled {fmt_num(traj.labels[0].score, 2)} by {traj.labels[0].labeler}", "good"))
+        chips.append(_chip(label_summary(traj.labels[0], traj.id), "good"))
     return '<div class="as-head">' + "".join(chips) + "</div>"
+
+
+def label_summary(label: LabelPublic, trajectory_id: int) -> str:
+    """One line for the newest label: its score, pairwise verdict from this trajectory's side, or step marks."""
+    if label.kind == "pairwise":
+        is_a = label.trajectory_id == trajectory_id
+        other = label.other_trajectory_id if is_a else label.trajectory_id
+        verdict = {"tie": "tie", "a": "better" if is_a else "worse", "b": "worse" if is_a else "better"}
+        return f"labeled {verdict.get(label.choice or '', '?')} than #{other} by {label.labeler}"
+    if label.kind == "step":
+        marks = " ".join(f"{m.turn}:{'✓' if m.good else '✗'}" for m in label.step_marks)
+        return f"step marks {marks} by {label.labeler}"
+    return f"labeled {fmt_num(label.score, 2)} by {label.labeler}"
 
 
 def render_reward_breakdown(data: Mapping[str, Any]) -> str:

@@ -1,7 +1,8 @@
-"""Label tab: work through a run's labeling queue with the keyboard (1 good, 0 bad, n skip).
+"""Label tab: score mode (1 good, 0 bad, n skip, s submit), pairwise mode (a/b/t/n) and reward models.
 
-The queue (`GET /runs/{id}/label-queue`) puts mixed-reward groups first. Each
-submit posts a label (score, optional per-step scores, note) and shows the next.
+The score queue (`GET /runs/{id}/label-queue`) puts mixed-reward groups first. Each submit
+posts a score label (optional per-step scores, note) and, when step marks were typed
+(`+` good, `-` bad, `.` unmarked, one per assistant turn), a step label; then shows the next.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import gradio as gr
 from app.client import StudioAPIError, StudioClient
 from app.render.trajectory import assistant_turn_count, render_trajectory
 from app.tabs.common import error_markdown, parse_optional_int
-from backend.schemas.trajectory import LabelCreate
+from app.tabs.pairwise import build_pairwise_panel, build_reward_models_panel
+from backend.schemas.trajectory import LabelCreate, StepMark
 
 QUEUE_SIZE = 50
 KEYBOARD_JS = """
@@ -24,15 +26,20 @@ document.addEventListener('keydown', (e) => {
   const t = e.target; const tag = (t && t.tagName || '').toLowerCase();
   if (tag === 'input' || tag === 'textarea' || (t && t.isContentEditable)) return;
   if (e.ctrlKey || e.metaKey || e.altKey) return;
-  const ids = {'1': 'label-good', '0': 'label-bad', 'n': 'label-skip', 's': 'label-submit'};
-  const id = ids[e.key]; if (!id) return;
-  const panel = document.getElementById('label-panel');
-  if (!panel || panel.offsetParent === null) return;
-  const button = document.getElementById(id); if (button) { e.preventDefault(); button.click(); }
+  const panels = {
+    'label-panel': {'1': 'label-good', '0': 'label-bad', 'n': 'label-skip', 's': 'label-submit'},
+    'pair-panel': {'a': 'pair-a', 'b': 'pair-b', 't': 'pair-tie', 'n': 'pair-skip'},
+  };
+  for (const [panelId, ids] of Object.entries(panels)) {
+    const panel = document.getElementById(panelId);
+    if (!panel || panel.offsetParent === null) continue;
+    const button = ids[e.key] && document.getElementById(ids[e.key]);
+    if (button) { e.preventDefault(); button.click(); return; }
+  }
 });
 </script>
 """
-"""Injected into the page head: keys 1/0/n/s click the Label tab's buttons when it is visible."""
+"""Injected into the page head: keys click the visible Label panel's buttons (score: 1/0/n/s, pairwise: a/b/t/n)."""
 
 
 @dataclass
@@ -59,6 +66,7 @@ class LabelTab:
     view: gr.HTML
     score: gr.Slider
     step_scores: gr.Textbox
+    step_marks: gr.Textbox
     note: gr.Textbox
     labeler: gr.Textbox
     good: gr.Button
@@ -116,32 +124,45 @@ def parse_step_scores(text: str) -> list[float]:
     return scores
 
 
+def parse_step_marks(text: str) -> list[StepMark]:
+    """'+-.' → turn 0 good, turn 1 bad, turn 2 unmarked (spaces ignored)."""
+    marks = []
+    for turn, char in enumerate((text or "").replace(" ", "")):
+        if char not in "+-.":
+            raise ValueError(f"step marks are one of + (good), - (bad), . (unmarked) per assistant turn; got {char!r}")
+        if char != ".":
+            marks.append(StepMark(turn=turn, good=char == "+"))
+    return marks
+
+
 def submit_label(
-    client: StudioClient, session: LabelSession, score: float, step_scores: str, note: str, labeler: str
-) -> tuple[Any, ...]:
-    """POST the label for the current item and show the next: (session, progress, view, step_scores, note)."""
+    client: StudioClient, session: LabelSession, score: float, step_scores: str, note: str, labeler: str,
+    step_marks: str = "",
+) -> tuple[Any, ...]:  # fmt: skip
+    """POST the label (and step marks) for the current item and show the next: (session, progress, view, …, note)."""
     if session.current is None:
-        return session, error_markdown(ValueError("load a queue first")), gr.skip(), gr.skip(), gr.skip()
+        return session, error_markdown(ValueError("load a queue first")), gr.skip(), gr.skip(), gr.skip(), gr.skip()
     try:
-        label = LabelCreate(
-            score=float(score),
-            step_scores=parse_step_scores(step_scores),
-            note=note or "",
-            labeler=(labeler or "").strip() or "anonymous",
-        )
+        name = (labeler or "").strip() or "anonymous"
+        label = LabelCreate(score=float(score), step_scores=parse_step_scores(step_scores), note=note or "",
+                            labeler=name)  # fmt: skip
+        marks = parse_step_marks(step_marks)
         client.create_label(session.current, label)
+        if marks:
+            client.create_label(session.current, LabelCreate(kind="step", step_marks=marks, labeler=name))
         session.queue.pop(0)
         session.done += 1
-        return (*_show(client, session), "")
+        return (*_show(client, session), "", "")
     except (StudioAPIError, ValueError) as exc:
-        return session, error_markdown(exc), gr.skip(), gr.skip(), gr.skip()
+        return session, error_markdown(exc), gr.skip(), gr.skip(), gr.skip(), gr.skip()
 
 
 def submit_quick(
-    client: StudioClient, value: float, session: LabelSession, step_scores: str, note: str, labeler: str
-) -> tuple[Any, ...]:
+    client: StudioClient, value: float, session: LabelSession, step_scores: str, note: str, labeler: str,
+    step_marks: str = "",
+) -> tuple[Any, ...]:  # fmt: skip
     """The 👍/👎 buttons: submit with a fixed score."""
-    return submit_label(client, session, value, step_scores, note, labeler)
+    return submit_label(client, session, value, step_scores, note, labeler, step_marks)
 
 
 def skip_item(client: StudioClient, session: LabelSession) -> tuple[Any, ...]:
@@ -155,7 +176,19 @@ def skip_item(client: StudioClient, session: LabelSession) -> tuple[Any, ...]:
 
 
 def build_labeling_tab(client: StudioClient) -> LabelTab:
-    """Lay out the tab and wire its events (call inside a `gr.Tab`)."""
+    """Lay out the tab (score, pairwise and reward-model panels) and wire its events (call inside a `gr.Tab`)."""
+    with gr.Tabs():
+        with gr.Tab("Score", id="label-score"):
+            tab = build_score_panel(client)
+        with gr.Tab("Pairwise", id="label-pairwise"):
+            build_pairwise_panel(client)
+        with gr.Tab("Reward models", id="label-reward-models"):
+            build_reward_models_panel(client)
+    return tab
+
+
+def build_score_panel(client: StudioClient) -> LabelTab:
+    """The score mode: one trajectory, a score, optional per-step scores and step marks."""
     with gr.Column(elem_id="label-panel"):
         gr.Markdown(
             "Score trajectories by hand. Keys: **1** good (score 1) · **0** bad (score 0) · **n** skip · "
@@ -171,6 +204,8 @@ def build_labeling_tab(client: StudioClient) -> LabelTab:
             with gr.Column(scale=1):
                 score = gr.Slider(-1, 1, 1, step=0.25, label="Score for the whole trajectory")
                 step_scores = gr.Textbox(label="Per-step scores")
+                step_marks = gr.Textbox(label="Step marks (+ good, - bad, . unmarked; one per assistant turn)",
+                                        placeholder="+-", elem_id="label-step-marks")  # fmt: skip
                 note = gr.Textbox(label="Note", lines=3)
                 labeler = gr.Textbox(
                     "anonymous", label="Your name", info="When signed in, your account name is used instead."
@@ -181,17 +216,16 @@ def build_labeling_tab(client: StudioClient) -> LabelTab:
                     bad = gr.Button("👎 Bad (0)", elem_id="label-bad")
                 skip = gr.Button("Skip (n)", elem_id="label-skip")
     session = gr.State(LabelSession())
-    tab = LabelTab(run_id, load, progress, view, score, step_scores, note, labeler, good, bad, skip, submit, session)
+    tab = LabelTab(run_id, load, progress, view, score, step_scores, step_marks, note, labeler, good, bad, skip,
+                   submit, session)  # fmt: skip
     shown = [tab.session, tab.progress, tab.view, tab.step_scores]
     tab.load.click(functools.partial(load_queue, client), [tab.run_id], shown, api_name="load_label_queue")
-    form = [tab.session, tab.step_scores, tab.note, tab.labeler]
+    form = [tab.session, tab.step_scores, tab.note, tab.labeler, tab.step_marks]
+    outputs = [*shown, tab.note, tab.step_marks]
     tab.submit.click(
-        functools.partial(submit_label, client),
-        [tab.session, tab.score, *form[1:]],
-        [*shown, tab.note],
-        api_name="submit_label",
+        functools.partial(submit_label, client), [tab.session, tab.score, *form[1:]], outputs, api_name="submit_label"
     )
-    tab.good.click(functools.partial(submit_quick, client, 1.0), form, [*shown, tab.note], api_visibility="private")
-    tab.bad.click(functools.partial(submit_quick, client, 0.0), form, [*shown, tab.note], api_visibility="private")
+    tab.good.click(functools.partial(submit_quick, client, 1.0), form, outputs, api_visibility="private")
+    tab.bad.click(functools.partial(submit_quick, client, 0.0), form, outputs, api_visibility="private")
     tab.skip.click(functools.partial(skip_item, client), [tab.session], shown, api_visibility="private")
     return tab

@@ -68,6 +68,13 @@ ROUTE_POLICY: dict[tuple[str, str], Role | None] = {
     ("POST", "/trajectories/{trajectory_id}/labels"): LABELER,
     ("GET", "/runs/{run_id}/label-queue"): LABELER,
     ("GET", "/runs/{run_id}/labels/export"): LABELER,
+    ("GET", "/runs/{run_id}/pair-queue"): LABELER,
+    ("GET", "/runs/{run_id}/labels/stats"): LABELER,
+    ("POST", "/labels/import"): LABELER,
+    # reward models trained from labels: training one launches a job
+    ("POST", "/reward-models"): TRAINER,
+    ("GET", "/reward-models"): LABELER,
+    ("GET", "/reward-models/{reward_model_id}"): LABELER,
 }
 
 

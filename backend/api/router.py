@@ -12,6 +12,7 @@ from backend.api.routes import (
     evaluations,
     health,
     labels,
+    reward_models,
     runs,
     tools,
     trajectories,
@@ -19,5 +20,6 @@ from backend.api.routes import (
 )
 
 api_router = APIRouter(dependencies=[Depends(authorize)])
-for module in (health, auth, users, tools, datasets, environments, runs, trajectories, labels, evaluations):
+for module in (health, auth, users, tools, datasets, environments, runs, trajectories, labels, evaluations,
+               reward_models):  # fmt: skip
     api_router.include_router(module.router)

@@ -1,18 +1,16 @@
-"""Trajectory and label crud: bulk ingest from workers, filtered pages, the labeling queue, export."""
+"""Trajectory crud: bulk ingest from workers and filtered pages (labels live in `backend.crud.labels`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, and_, exists, func, insert, select
+from sqlalchemy import Select, exists, func, insert, select
 from sqlalchemy.orm import Session, load_only
 
 from backend.core.errors import NotFoundError
-from backend.models.run import Run
 from backend.models.trajectory import Label, Trajectory, TrajectoryData
-from backend.schemas.trajectory import LabelCreate
 
 SUMMARY_COLUMNS = (
     Trajectory.id, Trajectory.run_id, Trajectory.step, Trajectory.group_id, Trajectory.task_id, Trajectory.reward,
@@ -111,68 +109,3 @@ def sibling_ids(session: Session, *, trajectory: Trajectory) -> list[int]:
         Trajectory.id != trajectory.id,
     )
     return list(session.scalars(query.order_by(Trajectory.id)))
-
-
-def list_labels(session: Session, *, trajectory_id: int) -> list[Label]:
-    query = select(Label).where(Label.trajectory_id == trajectory_id).order_by(Label.id.desc())
-    return list(session.scalars(query))
-
-
-def add_label(session: Session, *, trajectory_id: int, label_in: LabelCreate) -> Label:
-    get_trajectory(session, trajectory_id=trajectory_id)
-    label = Label(trajectory_id=trajectory_id, **label_in.model_dump())
-    session.add(label)
-    session.flush()
-    return label
-
-
-def label_queue(session: Session, *, run_id: int, limit: int = 20) -> list[Trajectory]:
-    """Unlabeled trajectories of a run, most informative first.
-
-    Order: trajectories in mixed-reward groups (max != min within the group and step:
-    the policy disagreed with itself, so a label separates good from bad) first; then
-    by |reward - 0.5| ascending (least confident rewards); then oldest first.
-    """
-    if session.get(Run, run_id) is None:
-        raise NotFoundError("run", run_id)
-    spread = (
-        select(
-            Trajectory.group_id,
-            Trajectory.step,
-            (func.max(Trajectory.reward) - func.min(Trajectory.reward)).label("spread"),
-        )
-        .where(Trajectory.run_id == run_id)
-        .group_by(Trajectory.group_id, Trajectory.step)
-        .subquery()
-    )
-    mixed = (spread.c.spread > 0).label("mixed")
-    query = (
-        select(Trajectory)
-        .options(load_only(*SUMMARY_COLUMNS))
-        .join(spread, and_(spread.c.group_id == Trajectory.group_id, spread.c.step == Trajectory.step))
-        .where(Trajectory.run_id == run_id, ~_labeled_clause())
-        .order_by(mixed.desc(), func.abs(Trajectory.reward - 0.5), Trajectory.id)
-        .limit(limit)
-    )
-    return list(session.scalars(query))
-
-
-def iter_label_export(session: Session, *, run_id: int, batch_size: int = 500) -> Iterator[dict[str, Any]]:
-    """One record per label of the run's trajectories: label fields + the trajectory's task/group/reward/data."""
-    if session.get(Run, run_id) is None:
-        raise NotFoundError("run", run_id)
-    query = (
-        select(Label, Trajectory)
-        .join(Trajectory, Label.trajectory_id == Trajectory.id)
-        .where(Trajectory.run_id == run_id)
-        .order_by(Label.id)
-        .execution_options(yield_per=batch_size)
-    )
-    for label, trajectory in session.execute(query):
-        yield {
-            "label_id": label.id, "trajectory_id": trajectory.id, "score": label.score,
-            "step_scores": label.step_scores, "note": label.note, "labeler": label.labeler,
-            "labeled_at": label.created_at.isoformat(), "run_id": run_id, "step": trajectory.step,
-            "group_id": trajectory.group_id, "task_id": trajectory.task_id, "reward": trajectory.reward,
-            "trajectory": trajectory.data,
-        }  # fmt: skip

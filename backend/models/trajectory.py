@@ -54,12 +54,32 @@ class TrajectoryData(Base):
 
 
 class Label(Base):
+    """A human judgement: a score (`kind='score'`), a pairwise choice or per-step good/bad marks.
+
+    The labeled trajectories' data is copied into `snapshot` (and run/step/group/task into
+    columns), so a label outlives its trajectory: the foreign keys are SET NULL on delete.
+    """
+
     __tablename__ = "labels"
+    __table_args__ = (Index("ix_labels_run_id_kind", "run_id", "kind"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    trajectory_id: Mapped[int] = mapped_column(ForeignKey("trajectories.id", ondelete="CASCADE"), index=True)
-    score: Mapped[float] = mapped_column(Float)
+    kind: Mapped[str] = mapped_column(String(20), default="score")
+    trajectory_id: Mapped[int | None] = mapped_column(
+        ForeignKey("trajectories.id", ondelete="SET NULL"), index=True, nullable=True
+    )
+    other_trajectory_id: Mapped[int | None] = mapped_column(
+        ForeignKey("trajectories.id", ondelete="SET NULL"), index=True, nullable=True
+    )
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    choice: Mapped[str | None] = mapped_column(String(10), nullable=True)
     step_scores: Mapped[list[float]] = mapped_column(JSON, default=list)
+    step_marks: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    group_id: Mapped[str] = mapped_column(String(255), default="")
+    task_id: Mapped[str] = mapped_column(String(255), default="")
+    snapshot: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     note: Mapped[str] = mapped_column(Text, default="")
     labeler: Mapped[str] = mapped_column(String(100), default="anonymous")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

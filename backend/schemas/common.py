@@ -41,7 +41,7 @@ CappedJSONDict = Annotated[JSONDict, AfterValidator(_json_capped)]
 
 ToolKind = Literal["python", "builtin"]
 DatasetKind = Literal["file", "hub", "demo", "corpus"]
-RunKind = Literal["train", "rollout", "eval", "tool_test", "ping", "validate", "export"]
+RunKind = Literal["train", "rollout", "eval", "tool_test", "ping", "validate", "export", "rm_train"]
 LaunchKind = Literal["train", "rollout", "eval"]
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelling", "cancelled"]
 

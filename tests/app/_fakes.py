@@ -8,6 +8,7 @@ from typing import Any
 from app.client import StudioAPIError
 from backend.schemas.evaluation import EvaluationCreate
 from backend.schemas.health import BrokerHealth, DatabaseHealth, HealthPublic, WorkersHealth
+from backend.schemas.reward_model import RewardModelCreate, RewardModelPublic
 from backend.schemas.run import (
     CheckpointPublic,
     EvaluationPublic,
@@ -18,7 +19,16 @@ from backend.schemas.run import (
     RunsPage,
 )
 from backend.schemas.tool import ToolCreate, ToolPublic, ToolUpdate, ToolVersionPublic
-from backend.schemas.trajectory import LabelCreate, LabelPublic, TrajectoriesPage, TrajectoryPublic
+from backend.schemas.trajectory import (
+    KappaPublic,
+    LabelCreate,
+    LabelPair,
+    LabelPublic,
+    LabelStats,
+    TrajectoriesPage,
+    TrajectoryPublic,
+    TrajectorySummary,
+)
 
 NOW = datetime(2025, 1, 1, 12, 0, 0)
 
@@ -166,6 +176,7 @@ class FakeStudioClient:
         self.labels: list[tuple[int, LabelCreate]] = []
         self.evaluations: dict[int, dict[str, Any]] = {}
         self.checkpoints: dict[int, list[CheckpointPublic]] = {}
+        self.reward_models: list[RewardModelPublic] = []
         self.calls: list[tuple[str, Any]] = []
         self.fail: str | None = None
 
@@ -328,3 +339,36 @@ class FakeStudioClient:
         self._call("label_queue", run_id)
         labeled = {tid for tid, _ in self.labels}
         return [t for t in self.trajectories.values() if t.run_id == run_id and t.id not in labeled][:limit]
+
+    # ---- pairwise labels and reward models (issue #15)
+    def pair_queue(self, run_id: int, *, limit: int = 20) -> list[LabelPair]:
+        self._call("pair_queue", run_id)
+        done = {frozenset((tid, label.other_trajectory_id)) for tid, label in self.labels if label.kind == "pairwise"}
+        members = sorted((t for t in self.trajectories.values() if t.run_id == run_id), key=lambda t: t.id)
+        pairs = [(a, b) for i, a in enumerate(members) for b in members[i + 1 :] if frozenset((a.id, b.id)) not in done]
+        summary = TrajectorySummary.model_validate
+        return [LabelPair(a=summary(a.model_dump()), b=summary(b.model_dump()), reason="mixed rewards")
+                for a, b in pairs][:limit]  # fmt: skip
+
+    def label_stats(self, run_id: int) -> LabelStats:
+        self._call("label_stats", run_id)
+        kinds: dict[str, int] = {}
+        for _, label in self.labels:
+            kinds[label.kind] = kinds.get(label.kind, 0) + 1
+        return LabelStats(run_id=run_id, trajectories=len(self.trajectories),
+                          labeled_trajectories=len({t for t, _ in self.labels}), labels_by_kind=kinds,
+                          labels_by_labeler={"ann": len(self.labels)} if self.labels else {},
+                          pairwise_kappa=KappaPublic(kappa=0.5, items=2, agreement=0.75),
+                          step_kappa=KappaPublic(kappa=None, items=0, agreement=None))  # fmt: skip
+
+    def create_reward_model(self, rm_in: RewardModelCreate) -> RewardModelPublic:
+        self._call("create_reward_model", rm_in)
+        rm = RewardModelPublic(id=100 + len(self.reward_models), name=rm_in.name or "rm", status="queued", error=None,
+                               base_model=rm_in.base_model, label_run_ids=rm_in.label_run_ids, created_at=NOW,
+                               finished_at=None)  # fmt: skip
+        self.reward_models.append(rm)
+        return rm
+
+    def list_reward_models(self) -> list[RewardModelPublic]:
+        self._call("list_reward_models")
+        return list(reversed(self.reward_models))

@@ -135,10 +135,14 @@ def test_label_queue_submit_next_and_skip(fake: FakeStudioClient) -> None:
     assert session.current == 10
     assert "0 labeled" in progress
     assert "role-assistant" in view
-    session, progress, view, _, note = labeling.submit_label(fake, session, 1.0, "1, 0.5", "good search", "ann")
+    out = labeling.submit_label(fake, session, 1.0, "1, 0.5", "good search", "ann", "+-")
+    session, progress, view, _, note, marks = out
     assert fake.labels[0][0] == 10
     assert fake.labels[0][1].step_scores == [1.0, 0.5]
     assert fake.labels[0][1].labeler == "ann"
+    assert (fake.labels[1][0], fake.labels[1][1].kind) == (10, "step")
+    assert [(m.turn, m.good) for m in fake.labels[1][1].step_marks] == [(0, True), (1, False)]
+    assert marks == ""
     assert session.current == 11
     assert "1 labeled" in progress
     assert note == ""

@@ -119,3 +119,43 @@ def test_revisions_import_only_alembic_and_sqlalchemy(path: Path) -> None:
         else:
             continue
         assert roots <= allowed, f"{path.name} imports {roots - allowed}: revisions must not import live code"
+
+
+def test_label_kinds_revision_carries_existing_labels_over(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'labels.db'}"
+    config = alembic_config(url)
+    command.upgrade(config, "0001")
+    engine = create_engine(url)
+    now = "2026-12-01 00:00:00"
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO runs (id, name, kind, status, config, progress, current_step, resumable, cancel_requested,"
+                f" created_at) VALUES (7, '', 'train', 'succeeded', '{{}}', 1, 3, 0, 0, '{now}')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO trajectories (id, run_id, step, group_id, task_id, reward, has_parse_error,"
+                " has_tool_error, truncated, finish_reason, num_turns, num_tool_calls, created_at)"
+                f" VALUES (11, 7, 3, 's3-0', 'q1', 0.5, 0, 0, 0, 'answer', 2, 1, '{now}')"
+            )
+        )
+        conn.execute(text("INSERT INTO trajectory_data (trajectory_id, data) VALUES (11, '{\"token_ids\": [1, 2]}')"))
+        conn.execute(
+            text(
+                "INSERT INTO labels (id, trajectory_id, score, step_scores, note, labeler, created_at)"
+                f" VALUES (1, 11, 0.75, '[]', 'ok', 'ann', '{now}')"
+            )
+        )
+    command.upgrade(config, "head")
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT kind, score, run_id, step, group_id, task_id, snapshot FROM labels")).one()
+    assert row[:6] == ("score", 0.75, 7, 3, "s3-0", "q1")
+    assert '"token_ids": [1, 2]' in row[6]
+    with engine.begin() as conn:  # deleting the run keeps the label (FKs are SET NULL now)
+        conn.execute(text("PRAGMA foreign_keys=ON"))
+        conn.execute(text("DELETE FROM runs WHERE id = 7"))
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT trajectory_id, score FROM labels")).one() == (None, 0.75)
+    engine.dispose()

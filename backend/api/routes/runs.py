@@ -8,6 +8,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 
 from backend.api.deps import EnqueueDep, LimitQuery, OffsetQuery, SessionDep
 from backend.api.routes._jobs import enqueue_committed
+from backend.crud import reward_models as rm_crud
 from backend.crud import runs as runs_crud
 from backend.queue import TASK_OF_RUN_KIND, TaskName
 from backend.schemas.common import RunKind, RunStatus
@@ -25,10 +26,10 @@ def create_run(session: SessionDep, enqueue: EnqueueDep, run_in: RunCreate) -> R
     A train or rollout run's preset + overrides are resolved here as the worker will resolve them, so a
     bad field is a 422 naming it (e.g. "rollout.group_size must be >= 1") instead of a failed run.
     """
+    rm_crud.check_reward_model_terms(session, config=run_in.config)  # reward_model terms must exist
     if run_in.kind in ("train", "rollout"):
-        overrides = {k: v for k, v in run_in.config.items() if not k.startswith("_")}
         try:
-            resolve_run_config(run_in.preset, overrides)
+            resolve_run_config(run_in.preset, run_in.config)
         except ValueError as err:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"config: {err}") from None
     run = runs_crud.create_run(session, run_in=run_in)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from backend.api.deps import LimitQuery, OffsetQuery, SessionDep
+from backend.crud import labels as labels_crud
 from backend.crud import trajectories as traj_crud
 from backend.schemas.trajectory import LabelPublic, TrajectoriesPage, TrajectoryPublic, TrajectorySummary
 
@@ -37,6 +38,6 @@ def list_trajectories(
 def get_trajectory(session: SessionDep, trajectory_id: int) -> TrajectoryPublic:
     trajectory = traj_crud.get_trajectory(session, trajectory_id=trajectory_id)
     summary = TrajectorySummary.model_validate(trajectory).model_dump()
-    labels = [LabelPublic.model_validate(x) for x in traj_crud.list_labels(session, trajectory_id=trajectory.id)]
+    labels = [LabelPublic.model_validate(x) for x in labels_crud.list_labels(session, trajectory_id=trajectory.id)]
     siblings = traj_crud.sibling_ids(session, trajectory=trajectory)
     return TrajectoryPublic(**summary, data=trajectory.data, sibling_ids=siblings, labels=labels)

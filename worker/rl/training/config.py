@@ -137,6 +137,35 @@ class EngineConfig:
 
 
 @dataclass(frozen=True)
+class RewardModelTermConfig:
+    """A trained reward model as a trajectory-level rubric term `reward_model:<id>` (issue #15)."""
+
+    id: int | None = None
+    """The studio's reward-model id (`GET /reward-models`); the worker fills in `path` from it."""
+    path: str | None = None
+    """The artifact dir written by `rm_train` (needed when running the core without the studio)."""
+    weight: float = 1.0
+    """Contribution to the reward; 0 logs `reward/reward_model:<id>` without rewarding it."""
+    normalize: bool = False
+    """Z-score the model's scores over each step's batch before weighting (scores are unbounded logits)."""
+    device: str = "cpu"
+    """Where the scorer runs ('cpu' keeps the policy's GPU memory free)."""
+
+    def __post_init__(self) -> None:
+        _check(self.id is not None or bool(self.path), "task.reward_models[*] needs an id (studio) or a path")
+        _check(
+            self.weight == self.weight and abs(self.weight) != float("inf"),
+            "task.reward_models[*].weight must be finite",
+        )
+        _check(self.device in ("cpu", "cuda"), f"task.reward_models[*].device must be cpu or cuda; got {self.device!r}")
+
+    @property
+    def name(self) -> str:
+        """The rubric term and metric name: `reward_model:<id>` (or the artifact dir's name)."""
+        return f"reward_model:{self.id}" if self.id is not None else f"reward_model:{Path(self.path or '').name}"
+
+
+@dataclass(frozen=True)
 class TaskConfig:
     """The environment and the questions it serves."""
 
@@ -165,6 +194,10 @@ class TaskConfig:
     environment: str | None = None
     """An environment file (`EnvSpec` as .toml/.json, sources inlined) to train in instead of `env`/`source`;
     user tools and reward functions in it run in-process (the studio's workers run them sandboxed)."""
+    reward_models: tuple[RewardModelTermConfig, ...] = ()
+    """Reward models added to the rubric as `reward_model:<id>` terms, scored per step in batches."""
+    env_reward_weight: float = 1.0
+    """Scale of the environment rubric's total (0 = train on the reward models alone; its terms stay logged)."""
     max_hops: int | None = None
     """Demo task only: keep questions of at most this many hops in train and eval (None = all). With
     `rollout.max_turns = 2` (search, answer) only 1-hop questions can be solved."""
@@ -177,6 +210,9 @@ class TaskConfig:
         _check(self.top_k >= 1, f"task.top_k must be >= 1; got {self.top_k}")
         _check(self.max_passage_chars >= 20, f"task.max_passage_chars must be >= 20; got {self.max_passage_chars}")
         _check(self.format_reward_weight >= 0, "task.format_reward_weight must be >= 0 (0 = log only)")
+        names = [t.name for t in self.reward_models]
+        _check(len(set(names)) == len(names), f"task.reward_models repeat a model: {names}")
+        _check(self.env_reward_weight >= 0, "task.env_reward_weight must be >= 0 (0 = reward models only)")
         _check(
             self.max_hops is None or self.max_hops in (1, 2),
             f"task.max_hops must be 1, 2 or omitted (the demo task has 1- and 2-hop questions); got {self.max_hops}",

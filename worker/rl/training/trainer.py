@@ -37,6 +37,7 @@ from worker.rl.training.config import TrainConfig, save_resolved
 from worker.rl.training.critic import ValueHead, critic_metrics, value_head_for
 from worker.rl.training.logprobs import enable_shared_prefix
 from worker.rl.training.metrics import MetricsWriter, reward_metrics, rollout_metrics, step_metrics
+from worker.rl.training.reward_models import apply_reward_models, load_reward_models
 from worker.rl.training.update import attach_value_head, prepare_batch, update_policy
 from worker.rl.types import Task, Trajectory
 
@@ -146,6 +147,7 @@ def train(
     if start == 0 and config.eval.at_start and eval_tasks:
         eval_metrics, _ = evaluate_policy(comps, eval_tasks, config, seed=config.seed)
         writer.write(0, eval_metrics)
+    reward_models = load_reward_models(config.task)
     metrics: dict[str, float] = {}
     total = config.optim.total_steps
     for step in range(start + 1, total + 1):
@@ -153,8 +155,9 @@ def train(
         # 1. Rollout: prompts_per_step tasks from the seeded sampler, group_size episodes each
         rollout = collect_step(comps, config, sampler, step)
         trajs = rollout.trajectories
-        # 2. Rewards: the env's rubric scored each episode as it ended (`Trajectory.reward`, the breakdown in
-        #    `reward_breakdown`); optional KL-in-reward is applied in 3
+        # 2. Rewards: the env's rubric scored each episode; reward models score the step in batches (#15);
+        #    optional KL-in-reward is applied in 3
+        trajs, rm_perf = apply_reward_models(trajs, reward_models, config.task.env_reward_weight)
         # 3. Advantages (with a critic: its pre-update values feed GAE and the value-loss clipping)
         t_update = time.perf_counter()
         batch, old_values = prepare_batch(trajs, comps, config, acc.device, value_head=head)
@@ -166,6 +169,7 @@ def train(
         sync_weights(comps.generator, model)
         # 6. Log
         metrics = step_metrics(trajs, rollout.stats, loss_stats, step_s=time.perf_counter() - t0)
+        metrics.update(rm_perf)
         metrics["perf/update_s"] = t_sync - t_update  # phases 3-4: reference/critic passes and the PPO update
         metrics["perf/weight_sync_s"] = time.perf_counter() - t_sync
         metrics["reward/advantage_abs_mean"] = float(aggregate(batch.advantages.abs(), batch.loss_mask).item())  # type: ignore[union-attr]

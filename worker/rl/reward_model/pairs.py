@@ -1,0 +1,156 @@
+"""Preference pairs from human labels, over a shortened text view of each trajectory (no torch).
+
+A reward model scores *text*, not the policy's tokens, so any tokenizer works. The view keeps
+what preferences are usually about and what a 2-core CPU can afford: the question, each tool
+query and the final answer (docs/reward-models.md measures what this costs in accuracy).
+Pairs come from explicit pairwise labels and from score labels that differ within a group.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from worker.rl.types import Trajectory
+
+LabelRecord = Mapping[str, Any]
+"""One label in the export format `agent-studio.label/v1` (docs/labels-format.md)."""
+
+
+@dataclass(frozen=True)
+class TextView:
+    """How a trajectory is shortened before scoring."""
+
+    max_question_chars: int = 300
+    """Characters kept from the end of the first user message (the question sits at its end)."""
+    max_query_chars: int = 120
+    """Characters kept per tool call's arguments."""
+    max_answer_chars: int = 200
+    """Characters kept of the final answer (or of the last assistant text when there is none)."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_question_chars", "max_query_chars", "max_answer_chars"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TextView.{name} must be >= 1; got {getattr(self, name)}")
+
+
+def text_view(turns: Sequence[Mapping[str, Any]], final_answer: str | None, view: TextView = TextView()) -> str:
+    """'Question: …' + one 'Tool <name>: <args>' line per call + 'Answer: …' from a trajectory's turns."""
+    user = next((str(t.get("text") or "") for t in turns if t.get("role") == "user"), "")
+    lines = [f"Question: {user.strip()[-view.max_question_chars :]}"]
+    last_text = ""
+    for turn in turns:
+        if turn.get("role") != "assistant":
+            continue
+        last_text = str(turn.get("text") or "")
+        for call in turn.get("tool_calls") or ():
+            args = call.get("arguments") or {}
+            shown = str(args.get("query")) if set(args) == {"query"} else json.dumps(args, sort_keys=True)
+            lines.append(f"Tool {call.get('name', '?')}: {shown[: view.max_query_chars]}")
+    answer = final_answer if final_answer is not None else f"(no answer) {last_text.strip()}"
+    lines.append(f"Answer: {answer.strip()[: view.max_answer_chars]}")
+    return "\n".join(lines)
+
+
+def trajectory_text(trajectory: Trajectory, view: TextView = TextView()) -> str:
+    """`text_view` of a core `Trajectory` (what the rubric term scores during training)."""
+    return text_view([t.to_dict() for t in trajectory.turns], trajectory.final_answer, view)
+
+
+def record_text(data: Mapping[str, Any], view: TextView = TextView()) -> str:
+    """`text_view` of a stored `Trajectory.to_dict()` snapshot."""
+    return text_view(data.get("turns") or (), data.get("final_answer"), view)
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """`chosen` should score above `rejected`; `group` keeps pairs of one group on one side of the split."""
+
+    chosen: str
+    rejected: str
+    group: str
+    label_ids: tuple[int, ...] = ()
+    source: str = "pairwise"
+    """'pairwise' (an explicit choice) or 'scores' (two score labels of one group that differ)."""
+
+
+@dataclass(frozen=True)
+class PairSet:
+    train: tuple[PreferencePair, ...]
+    heldout: tuple[PreferencePair, ...]
+    label_ids: tuple[int, ...] = field(default_factory=tuple)
+    """Every label that produced a pair (the provenance of a model trained on them)."""
+
+
+class TooFewLabelsError(ValueError):
+    """Not enough preference pairs to train and hold some out."""
+
+
+def _group_key(record: LabelRecord) -> str:
+    return f"{record.get('run_id')}/{record.get('step')}/{record.get('group_id')}"
+
+
+def pairs_from_labels(records: Sequence[LabelRecord], view: TextView = TextView()) -> list[PreferencePair]:
+    """Explicit pairwise choices (ties give no pair), plus pairs implied by different scores within a group.
+
+    For score labels the newest label per trajectory counts; the higher-scored member is `chosen`.
+    """
+    pairs: list[PreferencePair] = []
+    newest_score: dict[tuple[str, str], tuple[float, str, int]] = {}
+    for rec in records:
+        label_id = int(rec.get("label_id") or 0)
+        if rec.get("kind") == "pairwise" and rec.get("choice") in ("a", "b") and rec.get("other_trajectory"):
+            a, b = record_text(rec["trajectory"], view), record_text(rec["other_trajectory"], view)
+            chosen, rejected = (a, b) if rec["choice"] == "a" else (b, a)
+            if chosen != rejected:
+                pairs.append(PreferencePair(chosen, rejected, _group_key(rec), (label_id,), "pairwise"))
+        elif rec.get("kind", "score") == "score" and rec.get("score") is not None:
+            ident = str(rec.get("trajectory_id") or hashlib.sha1(record_text(rec["trajectory"]).encode()).hexdigest())
+            newest_score[(_group_key(rec), ident)] = (
+                float(rec["score"]),
+                record_text(rec["trajectory"], view),
+                label_id,
+            )
+    by_group: dict[str, list[tuple[float, str, int]]] = defaultdict(list)
+    for (group, _), value in newest_score.items():
+        by_group[group].append(value)
+    for group, members in by_group.items():
+        for i, (score_i, text_i, id_i) in enumerate(members):
+            for score_j, text_j, id_j in members[i + 1 :]:
+                if score_i == score_j or text_i == text_j:
+                    continue
+                hi, lo = ((text_i, id_i), (text_j, id_j)) if score_i > score_j else ((text_j, id_j), (text_i, id_i))
+                pairs.append(PreferencePair(hi[0], lo[0], group, (hi[1], lo[1]), "scores"))
+    return pairs
+
+
+def split_pairs(pairs: Sequence[PreferencePair], *, heldout_fraction: float, min_pairs: int, seed: int) -> PairSet:
+    """Hold out whole groups (by a seeded hash) so no group is in both halves; refuse too few pairs."""
+    if len(pairs) < min_pairs:
+        raise TooFewLabelsError(
+            f"too few labels to train a reward model: {len(pairs)} preference pair(s), at least {min_pairs} "
+            "are needed. Add pairwise labels (A better / B better) or score labels that differ within a group "
+            "(the Label tab's pairwise mode gives one pair per judgement)"
+        )
+    groups = sorted({p.group for p in pairs}, key=lambda g: hashlib.sha1(f"{seed}:{g}".encode()).hexdigest())
+    target = max(1, round(heldout_fraction * len(pairs)))
+    heldout_groups: set[str] = set()
+    count = 0
+    for group in groups:
+        if count >= target or len(heldout_groups) == len(groups) - 1:
+            break
+        heldout_groups.add(group)
+        count += sum(1 for p in pairs if p.group == group)
+    train = tuple(p for p in pairs if p.group not in heldout_groups)
+    heldout = tuple(p for p in pairs if p.group in heldout_groups)
+    if not heldout or not train:
+        raise TooFewLabelsError(
+            f"the {len(pairs)} preference pairs all come from one group; label pairs from at least 2 groups so "
+            "some can be held out to measure accuracy"
+        )
+    ids = tuple(sorted({i for p in pairs for i in p.label_ids}))
+    return PairSet(train=train, heldout=heldout, label_ids=ids)
