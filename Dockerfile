@@ -29,6 +29,9 @@ CMD ["sh", "-c", "studio db upgrade && studio api"]
 
 FROM base AS worker
 ARG WITH_GPU=0
+# bubblewrap isolates user tools and reward functions (SECURITY.md); the container needs a seccomp/AppArmor
+# profile that allows unprivileged user namespaces, or the worker refuses user code.
+RUN apt-get update && apt-get install -y --no-install-recommends bubblewrap && rm -rf /var/lib/apt/lists/*
 COPY worker ./worker
 COPY configs ./configs
 RUN pip install ".[api,worker]" \
