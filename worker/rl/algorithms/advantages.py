@@ -42,7 +42,7 @@ class AdvantageInputs:
     lam: float = 1.0
     """GAE lambda."""
     scale_by_std: bool = True
-    """GRPO: divide by the group std (False gives Dr. GRPO-style centring)."""
+    """GRPO: divide by the group std (False is Dr. GRPO's centring; `dr_grpo_advantages` sets it)."""
     eps: float = 1e-6
     """Added to std denominators."""
     step_rewards: Tensor | None = None
@@ -151,15 +151,12 @@ def grpo_advantages(inputs: AdvantageInputs) -> AdvantageOutputs:
 
 
 def dr_grpo_advantages(inputs: AdvantageInputs) -> AdvantageOutputs:
-    """Dr. GRPO (Liu et al. 2025): group-mean centring without the std division; 0 for flat groups.
+    """Dr. GRPO (Liu et al. 2025): GRPO's group-mean centring without the std division; 0 for flat groups.
 
     Pair it with the constant-normaliser loss `seq-mean-token-sum-norm` (the default `loss_agg` for
     dr_grpo): the paper removes both the std and the per-length normalisers.
     """
-    scores, mask = _sequence_scores(inputs)
-    mean, _, _ = group_mean_std(scores, inputs.group_ids)
-    out = _broadcast(scores.double() - mean, flat_groups(scores, inputs.group_ids), mask)  # (N, T)
-    return AdvantageOutputs(out, out.clone())
+    return grpo_advantages(dataclasses.replace(inputs, scale_by_std=False))
 
 
 def rloo_advantages(inputs: AdvantageInputs) -> AdvantageOutputs:

@@ -112,7 +112,7 @@ def _per_token_no_grad(batch: TrainBatch, config: TrainConfig, fn: Callable[[Tra
 
 
 def _shuffled_rows(n: int, size: int, generator: torch.Generator, groups: Tensor | None = None) -> Iterator[Tensor]:
-    """Row indices of shuffled minibatches (without `groups`, the same draw as `batch.minibatches`).
+    """Row indices of shuffled minibatches of at most `size` rows (without `groups`, one `randperm` cut in order).
 
     With `groups` (N,) the order is group-major: the groups are shuffled and each keeps its rows together,
     so a minibatch of k x group_size rows holds k whole groups (like verl's prompt-counted mini-batches) and
