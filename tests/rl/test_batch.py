@@ -43,7 +43,8 @@ def test_collate_shapes_masks_and_rewards() -> None:
 
 
 def _minibatch_rewards(b: TrainBatch, size: int, seed: int) -> list[list[float]]:
-    return [b.select(rows).rewards.tolist() for rows in _shuffled_rows(b.size, size, torch.Generator().manual_seed(seed))]
+    draw = _shuffled_rows(b.size, size, torch.Generator().manual_seed(seed))
+    return [b.select(rows).rewards.tolist() for rows in draw]
 
 
 def test_minibatches_are_seeded_and_cover_all_rows() -> None:

@@ -263,16 +263,20 @@ def get_estimator(name: str) -> Estimator:
 
 
 def compute_advantages(name: str, inputs: AdvantageInputs) -> AdvantageOutputs:
-    """Run estimator `name` with the weighted process rewards when step rewards are given.
+    """Run estimator `name` (`with_process_rewards` of the registry's function)."""
+    return with_process_rewards(get_estimator(name), inputs)
+
+
+def with_process_rewards(estimator: Estimator, inputs: AdvantageInputs) -> AdvantageOutputs:
+    """Run `estimator` with the weighted process rewards when step rewards are given.
 
     `gae`: the weighted step rewards join the token rewards before GAE, so the critic's targets are plain
     discounted returns. The critic-free estimators get the group-normalised step return-to-go added to
     their advantages (and returns) after the outcome estimator.
     """
-    estimator = get_estimator(name)
     if inputs.process_reward_weight == 0.0 or inputs.step_rewards is None:
         return estimator(inputs)
-    if name == "gae":
+    if estimator is gae_advantages:
         step = inputs.step_rewards if inputs.step_mask is None else inputs.step_rewards * inputs.step_mask  # (N, T)
         rewards = inputs.token_rewards + inputs.process_reward_weight * step  # (N, T)
         return estimator(dataclasses.replace(inputs, token_rewards=rewards))

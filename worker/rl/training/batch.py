@@ -113,4 +113,3 @@ def collate(trajectories: Sequence[Trajectory], pad_token_id: int = 0) -> TrainB
         groups[i] = group_index.setdefault(traj.group_id, len(group_index))
     rewards = torch.tensor([t.reward for t in trajectories], dtype=torch.float32)  # (N,)
     return TrainBatch(input_ids, attention, mask, old_lp * mask, tok_r, step_r, step_m, groups, rewards)
-

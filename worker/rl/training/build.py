@@ -19,7 +19,7 @@ from typing import Any, cast
 import torch
 
 from worker.rl.envs.base import EnvConfig, ToolEnv
-from worker.rl.generation.base import Generator
+from worker.rl.generation.base import Generator, Tokenizer
 from worker.rl.generation.chat import ChatFormat
 from worker.rl.generation.precision import TORCH_DTYPES, resolve_compute_dtype
 from worker.rl.training.config import OptimConfig, TaskConfig, TrainConfig
@@ -288,7 +288,8 @@ def build_components(config: TrainConfig) -> TrainComponents:
         model=model,
         tokenizer=tokenizer,
         generator=generator,
-        chat=ChatFormat(tokenizer),
+        # HF's decode also takes batches (-> str | list[str]); the rollout only decodes one sequence at a time
+        chat=ChatFormat(cast(Tokenizer, tokenizer)),
         env_factory=make_env_factory(config, data.passages),
         train_tasks=data.train,
         eval_tasks=data.eval,
