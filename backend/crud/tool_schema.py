@@ -43,8 +43,8 @@ def _annotation_schema(node: ast.expr | None, param: str) -> dict[str, Any]:
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
         # `X | None` is a nullable X, as the worker's `@tool` schema writes it (test_tool_schema_agreement.py)
         left = node.left if not (isinstance(node.left, ast.Constant) and node.left.value is None) else node.right
-        inner = _annotation_schema(left, param)
-        return {**inner, "type": [inner["type"], "null"]} if isinstance(inner.get("type"), str) else inner
+        schema = _annotation_schema(left, param)
+        return {**schema, "type": [schema["type"], "null"]} if isinstance(schema.get("type"), str) else schema
     raise InvalidInputError(
         "source",
         f"parameter {param!r} has unsupported type {ast.unparse(node)!r}; use str, int, float, bool, list or dict",

@@ -185,7 +185,7 @@ def cpu_kv_cache_bytes(config: TrainConfig, model_config: Any) -> int:
     per_token = 2 * model_config.num_hidden_layers * kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
     rollout = config.rollout
     sequences = rollout.prompts_per_step * rollout.group_size
-    return sequences * (rollout.max_total_tokens + rollout.max_new_tokens_per_turn) * per_token
+    return int(sequences * (rollout.max_total_tokens + rollout.max_new_tokens_per_turn) * per_token)
 
 
 ADAMW_BYTES_PER_PARAM = 16
@@ -206,7 +206,7 @@ def training_memory_bytes(model: Any, config: TrainConfig, engine: str) -> int:
     compute = resolve_compute_dtype(config.model.compute_dtype, config.model.dtype, device)
     compute_bytes = torch.empty((), dtype=TORCH_DTYPES[compute]).element_size()
     copies = int(config.uses_reference) + int(engine == "hf" and compute != config.model.dtype)
-    return trainable * ADAMW_BYTES_PER_PARAM + frozen + copies * total * compute_bytes
+    return int(trainable * ADAMW_BYTES_PER_PARAM + frozen + copies * total * compute_bytes)
 
 
 def check_training_memory(needed_bytes: int, gpu_total_bytes: int, config: TrainConfig, engine: str) -> None:

@@ -514,7 +514,8 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain JSON values (tuples become lists)."""
-        return _jsonable(asdict(self))
+        data: dict[str, Any] = _jsonable(asdict(self))
+        return data
 
 
 def _jsonable(value: Any) -> Any:

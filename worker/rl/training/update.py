@@ -136,7 +136,8 @@ def prepare_batch(
 def compute_context(config: TrainConfig, device: Any) -> AbstractContextManager[Any]:
     """Autocast forward passes on `device` to the run's compute dtype (`model.compute_dtype`; float32 weights)."""
     compute = resolve_compute_dtype(config.model.compute_dtype, config.model.dtype, device)
-    return autocast(device, compute, config.model.dtype)
+    context: AbstractContextManager[Any] = autocast(device, compute, config.model.dtype)
+    return context
 
 
 def _per_token_no_grad(batch: TrainBatch, config: TrainConfig, fn: Callable[[TrainBatch], Tensor]) -> Tensor:
