@@ -1,10 +1,10 @@
 """The RL training loop: one function, numbered phases (cleanrl style).
 
-Each step: 1 collect → 2 reward → 3 reference/critic passes → 4 advantages (the named estimator) → 5
-clipped-PPO update → 6 weight sync → 7 log/eval → 8 checkpoint; phases 2-5 are calls into `update.py`
-('gae' adds a value head). Rollout seeds and minibatch shuffles derive
-from (config.seed, step), and RNG + sampler state ride in checkpoints, so a resumed run reproduces the
-uninterrupted one step for step.
+Each step: 1 collect → 2 reward → 3 reference/critic passes → 4 advantages (the named estimator) →
+5 clipped-PPO update → 6 weight sync → 7 log/eval → 8 checkpoint; phases 2-5 are calls into `update.py`
+('gae' adds a value head). `setup` and `resume` come before the loop. Rollout seeds and minibatch shuffles
+derive from (config.seed, step), and RNG + sampler state ride in checkpoints, so a resumed run reproduces
+the uninterrupted one step for step.
 """
 
 from __future__ import annotations
