@@ -51,10 +51,11 @@ browser-deps:
 	@{ command -v chromium && dpkg -s fonts-noto-color-emoji; } >/dev/null 2>&1 || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-color-emoji >/dev/null; }
 
-## test: lint + import rules + the default suite (not gpu/slow), integration tests included
+## test: lint + import rules + mypy (strict, pyproject) + the default suite (not gpu/slow), integration tests included
 test: install browser-deps sandbox-deps
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy backend worker/rl
 	$(BIN)/python -m pytest -m "not gpu and not slow" $(PYTEST_ARGS)
 
 test-unit: install

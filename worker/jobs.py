@@ -45,8 +45,9 @@ class Heartbeat:
     the watchdog marks the run failed (while it still owns it) and stops beating the same way.
     """
 
-    def __init__(self, store: RunStore, run_id: int, owner: str, interval_s: float = 10.0,
-                 step_timeout_s: float | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, store: RunStore, run_id: int, owner: str, interval_s: float = 10.0, step_timeout_s: float | None = None
+    ) -> None:
         self._store, self._run_id, self._owner, self._interval_s = store, run_id, owner, interval_s
         self._step_timeout_s = step_timeout_s
         self._stop = threading.Event()
@@ -69,9 +70,11 @@ class Heartbeat:
             if seen != last_seen:
                 last_seen, moved_at = seen, time.monotonic()
             elif self._step_timeout_s is not None and time.monotonic() - moved_at > self._step_timeout_s:
-                error = (f"no step progress for {self._step_timeout_s:.0f} s (stuck at step {seen[0]}): the job "
-                         "looks hung and was stopped by the step watchdog; raise STUDIO_STEP_TIMEOUT_S if a "
-                         "step really takes this long")  # fmt: skip
+                error = (
+                    f"no step progress for {self._step_timeout_s:.0f} s (stuck at step {seen[0]}): the job "
+                    "looks hung and was stopped by the step watchdog; raise STUDIO_STEP_TIMEOUT_S if a "
+                    "step really takes this long"
+                )
                 self._store.set_status(self._run_id, "failed", error=error, owner=self._owner)
                 self._give_up(error)
                 return
@@ -140,8 +143,14 @@ def running(store: RunStore, run_id: int, *, hostname: str, heartbeat_s: float |
 def ping_job(run_id: int, store: RunStore, *, hostname: str) -> None:
     """The foundation round-trip: write who answered and when."""
     with running(store, run_id, hostname=hostname) as spec:
-        store.save_result(run_id, {"hostname": hostname, "timestamp": utcnow().isoformat() + "Z",
-                                   "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")})  # fmt: skip
+        store.save_result(
+            run_id,
+            {
+                "hostname": hostname,
+                "timestamp": utcnow().isoformat() + "Z",
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            },
+        )
     store.set_status(run_id, "succeeded", owner=spec.owner_token)
 
 
@@ -310,8 +319,16 @@ class StepRecorder:
     the resumed step replays the same seeds, and the stored rows may already carry labels.
     """
 
-    def __init__(self, store: RunStore, run_id: int, *, run_dir: Path, total_steps: int | None,
-                 decode: TokenDecoder | None = None, owner: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        store: RunStore,
+        run_id: int,
+        *,
+        run_dir: Path,
+        total_steps: int | None,
+        decode: TokenDecoder | None = None,
+        owner: str | None = None,
+    ) -> None:
         self.store, self.run_id, self.run_dir, self.total_steps = store, run_id, run_dir, total_steps
         self.owner = owner
         self.lost = False
@@ -376,8 +393,15 @@ CoreEntry = Callable[..., Any]
 """`trainer.train` or `rollout_run.run_rollouts`: one keyword contract (run_dir, resume_from, on_step, should_stop)."""
 
 
-def _run_core(run_id: int, store: RunStore, *, hostname: str, runs_dir: Path, entry: CoreEntry,
-              decoder: Callable[[Any], TokenDecoder | None] = token_decoder) -> Any:  # fmt: skip
+def _run_core(
+    run_id: int,
+    store: RunStore,
+    *,
+    hostname: str,
+    runs_dir: Path,
+    entry: CoreEntry,
+    decoder: Callable[[Any], TokenDecoder | None] = token_decoder,
+) -> Any:
     with running(store, run_id, hostname=hostname) as spec:
         version = store.load_environment_version(spec.environment_version_id) if spec.environment_version_id else None
         env_spec = load_env_spec(version) if version is not None else None
@@ -429,16 +453,28 @@ def _as_dict(result: Any) -> dict[str, Any]:
     }
 
 
-def train_job(run_id: int, store: RunStore, *, hostname: str, runs_dir: Path,
-              decoder: Callable[[Any], TokenDecoder | None] = token_decoder) -> None:  # fmt: skip
+def train_job(
+    run_id: int,
+    store: RunStore,
+    *,
+    hostname: str,
+    runs_dir: Path,
+    decoder: Callable[[Any], TokenDecoder | None] = token_decoder,
+) -> None:
     """`worker.rl.training.trainer.train` with live metrics/trajectories/checkpoints; resumes from the run dir."""
     from worker.rl.training.trainer import train
 
     _run_core(run_id, store, hostname=hostname, runs_dir=runs_dir, entry=train, decoder=decoder)
 
 
-def rollout_job(run_id: int, store: RunStore, *, hostname: str, runs_dir: Path,
-                decoder: Callable[[Any], TokenDecoder | None] = token_decoder) -> None:  # fmt: skip
+def rollout_job(
+    run_id: int,
+    store: RunStore,
+    *,
+    hostname: str,
+    runs_dir: Path,
+    decoder: Callable[[Any], TokenDecoder | None] = token_decoder,
+) -> None:
     """Rollouts with the run's policy, no updates (`run_rollouts`); stored like a train run's steps."""
     from worker.rl.training.rollout_run import run_rollouts
 

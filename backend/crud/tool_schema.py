@@ -2,7 +2,8 @@
 
 The source is parsed with `ast`: the first public top-level function is the tool;
 its annotated parameters become JSON-schema properties, and the Google-style
-docstring's summary and `Args:` section become the descriptions.
+docstring's summary and `Args:` section become the descriptions, read by the worker's own parser
+(`worker.rl.tools.docstrings`, a stdlib leaf) so both sides describe a tool alike.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import ast
 from typing import Any
 
 from backend.core.errors import InvalidInputError
+from worker.rl.tools.docstrings import parse_google_docstring
 
 _JSON_TYPES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean", "dict": "object"}
 _SEQUENCES = {"list", "tuple", "Sequence", "List", "Tuple"}
@@ -31,42 +33,22 @@ def _annotation_schema(node: ast.expr | None, param: str) -> dict[str, Any]:
             return {"type": "object"}
         if node.value.id == "Literal" and isinstance(node.slice, ast.Tuple | ast.Constant):
             elts = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
-            return {"enum": [e.value for e in elts if isinstance(e, ast.Constant)]}
+            values = [e.value for e in elts if isinstance(e, ast.Constant)]
+            kinds = {_JSON_TYPES.get(type(v).__name__) for v in values}
+            if None in kinds or len(kinds) != 1:
+                raise InvalidInputError(
+                    "source", f"parameter {param!r}: Literal values must all be str, int, float or bool"
+                )
+            return {"type": kinds.pop(), "enum": values}
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        # `X | None` is a nullable X, as the worker's `@tool` schema writes it (test_tool_schema_agreement.py)
         left = node.left if not (isinstance(node.left, ast.Constant) and node.left.value is None) else node.right
-        return _annotation_schema(left, param)
+        schema = _annotation_schema(left, param)
+        return {**schema, "type": [schema["type"], "null"]} if isinstance(schema.get("type"), str) else schema
     raise InvalidInputError(
         "source",
         f"parameter {param!r} has unsupported type {ast.unparse(node)!r}; use str, int, float, bool, list or dict",
     )
-
-
-def parse_google_docstring(doc: str) -> tuple[str, dict[str, str]]:
-    """Summary paragraph and `Args:` descriptions of a Google-style docstring."""
-    lines = doc.strip().splitlines()
-    summary: list[str] = []
-    args: dict[str, str] = {}
-    section = "summary"
-    current = ""
-    for raw in lines:
-        line = raw.strip()
-        if line.rstrip(":") in ("Args", "Arguments", "Parameters") and line.endswith(":"):
-            section = "args"
-            continue
-        if line.endswith(":") and line[:-1] in ("Returns", "Raises", "Yields", "Examples", "Example", "Note"):
-            section = "other"
-            continue
-        if section == "summary" and line:
-            summary.append(line)
-        elif section == "args" and line:
-            name, sep, rest = line.partition(":")
-            key = name.split("(")[0].strip()
-            if sep and key.isidentifier() and raw.startswith((" ", "\t")) and len(raw) - len(raw.lstrip()) <= 8:
-                current = key
-                args[current] = rest.strip()
-            elif current:
-                args[current] = f"{args[current]} {line}".strip()
-    return " ".join(summary), args
 
 
 def _find_function(source: str) -> ast.FunctionDef:

@@ -29,7 +29,7 @@ def search(query: str, top_k: int = 3, tags: list[str] | None = None, mode: Lite
     props = schema["parameters"]["properties"]
     assert props["query"] == {"type": "string", "description": "What to look for, over two lines."}
     assert props["top_k"]["type"] == "integer"
-    assert props["tags"] == {"type": "array", "items": {"type": "string"}, "description": "Optional filters."}
+    assert props["tags"] == {"type": ["array", "null"], "items": {"type": "string"}, "description": "Optional filters."}
     assert props["mode"]["enum"] == ["a"]
     assert schema["parameters"]["required"] == ["query"]
 

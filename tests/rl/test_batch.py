@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from tests.rl._learn_fixtures import make_trajectory
-from worker.rl.training.batch import collate, minibatches
+from worker.rl.training.batch import TrainBatch, collate
+from worker.rl.training.update import _shuffled_rows
 
 
 def _trajs() -> list:  # type: ignore[type-arg]
@@ -41,14 +42,19 @@ def test_collate_shapes_masks_and_rewards() -> None:
     assert b.rewards.tolist() == [1.0, 0.0, 2.0]
 
 
+def _minibatch_rewards(b: TrainBatch, size: int, seed: int) -> list[list[float]]:
+    draw = _shuffled_rows(b.size, size, torch.Generator().manual_seed(seed))
+    return [b.select(rows).rewards.tolist() for rows in draw]
+
+
 def test_minibatches_are_seeded_and_cover_all_rows() -> None:
     b = collate(_trajs() * 3)
-    first = [mb.rewards.tolist() for mb in minibatches(b, 4, torch.Generator().manual_seed(1))]
-    again = [mb.rewards.tolist() for mb in minibatches(b, 4, torch.Generator().manual_seed(1))]
+    first = _minibatch_rewards(b, 4, 1)
+    again = _minibatch_rewards(b, 4, 1)
     assert first == again
     assert [len(x) for x in first] == [4, 4, 1]
     assert sorted(functools.reduce(operator.iadd, first, [])) == sorted(b.rewards.tolist())
-    other = [mb.rewards.tolist() for mb in minibatches(b, 4, torch.Generator().manual_seed(2))]
+    other = _minibatch_rewards(b, 4, 2)
     assert other != first
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,8 +11,12 @@ from transformers import LlamaConfig
 
 from worker.rl.training.build import cpu_kv_cache_bytes
 from worker.rl.training.config import (
+    AdvantageConfig,
     AlgorithmConfig,
+    BatchingConfig,
+    CriticConfig,
     EngineConfig,
+    LossConfig,
     ModelConfig,
     RolloutConfig,
     TrainConfig,
@@ -215,3 +220,24 @@ def test_config_module_imports_without_torch() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_algorithm_fields_are_split_by_concern_and_each_concern_checks_its_own() -> None:
+    """Issue #11: `[algorithm]` stays one flat table, declared by estimator / loss / batching / critic."""
+    concerns = (AdvantageConfig, LossConfig, BatchingConfig, CriticConfig)
+    names = [f.name for concern in concerns for f in dataclasses.fields(concern)]
+    assert len(names) == len(set(names))  # no field in two concerns
+    assert names == [f.name for f in dataclasses.fields(AlgorithmConfig)]  # and none outside them
+    assert all(isinstance(AlgorithmConfig(), concern) for concern in concerns)
+    for concern, bad, match in [
+        (AdvantageConfig, {"estimator": "ppo"}, "algorithm.estimator"),
+        (LossConfig, {"kl_estimator": "k1", "kl_coef": 0.1}, "kl_in_reward"),
+        (BatchingConfig, {"minibatch_size": 0}, "algorithm.minibatch_size"),
+        (CriticConfig, {"value_clip": 0.0}, "algorithm.value_clip"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            concern(**bad)
+        with pytest.raises(ValueError, match=match):
+            AlgorithmConfig(**bad)
+    with pytest.raises(ValueError, match="needs a critic"):  # a check that spans two concerns
+        AlgorithmConfig(estimator="gae")

@@ -19,7 +19,7 @@ from tests.rl._learn_fixtures import (
     tiny_llama,
 )
 from worker.rl.generation.scripted import ScriptedGenerator
-from worker.rl.training.batch import TrainBatch, collate, minibatches
+from worker.rl.training.batch import TrainBatch, collate
 from worker.rl.training.checkpoint import VALUE_HEAD_FILE, load_checkpoint, save_checkpoint
 from worker.rl.training.config import (
     AlgorithmConfig,
@@ -166,11 +166,17 @@ def test_update_refuses_half_a_critic() -> None:
         update_policy(model, batch, _config(), opt, Accelerator(cpu=True), 1, value_head=value_head_for(model))
 
 
-def test_shuffled_rows_match_batch_minibatches() -> None:
-    """The update's index draw equals `minibatches`, so GRPO runs are unchanged by the critic refactor."""
+def _reference_minibatches(batch: TrainBatch, size: int, generator: torch.Generator) -> list[TrainBatch]:
+    """The minibatch draw the trainer used before the critic refactor: one randperm, cut in order."""
+    order = torch.randperm(batch.size, generator=generator)  # (N,)
+    return [batch.select(order[start : start + size]) for start in range(0, batch.size, size)]
+
+
+def test_shuffled_rows_match_the_reference_minibatches() -> None:
+    """The update's index draw equals the pre-refactor draw, so GRPO runs are unchanged by the critic refactor."""
     batch = collate(_fixed_batch() + _fixed_batch()[:1])
     ours = [batch.select(r).input_ids for r in _shuffled_rows(batch.size, 2, torch.Generator().manual_seed(9))]
-    theirs = [mb.input_ids for mb in minibatches(batch, 2, torch.Generator().manual_seed(9))]
+    theirs = [mb.input_ids for mb in _reference_minibatches(batch, 2, torch.Generator().manual_seed(9))]
     assert len(ours) == len(theirs) == 3
     assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))
 

@@ -81,7 +81,8 @@ def render_prompt(session: SessionDep, environment_id: int, version: int | None 
     else:
         row = versions_crud.get_version(session, environment_id=environment_id, version=version)
     spec = dict(row.spec)
-    return versions_crud.prompt_preview(spec, environment_id=environment_id, version=row.version)
+    preview: PromptPreview = versions_crud.prompt_preview(spec, environment_id=environment_id, version=row.version)
+    return preview
 
 
 @router.get("/{environment_id}")

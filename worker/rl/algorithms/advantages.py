@@ -42,7 +42,7 @@ class AdvantageInputs:
     lam: float = 1.0
     """GAE lambda."""
     scale_by_std: bool = True
-    """GRPO: divide by the group std (False gives Dr. GRPO-style centring)."""
+    """GRPO: divide by the group std (False is Dr. GRPO's centring; `dr_grpo_advantages` sets it)."""
     eps: float = 1e-6
     """Added to std denominators."""
     step_rewards: Tensor | None = None
@@ -151,15 +151,12 @@ def grpo_advantages(inputs: AdvantageInputs) -> AdvantageOutputs:
 
 
 def dr_grpo_advantages(inputs: AdvantageInputs) -> AdvantageOutputs:
-    """Dr. GRPO (Liu et al. 2025): group-mean centring without the std division; 0 for flat groups.
+    """Dr. GRPO (Liu et al. 2025): GRPO's group-mean centring without the std division; 0 for flat groups.
 
     Pair it with the constant-normaliser loss `seq-mean-token-sum-norm` (the default `loss_agg` for
     dr_grpo): the paper removes both the std and the per-length normalisers.
     """
-    scores, mask = _sequence_scores(inputs)
-    mean, _, _ = group_mean_std(scores, inputs.group_ids)
-    out = _broadcast(scores.double() - mean, flat_groups(scores, inputs.group_ids), mask)  # (N, T)
-    return AdvantageOutputs(out, out.clone())
+    return grpo_advantages(dataclasses.replace(inputs, scale_by_std=False))
 
 
 def rloo_advantages(inputs: AdvantageInputs) -> AdvantageOutputs:
@@ -266,16 +263,20 @@ def get_estimator(name: str) -> Estimator:
 
 
 def compute_advantages(name: str, inputs: AdvantageInputs) -> AdvantageOutputs:
-    """Run estimator `name` with the weighted process rewards when step rewards are given.
+    """Run estimator `name` (`with_process_rewards` of the registry's function)."""
+    return with_process_rewards(get_estimator(name), inputs)
+
+
+def with_process_rewards(estimator: Estimator, inputs: AdvantageInputs) -> AdvantageOutputs:
+    """Run `estimator` with the weighted process rewards when step rewards are given.
 
     `gae`: the weighted step rewards join the token rewards before GAE, so the critic's targets are plain
     discounted returns. The critic-free estimators get the group-normalised step return-to-go added to
     their advantages (and returns) after the outcome estimator.
     """
-    estimator = get_estimator(name)
     if inputs.process_reward_weight == 0.0 or inputs.step_rewards is None:
         return estimator(inputs)
-    if name == "gae":
+    if estimator is gae_advantages:
         step = inputs.step_rewards if inputs.step_mask is None else inputs.step_rewards * inputs.step_mask  # (N, T)
         rewards = inputs.token_rewards + inputs.process_reward_weight * step  # (N, T)
         return estimator(dataclasses.replace(inputs, token_rewards=rewards))

@@ -145,11 +145,6 @@ def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, kind: str = "k3") -> Tens
     raise ValueError(f"unknown KL estimator {kind!r}; valid kinds: {', '.join(KL_KINDS)}")
 
 
-def entropy_loss(entropy: Tensor, mask: Tensor, agg: str = "token-mean", norm_tokens: int | None = None) -> Tensor:
-    """Mean token entropy over the response; the trainer subtracts `entropy_coef` times it."""
-    return aggregate(entropy, mask, agg, norm_tokens)
-
-
 def clipped_value_loss(
     values: Tensor,
     old_values: Tensor,

@@ -156,8 +156,8 @@ def _tools(spec: EnvSpec, runner: ToolRunner | None, retriever: Retriever | None
             if retriever is None:
                 raise SpecError(f"tools.{t.name}: the search tool needs a corpus; attach one or give tasks context")
             top_k, chars = int(t.params.get("top_k", 3)), int(t.params.get("max_passage_chars", 400))
-            search = SearchTool(retriever, top_k=top_k, max_passage_chars=chars)  # type: ignore[arg-type]
-            search.name = t.name  # type: ignore[misc]
+            search = SearchTool(retriever, top_k=top_k, max_passage_chars=chars)
+            search.name = t.name
             tools.append(search)
         elif builtin == "calculator":
             tools.append(FunctionTool(t.name, calculator.description, calculator.parameters, calculator.fn))
@@ -239,8 +239,8 @@ def load_env_data(spec: EnvSpec) -> EnvData:
         demo = build_demo_dataset(seed=int(d.location) if d.location.isdigit() else 0)
         train, held = list(demo.train), list(demo.heldout)
         if d.max_hops is not None:
-            train = [t for t in train if int(t.metadata.get("num_hops", 1)) <= d.max_hops]  # type: ignore[call-overload]
-            held = [t for t in held if int(t.metadata.get("num_hops", 1)) <= d.max_hops]  # type: ignore[call-overload]
+            train = [t for t in train if int(t.metadata.get("num_hops", 1)) <= d.max_hops]
+            held = [t for t in held if int(t.metadata.get("num_hops", 1)) <= d.max_hops]
         passages = list(demo.passages)
     else:
         from worker.rl.data.qa_formats import load_qa_tasks

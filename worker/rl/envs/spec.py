@@ -197,7 +197,8 @@ class EnvSpec:
         return tuple(r for r in self.rubric if r.key is not None)
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
+        data: dict[str, Any] = _jsonable(asdict(self))
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EnvSpec:
@@ -212,7 +213,8 @@ class EnvSpec:
                           ("prefill", PrefillSpec)):  # fmt: skip
             if key in raw:
                 raw[key] = _build(kind, raw[key], key)
-        return _build(cls, raw, "")
+        spec: EnvSpec = _build(cls, raw, "")
+        return spec
 
 
 def _build(kind: Any, value: Any, where: str) -> Any:

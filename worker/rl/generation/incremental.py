@@ -143,7 +143,8 @@ class IncrementalChunk:
         )  # fmt: skip
         part.advance(width)
         self.stats.prefill_positions += len(rows) * width
-        return out.logits[:, -1, :]  # (u, V)
+        logits: Tensor = out.logits[:, -1, :]  # (u, V)
+        return logits
 
     def _keep(self, cache: SlabCache, valid: Tensor, pos: int, token_ids: Tensor) -> CachedRow:
         """Copy batch row `pos`'s valid columns out of the slab (holes removed)."""

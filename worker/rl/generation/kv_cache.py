@@ -53,11 +53,11 @@ def supports_slab_cache(model: Any) -> bool:
     return all(hasattr(cfg, name) for name in ("num_hidden_layers", "num_attention_heads", "hidden_size"))
 
 
-class _SlabLayer(CacheLayerMixin):
+class _SlabLayer(CacheLayerMixin):  # type: ignore[no-untyped-call]
     """One layer's view of the slab: writes the new columns at the cursor, returns columns [0, cursor + n)."""
 
     def __init__(self, owner: SlabCache, index: int) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.owner, self.index = owner, index
         self.is_initialized = True
 

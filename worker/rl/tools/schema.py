@@ -7,44 +7,20 @@ docstring parsing, and the light argument check/coercion run before each call.
 from __future__ import annotations
 
 import inspect
-import re
 import types
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, Union
 
+from worker.rl.tools.docstrings import parse_google_docstring
 from worker.rl.types import JSONValue
 
-_SECTION = re.compile(r"^(Args|Arguments|Parameters|Returns|Return|Raises|Yields|Examples?|Notes?|Attributes):\s*$")
-_ARG_LINE = re.compile(r"^(\*{0,2}\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
 _SCALARS: dict[type, str] = {str: "string", int: "integer", float: "number", bool: "boolean"}
 
 
 def parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
-    """Split a Google-style docstring into (description, {arg: description})."""
-    lines = inspect.cleandoc(doc).splitlines()
-    summary: list[str] = []
-    args: dict[str, str] = {}
-    section: str | None = None
-    current: str | None = None
-    args_indent = 0
-    for raw in lines:
-        header = _SECTION.match(raw.strip()) if not raw.startswith((" ", "\t")) else None
-        if header:
-            section, current = header.group(1), None
-            continue
-        if section is None:
-            summary.append(raw.strip())
-        elif section in ("Args", "Arguments", "Parameters") and raw.strip():
-            indent = len(raw) - len(raw.lstrip())
-            match = _ARG_LINE.match(raw.strip())
-            if match and (current is None or indent <= args_indent):
-                current, args_indent = match.group(1).lstrip("*"), indent
-                args[current] = match.group(2).strip()
-            elif current is not None:
-                args[current] = f"{args[current]} {raw.strip()}".strip()
-    description = " ".join(" ".join(summary).split())
-    return description, args
+    """Split a Google-style docstring into (description, {arg: description}) (`tools.docstrings`)."""
+    return parse_google_docstring(doc)
 
 
 def hint_schema(hint: Any, where: str) -> dict[str, JSONValue]:

@@ -1,4 +1,4 @@
-"""Trajectories → right-padded training tensors, and seeded minibatching.
+"""Trajectories → right-padded training tensors (minibatches are drawn in `update._shuffled_rows`).
 
 The ids are exactly what the engine produced (never re-tokenised). The
 outcome reward sits on the last sampled token; each assistant turn's step
@@ -7,7 +7,7 @@ reward on that turn's last sampled token (see `algorithms.advantages`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 
 import torch
@@ -113,12 +113,3 @@ def collate(trajectories: Sequence[Trajectory], pad_token_id: int = 0) -> TrainB
         groups[i] = group_index.setdefault(traj.group_id, len(group_index))
     rewards = torch.tensor([t.reward for t in trajectories], dtype=torch.float32)  # (N,)
     return TrainBatch(input_ids, attention, mask, old_lp * mask, tok_r, step_r, step_m, groups, rewards)
-
-
-def minibatches(batch: TrainBatch, size: int, generator: torch.Generator) -> Iterator[TrainBatch]:
-    """Shuffled minibatches of at most `size` rows (the last may be smaller)."""
-    if size < 1:
-        raise ValueError(f"minibatch size must be >= 1, got {size}")
-    order = torch.randperm(batch.size, generator=generator)  # (N,)
-    for start in range(0, batch.size, size):
-        yield batch.select(order[start : start + size])

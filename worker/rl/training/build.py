@@ -22,7 +22,7 @@ import torch
 from worker.rl.envs.base import EnvConfig, ToolEnv
 from worker.rl.envs.from_spec import ToolRunner
 from worker.rl.envs.spec import DataSpec, EnvSpec, LimitsSpec, PrefillSpec, RewardSpec, ToolSpec
-from worker.rl.generation.base import Generator
+from worker.rl.generation.base import Generator, Tokenizer
 from worker.rl.generation.chat import ChatFormat
 from worker.rl.generation.precision import TORCH_DTYPES, resolve_compute_dtype
 from worker.rl.training.config import OptimConfig, TaskConfig, TrainConfig
@@ -237,7 +237,7 @@ def cpu_kv_cache_bytes(config: TrainConfig, model_config: Any) -> int:
     per_token = 2 * model_config.num_hidden_layers * kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
     rollout = config.rollout
     sequences = rollout.prompts_per_step * rollout.group_size
-    return sequences * (rollout.max_total_tokens + rollout.max_new_tokens_per_turn) * per_token
+    return int(sequences * (rollout.max_total_tokens + rollout.max_new_tokens_per_turn) * per_token)
 
 
 ADAMW_BYTES_PER_PARAM = 16
@@ -258,7 +258,7 @@ def training_memory_bytes(model: Any, config: TrainConfig, engine: str) -> int:
     compute = resolve_compute_dtype(config.model.compute_dtype, config.model.dtype, device)
     compute_bytes = torch.empty((), dtype=TORCH_DTYPES[compute]).element_size()
     copies = int(config.uses_reference) + int(engine == "hf" and compute != config.model.dtype)
-    return trainable * ADAMW_BYTES_PER_PARAM + frozen + copies * total * compute_bytes
+    return int(trainable * ADAMW_BYTES_PER_PARAM + frozen + copies * total * compute_bytes)
 
 
 def check_training_memory(needed_bytes: int, gpu_total_bytes: int, config: TrainConfig, engine: str) -> None:
@@ -362,7 +362,8 @@ def build_components(
         model=model,
         tokenizer=tokenizer,
         generator=generator,
-        chat=ChatFormat(tokenizer),
+        # HF's decode also takes batches (-> str | list[str]); the rollout only decodes one sequence at a time
+        chat=ChatFormat(cast(Tokenizer, tokenizer)),
         env_factory=make_envs,
         train_tasks=data.train,
         eval_tasks=data.eval,

@@ -263,11 +263,35 @@ class RolloutConfig:
 
 
 @dataclass(frozen=True)
-class AlgorithmConfig:
-    """Advantage estimator and loss terms."""
+class AdvantageConfig:
+    """`[algorithm]` keys of the advantage estimator (phase 4 of the trainer)."""
 
     estimator: Estimator = "grpo"
     """One of grpo, dr_grpo, rloo, reinforce_pp, reinforce_pp_baseline, gae."""
+    gamma: float = 1.0
+    """Per-token discount (reinforce_pp, gae)."""
+    lam: float = 1.0
+    """GAE lambda."""
+    process_reward_weight: float = 0.0
+    """Weight of per-turn (process) rewards added to the advantages."""
+
+    def __post_init__(self) -> None:
+        _one_of("algorithm.estimator", self.estimator, ESTIMATORS)
+        _check(
+            0.0 <= self.gamma <= 1.0 and 0.0 <= self.lam <= 1.0, "algorithm.gamma and algorithm.lam must be in [0, 1]"
+        )
+        _check(self.process_reward_weight >= 0.0, "algorithm.process_reward_weight must be >= 0")
+
+    @property
+    def uses_critic(self) -> bool:
+        """Whether a value head is trained (only 'gae' needs one)."""
+        return self.estimator == "gae"
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """`[algorithm]` keys of the policy loss: clipping, KL, entropy and the aggregation."""
+
     clip_low: float = 0.2
     """Ratio clipped below at 1 - clip_low."""
     clip_high: float = 0.2
@@ -292,42 +316,8 @@ class AlgorithmConfig:
     loss_norm_tokens: int = 0
     """The constant of seq-mean-token-sum-norm; 0 = the rollout's maximum response tokens
     (`TrainConfig.max_response_tokens`)."""
-    gamma: float = 1.0
-    """Per-token discount (reinforce_pp, gae)."""
-    lam: float = 1.0
-    """GAE lambda."""
-    ppo_epochs: int = 1
-    """Passes over each step's batch."""
-    minibatch_size: int = 8
-    """Trajectories per optimizer step."""
-    micro_batch_tokens: int = 2048
-    """Padded-token budget of one forward/backward pass: a minibatch is sorted by length and split into
-    micro-batches of at most this many (rows x their longest length) tokens whose gradients accumulate into
-    the one optimizer step, so short rows are not padded to the longest and activation memory is bounded.
-    The loss is the same as one pass over the whole minibatch. 0 = the whole minibatch in one pass. A single
-    row longer than the budget still forms its own micro-batch. With `share_prefix` the budget counts packed
-    tokens (a group's shared prefix once)."""
-    share_prefix: bool = True
-    """Compute the prompt a group's members share once per pass instead of once per member (one packed row,
-    attention computed per segment, `training.packing`); same log-probs, fewer tokens. Minibatches are then
-    drawn group-major (a minibatch of k x group_size rows holds k whole groups). Applies to decoders on
-    transformers' sdpa attention (the default); others take padded rows."""
-    vf_coef: float = 0.0
-    """Value-loss weight; must be > 0 for 'gae' (trains a value head) and 0 for the critic-free estimators."""
-    value_clip: float = 0.2
-    """Value predictions are clipped to old value ± value_clip in the value loss (PPO); large (1e6) = off."""
-    value_head_lr: float | None = None
-    """Learning rate of the value head (None = optim.lr); a fresh head usually wants more, e.g. 1e-4."""
-    process_reward_weight: float = 0.0
-    """Weight of per-turn (process) rewards added to the advantages."""
-    drop_flat_rows: bool = True
-    """Leave trajectories whose advantage is 0 on every sampled token (e.g. all members of a zero-variance
-    GRPO group) out of the update, like DAPO's dynamic-sampling filter, so the token-mean averages over
-    informative tokens and the step costs no forward/backward on them. Applies only when the loss is the
-    policy term alone (no critic, KL loss or entropy bonus), where those rows add no gradient."""
 
     def __post_init__(self) -> None:
-        _one_of("algorithm.estimator", self.estimator, ESTIMATORS)
         _one_of("algorithm.kl_estimator", self.kl_estimator, KL_KINDS)
         _check(
             self.kl_estimator != "k1" or self.kl_in_reward or self.kl_coef == 0,
@@ -345,26 +335,58 @@ class AlgorithmConfig:
         _one_of("algorithm.loss_agg", self.loss_agg, LOSS_AGGS)
         _check(0.0 <= self.clip_low < 1.0, f"algorithm.clip_low must be in [0, 1); got {self.clip_low}")
         _check(self.clip_high >= 0.0, f"algorithm.clip_high must be >= 0; got {self.clip_high}")
-        for name in ("kl_coef", "entropy_coef", "vf_coef", "process_reward_weight"):
+        for name in ("kl_coef", "entropy_coef"):
             _check(getattr(self, name) >= 0.0, f"algorithm.{name} must be >= 0")
-        _check(
-            0.0 <= self.gamma <= 1.0 and 0.0 <= self.lam <= 1.0, "algorithm.gamma and algorithm.lam must be in [0, 1]"
-        )
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """`[algorithm]` keys of how a step's batch is cut into optimizer steps and forward passes."""
+
+    ppo_epochs: int = 1
+    """Passes over each step's batch."""
+    minibatch_size: int = 8
+    """Trajectories per optimizer step."""
+    micro_batch_tokens: int = 2048
+    """Padded-token budget of one forward/backward pass: a minibatch is sorted by length and split into
+    micro-batches of at most this many (rows x their longest length) tokens whose gradients accumulate into
+    the one optimizer step, so short rows are not padded to the longest and activation memory is bounded.
+    The loss is the same as one pass over the whole minibatch. 0 = the whole minibatch in one pass. A single
+    row longer than the budget still forms its own micro-batch. With `share_prefix` the budget counts packed
+    tokens (a group's shared prefix once)."""
+    share_prefix: bool = True
+    """Compute the prompt a group's members share once per pass instead of once per member (one packed row,
+    attention computed per segment, `training.packing`); same log-probs, fewer tokens. Minibatches are then
+    drawn group-major (a minibatch of k x group_size rows holds k whole groups). Applies to decoders on
+    transformers' sdpa attention (the default); others take padded rows."""
+    drop_flat_rows: bool = True
+    """Leave trajectories whose advantage is 0 on every sampled token (e.g. all members of a zero-variance
+    GRPO group) out of the update, like DAPO's dynamic-sampling filter, so the token-mean averages over
+    informative tokens and the step costs no forward/backward on them. Applies only when the loss is the
+    policy term alone (no critic, KL loss or entropy bonus), where those rows add no gradient."""
+
+    def __post_init__(self) -> None:
         _check(self.ppo_epochs >= 1, f"algorithm.ppo_epochs must be >= 1; got {self.ppo_epochs}")
         _check(self.minibatch_size >= 1, f"algorithm.minibatch_size must be >= 1; got {self.minibatch_size}")
         _check(
             self.micro_batch_tokens >= 0,
             f"algorithm.micro_batch_tokens must be >= 0 (0 = no split); got {self.micro_batch_tokens}",
         )
-        _check(
-            self.estimator != "gae" or self.vf_coef > 0,
-            "estimator 'gae' needs a critic: set algorithm.vf_coef > 0 (e.g. 0.5) or pick estimator='grpo'",
-        )
-        _check(
-            self.estimator == "gae" or self.vf_coef == 0,
-            f"algorithm.vf_coef only applies to estimator 'gae' (the one with a critic); "
-            f"set it to 0 for {self.estimator!r} or use estimator='gae'",
-        )
+
+
+@dataclass(frozen=True)
+class CriticConfig:
+    """`[algorithm]` keys of the value head ('gae' only)."""
+
+    vf_coef: float = 0.0
+    """Value-loss weight; must be > 0 for 'gae' (trains a value head) and 0 for the critic-free estimators."""
+    value_clip: float = 0.2
+    """Value predictions are clipped to old value ± value_clip in the value loss (PPO); large (1e6) = off."""
+    value_head_lr: float | None = None
+    """Learning rate of the value head (None = optim.lr); a fresh head usually wants more, e.g. 1e-4."""
+
+    def __post_init__(self) -> None:
+        _check(self.vf_coef >= 0.0, "algorithm.vf_coef must be >= 0")
         _check(
             self.value_clip > 0,
             f"algorithm.value_clip must be > 0 (use 1e6 to turn clipping off); got {self.value_clip}",
@@ -374,17 +396,35 @@ class AlgorithmConfig:
             f"algorithm.value_head_lr must be > 0 or omitted (= optim.lr); got {self.value_head_lr}",
         )
 
+
+@dataclass(frozen=True)
+class AlgorithmConfig(CriticConfig, BatchingConfig, LossConfig, AdvantageConfig):  # fields: advantage first
+    """The `[algorithm]` section: one flat table in TOML/API/UI, declared and checked by concern.
+
+    Estimator (`AdvantageConfig`), loss (`LossConfig`), batching (`BatchingConfig`) and critic
+    (`CriticConfig`) each own their fields, docstrings and checks; this class adds the checks that span
+    two of them. An `AlgorithmConfig` is each of the four, so code that needs one concern can take it.
+    """
+
+    def __post_init__(self) -> None:
+        for concern in (AdvantageConfig, LossConfig, BatchingConfig, CriticConfig):
+            concern.__post_init__(self)
+        _check(
+            self.estimator != "gae" or self.vf_coef > 0,
+            "estimator 'gae' needs a critic: set algorithm.vf_coef > 0 (e.g. 0.5) or pick estimator='grpo'",
+        )
+        _check(
+            self.estimator == "gae" or self.vf_coef == 0,
+            f"algorithm.vf_coef only applies to estimator 'gae' (the one with a critic); "
+            f"set it to 0 for {self.estimator!r} or use estimator='gae'",
+        )
+
     @property
     def loss_agg_mode(self) -> str:
         """The aggregation that runs: `loss_agg`, with 'auto' resolved per estimator."""
         if self.loss_agg != "auto":
             return self.loss_agg
         return "seq-mean-token-sum-norm" if self.estimator == "dr_grpo" else "token-mean"
-
-    @property
-    def uses_critic(self) -> bool:
-        """Whether a value head is trained (only 'gae' needs one)."""
-        return self.estimator == "gae"
 
 
 @dataclass(frozen=True)
@@ -513,7 +553,8 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain JSON values (tuples become lists)."""
-        return _jsonable(asdict(self))
+        data: dict[str, Any] = _jsonable(asdict(self))
+        return data
 
 
 def _jsonable(value: Any) -> Any:

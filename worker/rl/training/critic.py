@@ -34,7 +34,8 @@ class ValueHead(nn.Module):
 
     def forward(self, hidden: Tensor) -> Tensor:
         """(..., H) hidden states → (...) values."""
-        return self.proj(hidden.float()).squeeze(-1)  # (...)
+        values: Tensor = self.proj(hidden.float()).squeeze(-1)  # (...)
+        return values
 
 
 def value_head_for(model: Any, *, init_std: float = 1e-3, seed: int = 0) -> ValueHead:

@@ -64,7 +64,8 @@ def hidden_states(model: Any, input_ids: Tensor, attention_mask: Tensor, group_i
         packed = pack_rows(input_ids, attention_mask, group_ids)
         if packed.length < int(attention_mask.sum().item()):
             return unpack(packed_hidden_states(decoder, packed), packed)  # (B, T, H)
-    return decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
+    hidden: Tensor = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
+    return hidden
 
 
 def predicting_positions(target_mask: Tensor) -> tuple[Tensor, Tensor]:

@@ -138,9 +138,14 @@ class LossStats:
         return out
 
 
-def collection_metrics(trajectories: Sequence[Trajectory], rollout_stats: Any, *, step_s: float) -> dict[str, float]:
-    """What one step's rollouts log, in every kind of run: reward, episode shape, tools and timing."""
-    out = reward_metrics(trajectories)
+def collection_metrics(
+    trajectories: Sequence[Trajectory], rollout_stats: Any, *, step_s: float, reward: Mapping[str, float] | None = None
+) -> dict[str, float]:
+    """What one step's rollouts log, in every kind of run: reward, episode shape, tools and timing.
+
+    `reward`: the step's `reward_metrics` when the caller already computed them (the trainer's phase 2).
+    """
+    out = dict(reward) if reward is not None else reward_metrics(trajectories)
     out.update(rollout_metrics(trajectories))
     out.update(tool_metrics(rollout_stats))
     out["perf/step_s"] = step_s
@@ -150,10 +155,15 @@ def collection_metrics(trajectories: Sequence[Trajectory], rollout_stats: Any, *
 
 
 def step_metrics(
-    trajectories: Sequence[Trajectory], rollout_stats: Any, loss: LossStats, *, step_s: float
+    trajectories: Sequence[Trajectory],
+    rollout_stats: Any,
+    loss: LossStats,
+    *,
+    step_s: float,
+    reward: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
     """Everything logged for one training step: `collection_metrics` plus the update's losses."""
-    out = collection_metrics(trajectories, rollout_stats, step_s=step_s)
+    out = collection_metrics(trajectories, rollout_stats, step_s=step_s, reward=reward)
     out.update(loss.metrics())
     return out
 

@@ -177,7 +177,8 @@ def packed_hidden_states(decoder: Any, packed: PackedRows) -> Tensor:
     """The decoder's last hidden states over a packed row, (1, L, H)."""
     use_shared_prefix_attention(decoder)
     out = decoder(input_ids=packed.input_ids, position_ids=packed.position_ids, packed_layout=packed.layout)
-    return out.last_hidden_state  # (1, L, H)
+    hidden: Tensor = out.last_hidden_state  # (1, L, H)
+    return hidden
 
 
 def unpack(hidden: Tensor, packed: PackedRows) -> Tensor:

@@ -114,7 +114,7 @@ def masked_nll(model: Any, trajectories: Sequence[Trajectory], *, max_length: in
 
 
 def _sft_args(config: SFTStageConfig, output_dir: Path) -> Any:
-    from trl import SFTConfig
+    from trl.trainer.sft_config import SFTConfig  # the class `trl.SFTConfig` re-exports lazily
 
     return SFTConfig(
         output_dir=str(output_dir),
@@ -144,7 +144,7 @@ def run_sft(
     output_dir: str | Path,
 ) -> SFTResult:
     """Fine-tune `model` in place on the mask-1 tokens of `trajectories` with TRL's SFTTrainer."""
-    from trl import SFTTrainer
+    from trl.trainer.sft_trainer import SFTTrainer  # the class `trl.SFTTrainer` re-exports lazily
 
     dataset = trajectories_to_dataset(trajectories, config.max_length)
     loss_start = masked_nll(model, trajectories, max_length=config.max_length)

@@ -1,9 +1,10 @@
 """The RL training loop: one function, numbered phases (cleanrl style).
 
-Each step: 1 rollout → 2 rewards → 3 advantages → 4 clipped-PPO update (2-4 live in `update.py`; 'gae'
-adds a value head) → 5 weight sync → 6 log → 7 checkpoint. Rollout seeds and minibatch shuffles derive
-from (config.seed, step), and RNG + sampler state ride in checkpoints, so a resumed run reproduces the
-uninterrupted one step for step.
+Each step: 1 collect → 2 reward → 3 reference/critic passes → 4 advantages (the named estimator) →
+5 clipped-PPO update → 6 weight sync → 7 log/eval → 8 checkpoint; phases 2-5 are calls into `update.py`
+('gae' adds a value head). `setup` and `resume` come before the loop. Rollout seeds and minibatch shuffles
+derive from (config.seed, step), and RNG + sampler state ride in checkpoints, so a resumed run reproduces
+the uninterrupted one step for step.
 """
 
 from __future__ import annotations
@@ -19,9 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
+from torch import Tensor
 
+from worker.rl.algorithms.advantages import ADVANTAGE_ESTIMATORS, with_process_rewards
 from worker.rl.algorithms.losses import aggregate
 from worker.rl.generation.base import WeightSyncable
+from worker.rl.rollout import RolloutBatch
+from worker.rl.training.batch import TrainBatch
 from worker.rl.training.build import (
     TaskSampler,
     TrainComponents,
@@ -36,9 +41,16 @@ from worker.rl.training.collect import collect_eval, collect_step, write_step_tr
 from worker.rl.training.config import TrainConfig, save_resolved
 from worker.rl.training.critic import ValueHead, critic_metrics, value_head_for
 from worker.rl.training.logprobs import enable_shared_prefix
-from worker.rl.training.metrics import MetricsWriter, reward_metrics, rollout_metrics, step_metrics
+from worker.rl.training.metrics import LossStats, MetricsWriter, reward_metrics, rollout_metrics, step_metrics
 from worker.rl.training.reward_models import apply_reward_models, load_reward_models
-from worker.rl.training.update import attach_value_head, prepare_batch, update_policy
+from worker.rl.training.update import (
+    advantage_inputs,
+    attach_value_head,
+    critic_values,
+    reward_batch,
+    update_policy,
+    with_reference_logprobs,
+)
 from worker.rl.types import Task, Trajectory
 
 logger = logging.getLogger(__name__)
@@ -99,20 +111,22 @@ def _resume_dir(resume_from: str | Path | None) -> Path | None:
     return found
 
 
-def train(
-    config: TrainConfig,
-    *,
-    run_dir: str | Path,
-    resume_from: str | Path | None = None,
-    on_step: OnStep | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    components: TrainComponents | None = None,
-) -> TrainResult:
-    """Run (or resume) GRPO-family or PPO-GAE training; see the module docstring for the phases."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config = with_resolved_precision(config)
-    save_resolved(config, run_dir)
+@dataclass
+class TrainState:
+    """What the loop carries between steps: the prepared model, optimizer, schedule, sampler and writer."""
+
+    comps: TrainComponents
+    acc: Accelerator
+    model: Any
+    head: ValueHead | None
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    sampler: TaskSampler
+    writer: MetricsWriter
+
+
+def setup(config: TrainConfig, run_dir: Path, components: TrainComponents | None) -> TrainState:
+    """Seed, build (or take) the components, and prepare model (+ value head for 'gae') and optimizer."""
     seed_everything(config.seed)
     comps = components or build_components(config)
     if config.algorithm.share_prefix:
@@ -131,68 +145,131 @@ def train(
         model, opt = acc.prepare(model, opt)
     sched = make_scheduler(opt, config.optim)
     sampler = TaskSampler(len(comps.train_tasks), config.seed)
-    writer = MetricsWriter(run_dir / "metrics.jsonl")
-    start, ckpt_kwargs = 0, {"tokenizer": comps.tokenizer, "keep_last": config.logging.keep_last_checkpoints}
-    last_ckpt = _resume_dir(resume_from)
-    if last_ckpt is not None:
-        state = load_checkpoint(last_ckpt, model=model, optimizer=opt, scheduler=sched, value_head=head)
-        sampler.load_state_dict(state.sampler_state)
-        start = state.step
-        writer.truncate_after(start)
-        sync_weights(comps.generator, model)
-        logger.info("resumed from %s at step %d", last_ckpt, start)
+    return TrainState(comps, acc, model, head, opt, sched, sampler, MetricsWriter(run_dir / "metrics.jsonl"))
+
+
+def resume(state: TrainState, resume_from: str | Path | None) -> tuple[int, Path | None]:
+    """Restore weights, optimizer, schedule and sampler from a checkpoint; returns (last step done, its path)."""
+    ckpt = _resume_dir(resume_from)
+    if ckpt is None:
+        return 0, None
+    loaded = load_checkpoint(ckpt, model=state.model, optimizer=state.opt, scheduler=state.sched, value_head=state.head)
+    state.sampler.load_state_dict(loaded.sampler_state)
+    state.writer.truncate_after(loaded.step)
+    sync_weights(state.comps.generator, state.model)
+    logger.info("resumed from %s at step %d", ckpt, loaded.step)
+    return loaded.step, ckpt
+
+
+def train_step_metrics(
+    rollout: RolloutBatch,
+    reward: dict[str, float],
+    loss: LossStats,
+    batch: TrainBatch,
+    advantages: Tensor,
+    old_values: Tensor | None,
+    *,
+    t0: float,
+    t_update: float,
+    t_sync: float,
+) -> dict[str, float]:
+    """One step's log line: reward, rollout, tool, loss, advantage and (PPO-GAE) critic metrics, and timings."""
+    metrics = step_metrics(rollout.trajectories, rollout.stats, loss, step_s=time.perf_counter() - t0, reward=reward)
+    metrics["perf/update_s"] = t_sync - t_update  # phases 2-5: batch, reference/critic passes and the PPO update
+    metrics["perf/weight_sync_s"] = time.perf_counter() - t_sync
+    metrics["reward/advantage_abs_mean"] = float(aggregate(advantages.abs(), batch.loss_mask).item())
+    if old_values is not None and batch.returns is not None:
+        metrics.update(critic_metrics(old_values, batch.returns, batch.loss_mask))
+    return metrics
+
+
+def train(
+    config: TrainConfig,
+    *,
+    run_dir: str | Path,
+    resume_from: str | Path | None = None,
+    on_step: OnStep | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    components: TrainComponents | None = None,
+) -> TrainResult:
+    """Run (or resume) GRPO-family or PPO-GAE training; see the module docstring for the phases."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = with_resolved_precision(config)
+    save_resolved(config, run_dir)
+    state = setup(config, run_dir, components)
+    comps, acc, model, head, opt = state.comps, state.acc, state.model, state.head, state.opt
+    start, last_ckpt = resume(state, resume_from)
     model.eval()
     eval_tasks = comps.eval_tasks[: config.eval.num_tasks]
     eval_metrics: dict[str, float] = {}
     if start == 0 and config.eval.at_start and eval_tasks:
         eval_metrics, _ = evaluate_policy(comps, eval_tasks, config, seed=config.seed)
-        writer.write(0, eval_metrics)
+        state.writer.write(0, eval_metrics)
     reward_models = load_reward_models(config.task)
     metrics: dict[str, float] = {}
     total = config.optim.total_steps
     for step in range(start + 1, total + 1):
         t0 = time.perf_counter()
-        # 1. Rollout: prompts_per_step tasks from the seeded sampler, group_size episodes each
-        rollout = collect_step(comps, config, sampler, step)
+        # 1. Collect: prompts_per_step tasks from the seeded sampler, group_size episodes each
+        rollout = collect_step(comps, config, sampler=state.sampler, step=step)
         trajs = rollout.trajectories
-        # 2. Rewards: the env's rubric scored each episode; reward models score the step in batches (#15);
-        #    optional KL-in-reward is applied in 3
-        trajs, rm_perf = apply_reward_models(trajs, reward_models, config.task.env_reward_weight)
-        # 3. Advantages (with a critic: its pre-update values feed GAE and the value-loss clipping)
+        # 2. Reward: the env's rubric scored each episode as it ended; totals and per-turn rewards onto the
+        #    (N, T) token grid, and the reward/... metrics
+        trajs, rm_perf = apply_reward_models(trajs, reward_models, config.task.env_reward_weight)  # (#15)
         t_update = time.perf_counter()
-        batch, old_values = prepare_batch(trajs, comps, config, acc.device, value_head=head)
-        # 4. Update
-        loss_stats = update_policy(model, batch, config, opt, acc, step, value_head=head, old_values=old_values)
-        sched.step()
+        batch = reward_batch(trajs, comps.tokenizer, acc.device)
+        reward = reward_metrics(trajs)
+        # 3. Reference and critic passes (no grad): reference log-probs for the KL, pre-update values for GAE
+        batch = with_reference_logprobs(batch, comps.ref_model, config)
+        old_values = None if head is None else critic_values(batch, comps.model, head, config)  # (N, T)
+        # 4. Advantages from the named estimator (token rewards KL-shaped when algorithm.kl_in_reward)
+        estimator = ADVANTAGE_ESTIMATORS[config.algorithm.estimator]
+        adv = with_process_rewards(estimator, advantage_inputs(batch, config, old_values))
+        advantages = adv.advantages.to(acc.device)  # (N, T)
+        batch = batch.with_(advantages=advantages, returns=adv.returns.to(acc.device))
+        # 5. Update: ppo_epochs of clipped-PPO minibatch steps, then the lr schedule
+        loss = update_policy(model, batch, config, opt, acc, step, value_head=head, old_values=old_values)
+        state.sched.step()
+        # 6. Weight sync to the rollout engine
         t_sync = time.perf_counter()
-        # 5. Weight sync
         sync_weights(comps.generator, model)
-        # 6. Log
-        metrics = step_metrics(trajs, rollout.stats, loss_stats, step_s=time.perf_counter() - t0)
+        # 7. Log (and evaluate every eval.every_steps and at the end)
+        metrics = train_step_metrics(
+            rollout, reward, loss, batch, advantages, old_values, t0=t0, t_update=t_update, t_sync=t_sync
+        )
         metrics.update(rm_perf)
-        metrics["perf/update_s"] = t_sync - t_update  # phases 3-4: reference/critic passes and the PPO update
-        metrics["perf/weight_sync_s"] = time.perf_counter() - t_sync
-        metrics["reward/advantage_abs_mean"] = float(aggregate(batch.advantages.abs(), batch.loss_mask).item())  # type: ignore[union-attr]
-        if old_values is not None and batch.returns is not None:
-            metrics.update(critic_metrics(old_values, batch.returns, batch.loss_mask))
         every = config.eval.every_steps
         if eval_tasks and ((every and step % every == 0) or step == total):
             eval_metrics, _ = evaluate_policy(comps, eval_tasks, config, seed=config.seed)
             metrics.update(eval_metrics)
-        writer.write(step, metrics)
+        state.writer.write(step, metrics)
         if config.logging.save_trajectories:
             write_step_trajectories(run_dir, step, trajs)
         if on_step is not None:
             on_step(step, metrics, trajs)
         logger.info("step %d/%d reward %.3f (%.1fs)", step, total, metrics["reward/mean"], metrics["perf/step_s"])
-        # 7. Checkpoint (periodic, at the end, or on a stop request)
+        # 8. Checkpoint (periodic, at the end, or on a stop request)
         stopping = should_stop is not None and should_stop()
         save_every = config.logging.save_every_steps
         if stopping or step == total or (save_every and step % save_every == 0):
-            last_ckpt = save_checkpoint(
-                run_dir, step, model=model, optimizer=opt, scheduler=sched, sampler_state=sampler.state_dict(),
-                config=config.to_dict(), value_head=head, **ckpt_kwargs,
-            )  # fmt: skip
+            last_ckpt = save_checkpoint_of(state, run_dir, step, config)
         if stopping:
             return TrainResult("cancelled", step, run_dir, last_ckpt, metrics, eval_metrics)
     return TrainResult("completed", total, run_dir, last_ckpt, metrics, eval_metrics)
+
+
+def save_checkpoint_of(state: TrainState, run_dir: Path, step: int, config: TrainConfig) -> Path:
+    """Weights, optimizer, schedule, sampler, RNG and value head after `step` (older ones pruned)."""
+    return save_checkpoint(
+        run_dir,
+        step,
+        model=state.model,
+        optimizer=state.opt,
+        scheduler=state.sched,
+        sampler_state=state.sampler.state_dict(),
+        config=config.to_dict(),
+        value_head=state.head,
+        tokenizer=state.comps.tokenizer,
+        keep_last=config.logging.keep_last_checkpoints,
+    )

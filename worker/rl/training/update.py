@@ -1,4 +1,5 @@
-"""Trainer phases 2-4: batch preparation (reference KL, critic values, advantages) and the PPO update.
+"""Trainer phases 2-5: the reward batch, the no-grad reference and critic passes, the advantage inputs, and
+the PPO update.
 
 One decoder pass per micro-batch yields the log-probs and, with a critic (`gae`), the values; the loss is
 clipped policy - entropy bonus (+ KL) (+ vf_coef * clipped value loss), optimised for `ppo_epochs`. A
@@ -16,7 +17,7 @@ import torch
 from accelerate import Accelerator
 from torch import Tensor, nn
 
-from worker.rl.algorithms.advantages import AdvantageInputs, compute_advantages
+from worker.rl.algorithms.advantages import ADVANTAGE_ESTIMATORS, AdvantageInputs, with_process_rewards
 from worker.rl.algorithms.losses import (
     aggregate,
     aggregate_weight,
@@ -50,6 +51,69 @@ def attach_value_head(opt: torch.optim.Optimizer, head: nn.Module, config: Train
     opt.add_param_group({"params": [p for p in head.parameters() if p.requires_grad], "lr": lr})
 
 
+def reward_batch(trajs: list[Trajectory], tokenizer: Any, device: Any) -> TrainBatch:
+    """Phase 2: the episodes' rubric totals and per-turn rewards on the padded (N, T) token grid (`collate`)."""
+    return collate(trajs, pad_id(tokenizer)).to(device)
+
+
+def with_reference_logprobs(batch: TrainBatch, ref_model: nn.Module | None, config: TrainConfig) -> TrainBatch:
+    """Phase 3a: the frozen reference's (N, T) log-probs of the sampled tokens, when KL is on (else unchanged)."""
+    alg = config.algorithm
+    if ref_model is None or alg.kl_coef <= 0:
+        return batch
+    ref_lp = _per_token_no_grad(
+        batch,
+        config,
+        lambda mb: token_logprobs(
+            ref_model,
+            mb.input_ids,
+            mb.attention_mask,
+            mb.loss_mask,
+            temperature=config.rollout.temperature,
+            group_ids=mb.group_ids if alg.share_prefix else None,
+        )[0],
+    )  # (N, T)
+    return batch.with_(ref_logprobs=ref_lp)
+
+
+def critic_values(batch: TrainBatch, model: nn.Module, value_head: nn.Module, config: TrainConfig) -> Tensor:
+    """Phase 3b: the critic's pre-update values (N, T), which feed GAE and the value-loss clipping."""
+    groups = config.algorithm.share_prefix
+    return _per_token_no_grad(
+        batch,
+        config,
+        lambda mb: token_values(
+            model, value_head, mb.input_ids, mb.attention_mask, mb.loss_mask, mb.group_ids if groups else None
+        ),
+    )  # (N, T)
+
+
+def shaped_token_rewards(batch: TrainBatch, config: TrainConfig) -> Tensor:
+    """(N, T) outcome rewards, less kl_coef x the behaviour policy's per-token KL to the reference when
+    `algorithm.kl_in_reward` (and reference log-probs were computed)."""
+    alg = config.algorithm
+    if not alg.kl_in_reward or batch.ref_logprobs is None:
+        return batch.token_rewards
+    kl = kl_penalty(batch.old_logprobs, batch.ref_logprobs, alg.kl_estimator)  # (N, T)
+    return batch.token_rewards - alg.kl_coef * kl * batch.loss_mask
+
+
+def advantage_inputs(batch: TrainBatch, config: TrainConfig, values: Tensor | None) -> AdvantageInputs:
+    """Phase 4's input: the (KL-shaped) token rewards, masks, groups, critic values and process rewards, on CPU."""
+    alg = config.algorithm
+    return AdvantageInputs(
+        token_rewards=shaped_token_rewards(batch, config).cpu(),
+        response_mask=batch.loss_mask.cpu(),
+        group_ids=batch.group_ids.cpu(),
+        values=None if values is None else values.cpu(),
+        gamma=alg.gamma,
+        lam=alg.lam,
+        step_rewards=batch.step_rewards.cpu(),
+        step_mask=batch.step_mask.cpu(),
+        process_reward_weight=alg.process_reward_weight,
+    )
+
+
 def prepare_batch(
     trajs: list[Trajectory],
     comps: TrainComponents,
@@ -57,47 +121,23 @@ def prepare_batch(
     device: Any,
     value_head: nn.Module | None = None,
 ) -> tuple[TrainBatch, Tensor | None]:
-    """Phases 2-3: collate, reference KL (in reward or kept for the loss), critic values, advantages.
-
-    Returns the batch with advantages/returns and the pre-update values (N, T) (None without a critic).
+    """Phases 2-4 in one call (tests, benchmarks): the reward batch, the reference and critic passes and the
+    advantages. Returns the batch with advantages/returns and the pre-update values (N, T) (None without a
+    critic); the trainer calls the same functions one phase at a time.
     """
-    alg = config.algorithm
-    batch = collate(trajs, pad_id(comps.tokenizer)).to(device)
-    rewards = batch.token_rewards
-    if comps.ref_model is not None and alg.kl_coef > 0:
-        ref_lp = _per_token_no_grad(
-            batch, config,
-            lambda mb: token_logprobs(
-                comps.ref_model, mb.input_ids, mb.attention_mask, mb.loss_mask, temperature=config.rollout.temperature,
-                group_ids=mb.group_ids if alg.share_prefix else None,
-            )[0],
-        )  # fmt: skip
-        batch = batch.with_(ref_logprobs=ref_lp)
-        if alg.kl_in_reward:  # penalise every sampled token by the behaviour policy's KL to the reference
-            rewards = rewards - alg.kl_coef * kl_penalty(batch.old_logprobs, ref_lp, alg.kl_estimator) * batch.loss_mask
-    old_values = None
-    if value_head is not None:
-        old_values = _per_token_no_grad(
-            batch, config,
-            lambda mb: token_values(
-                comps.model, value_head, mb.input_ids, mb.attention_mask, mb.loss_mask,
-                mb.group_ids if alg.share_prefix else None,
-            ),
-        )  # fmt: skip
-    inputs = AdvantageInputs(
-        token_rewards=rewards.cpu(), response_mask=batch.loss_mask.cpu(), group_ids=batch.group_ids.cpu(),
-        values=None if old_values is None else old_values.cpu(), gamma=alg.gamma, lam=alg.lam,
-        step_rewards=batch.step_rewards.cpu(), step_mask=batch.step_mask.cpu(),
-        process_reward_weight=alg.process_reward_weight,
-    )  # fmt: skip
-    adv = compute_advantages(alg.estimator, inputs)
+    batch = reward_batch(trajs, comps.tokenizer, device)
+    batch = with_reference_logprobs(batch, comps.ref_model, config)
+    old_values = None if value_head is None else critic_values(batch, comps.model, value_head, config)
+    estimator = ADVANTAGE_ESTIMATORS[config.algorithm.estimator]
+    adv = with_process_rewards(estimator, advantage_inputs(batch, config, old_values))
     return batch.with_(advantages=adv.advantages.to(device), returns=adv.returns.to(device)), old_values
 
 
 def compute_context(config: TrainConfig, device: Any) -> AbstractContextManager[Any]:
     """Autocast forward passes on `device` to the run's compute dtype (`model.compute_dtype`; float32 weights)."""
     compute = resolve_compute_dtype(config.model.compute_dtype, config.model.dtype, device)
-    return autocast(device, compute, config.model.dtype)
+    context: AbstractContextManager[Any] = autocast(device, compute, config.model.dtype)
+    return context
 
 
 def _per_token_no_grad(batch: TrainBatch, config: TrainConfig, fn: Callable[[TrainBatch], Tensor]) -> Tensor:
@@ -112,7 +152,7 @@ def _per_token_no_grad(batch: TrainBatch, config: TrainConfig, fn: Callable[[Tra
 
 
 def _shuffled_rows(n: int, size: int, generator: torch.Generator, groups: Tensor | None = None) -> Iterator[Tensor]:
-    """Row indices of shuffled minibatches (without `groups`, the same draw as `batch.minibatches`).
+    """Row indices of shuffled minibatches of at most `size` rows (without `groups`, one `randperm` cut in order).
 
     With `groups` (N,) the order is group-major: the groups are shuffled and each keeps its rows together,
     so a minibatch of k x group_size rows holds k whole groups (like verl's prompt-counted mini-batches) and
@@ -143,9 +183,16 @@ def _minibatch_loss(
     assert mb_ent is not None
     agg, norm = alg.loss_agg_mode, config.norm_tokens
     policy, pstats = clipped_policy_loss(
-        mb_lp, mb.old_logprobs, mb.advantages, mb.loss_mask,
-        clip_low=alg.clip_low, clip_high=alg.clip_high, dual_clip_c=alg.dual_clip_c, agg=agg, norm_tokens=norm,
-    )  # fmt: skip
+        mb_lp,
+        mb.old_logprobs,
+        mb.advantages,
+        mb.loss_mask,
+        clip_low=alg.clip_low,
+        clip_high=alg.clip_high,
+        dual_clip_c=alg.dual_clip_c,
+        agg=agg,
+        norm_tokens=norm,
+    )
     kl = torch.zeros(())
     if mb.ref_logprobs is not None:
         kl = aggregate(kl_penalty(mb_lp, mb.ref_logprobs, alg.kl_estimator), mb.loss_mask, agg, norm)
@@ -160,9 +207,17 @@ def _minibatch_loss(
             mb_values, mb_old_values, mb.returns, mb.loss_mask, clip_range=alg.value_clip, agg=agg, norm_tokens=norm
         )
         loss = loss + alg.vf_coef * value
-    parts = {"policy": policy.item(), "kl": kl.item(), "entropy": entropy.item(), "value": value.item(),
-             "total": loss.item(), "clip_frac": pstats.clip_fraction, "approx_kl": pstats.approx_kl,
-             "ratio_mean": pstats.ratio_mean, "dual_clip_frac": pstats.dual_clip_fraction}  # fmt: skip
+    parts = {
+        "policy": policy.item(),
+        "kl": kl.item(),
+        "entropy": entropy.item(),
+        "value": value.item(),
+        "total": loss.item(),
+        "clip_frac": pstats.clip_fraction,
+        "approx_kl": pstats.approx_kl,
+        "ratio_mean": pstats.ratio_mean,
+        "dual_clip_frac": pstats.dual_clip_fraction,
+    }
     return loss, parts
 
 
@@ -173,10 +228,19 @@ def _mean_stats(sums: dict[str, float], count: int, *, lr: float, extra: dict[st
     m = {k: v / count for k, v in sums.items()}
     extra = {**extra, "loss/dual_clip_frac": m.get("dual_clip_frac", 0.0)}
     return LossStats(
-        policy=m["policy"], kl=m["kl"], entropy=m["entropy"], clip_frac=m["clip_frac"], approx_kl=m["approx_kl"],
-        ratio_mean=m["ratio_mean"], grad_norm=m["grad_norm"], value=m["value"], total=m["total"], lr=lr,
-        updates=count, extra=extra,
-    )  # fmt: skip
+        policy=m["policy"],
+        kl=m["kl"],
+        entropy=m["entropy"],
+        clip_frac=m["clip_frac"],
+        approx_kl=m["approx_kl"],
+        ratio_mean=m["ratio_mean"],
+        grad_norm=m["grad_norm"],
+        value=m["value"],
+        total=m["total"],
+        lr=lr,
+        updates=count,
+        extra=extra,
+    )
 
 
 def _advantage_only(config: TrainConfig, value_head: nn.Module | None) -> bool:
@@ -296,7 +360,7 @@ def update_policy(
     value_head: nn.Module | None = None,
     old_values: Tensor | None = None,
 ) -> LossStats:
-    """Phase 4: `ppo_epochs` passes of clipped-PPO minibatch updates; returns averaged loss stats."""
+    """Phase 5: `ppo_epochs` passes of clipped-PPO minibatch updates; returns averaged loss stats."""
     alg = config.algorithm
     if (value_head is None) != (old_values is None):
         raise ValueError("update_policy needs both value_head and old_values (critic) or neither")
