@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
 
 from app.client import StudioAPIError, StudioClient
+from app.render.runs import is_finished
+from backend.schemas.run import RunPublic
 
 logger = logging.getLogger(__name__)
 
@@ -72,3 +75,19 @@ def run_choices(client: StudioClient, kind: str | None = None, limit: int = 50) 
     """`(label, id)` pairs for a run dropdown, newest first."""
     page = client.list_runs(kind=kind, limit=limit)
     return [(f"#{r.id} {r.name} ({r.kind}, {r.status})", r.id) for r in page.items]
+
+
+def poll_job_run(
+    client: StudioClient, run_id: int | None, pending: Callable[[RunPublic], Any]
+) -> RunPublic | tuple[Any, Any, Any]:
+    """One timer tick over a job run: the finished run, or the (status, result, timer) triple to return as is
+    while there is none yet, it is still going (`pending(run)` is the status), or the API failed."""
+    if run_id is None:
+        return gr.skip(), gr.skip(), gr.Timer(active=False)
+    try:
+        run = client.get_run(int(run_id))
+    except StudioAPIError as exc:
+        return error_markdown(exc), gr.skip(), gr.Timer(active=False)
+    if not is_finished(run):
+        return pending(run), gr.skip(), gr.Timer(active=True)
+    return run

@@ -17,8 +17,7 @@ from typing import Any
 import gradio as gr
 
 from app.client import StudioAPIError, StudioClient
-from app.render.runs import is_finished
-from app.tabs.common import error_markdown, parse_json_object
+from app.tabs.common import error_markdown, parse_json_object, poll_job_run
 from backend.schemas.environment import (
     EnvironmentCreate,
     EnvironmentSettings,
@@ -27,6 +26,7 @@ from backend.schemas.environment import (
     RewardFunction,
     RubricSpec,
 )
+from backend.schemas.run import RunPublic
 
 EXAMPLE_REWARD = '''def reward(answer: str, gold: list[str], trajectory: dict) -> float:
     """1 when the answer matches a gold answer after stripping spaces; trajectory has turns and num_tool_calls."""
@@ -184,14 +184,10 @@ def start_check(client: StudioClient, environment_id: int | None) -> tuple[Any, 
 
 def poll_check(client: StudioClient, run_id: int | None) -> tuple[Any, ...]:
     """(status, report, timer): the report inline once the run finished."""
-    if run_id is None:
-        return gr.skip(), gr.skip(), gr.Timer(active=False)
-    try:
-        run = client.get_run(int(run_id))
-    except StudioAPIError as exc:
-        return error_markdown(exc), gr.skip(), gr.Timer(active=False)
-    if not is_finished(run):
-        return f"⏳ Check run #{run.id} is {run.status}…", gr.skip(), gr.Timer(active=True)
+    polled = poll_job_run(client, run_id, lambda run: f"⏳ Check run #{run.id} is {run.status}…")
+    if not isinstance(polled, RunPublic):
+        return polled
+    run = polled
     report = run.result or {}
     tokens = (report.get("prompt") or {}).get("tokens")
     shown = f" Prompt: {tokens} tokens." if tokens else ""

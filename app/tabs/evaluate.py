@@ -16,9 +16,9 @@ import gradio as gr
 from app.client import StudioAPIError, StudioClient
 from app.render.evaluation import TABLE_HEADERS, evaluation_figure, has_results, report_rows
 from app.render.runs import is_finished, run_card
-from app.tabs.common import error_markdown, parse_optional_int, run_choices
+from app.tabs.common import error_markdown, parse_optional_int, poll_job_run, run_choices
 from backend.schemas.evaluation import EvaluationCreate
-from backend.schemas.run import EvaluationPublic
+from backend.schemas.run import EvaluationPublic, RunPublic
 
 DATASETS = ["hotpotqa", "2wiki", "musique"]
 METHODS = ["direct", "naive-rag", "base-tool-call", "agent"]
@@ -115,14 +115,10 @@ def start_env_evaluation(
 
 def poll_env_evaluation(client: StudioClient, run_id: int | None) -> tuple[Any, ...]:
     """Timer tick: (card, report, timer)."""
-    if run_id is None:
-        return gr.skip(), gr.skip(), gr.Timer(active=False)
-    try:
-        run = client.get_run(int(run_id))
-    except StudioAPIError as exc:
-        return error_markdown(exc), gr.skip(), gr.Timer(active=False)
-    if not is_finished(run):
-        return run_card(run), gr.skip(), gr.Timer(active=True)
+    polled = poll_job_run(client, run_id, run_card)
+    if not isinstance(polled, RunPublic):
+        return polled
+    run = polled
     report = run.result or {}
     card = run_card(run)
     if "correctness" in report:

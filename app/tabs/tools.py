@@ -14,8 +14,8 @@ from typing import Any
 import gradio as gr
 
 from app.client import StudioAPIError, StudioClient
-from app.render.runs import is_finished
-from app.tabs.common import error_markdown, parse_json_object
+from app.tabs.common import error_markdown, parse_json_object, poll_job_run
+from backend.schemas.run import RunPublic
 from backend.schemas.tool import ToolCreate, ToolPublic, ToolUpdate
 
 EXAMPLE_SOURCE = '''def word_count(text: str) -> int:
@@ -122,14 +122,10 @@ def start_tool_test(client: StudioClient, tool_id: int | None, arguments_text: s
 
 def poll_tool_test(client: StudioClient, run_id: int | None) -> tuple[Any, ...]:
     """One poll of the trial run: (status, result, timer); the timer stops once the run finished."""
-    if run_id is None:
-        return gr.skip(), gr.skip(), gr.Timer(active=False)
-    try:
-        run = client.get_run(int(run_id))
-    except StudioAPIError as exc:
-        return error_markdown(exc), gr.skip(), gr.Timer(active=False)
-    if not is_finished(run):
-        return f"⏳ Trial call run #{run.id} is {run.status}…", gr.skip(), gr.Timer(active=True)
+    polled = poll_job_run(client, run_id, lambda run: f"⏳ Trial call run #{run.id} is {run.status}…")
+    if not isinstance(polled, RunPublic):
+        return polled
+    run = polled
     result = run.result or {}
     duration = result.get("duration_s")
     took = f" in {duration * 1000:.0f} ms" if isinstance(duration, int | float) else ""

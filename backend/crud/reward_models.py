@@ -9,10 +9,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.core.dbtime import db_now
 from backend.core.errors import InvalidInputError, NotFoundError
 from backend.crud.labels import RM_TRAIN_KIND
-from backend.crud.runs import new_task_id
+from backend.crud.runs import create_job_run
 from backend.models.run import Run
 from backend.models.trajectory import Label
 from backend.schemas.reward_model import RewardModelCreate, RewardModelPublic
@@ -47,17 +46,7 @@ def create_reward_model(session: Session, *, rm_in: RewardModelCreate) -> Run:
         )
     trainer = {**rm_in.config, "base_model": rm_in.base_model, "min_pairs": rm_in.min_pairs}
     config = {"label_run_ids": list(rm_in.label_run_ids), "reward_model": trainer}
-    run = Run(
-        name=rm_in.name or f"rm-{rm_in.base_model}",
-        kind=RM_TRAIN_KIND,
-        status="queued",
-        requested_config=config,
-        celery_task_id=new_task_id(),
-        enqueued_at=db_now(),
-    )
-    session.add(run)
-    session.flush()
-    return run
+    return create_job_run(session, kind=RM_TRAIN_KIND, name=rm_in.name or f"rm-{rm_in.base_model}", config=config)
 
 
 def get_reward_model(session: Session, *, reward_model_id: int) -> Run:
