@@ -43,6 +43,18 @@ class EvaluateTab:
     timer: gr.Timer
 
 
+def with_newest_checkpoint(client: StudioClient, request: dict[str, Any], source_run: int | None) -> str | None:
+    """Point `request` at the newest checkpoint of `source_run` (if one is picked); its label, else None."""
+    if not source_run:
+        return None
+    checkpoints = client.list_checkpoints(int(source_run))
+    if not checkpoints:
+        raise ValueError(f"run #{source_run} has no checkpoint yet; wait for it to save one or pick the base model")
+    newest = max(checkpoints, key=lambda c: c.step)
+    request.update(checkpoint_run_id=int(source_run), checkpoint_step=newest.step, checkpoint_path=newest.path)
+    return f"run #{source_run} step {newest.step}"
+
+
 def build_eval_request(
     client: StudioClient, datasets: list[str], methods: list[str], source_run: int | None, model: str, limit: Any
 ) -> EvaluationCreate:
@@ -57,14 +69,7 @@ def build_eval_request(
     name_or_path = (model or "").strip() or BASE_MODEL
     request: dict[str, Any] = {"model": name_or_path, "datasets": list(datasets), "methods": list(methods),
                                "limit": n, "seed": 0}  # fmt: skip
-    label = name_or_path
-    if source_run:
-        checkpoints = client.list_checkpoints(int(source_run))
-        if not checkpoints:
-            raise ValueError(f"run #{source_run} has no checkpoint yet; wait for it to save one or pick the base model")
-        newest = max(checkpoints, key=lambda c: c.step)
-        request.update(checkpoint_run_id=int(source_run), checkpoint_step=newest.step, checkpoint_path=newest.path)
-        label = f"run #{source_run} step {newest.step}"
+    label = with_newest_checkpoint(client, request, source_run) or name_or_path
     name = f"eval {label} · {','.join(methods)} · {','.join(datasets)}"[:200]
     return EvaluationCreate(name=name, **request)
 
@@ -91,14 +96,7 @@ def build_env_eval_request(
         raise ValueError("limit must be at least 1 held-out task (or empty for all)")
     name_or_path = (model or "").strip() or BASE_MODEL
     request: dict[str, Any] = {"model": name_or_path, "limit": n, "seed": 0, "environment_id": int(environment_id)}
-    label = name_or_path
-    if source_run:
-        checkpoints = client.list_checkpoints(int(source_run))
-        if not checkpoints:
-            raise ValueError(f"run #{source_run} has no checkpoint yet; wait for it to save one or pick the base model")
-        newest = max(checkpoints, key=lambda c: c.step)
-        request.update(checkpoint_run_id=int(source_run), checkpoint_step=newest.step, checkpoint_path=newest.path)
-        label = f"run #{source_run} step {newest.step}"
+    label = with_newest_checkpoint(client, request, source_run) or name_or_path
     return EvaluationCreate(name=f"eval {label} · environment #{environment_id} held-out"[:200], **request)
 
 
