@@ -23,7 +23,7 @@ import torch
 from bench.hostperf import HostPeak, bound_report
 from worker.rl.generation.hf import HFGenerator
 from worker.rl.training.build import build_components, with_resolved_precision
-from worker.rl.training.config import load_config, override
+from worker.rl.training.config import TrainConfig, load_config, override
 from worker.rl.training.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,6 +47,15 @@ def reference_overrides(steps: int, engine: str) -> list[str]:
     ]
 
 
+def reference_config(
+    steps: int, engine: str, *, gradient_checkpointing: bool = True, extra: list[str] | tuple[str, ...] = ()
+) -> TrainConfig:
+    """The reference step's resolved config (shared with `bench.trl_grpo_step`, so both time the same task)."""
+    checkpointing = f"model.gradient_checkpointing={str(gradient_checkpointing).lower()}"
+    overrides = [*reference_overrides(steps, engine), checkpointing, *extra]
+    return with_resolved_precision(override(load_config(REPO / "configs" / "hotpotqa_cpu.toml"), overrides))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3)
@@ -62,10 +71,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    overrides = reference_overrides(args.steps, args.engine)
-    overrides.append(f"model.gradient_checkpointing={str(not args.no_gradient_checkpointing).lower()}")
-    overrides += args.set
-    config = with_resolved_precision(override(load_config(REPO / "configs" / "hotpotqa_cpu.toml"), overrides))
+    config = reference_config(
+        args.steps, args.engine, gradient_checkpointing=not args.no_gradient_checkpointing, extra=args.set
+    )
     comps = build_components(config)
     engine = comps.generator if isinstance(comps.generator, HFGenerator) else None
     if engine is not None and args.no_prefix_cache:

@@ -81,6 +81,7 @@ def test_unit_env_defined_through_the_api_trains_one_step(db_url: str, tiny_mode
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_it_learns_in_the_users_own_world(db_url: str, tmp_path: Path) -> None:
     """SmolLM2-135M, CPU, quickstart recipe, 40 steps (~30 min on 2 cores): held-out EM rises by >= 0.2."""
     run_id = _launch(db_url, {"optim": {"total_steps": 40}, "eval": {"num_tasks": 48}})
