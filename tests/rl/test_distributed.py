@@ -27,6 +27,7 @@ from worker.rl.training.config import (
     TrainConfig,
     config_from_dict,
 )
+from worker.rl.training.distributed import RankFailed
 from worker.rl.training.metrics import LossStats
 from worker.rl.training.trainer import train
 from worker.rl.training.update import advantage_inputs, reward_batch, update_policy
@@ -41,6 +42,13 @@ def tiny_run() -> TrainComponents:
     return tiny_components(tok, model, HFGenerator(model, tok), parity_rubric(), n_tasks=8)
 
 
+def failing_on_rank_1() -> TrainComponents:
+    """Picklable factory whose rank 1 fails while building."""
+    if torch.distributed.get_rank() == 1:
+        raise RuntimeError("rank 1 could not load its model")
+    return tiny_run()
+
+
 def _config(nproc: int, estimator: str = "reinforce_pp") -> TrainConfig:
     return TrainConfig(
         model=ModelConfig(compute_dtype="float32"),  # bf16 autocast would round the two sums differently
@@ -49,7 +57,7 @@ def _config(nproc: int, estimator: str = "reinforce_pp") -> TrainConfig:
         ),
         # one minibatch holding all 8 episodes: the 2-rank update is then exactly the 1-process one
         algorithm=AlgorithmConfig(estimator=estimator, minibatch_size=8, drop_flat_rows=False),  # type: ignore[arg-type]
-        optim=OptimConfig(lr=1e-3, total_steps=1, warmup_steps=0),
+        optim=OptimConfig(lr=1e-3, total_steps=2, warmup_steps=0),
         eval=EvalConfig(num_tasks=0),
         logging=LoggingConfig(save_every_steps=0),
         parallel=ParallelConfig(nproc=nproc, backend="gloo"),
@@ -80,8 +88,9 @@ def test_two_gloo_ranks_match_one_process_and_write_once(tmp_path: Path) -> None
         run_dir=tmp_path,
         components_factory=tiny_run,
         on_step=lambda step, _m, trajs: seen.append((step, len(trajs))),
+        should_stop=lambda: True,  # rank 0's cancel after step 1 of 2 stops rank 1 too (else the join fails)
     )
-    assert result.status == "completed"
+    assert (result.status, result.steps_done) == ("cancelled", 1)
     # rank 0 alone wrote: one checkpoint, one metrics line, one trajectory file holding both ranks' episodes
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step_00001"]
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
@@ -113,6 +122,12 @@ def test_two_gloo_ranks_match_one_process_and_write_once(tmp_path: Path) -> None
         moved += int((initial[name] != value).sum())
     assert close >= 0.98 * total
     assert moved > 0.5 * total  # the step moved the weights (not a comparison of two untouched copies)
+
+
+def test_a_failing_rank_stops_the_job_with_its_error(tmp_path: Path) -> None:
+    with pytest.raises(RankFailed, match="rank 1 could not load its model"):
+        train(_config(2), run_dir=tmp_path, components_factory=failing_on_rank_1)
+    assert not (tmp_path / "checkpoints").exists()
 
 
 def test_ranks_share_whole_groups_with_their_own_seeds() -> None:
