@@ -10,9 +10,11 @@ import pytest
 import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file
+from typer.testing import CliRunner
 
 from tests.rl._learn_fixtures import char_tokenizer, parity_rubric, tiny_components, tiny_llama
 from worker.rl.algorithms.advantages import ADVANTAGE_ESTIMATORS, with_process_rewards
+from worker.rl.cli import app
 from worker.rl.generation.hf import HFGenerator
 from worker.rl.training.build import TrainComponents, make_optimizer
 from worker.rl.training.collect import rank_seed, rank_share
@@ -33,6 +35,8 @@ from worker.rl.training.trainer import train
 from worker.rl.training.update import advantage_inputs, reward_batch, update_policy
 from worker.rl.trajectories import read_jsonl
 from worker.rl.types import Trajectory
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def tiny_run() -> TrainComponents:
@@ -147,3 +151,34 @@ def test_parallel_config_errors_name_the_fix() -> None:
         config_from_dict({"parallel": {"strategy": "zero3"}})
     with pytest.raises(ValueError, match=r"fsdp' runs on CUDA with nccl only"):
         dataclasses.replace(_config(1), parallel=ParallelConfig(strategy="fsdp", backend="gloo"))
+
+
+def test_cli_nproc_2_builds_every_rank_from_the_config(tmp_path: Path) -> None:
+    """`studio train CONFIG --nproc 2`: the spawned rank builds its components from the config file."""
+    tok = char_tokenizer()
+    model_dir = tmp_path / "tiny"
+    tiny_llama(vocab_size=len(tok)).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    run = tmp_path / "run"
+    sets = [
+        f'model.name_or_path="{model_dir}"',
+        'model.device="cpu"',
+        'engine.backend="hf"',
+        "optim.total_steps=1",
+        "rollout.prompts_per_step=2",
+        "rollout.group_size=2",
+        "rollout.max_turns=1",
+        "rollout.max_new_tokens_per_turn=8",
+        "eval.num_tasks=0",
+        "algorithm.minibatch_size=4",
+    ]
+    args = ["train", str(REPO / "configs" / "quickstart.toml"), "--output-dir", str(run), "--nproc", "2"]
+    result = CliRunner().invoke(app, [*args, *[a for s in sets for a in ("--set", s)]])
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "config.resolved.json").read_text())["parallel"]["nproc"] == 2
+    records = (run / "trajectories" / "step_00001.jsonl").read_text().splitlines()
+    assert sorted(json.loads(r)["group_id"].split("-")[1] for r in records) == ["r0", "r0", "r1", "r1"]
+    assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1]
+    bad = CliRunner().invoke(app, ["train", str(REPO / "configs" / "quickstart.toml"), "--nproc", "3"])
+    assert bad.exit_code == 2
+    assert "multiple of parallel.nproc=3" in bad.output
