@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
 from pathlib import Path
 
 import pytest
@@ -128,7 +129,9 @@ def test_two_gloo_ranks_match_one_process_and_write_once(tmp_path: Path) -> None
     assert moved > 0.5 * total  # the step moved the weights (not a comparison of two untouched copies)
 
 
-def test_a_failing_rank_stops_the_job_with_its_error(tmp_path: Path) -> None:
+def test_a_failing_rank_stops_the_job_with_its_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # launched from a daemonic process, as a Celery prefork pool process running the job is
+    monkeypatch.setitem(multiprocessing.current_process()._config, "daemon", True)  # type: ignore[attr-defined]
     with pytest.raises(RankFailed, match="rank 1 could not load its model"):
         train(_config(2), run_dir=tmp_path, components_factory=failing_on_rank_1)
     assert not (tmp_path / "checkpoints").exists()

@@ -26,8 +26,13 @@ passes, so the update pads each rank's micro-batches to the longest rank's with 
 
 from __future__ import annotations
 
+import ctypes
 import logging
-from collections.abc import Callable, Iterable, Sequence
+import multiprocessing
+import signal
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -135,6 +140,7 @@ def _join_group(rank: int, world: int, store: Store, config: TrainConfig) -> Non
 
 def _rank_main(index: int, body: Callable[[], object], port: int, config: TrainConfig) -> None:
     """Entry of spawned rank `index + 1`: join the group, run `body`, leave the group."""
+    _die_with_parent()
     world = config.parallel.nproc
     store = TCPStore("127.0.0.1", port, world, is_master=False, timeout=timedelta(seconds=config.parallel.timeout_s))
     _join_group(index + 1, world, store, config)
@@ -142,6 +148,30 @@ def _rank_main(index: int, body: Callable[[], object], port: int, config: TrainC
         body()
     finally:
         dist.destroy_process_group()
+
+
+def _die_with_parent() -> None:
+    """Linux: this rank gets SIGTERM when rank 0's process ends, however it ends (no orphaned ranks)."""
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+@contextmanager
+def _may_have_children() -> Iterator[None]:
+    """Let a daemonic process (a Celery prefork pool process runs each job in one) start the ranks.
+
+    multiprocessing refuses children to daemonic processes lest they be orphaned; here rank 0 reaps its
+    ranks on every exit path and each rank dies with it (`_die_with_parent`).
+    """
+    config: dict[str, Any] = multiprocessing.current_process()._config  # type: ignore[attr-defined]
+    daemon = config.get("daemon")
+    config["daemon"] = False
+    try:
+        yield
+    finally:
+        if daemon is not None:
+            config["daemon"] = daemon
 
 
 def _first_child_error(ctx: Any, wait_s: float) -> BaseException | None:
@@ -169,9 +199,10 @@ def launch(config: TrainConfig, main: Callable[[], R], child: Callable[[], objec
     world = config.parallel.nproc
     timeout = timedelta(seconds=config.parallel.timeout_s)
     store = TCPStore("127.0.0.1", 0, world, is_master=True, timeout=timeout, wait_for_workers=False)
-    ctx = start_processes(  # type: ignore[no-untyped-call]
-        _rank_main, args=(child, store.port, config), nprocs=world - 1, join=False, start_method="spawn"
-    )
+    with _may_have_children():
+        ctx = start_processes(  # type: ignore[no-untyped-call]
+            _rank_main, args=(child, store.port, config), nprocs=world - 1, join=False, start_method="spawn"
+        )
     try:
         _join_group(0, world, store, config)
         try:
