@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import json
 import multiprocessing
 from pathlib import Path
@@ -47,6 +47,13 @@ def tiny_run() -> TrainComponents:
     return tiny_components(tok, model, HFGenerator(model, tok), parity_rubric(), n_tasks=8)
 
 
+def tiny_run_own_engine() -> TrainComponents:
+    """Like `tiny_run`, with the engine on its own copy of the weights (what FSDP needs)."""
+    comps = tiny_run()
+    comps.generator = HFGenerator(copy.deepcopy(comps.model), comps.tokenizer)
+    return comps
+
+
 def failing_on_rank_1() -> TrainComponents:
     """Picklable factory whose rank 1 fails while building."""
     if torch.distributed.get_rank() == 1:
@@ -54,7 +61,7 @@ def failing_on_rank_1() -> TrainComponents:
     return tiny_run()
 
 
-def _config(nproc: int, estimator: str = "reinforce_pp") -> TrainConfig:
+def _config(nproc: int, estimator: str = "reinforce_pp", strategy: str = "ddp") -> TrainConfig:
     return TrainConfig(
         model=ModelConfig(compute_dtype="float32"),  # bf16 autocast would round the two sums differently
         rollout=RolloutConfig(
@@ -65,7 +72,7 @@ def _config(nproc: int, estimator: str = "reinforce_pp") -> TrainConfig:
         optim=OptimConfig(lr=1e-3, total_steps=2, warmup_steps=0),
         eval=EvalConfig(num_tasks=0),
         logging=LoggingConfig(save_every_steps=0),
-        parallel=ParallelConfig(nproc=nproc, backend="gloo"),
+        parallel=ParallelConfig(nproc=nproc, backend="gloo", strategy=strategy),  # type: ignore[arg-type]
         seed=11,
     )
 
@@ -83,6 +90,30 @@ def _single_process_update(config: TrainConfig, trajs: list[Trajectory]) -> tupl
     loss = update_policy(model, batch, config, opt, acc, 1)
     assert loss.updates == 1
     return loss, {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _assert_matches_one_process(
+    config: TrainConfig, trajs: list[Trajectory], metrics: dict[str, float], checkpoint: Path
+) -> None:
+    # REINFORCE++ whitens advantages over the whole batch: rank-local statistics would change the gradient
+    loss, weights = _single_process_update(config, trajs)
+    assert metrics["train/optimizer_steps"] == 1
+    assert metrics["loss/grad_norm"] == pytest.approx(loss.grad_norm, rel=1e-5)  # the summed gradient's norm
+    for key in ("policy", "total", "entropy", "ratio_mean", "clip_frac"):
+        assert metrics[f"loss/{key}"] == pytest.approx(getattr(loss, key), rel=1e-5, abs=1e-7), key
+    saved = load_file(str(checkpoint / "model.safetensors"))
+    initial = tiny_run().model.state_dict()
+    lr = config.optim.lr
+    close = total = moved = 0
+    for name, value in weights.items():
+        # AdamW's first step is ~lr x sign(gradient): an entry whose true gradient is ~0 may take a float-noise
+        # sign, so the bound is lr / 10 per entry, and nearly every entry must agree to 1e-6
+        torch.testing.assert_close(saved[name], value, rtol=0, atol=lr / 10)
+        close += int(((saved[name] - value).abs() <= 1e-6).sum())
+        total += value.numel()
+        moved += int((initial[name] != value).sum())
+    assert close >= 0.98 * total
+    assert moved > 0.5 * total  # the step moved the weights (not a comparison of two untouched copies)
 
 
 def test_two_gloo_ranks_match_one_process_and_write_once(tmp_path: Path) -> None:
@@ -106,27 +137,8 @@ def test_two_gloo_ranks_match_one_process_and_write_once(tmp_path: Path) -> None
     assert len(trajs) == 8
     assert len({t.group_id for t in trajs}) == 4  # whole groups, never split, ids unique
     assert {t.group_id.split("-")[1] for t in trajs} == {"r0", "r1"}
-    metrics = json.loads(lines[0])
 
-    # REINFORCE++ whitens advantages over the whole batch: rank-local statistics would change the gradient
-    loss, weights = _single_process_update(config, trajs)
-    assert metrics["train/optimizer_steps"] == 1
-    assert metrics["loss/grad_norm"] == pytest.approx(loss.grad_norm, rel=1e-5)  # the summed gradient's norm
-    for key in ("policy", "total", "entropy", "ratio_mean", "clip_frac"):
-        assert metrics[f"loss/{key}"] == pytest.approx(getattr(loss, key), rel=1e-5, abs=1e-7), key
-    saved = load_file(str(tmp_path / "checkpoints" / "step_00001" / "model.safetensors"))
-    initial = tiny_run().model.state_dict()
-    lr = config.optim.lr
-    close = total = moved = 0
-    for name, value in weights.items():
-        # AdamW's first step is ~lr x sign(gradient): an entry whose true gradient is ~0 may take a float-noise
-        # sign, so the bound is lr / 10 per entry, and nearly every entry must agree to 1e-6
-        torch.testing.assert_close(saved[name], value, rtol=0, atol=lr / 10)
-        close += int(((saved[name] - value).abs() <= 1e-6).sum())
-        total += value.numel()
-        moved += int((initial[name] != value).sum())
-    assert close >= 0.98 * total
-    assert moved > 0.5 * total  # the step moved the weights (not a comparison of two untouched copies)
+    _assert_matches_one_process(config, trajs, json.loads(lines[0]), tmp_path / "checkpoints" / "step_00001")
 
 
 def test_a_failing_rank_stops_the_job_with_its_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -152,8 +164,14 @@ def test_parallel_config_errors_name_the_fix() -> None:
         _config(3)
     with pytest.raises(ValueError, match=r"parallel\.strategy must be one of ddp, fsdp"):
         config_from_dict({"parallel": {"strategy": "zero3"}})
-    with pytest.raises(ValueError, match=r"fsdp' runs on CUDA with nccl only"):
-        dataclasses.replace(_config(1), parallel=ParallelConfig(strategy="fsdp", backend="gloo"))
+    with pytest.raises(ValueError, match=r"fsdp' does not shard a critic"):
+        config_from_dict(
+            {
+                "parallel": {"nproc": 2, "strategy": "fsdp"},
+                "rollout": {"prompts_per_step": 2},
+                "algorithm": {"estimator": "gae", "vf_coef": 0.5},
+            }
+        )
 
 
 def test_cli_nproc_2_builds_every_rank_from_the_config(tmp_path: Path) -> None:
@@ -185,3 +203,27 @@ def test_cli_nproc_2_builds_every_rank_from_the_config(tmp_path: Path) -> None:
     bad = CliRunner().invoke(app, ["train", str(REPO / "configs" / "quickstart.toml"), "--nproc", "3"])
     assert bad.exit_code == 2
     assert "multiple of parallel.nproc=3" in bad.output
+
+
+@pytest.mark.slow
+def test_fsdp_two_gloo_ranks_match_one_process_and_resume(tmp_path: Path) -> None:
+    """FSDP-sharded decoder layers (gloo on CPU): the same step as one process, a whole-weights checkpoint,
+    and a resume that loads it back into the shards."""
+    config = _config(2, strategy="fsdp")
+    seen: list[list[Trajectory]] = []
+    first = train(
+        config,
+        run_dir=tmp_path,
+        components_factory=tiny_run_own_engine,
+        on_step=lambda _s, _m, trajs: seen.append(trajs),
+        should_stop=lambda: True,
+    )
+    assert (first.status, first.steps_done) == ("cancelled", 1)
+    metrics = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    _assert_matches_one_process(config, seen[0], metrics, tmp_path / "checkpoints" / "step_00001")
+    with pytest.raises(ValueError, match="the rollout engine needs its own copy"):
+        train(config, run_dir=tmp_path / "shared", components_factory=tiny_run)
+    resumed = train(config, run_dir=tmp_path, resume_from=tmp_path, components_factory=tiny_run_own_engine)
+    assert (resumed.status, resumed.steps_done) == ("completed", 2)
+    assert [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_00001", "step_00002"]

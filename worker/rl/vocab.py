@@ -26,7 +26,7 @@ ComputeDType = Literal["auto", "float32", "bfloat16", "float16"]
 Scheduler = Literal["constant", "linear", "cosine"]
 """Learning-rate schedules after warm-up."""
 ParallelStrategy = Literal["ddp", "fsdp"]
-"""How ranks of one job hold the policy: 'ddp' a full replica each, 'fsdp' decoder layers sharded (GPU only)."""
+"""How ranks of one job hold the policy: 'ddp' a full replica each, 'fsdp' decoder layers sharded."""
 DistBackend = Literal["auto", "gloo", "nccl"]
 """torch.distributed backends; 'auto' = nccl on CUDA, gloo on CPU."""
 Preset = Literal["quickstart", "hotpotqa_cpu", "paper"]

@@ -73,8 +73,8 @@ class Ranks:
 
     @property
     def sharded(self) -> bool:
-        """FSDP over more than one rank."""
-        return self.active and self.strategy == "fsdp"
+        """The policy's decoder layers are FSDP-sharded over the group (only ever inside a process group)."""
+        return self.strategy == "fsdp"
 
 
 SINGLE = Ranks()
@@ -87,7 +87,7 @@ def initialized() -> bool:
 
 
 def ranks_of(config: TrainConfig) -> Ranks:
-    """This process's `Ranks` (`SINGLE` outside a process group)."""
+    """This process's `Ranks` (`SINGLE` outside a process group, whatever `parallel.strategy` says)."""
     if not initialized():
         return SINGLE
     return Ranks(dist.get_rank(), dist.get_world_size(), config.parallel.strategy)
@@ -115,8 +115,6 @@ def check_launch(config: TrainConfig) -> None:
             f"parallel.nproc={nproc} needs one GPU per rank; {torch.cuda.device_count()} visible "
             "(CUDA_VISIBLE_DEVICES; a worker gives a job STUDIO_WORKER_GPUS_PER_JOB of them)"
         )
-    if config.parallel.strategy == "fsdp" and not uses_cuda(config):
-        raise ValueError("parallel.strategy='fsdp' needs CUDA (nccl); use parallel.strategy='ddp' on CPU")
 
 
 # ---- launch -------------------------------------------------------------------------------------------------
@@ -183,6 +181,14 @@ def _first_child_error(ctx: Any, wait_s: float) -> BaseException | None:
     return None
 
 
+def _is_collective_error(exc: BaseException) -> bool:
+    """Whether `exc` is a collective failing because a peer went away (not an error of rank 0's own)."""
+    if isinstance(exc, dist.DistError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(w in text for w in ("gloo", "nccl", "connection", "timed out"))
+
+
 def _terminate(ctx: Any) -> None:
     for proc in ctx.processes:
         if proc.is_alive():
@@ -212,7 +218,7 @@ def launch(config: TrainConfig, main: Callable[[], R], child: Callable[[], objec
     except BaseException as exc:
         child_error = _first_child_error(ctx, wait_s=5.0)
         _terminate(ctx)
-        if child_error is not None:
+        if child_error is not None and _is_collective_error(exc):  # rank 0 only saw a peer go away
             raise RankFailed(f"a training rank failed: {child_error}") from exc
         raise
     try:
@@ -456,12 +462,12 @@ def shard_policy(model: nn.Module, config: TrainConfig, ranks: Ranks) -> nn.Modu
     layers = getattr(decoder, "layers", None)
     if layers is None:
         raise ValueError(f"parallel.strategy='fsdp': {type(decoder).__name__} has no .layers to shard")
-    model.to(torch.device("cuda", torch.cuda.current_device()))
+    if _device(ranks).type == "cuda":
+        model.to(torch.device("cuda", torch.cuda.current_device()))
     for layer in layers:
         fully_shard(layer)
-        set_divide = getattr(layer, "set_gradient_divide_factor", None)
-        if set_divide is not None:
-            set_divide(1.0)  # the losses carry global denominators: sum the shards' gradients
+        layer.set_gradient_divide_factor(1.0)  # global denominators: a plain sum
+        layer.set_force_sum_reduction_for_comms(True)  # ReduceOp.SUM (gloo has no PREMUL_SUM)
     return model
 
 
@@ -473,3 +479,54 @@ def full_weights(model: nn.Module, ranks: Ranks) -> dict[str, Tensor] | None:
 
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     return {k: v for k, v in state.items() if isinstance(v, Tensor)}
+
+
+def check_rollout_engine(generator: Any, model: nn.Module, ranks: Ranks) -> None:
+    """FSDP ranks roll out at their own pace: the engine must hold its own weights, not the sharded policy."""
+    shares = getattr(generator, "shares_model_with", None)
+    if ranks.sharded and shares is not None and shares(model):
+        raise ValueError(
+            "parallel.strategy='fsdp' shards the policy, so the rollout engine needs its own copy: run the HF "
+            "engine in a compute dtype other than model.dtype (e.g. model.compute_dtype='bfloat16' over "
+            "float32 weights) or engine.backend='vllm'; or use parallel.strategy='ddp'"
+        )
+
+
+class Gathered:
+    """A whole (gathered) state dict standing in for a sharded model or optimizer at checkpoint time:
+    `state_dict()` gives it to the writer, `load_state_dict` keeps what the reader loads."""
+
+    config: Any
+    """The model's HF config (written beside the weights); absent for an optimizer state."""
+
+    def __init__(self, state: dict[str, Any], config: Any = None) -> None:
+        self.state = state
+        if config is not None:
+            self.config = config
+        self.loaded: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.state
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> tuple[list[str], list[str]]:
+        self.loaded = state
+        return [], []
+
+
+def gathered_state(model: nn.Module, opt: torch.optim.Optimizer) -> tuple[Gathered, Gathered]:
+    """FSDP: whole model and optimizer states (collective; every rank calls it), on CPU."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    weights, optim = get_state_dict(model, opt, options=options)
+    return Gathered(dict(weights), getattr(model, "config", None)), Gathered(dict(optim))
+
+
+def load_gathered(model: nn.Module, opt: torch.optim.Optimizer, weights: Gathered, optim: Gathered) -> None:
+    """FSDP: load whole states (read by every rank) into the sharded model and its optimizer."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    if weights.loaded is None:
+        raise ValueError("the checkpoint gave no model weights to load")
+    options = StateDictOptions(full_state_dict=True)
+    set_state_dict(model, opt, model_state_dict=weights.loaded, optim_state_dict=optim.loaded or {}, options=options)

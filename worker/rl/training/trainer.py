@@ -54,11 +54,15 @@ from worker.rl.training.distributed import (
     Ranks,
     agree_stop,
     broadcast_parameters,
+    check_rollout_engine,
+    full_weights,
     gather_rollout,
+    gathered_state,
     global_advantages,
     global_token_mean,
     initialized,
     launch,
+    load_gathered,
     mean_over_ranks,
     ranks_of,
     shard_policy,
@@ -113,13 +117,15 @@ def evaluate_policy(
     return out, batch.trajectories
 
 
-def sync_weights(generator: Any, model: Any) -> None:
-    """Push new weights to a separate engine; nothing to do when it serves the training model itself."""
+def sync_weights(generator: Any, model: Any, ranks: Ranks = SINGLE) -> None:
+    """Push new weights to a separate engine; nothing to do when it serves the training model itself.
+    FSDP: the sharded layers are gathered first (every rank calls this)."""
     shares = getattr(generator, "shares_model_with", None)
     if shares is not None and shares(model):
         return
+    full = full_weights(model, ranks)
     if isinstance(generator, WeightSyncable):
-        generator.load_weights(policy_weights(model))
+        generator.load_weights(policy_weights(model) if full is None else list(full.items()))
 
 
 def _resume_dir(resume_from: str | Path | None) -> Path | None:
@@ -160,6 +166,7 @@ def setup(config: TrainConfig, run_dir: Path, components: TrainComponents | None
                 enable_shared_prefix(net)
     acc = Accelerator(cpu=not torch.cuda.is_available())
     broadcast_parameters([comps.model], ranks)  # every replica starts from rank 0's weights
+    check_rollout_engine(comps.generator, comps.model, ranks)
     model = shard_policy(comps.model, config, ranks)
     opt = make_optimizer(model, config.optim)
     head: ValueHead | None = None
@@ -181,11 +188,18 @@ def resume(state: TrainState, resume_from: str | Path | None) -> tuple[int, Path
     ckpt = _resume_dir(resume_from)
     if ckpt is None:
         return 0, None
-    loaded = load_checkpoint(ckpt, model=state.model, optimizer=state.opt, scheduler=state.sched, value_head=state.head)
+    if state.ranks.sharded:  # every rank reads the whole states, then keeps its shards
+        weights, optim = gathered_state(state.model, state.opt)
+        loaded = load_checkpoint(ckpt, model=weights, optimizer=optim, scheduler=state.sched)  # type: ignore[arg-type]
+        load_gathered(state.model, state.opt, weights, optim)
+    else:
+        loaded = load_checkpoint(
+            ckpt, model=state.model, optimizer=state.opt, scheduler=state.sched, value_head=state.head
+        )
     state.sampler.load_state_dict(loaded.sampler_state)
     if state.ranks.main:
         state.writer.truncate_after(loaded.step)
-    sync_weights(state.comps.generator, state.model)
+    sync_weights(state.comps.generator, state.model, state.ranks)
     logger.info("resumed from %s at step %d", ckpt, loaded.step)
     return loaded.step, ckpt
 
@@ -294,7 +308,7 @@ def train(
         state.sched.step()
         # 6. Weight sync to the rollout engine
         t_sync = time.perf_counter()
-        sync_weights(comps.generator, model)
+        sync_weights(comps.generator, model, ranks)
         # 7. Log (and evaluate every eval.every_steps and at the end)
         metrics = train_step_metrics(
             rollout, reward, loss, batch, advantages, old_values, t0=t0, t_update=t_update, t_sync=t_sync, ranks=ranks
@@ -338,15 +352,20 @@ def _train_rank(
 def save_checkpoint_of(state: TrainState, run_dir: Path, step: int, config: TrainConfig) -> Path:
     """Weights, optimizer, schedule, sampler, RNG and value head after `step` (older ones pruned).
 
-    Rank 0 writes; the other ranks return the path it writes to (their replicas are identical).
+    Rank 0 writes; the other ranks return the path it writes to (their replicas are identical). FSDP: the
+    whole weights and optimizer state are gathered first, so the checkpoint is the same as DDP's.
     """
+    model: Any = state.model
+    opt: Any = state.opt
+    if state.ranks.sharded:
+        model, opt = gathered_state(state.model, state.opt)
     if not state.ranks.main:
         return run_dir / CHECKPOINT_DIR / step_dir_name(step)
     return save_checkpoint(
         run_dir,
         step,
-        model=state.model,
-        optimizer=state.opt,
+        model=model,
+        optimizer=opt,
         scheduler=state.sched,
         sampler_state=state.sampler.state_dict(),
         config=config.to_dict(),
