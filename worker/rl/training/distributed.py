@@ -29,8 +29,10 @@ from __future__ import annotations
 import ctypes
 import logging
 import multiprocessing
+import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -127,6 +129,8 @@ class RankFailed(RuntimeError):
 def _join_group(rank: int, world: int, store: Store, config: TrainConfig) -> None:
     if uses_cuda(config):
         torch.cuda.set_device(rank)
+    else:  # CPU ranks split the cores instead of each spinning up one thread per core
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     dist.init_process_group(
         backend_of(config),
         store=store,
@@ -209,21 +213,28 @@ def launch(config: TrainConfig, main: Callable[[], R], child: Callable[[], objec
         ctx = start_processes(  # type: ignore[no-untyped-call]
             _rank_main, args=(child, store.port, config), nprocs=world - 1, join=False, start_method="spawn"
         )
+    threads = torch.get_num_threads()
     try:
         _join_group(0, world, store, config)
         try:
             result = main()
         finally:
             dist.destroy_process_group()
+            torch.set_num_threads(threads)  # the caller (e.g. a worker's pool process) gets its cores back
     except BaseException as exc:
         child_error = _first_child_error(ctx, wait_s=5.0)
         _terminate(ctx)
         if child_error is not None and _is_collective_error(exc):  # rank 0 only saw a peer go away
             raise RankFailed(f"a training rank failed: {child_error}") from exc
         raise
+    # the ranks run the same steps as rank 0, so they end with it; one still running at the timeout is ended
+    deadline = time.monotonic() + config.parallel.timeout_s
     try:
-        while not ctx.join():
-            pass
+        while not ctx.join(timeout=max(0.0, deadline - time.monotonic())):
+            if time.monotonic() >= deadline:
+                _terminate(ctx)
+                logger.warning("training ranks still running %.0f s after rank 0 ended", config.parallel.timeout_s)
+                break
     except Exception as err:
         _terminate(ctx)
         raise RankFailed(f"a training rank failed after rank 0 finished: {err}") from err
