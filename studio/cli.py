@@ -260,7 +260,7 @@ def _forward(module: str, attr: str, args: list[str]) -> None:
 
 @app.command(context_settings=FORWARD, add_help_option=False)
 def train(ctx: typer.Context) -> None:
-    """Train a policy from a config file: `studio train CONFIG [--resume RUN_DIR]`."""
+    """Train a policy from a config file: `studio train CONFIG [--resume RUN_DIR] [--nproc N]`."""
     _forward("worker.rl.cli", "app", ["train", *ctx.args])
 
 

@@ -49,7 +49,8 @@ def worker_args(settings: Settings, queues: str | None = None) -> list[str]:
     from worker.devices import visible_gpus, worker_concurrency
 
     queue_list = queues.split(",") if queues else list(settings.queues)
-    concurrency = worker_concurrency(settings.worker_concurrency, queue_list, visible_gpus())
+    gpus = visible_gpus()
+    concurrency = worker_concurrency(settings.worker_concurrency, queue_list, gpus, settings.worker_gpus_per_job)
     return [
         sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
         "-Q", ",".join(queue_list), "-c", str(concurrency),

@@ -18,7 +18,7 @@ from celery.utils.log import current_process_index
 from kombu import Queue
 
 from backend.core.config import get_settings
-from worker.devices import WORKER_GPUS_ENV, pin_current_process, visible_gpus
+from worker.devices import GPUS_PER_JOB_ENV, WORKER_GPUS_ENV, pin_current_process, visible_gpus
 
 logger = logging.getLogger(__name__)
 
@@ -62,11 +62,12 @@ celery_app = create_celery_app()
 def _share_gpus(**_kwargs: object) -> None:
     """In the worker's main process, before the pool forks: record the GPUs its processes share out."""
     os.environ.setdefault(WORKER_GPUS_ENV, ",".join(visible_gpus()))
+    os.environ.setdefault(GPUS_PER_JOB_ENV, str(get_settings().worker_gpus_per_job))
 
 
 @worker_process_init.connect
 def _pin_gpu(**_kwargs: object) -> None:
-    """In each pool process: see only its own GPU, so concurrent jobs never share one."""
+    """In each pool process: see only its own GPU(s) (`STUDIO_WORKER_GPUS_PER_JOB`), so jobs never share one."""
     index = current_process_index(base=0)
     device = pin_current_process(index)
     if device is not None:

@@ -393,6 +393,28 @@ CoreEntry = Callable[..., Any]
 """`trainer.train` or `rollout_run.run_rollouts`: one keyword contract (run_dir, resume_from, on_step, should_stop)."""
 
 
+@dataclasses.dataclass(frozen=True)
+class EnvironmentComponents:
+    """Picklable components builder for the spawned ranks of a multi-process run in a studio environment:
+    each rank starts its own sandboxed tool pool (closed when the rank's process exits)."""
+
+    config: Any
+    env_spec: Any
+    limits: SandboxLimits
+    cache_dir: Path
+
+    def __call__(self) -> Any:
+        import atexit
+
+        from worker.rl.training.build import build_components
+
+        pool = pool_for_spec(self.env_spec, limits=self.limits)
+        atexit.register(pool.close)
+        return build_components(
+            self.config, env_spec=self.env_spec, tool_runner=pool.call, index_cache_dir=self.cache_dir
+        )
+
+
 def _run_core(
     run_id: int,
     store: RunStore,
@@ -401,7 +423,9 @@ def _run_core(
     runs_dir: Path,
     entry: CoreEntry,
     decoder: Callable[[Any], TokenDecoder | None] = token_decoder,
+    ranks: bool = False,
 ) -> Any:
+    """`ranks`: the entry takes `components_factory` (`trainer.train`, which runs `parallel.nproc` ranks)."""
     with running(store, run_id, hostname=hostname) as spec:
         version = store.load_environment_version(spec.environment_version_id) if spec.environment_version_id else None
         env_spec = load_env_spec(version) if version is not None else None
@@ -420,6 +444,9 @@ def _run_core(
 
                 extra["components"] = build_components(config, env_spec=env_spec, tool_runner=pool.call,
                                                        index_cache_dir=index_cache_dir())  # fmt: skip
+                if ranks and config.parallel.nproc > 1:  # the other ranks build their own (own tool pool)
+                    limits, cache = sandbox_limits(), index_cache_dir()
+                    extra["components_factory"] = EnvironmentComponents(config, env_spec, limits, cache)
             result = entry(
                 config, run_dir=run_dir, resume_from=run_dir if resume else None,
                 on_step=recorder.on_step, should_stop=recorder.should_stop, **extra,
@@ -461,10 +488,15 @@ def train_job(
     runs_dir: Path,
     decoder: Callable[[Any], TokenDecoder | None] = token_decoder,
 ) -> None:
-    """`worker.rl.training.trainer.train` with live metrics/trajectories/checkpoints; resumes from the run dir."""
+    """`worker.rl.training.trainer.train` with live metrics/trajectories/checkpoints; resumes from the run dir.
+
+    A run whose config asks `parallel.nproc = N` runs N ranks: this process is rank 0 (lease, heartbeat,
+    callbacks, cancel polling, database rows) and spawns the others; on a gpu worker the job's pool process
+    sees `STUDIO_WORKER_GPUS_PER_JOB` GPUs, one per rank.
+    """
     from worker.rl.training.trainer import train
 
-    _run_core(run_id, store, hostname=hostname, runs_dir=runs_dir, entry=train, decoder=decoder)
+    _run_core(run_id, store, hostname=hostname, runs_dir=runs_dir, entry=train, decoder=decoder, ranks=True)
 
 
 def rollout_job(

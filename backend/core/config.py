@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(
         default=0, ge=0, description="Jobs a worker runs at once; 0 = one per visible GPU on a gpu worker, else 1."
     )
+    worker_gpus_per_job: int = Field(
+        default=1,
+        ge=1,
+        description="GPUs each job of a gpu worker takes (a run with parallel.nproc = N needs N); auto concurrency "
+        "becomes visible GPUs // this.",
+    )
     heartbeat_timeout_s: float = Field(
         default=120.0, gt=0, description="A running job silent this long has lost its worker."
     )

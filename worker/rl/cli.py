@@ -47,13 +47,21 @@ def train(
     resume: Annotated[Path | None, typer.Option(help="Resume from this run dir (its latest checkpoint)")] = None,
     output_dir: Annotated[Path | None, typer.Option(help="Run directory (overrides logging.output_dir)")] = None,
     set_: SetOpt = None,
+    nproc: Annotated[
+        int | None,
+        typer.Option(
+            "--nproc",
+            min=1,
+            help="Ranks of one data-parallel job (overrides parallel.nproc): gloo on CPU, nccl with one GPU per rank",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Run RL training from a config file."""
+    """Run RL training from a config file (`--nproc N`: one job across N processes)."""
     from worker.rl.training.trainer import train as run_training
 
     _setup_logging(verbose)
-    cfg = _load(config, set_, output_dir)
+    cfg = _load(config, [*(set_ or []), *([f"parallel.nproc={nproc}"] if nproc is not None else [])], output_dir)
     run_dir = Path(cfg.logging.output_dir) if resume is None else resume
     total = cfg.optim.total_steps
 

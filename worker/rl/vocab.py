@@ -25,6 +25,10 @@ ComputeDType = Literal["auto", "float32", "bfloat16", "float16"]
 """Dtypes the passes and the rollout engine may run in; 'auto' picks bf16 where the hardware has bf16 math."""
 Scheduler = Literal["constant", "linear", "cosine"]
 """Learning-rate schedules after warm-up."""
+ParallelStrategy = Literal["ddp", "fsdp"]
+"""How ranks of one job hold the policy: 'ddp' a full replica each, 'fsdp' decoder layers sharded."""
+DistBackend = Literal["auto", "gloo", "nccl"]
+"""torch.distributed backends; 'auto' = nccl on CUDA, gloo on CPU."""
 Preset = Literal["quickstart", "hotpotqa_cpu", "paper"]
 """Run presets (`RunCreate.preset`): files under `configs/`, see `PRESETS`."""
 
@@ -36,6 +40,8 @@ ENGINES: tuple[str, ...] = get_args(Engine)
 DTYPES: tuple[str, ...] = get_args(DType)
 COMPUTE_DTYPES: tuple[str, ...] = get_args(ComputeDType)
 SCHEDULERS: tuple[str, ...] = get_args(Scheduler)
+PARALLEL_STRATEGIES: tuple[str, ...] = get_args(ParallelStrategy)
+DIST_BACKENDS: tuple[str, ...] = get_args(DistBackend)
 
 PRESETS: dict[str, tuple[str, str]] = {
     "quickstart": ("quickstart.toml", "Built-in fictional-KB search task on the bundled SmolLM2-135M; CPU, minutes."),

@@ -391,6 +391,13 @@ def make_optimizer(model: Any, cfg: OptimConfig) -> torch.optim.Optimizer:
         # one fused kernel: on SmolLM2-135M on 2 CPU cores 0.09 s per step and 0.5 GB less peak memory
         # than the default multi-tensor AdamW (0.48 s)
         kwargs["fused"] = True
+    # FSDP (`training.distributed`): sharded (DTensor) and replicated parameters in separate groups, since
+    # one fused or multi-tensor kernel cannot mix the two
+    sharded = [p for p in params if type(p).__name__ == "DTensor"]
+    if sharded and len(sharded) < len(params):
+        ids = {id(p) for p in sharded}
+        groups = [{"params": [p for p in params if id(p) not in ids]}, {"params": sharded}]
+        return torch.optim.AdamW(groups, **kwargs)
     return torch.optim.AdamW(params, **kwargs)
 
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from worker.rl.rollout import RolloutBatch, RolloutLimits, collect_trajectories
+from worker.rl.rollout import RolloutBatch, RolloutLimits, collect_trajectories, derive_seed
 from worker.rl.training.config import TrainConfig
 from worker.rl.trajectories import write_jsonl
 from worker.rl.types import Task, Trajectory
@@ -29,25 +29,44 @@ def step_seed(seed: int, step: int) -> int:
     return seed * 100_003 + step
 
 
+def rank_seed(seed: int, rank: int) -> int:
+    """The sampling seed (`RolloutConfig.sampling_params`) of rank `rank` of a run seeded `seed` (rank 0: `seed`)."""
+    return seed if rank == 0 else derive_seed(seed, rank)
+
+
+def rank_share(items: Sequence[Task], rank: int, world: int) -> list[Task]:
+    """Rank `rank`'s contiguous share of a step's tasks (whole groups; ranks in order give back `items`)."""
+    if len(items) % world:
+        raise ValueError(f"{len(items)} tasks cannot be shared equally by {world} ranks")
+    size = len(items) // world
+    return list(items[rank * size : (rank + 1) * size])
+
+
 def rollout_limits(config: TrainConfig) -> RolloutLimits:
     """The episode budgets of `config.rollout`."""
     r = config.rollout
     return RolloutLimits(r.max_turns, r.max_new_tokens_per_turn, r.max_total_tokens)
 
 
-def collect_step(comps: TrainComponents, config: TrainConfig, sampler: TaskSampler, step: int) -> RolloutBatch:
-    """`prompts_per_step` tasks from the seeded sampler, `group_size` episodes each, with step `step`'s seed."""
+def collect_step(
+    comps: TrainComponents, config: TrainConfig, sampler: TaskSampler, step: int, *, rank: int = 0, world: int = 1
+) -> RolloutBatch:
+    """`prompts_per_step` tasks from the seeded sampler, `group_size` episodes each, with step `step`'s seed.
+
+    One rank of `world` (`training.distributed`) draws the same tasks, keeps its share (`rank_share`) and
+    samples with its own seed (`rank_seed`); every rank's sampler stays in the same state.
+    """
     tasks = [comps.train_tasks[i] for i in sampler.sample(config.rollout.prompts_per_step)]
     return collect_trajectories(
         comps.env_factory,
         comps.generator,
         comps.chat,
-        tasks,
+        rank_share(tasks, rank, world),
         group_size=config.rollout.group_size,
-        params=config.rollout.sampling_params(config.seed),
+        params=config.rollout.sampling_params(rank_seed(config.seed, rank)),
         limits=rollout_limits(config),
         seed=step_seed(config.seed, step),
-        group_prefix=f"s{step}-",
+        group_prefix=f"s{step}-" if world == 1 else f"s{step}-r{rank}-",
     )
 
 

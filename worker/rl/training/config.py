@@ -1,7 +1,7 @@
 """The training run spec: nested frozen dataclasses, validated at construction.
 
 Each group covers one concern (model, engine, task, rollout, algorithm, optim,
-eval, logging); every field carries a docstring and every check says how to fix
+eval, logging, parallel); every field carries a docstring and every check says how to fix
 it. Value lists are `Literal`s from `worker.rl.vocab`. `load_config` reads TOML/YAML
 strictly through `config_loader` (unknown keys and wrong types are errors naming the
 key path); `override` applies CLI `--set a.b=value` edits. No torch here: the API
@@ -19,19 +19,23 @@ from worker.rl.generation.base import SamplingParams
 from worker.rl.training.config_loader import apply_overrides, build_dataclass, read_spec_file
 from worker.rl.vocab import (
     COMPUTE_DTYPES,
+    DIST_BACKENDS,
     DTYPES,
     ENGINES,
     ESTIMATORS,
     GROUP_ESTIMATORS,
     KL_KINDS,
     LOSS_AGGS,
+    PARALLEL_STRATEGIES,
     SCHEDULERS,
     ComputeDType,
+    DistBackend,
     DType,
     Engine,
     Estimator,
     KLKind,
     LossAgg,
+    ParallelStrategy,
     Scheduler,
 )
 
@@ -494,6 +498,27 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class ParallelConfig:
+    """One training job across processes (`worker.rl.training.distributed`): data-parallel ranks."""
+
+    nproc: int = 1
+    """Ranks of the job (1 = one process). Each rolls out its own share of a step's prompts, whole groups."""
+    strategy: ParallelStrategy = "ddp"
+    """'ddp': every rank holds the whole policy, gradients all-reduced; 'fsdp': decoder layers sharded
+    across the ranks, for models whose training state does not fit one GPU (gloo on CPU runs it too, for tests)."""
+    backend: DistBackend = "auto"
+    """torch.distributed backend; 'auto' = nccl on CUDA (one device per rank), gloo on CPU."""
+    timeout_s: float = 1800.0
+    """How long a rank waits on the others at a collective before the job fails (a hung or lost rank)."""
+
+    def __post_init__(self) -> None:
+        _check(self.nproc >= 1, f"parallel.nproc must be >= 1; got {self.nproc}")
+        _one_of("parallel.strategy", self.strategy, PARALLEL_STRATEGIES)
+        _one_of("parallel.backend", self.backend, DIST_BACKENDS)
+        _check(self.timeout_s > 0, f"parallel.timeout_s must be > 0; got {self.timeout_s}")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """A whole training run."""
 
@@ -513,10 +538,22 @@ class TrainConfig:
     """Held-out evaluation."""
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     """Outputs and checkpoints."""
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    """Processes of one training job."""
     seed: int = 0
     """Seed of everything random in the run (sampler, engine, torch)."""
 
     def __post_init__(self) -> None:
+        nproc = self.parallel.nproc
+        _check(
+            self.rollout.prompts_per_step % nproc == 0,
+            f"rollout.prompts_per_step={self.rollout.prompts_per_step} must be a multiple of parallel.nproc={nproc} "
+            "(each rank rolls out whole groups of an equal share of the prompts)",
+        )
+        _check(
+            self.parallel.strategy != "fsdp" or nproc == 1 or self.algorithm.estimator != "gae",
+            "parallel.strategy='fsdp' does not shard a critic; use parallel.strategy='ddp' with estimator 'gae'",
+        )
         if self.algorithm.estimator in GROUP_ESTIMATORS and self.rollout.group_size < 2:
             raise ValueError(
                 f"rollout.group_size must be >= 2 for {self.algorithm.estimator}; "

@@ -5,6 +5,8 @@ One decoder pass per micro-batch yields the log-probs and, with a critic (`gae`)
 clipped policy - entropy bonus (+ KL) (+ vf_coef * clipped value loss), optimised for `ppo_epochs`. A
 minibatch (one optimizer step) is split into micro-batches whose gradients accumulate
 (`algorithm.micro_batch_tokens`), and a group's shared prompt is computed once (`algorithm.share_prefix`).
+Across ranks (`training.distributed`) each minibatch is the union of the ranks' local ones: denominators
+are summed over the ranks, gradients all-reduced, and every rank takes the same number of optimizer steps.
 """
 
 from __future__ import annotations
@@ -30,6 +32,14 @@ from worker.rl.training.batch import TrainBatch, collate
 from worker.rl.training.build import TrainComponents
 from worker.rl.training.config import TrainConfig
 from worker.rl.training.critic import token_values, values_from_hidden
+from worker.rl.training.distributed import (
+    SINGLE,
+    Ranks,
+    all_reduce_gradients,
+    clip_sharded_grad_norm,
+    max_int,
+    sum_values,
+)
 from worker.rl.training.logprobs import hidden_states, logprobs_from_hidden, token_logprobs
 from worker.rl.training.metrics import LossStats
 from worker.rl.training.packing import packed_length
@@ -319,20 +329,24 @@ def _accumulate_gradients(
     acc: Accelerator,
     value_head: nn.Module | None,
     mb_old_values: Tensor | None,
+    ranks: Ranks = SINGLE,
 ) -> dict[str, float]:
     """Backward of one minibatch's loss in length-sorted micro-batches; returns the minibatch's loss parts.
 
     Each micro-batch's aggregated loss is scaled by its share of the minibatch's denominator (tokens for
     token-mean, sequences for the seq-mean modes, rows x the constant for seq-mean-token-sum-norm), so the
-    accumulated gradient is that of the whole minibatch.
+    accumulated gradient is that of the whole minibatch. Across ranks the denominator is the sum of the
+    ranks' and the parts are summed over them: the minibatch is the union of the ranks' rows.
     """
     agg, norm = config.algorithm.loss_agg_mode, config.norm_tokens
-    total_weight = float(aggregate_weight(mb.loss_mask, agg, norm))
-    total_tokens = float(mb.loss_mask.sum().item())
+    total_weight, total_tokens = sum_values(
+        [float(aggregate_weight(mb.loss_mask, agg, norm)) if mb.size else 0.0, float(mb.loss_mask.sum().item())],
+        ranks,
+    )
     split = micro_batches(mb, config.algorithm.micro_batch_tokens, share_prefix=config.algorithm.share_prefix)
     # a micro-batch without sampled tokens adds nothing to the loss or to any denominator
-    groups = [rows for rows in split if mb.loss_mask[rows].sum() > 0]
-    parts: dict[str, float] = {}
+    groups = [rows for rows in split if rows.numel() and mb.loss_mask[rows].sum() > 0]
+    parts: dict[str, float] = dict.fromkeys(_PART_KEYS, 0.0)
     for i, rows in enumerate(groups):
         micro = mb.select(rows).trimmed()
         micro_old = None if mb_old_values is None else mb_old_values[rows][:, : micro.input_ids.shape[1]]  # (b, t)
@@ -346,7 +360,26 @@ def _accumulate_gradients(
         for key, value in micro_parts.items():
             weight = token_share if key in _TOKEN_MEANS else share
             parts[key] = parts.get(key, 0.0) + weight * value
+    if ranks.sharded:  # FSDP: every rank runs as many passes over the sharded layers as the busiest one
+        for _ in range(max_int(len(groups), ranks) - len(groups)):
+            _zero_weight_pass(model, mb, config)
+    if ranks.active:
+        parts = dict(zip(_PART_KEYS, sum_values([parts[k] for k in _PART_KEYS], ranks), strict=True))
     return parts
+
+
+_PART_KEYS = ("policy", "kl", "entropy", "value", "total", "clip_frac", "approx_kl", "ratio_mean", "dual_clip_frac")
+"""The loss parts `_minibatch_loss` reports (summed over ranks in this order)."""
+
+
+def _zero_weight_pass(model: Any, mb: TrainBatch, config: TrainConfig) -> None:
+    """A forward and backward that changes no gradient: keeps an FSDP rank in step with the others."""
+    device = mb.input_ids.device
+    ids = torch.zeros((1, 2), dtype=torch.long, device=device)
+    with compute_context(config, device):
+        hidden = hidden_states(model, ids, torch.ones_like(ids))  # (1, 2, H)
+    zero: Tensor = hidden.float().sum() * 0.0
+    zero.backward()  # type: ignore[no-untyped-call]
 
 
 def update_policy(
@@ -359,8 +392,14 @@ def update_policy(
     *,
     value_head: nn.Module | None = None,
     old_values: Tensor | None = None,
+    ranks: Ranks = SINGLE,
 ) -> LossStats:
-    """Phase 5: `ppo_epochs` passes of clipped-PPO minibatch updates; returns averaged loss stats."""
+    """Phase 5: `ppo_epochs` passes of clipped-PPO minibatch updates; returns averaged loss stats.
+
+    Across ranks each rank shuffles its own rows into minibatches of `minibatch_size / world` rows, and
+    minibatch k of the update is the union of the ranks' k-th ones (skipped only when it is empty or
+    without signal on every rank), so all ranks step the optimizer together on the same summed gradient.
+    """
     alg = config.algorithm
     if (value_head is None) != (old_values is None):
         raise ValueError("update_policy needs both value_head and old_values (critic) or neither")
@@ -368,23 +407,34 @@ def update_policy(
     rows_total = batch.size
     if alg.drop_flat_rows and _advantage_only(config, value_head):
         batch = batch.select(informative_rows(batch))  # e.g. every member of a zero-variance GRPO group
-    extra = {"train/rows_updated_frac": batch.size / rows_total if rows_total else 0.0}
+    kept, seen = sum_values([batch.size, rows_total], ranks)
+    extra = {"train/rows_updated_frac": kept / seen if seen else 0.0}
+    local_size = -(-alg.minibatch_size // ranks.world)
     sums: dict[str, float] = {}
     count = 0
     model.train()
     for _ in range(alg.ppo_epochs):
         groups = batch.group_ids.cpu() if alg.share_prefix else None
-        for rows in _shuffled_rows(batch.size, alg.minibatch_size, shuffle, groups):
+        plan = list(_shuffled_rows(batch.size, local_size, shuffle, groups))
+        for k in range(max_int(len(plan), ranks)):
+            rows = plan[k] if k < len(plan) else torch.zeros(0, dtype=torch.long)
             mb = batch.select(rows)
-            if mb.loss_mask.sum() == 0:  # nothing sampled (e.g. every episode overflowed the context)
+            tokens, signal = sum_values(
+                [float(mb.loss_mask.sum().item()), 0.0 if _has_no_signal(mb, config, value_head) else 1.0], ranks
+            )
+            if tokens == 0:  # nothing sampled (e.g. every episode overflowed the context)
                 continue
-            if _has_no_signal(mb, config, value_head):  # a step would only replay AdamW momentum and decay
+            if signal == 0:  # a step would only replay AdamW momentum and decay
                 continue
             mb_old_values = None if old_values is None else old_values[rows]  # (B, T)
-            parts = _accumulate_gradients(model, mb, config, acc, value_head, mb_old_values)
+            parts = _accumulate_gradients(model, mb, config, acc, value_head, mb_old_values, ranks)
+            all_reduce_gradients([model, value_head], ranks)
             grad_norm = 0.0
             if config.optim.max_grad_norm > 0:
-                grad_norm = float(acc.clip_grad_norm_(model.parameters(), config.optim.max_grad_norm))
+                if ranks.sharded:
+                    grad_norm = clip_sharded_grad_norm([model], config.optim.max_grad_norm, ranks)
+                else:
+                    grad_norm = float(acc.clip_grad_norm_(model.parameters(), config.optim.max_grad_norm))
                 if value_head is not None:  # separately, so the fresh head's large gradients never shrink the policy's
                     acc.clip_grad_norm_(value_head.parameters(), config.optim.max_grad_norm)
             opt.step()
