@@ -227,6 +227,47 @@ class _Progress:
             self._progress(self._offset + sum(self._done.values()), self._total)
 
 
+TrajectorySink = Callable[[list[dict[str, Any]]], None]
+"""Receives the tool methods' trajectories (`Trajectory.to_dict()`, `group_id` = `example_key`); the eval job
+stores them as the eval run's trajectories, so the comparison view links each prediction to its replay."""
+
+
+def example_key(method: str, dataset: str, task_id: str) -> str:
+    """The `group_id` an eval trajectory is stored under: one per (method, dataset, example)."""
+    return f"{method}/{dataset}/{task_id}"
+
+
+def example_rows(results: Sequence[EvalResult]) -> list[dict[str, Any]]:
+    """Per-example predictions without trajectories (question, gold, prediction, scores): the report's
+    `examples`, which the comparison view pairs across methods by (dataset, task_id)."""
+    return [
+        {
+            "dataset": p.dataset,
+            "method": p.method,
+            "task_id": p.task_id,
+            "question": p.question,
+            "gold": list(p.golds),
+            "prediction": p.prediction,
+            "em": p.scores.em,
+            "cover_em": p.scores.cover_em,
+            "f1": p.scores.f1,
+            "num_tool_calls": p.num_tool_calls,
+        }
+        for result in results
+        for p in result.predictions
+    ]
+
+
+def example_trajectories(results: Sequence[EvalResult]) -> list[dict[str, Any]]:
+    """The tool methods' trajectories, each under its `example_key` group."""
+    return [
+        {**p.trajectory, "group_id": example_key(p.method, p.dataset, p.task_id), "task_id": p.task_id}
+        for result in results
+        for p in result.predictions
+        if p.trajectory is not None
+    ]
+
+
 EngineLoader = Callable[[str, str, int], tuple[Any, Any]]
 """`(model, engine, max_batch_size) -> (generator, tokenizer)`; `load_engine` unless a test passes a fake."""
 
@@ -282,8 +323,10 @@ def evaluate_config(
     data_dir: str | Path | None,
     progress: JobProgress | None = None,
     model: str | None = None,
+    trajectories: TrajectorySink | None = None,
 ) -> dict[str, Any]:
-    """Run every requested method; write report.json/.md + predictions under `output_dir`; return the report."""
+    """Run every requested method; write report.json/.md + predictions under `output_dir`; return the report
+    with its per-example `examples` (the tool methods' trajectories go to `trajectories`)."""
     request = spec if isinstance(spec, EvalRequest) else EvalRequest.from_dict(spec, model=model)
     output_dir = Path(output_dir)
     results = run_evaluation(
@@ -292,4 +335,7 @@ def evaluate_config(
     write_report(results, output_dir, agent_algorithm=request.agent_algorithm, model=request.label)
     out = build_report(results, agent_algorithm=request.agent_algorithm, model=request.label)
     out["request"] = dataclasses.asdict(request)
+    out["examples"] = example_rows(results)
+    if trajectories is not None:
+        trajectories(example_trajectories(results))
     return out
