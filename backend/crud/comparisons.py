@@ -20,7 +20,13 @@ from backend.models.run import Checkpoint, Run
 from backend.models.trajectory import Trajectory
 from backend.schemas.comparison import ComparisonCheckpoint, ComparisonCreate
 from backend.schemas.evaluation import EvaluationCreate
-from worker.rl.evaluation.comparison import method_rows, paper_row_for_estimator  # stdlib-only leaf
+from worker.rl.evaluation.comparison import (
+    ComparisonRow,
+    dataset_order,
+    method_rows,
+    paper_row_for_estimator,
+    table_cells,
+)
 
 FAILED = ("failed", "cancelled")
 
@@ -160,13 +166,15 @@ def comparison_view(session: Session, *, comparison: Comparison) -> dict[str, An
     """Everything `ComparisonPublic` shows except the paper reference: members, table rows, examples."""
     runs = member_runs(session, [comparison])
     ids = _trajectory_ids(session, list(runs))
-    members, rows, examples = [], [], []
+    members: list[dict[str, Any]] = []
+    rows: list[ComparisonRow] = []
+    examples: list[Any] = []
     for member in comparison.members:
         run = runs.get(member["run_id"])
         evaluation = runs_crud.latest_evaluation(session, run_id=run.id) if run is not None else None
         results = dict(evaluation.results) if evaluation is not None else None
         if results is not None:
-            rows += [r.to_dict() for r in method_rows(results, label=member["label"], run_id=member["run_id"])]
+            rows += method_rows(results, label=member["label"], run_id=member["run_id"])
             examples += _member_examples(member, results, ids)
             results.pop("examples", None)  # served once, in `examples`
         members.append(
@@ -179,7 +187,9 @@ def comparison_view(session: Session, *, comparison: Comparison) -> dict[str, An
         )
     return {
         "members": members,
-        "rows": rows,
+        "rows": [r.to_dict() for r in rows],
+        "table": table_cells(rows) if rows else [],
+        "datasets": dataset_order(rows),
         "examples": examples,
         "status": overall_status(comparison, runs),
         "labels": [m["label"] for m in comparison.members],

@@ -110,6 +110,10 @@ class ComparisonPublic(ComparisonSummary):
     spec: JSONDict
     members: list[ComparisonMember]
     rows: list[JSONDict]
+    datasets: list[str]
+    """The datasets of the table, in the paper's column order."""
+    table: list[list[str]]
+    """The table as shown: a header, then one formatted row per entry of `rows`."""
     examples: list[ComparisonExample]
     reference: dict[str, dict[str, float]]
     reference_source: str
