@@ -25,7 +25,7 @@ ComputeDType = Literal["auto", "float32", "bfloat16", "float16"]
 """Dtypes the passes and the rollout engine may run in; 'auto' picks bf16 where the hardware has bf16 math."""
 Scheduler = Literal["constant", "linear", "cosine"]
 """Learning-rate schedules after warm-up."""
-Preset = Literal["quickstart", "hotpotqa_cpu", "paper"]
+Preset = Literal["quickstart", "multihop_cpu", "paper"]
 """Run presets (`RunCreate.preset`): files under `configs/`, see `PRESETS`."""
 
 ESTIMATORS: tuple[str, ...] = get_args(Estimator)
@@ -39,7 +39,10 @@ SCHEDULERS: tuple[str, ...] = get_args(Scheduler)
 
 PRESETS: dict[str, tuple[str, str]] = {
     "quickstart": ("quickstart.toml", "Built-in fictional-KB search task on the bundled SmolLM2-135M; CPU, minutes."),
-    "hotpotqa_cpu": ("hotpotqa_cpu.toml", "HotpotQA with BM25 search on SmolLM2-135M; CPU, hours."),
+    "multihop_cpu": (
+        "multihop_cpu.toml",
+        "HotpotQA + 2Wiki training pool (protocol), multi-turn BM25 search, GRPO on SmolLM2-135M; CPU, ~45 min.",
+    ),
     "paper": ("paper_qwen2.5_3b_grpo.toml", "The Agent-R1 recipe: Qwen2.5-3B-Instruct, GRPO; needs a GPU."),
 }
 """Preset name → (file under `configs/`, one-line description); the keys are exactly `Preset`'s values."""

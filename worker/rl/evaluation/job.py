@@ -67,6 +67,8 @@ class EvalRequest:
     """Passages per search."""
     force_first_search: bool = False
     """Prefill the first turn with a search call."""
+    answer_on_last_turn: bool = False
+    """Prefill the opening answer tag on the last allowed turn (the recipe's `task.answer_on_last_turn`)."""
     agent_algorithm: str = "GRPO"
     """Paper row the `agent` method is compared with."""
     engine: str = "auto"
@@ -289,7 +291,12 @@ def run_evaluation(
         max_turns=request.max_turns, max_new_tokens_per_turn=request.max_new_tokens, max_total_tokens=4096
     )
     prefill = FORCE_FIRST_SEARCH_PREFILL if request.force_first_search else ""
-    env_config = EnvConfig(system_prompt=QA_SYSTEM_PROMPT, max_turns=request.max_turns, first_turn_prefill=prefill)
+    env_config = EnvConfig(
+        system_prompt=QA_SYSTEM_PROMPT,
+        max_turns=request.max_turns,
+        first_turn_prefill=prefill,
+        answer_prefill_on_last_turn=request.answer_on_last_turn,
+    )
     factory = bm25_factory(full, bm25_cache_dir)
     engines: dict[str, tuple[Any, Any]] = {}
     results: list[EvalResult] = []
