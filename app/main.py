@@ -53,7 +53,8 @@ def show_launched_run(run_id: Any) -> tuple[Any, Any]:
 
 def replay_trajectory(trajectory_id: Any) -> tuple[Any, Any]:
     """Evaluate tab's comparison → Trajectories tab replaying the picked trajectory."""
-    if trajectory_id is None:
+    if not trajectory_id:
+        gr.Warning("Trajectory id: click a trajectory id in the side-by-side table first")
         return gr.skip(), gr.skip()
     return int(trajectory_id), gr.Tabs(selected="trajectories")
 

@@ -32,6 +32,7 @@ METRICS = [("cover-EM (paper's EM)", "cover_em"), ("EM", "em"), ("F1", "f1")]
 TRAIN_RUNS = 20
 """Newest train runs whose checkpoints are offered."""
 FINISHED = ("succeeded", "failed")
+BASE_MODEL = "smollm2-135m"
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,9 @@ class CompareSection:
     baselines: gr.CheckboxGroup
     datasets: gr.CheckboxGroup
     limit: gr.Number
+    model: gr.Textbox
     force_first_search: gr.Checkbox
+    answer_on_last_turn: gr.Checkbox
     start: gr.Button
     card: gr.Markdown
     table: gr.Dataframe
@@ -73,7 +76,13 @@ def past_choices(client: StudioClient) -> list[tuple[str, int]]:
 
 
 def build_comparison_request(
-    checkpoints: list[str], baselines: list[str], datasets: list[str], limit: Any, force_first_search: bool
+    checkpoints: list[str],
+    baselines: list[str],
+    datasets: list[str],
+    limit: Any,
+    model: str,
+    force_first_search: bool,
+    answer_on_last_turn: bool = False,
 ) -> ComparisonCreate:
     """The comparison to launch; every row shares datasets, examples and scaffold."""
     if not checkpoints and not baselines:
@@ -92,7 +101,9 @@ def build_comparison_request(
         baselines=list(baselines),
         datasets=list(datasets),
         limit=n,
+        model=(model or "").strip() or BASE_MODEL,
         force_first_search=bool(force_first_search),
+        answer_on_last_turn=bool(answer_on_last_turn),
     )
 
 
@@ -131,11 +142,19 @@ def show_comparison(client: StudioClient, comparison_id: Any, metric: str) -> tu
 
 
 def start_comparison(
-    client: StudioClient, checkpoints: list[str], baselines: list[str], datasets: list[str], limit: Any, force: bool
+    client: StudioClient,
+    checkpoints: list[str],
+    baselines: list[str],
+    datasets: list[str],
+    limit: Any,
+    model: str,
+    force: bool,
+    answer_last: bool = False,
 ) -> tuple[Any, ...]:
     """Launch: (comparison id, card, timer)."""
     try:
-        comparison = client.create_comparison(build_comparison_request(checkpoints, baselines, datasets, limit, force))
+        request = build_comparison_request(checkpoints, baselines, datasets, limit, model, force, answer_last)
+        comparison = client.create_comparison(request)
     except (StudioAPIError, ValueError) as exc:
         return gr.skip(), error_markdown(exc), gr.Timer(active=False)
     return comparison.id, comparison_card(comparison), gr.Timer(active=True)
@@ -194,7 +213,9 @@ def build_compare_section(client: StudioClient, *, poll_interval_s: float = 2.0)
     with gr.Row():
         datasets = gr.CheckboxGroup(DATASETS, value=DATASETS, label="Datasets", elem_id="cmp-datasets")
         limit = gr.Number(50, label="Examples per dataset", precision=0, minimum=1, elem_id="cmp-limit")
+        model = gr.Textbox(BASE_MODEL, label="Base model (baselines)", elem_id="cmp-model")
         force = gr.Checkbox(True, label="Forced first search (every row)")
+        answer_last = gr.Checkbox(False, label="<answer> prefilled on the last turn (every row)")
         refresh = gr.Button("Refresh lists", scale=0, elem_id="cmp-refresh")
     start = gr.Button("Compare", variant="primary", elem_id="cmp-start")
     with gr.Row():
@@ -209,7 +230,7 @@ def build_compare_section(client: StudioClient, *, poll_interval_s: float = 2.0)
     side_info = gr.Markdown(elem_id="cmp-side-info")
     side = gr.Dataframe(interactive=False, label="Side by side", elem_id="cmp-side", wrap=True)
     with gr.Row():
-        trajectory_id = gr.Number(label="Trajectory id", precision=0, elem_id="cmp-traj-id")
+        trajectory_id = gr.Number(None, label="Trajectory id", precision=0, elem_id="cmp-traj-id")
         replay = gr.Button("Replay in Trajectories", elem_id="cmp-replay")
     comparison_id, timer = gr.State(None), gr.Timer(poll_interval_s, active=False)
     section = CompareSection(
@@ -217,7 +238,9 @@ def build_compare_section(client: StudioClient, *, poll_interval_s: float = 2.0)
         baselines,
         datasets,
         limit,
+        model,
         force,
+        answer_last,
         start,
         card,
         table,
@@ -243,7 +266,7 @@ def _wire(client: StudioClient, s: CompareSection, refresh: gr.Button) -> None:
     pair = functools.partial(side_by_side, client)
     s.start.click(
         functools.partial(start_comparison, client),
-        [s.checkpoints, s.baselines, s.datasets, s.limit, s.force_first_search],
+        [s.checkpoints, s.baselines, s.datasets, s.limit, s.model, s.force_first_search, s.answer_on_last_turn],
         [s.comparison_id, s.card, s.timer],
         api_name="start_comparison",
     )

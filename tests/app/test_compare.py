@@ -81,15 +81,20 @@ def _finished() -> ComparisonPublic:
 
 
 def test_request_shares_examples_and_names_bad_input() -> None:
-    request = build_comparison_request(["3:20", "4:"], ["naive-rag"], ["hotpotqa", "musique"], 5, True)
+    request = build_comparison_request(["3:20", "4:"], ["naive-rag"], ["hotpotqa", "musique"], 5, " tiny ", True)
     assert [(c.run_id, c.step) for c in request.checkpoints] == [(3, 20), (4, None)]
     assert (request.limit, request.datasets, request.force_first_search) == (5, ["hotpotqa", "musique"], True)
+    assert request.model == "tiny"
+    assert request.answer_on_last_turn is False
+    last = build_comparison_request([], ["base-tool-call"], ["hotpotqa"], None, "", True, answer_on_last_turn=True)
+    assert last.shared_spec()["answer_on_last_turn"] is True
+    assert last.limit is None
     with pytest.raises(ValueError, match="at least one checkpoint or baseline"):
-        build_comparison_request([], [], ["hotpotqa"], 5, True)
+        build_comparison_request([], [], ["hotpotqa"], 5, "", True)
     with pytest.raises(ValueError, match="datasets"):
-        build_comparison_request([], ["direct"], [], 5, True)
+        build_comparison_request([], ["direct"], [], 5, "", True)
     with pytest.raises(ValueError, match="at least 1"):
-        build_comparison_request([], ["direct"], ["hotpotqa"], 0, True)
+        build_comparison_request([], ["direct"], ["hotpotqa"], 0, "", True)
 
 
 def test_checkpoint_choices_and_start() -> None:
@@ -100,12 +105,12 @@ def test_checkpoint_choices_and_start() -> None:
         CheckpointPublic(id=2, run_id=1, step=4, path="p4", created_at=NOW),
     ]
     assert checkpoint_choices(fake) == [("run #1 grpo-a · step 4", "1:4"), ("run #1 grpo-a · step 2", "1:2")]  # type: ignore[arg-type]
-    cid, card, _ = start_comparison(fake, ["1:4"], ["naive-rag"], ["hotpotqa"], 2, True)  # type: ignore[arg-type]
+    cid, card, _ = start_comparison(fake, ["1:4"], ["naive-rag"], ["hotpotqa"], 2, "", True)  # type: ignore[arg-type]
     assert cid == 1
     assert "Comparison #1" in card
     sent = fake.calls[-1][1]
-    assert (sent.checkpoints[0].step, sent.baselines, sent.limit) == (4, ["naive-rag"], 2)
-    _, error, _ = start_comparison(fake, [], [], ["hotpotqa"], 2, True)  # type: ignore[arg-type]
+    assert (sent.checkpoints[0].step, sent.baselines, sent.limit, sent.model) == (4, ["naive-rag"], 2, "smollm2-135m")
+    _, error, _ = start_comparison(fake, [], [], ["hotpotqa"], 2, "", True)  # type: ignore[arg-type]
     assert "at least one checkpoint" in error
 
 
