@@ -56,4 +56,5 @@ def test_table3_writes_the_report(tmp_path: Path) -> None:
     markdown = (out / "report.md").read_text()
     assert "| run-rloo (rloo) | RLOO |" in markdown
     assert "peak RSS" in markdown
+    assert "smoke run" in markdown.splitlines()[0]
     assert (out / "evals" / "baselines" / "predictions_naive-rag.jsonl").is_file()
