@@ -14,6 +14,7 @@ import httpx
 from pydantic import TypeAdapter, ValidationError
 
 from backend.schemas.common import JSONDict
+from backend.schemas.comparison import ComparisonCreate, ComparisonPublic, ComparisonSummary
 from backend.schemas.dataset import DatasetCreate, DatasetPreview, DatasetPublic, DatasetUploadPublic
 from backend.schemas.environment import (
     EnvironmentCreate,
@@ -278,6 +279,16 @@ class StudioClient:
 
     def get_evaluation(self, run_id: int) -> EvaluationPublic:
         return self._get(EvaluationPublic, f"/runs/{run_id}/evaluation")
+
+    def create_comparison(self, comparison: ComparisonCreate) -> ComparisonPublic:
+        """Launch checkpoints and baselines over the same examples (`POST /comparisons`)."""
+        return self._post(ComparisonPublic, "/comparisons", comparison.model_dump(mode="json"))
+
+    def list_comparisons(self, *, limit: int = 20) -> list[ComparisonSummary]:
+        return self._get(list[ComparisonSummary], "/comparisons", {"limit": limit})
+
+    def get_comparison(self, comparison_id: int) -> ComparisonPublic:
+        return self._get(ComparisonPublic, f"/comparisons/{comparison_id}")
 
     # ------------------------------------------------------------ trajectories and labels
 

@@ -18,6 +18,7 @@ from app.session import RequestClient, SessionTokens, make_login
 from app.settings import UISettings
 from app.tabs.environments import build_environments_tab, refresh_choices
 from app.tabs.evaluate import build_evaluate_tab, load_history
+from app.tabs.evaluate_compare import build_compare_section, refresh_compare
 from app.tabs.home import build_home_tab, refresh_home
 from app.tabs.labeling import KEYBOARD_JS, build_labeling_tab
 from app.tabs.runs import RunsTab, build_runs_tab, refresh_runs
@@ -48,6 +49,14 @@ def show_launched_run(run_id: Any) -> tuple[Any, Any]:
     if run_id is None:
         return gr.skip(), gr.skip()
     return run_id, gr.Tabs(selected="runs")
+
+
+def replay_trajectory(trajectory_id: Any) -> tuple[Any, Any]:
+    """Evaluate tab's comparison → Trajectories tab replaying the picked trajectory."""
+    if not trajectory_id:
+        gr.Warning("Trajectory id: click a trajectory id in the side-by-side table first")
+        return gr.skip(), gr.skip()
+    return int(trajectory_id), gr.Tabs(selected="trajectories")
 
 
 def _wire_jumps(tabs: gr.Tabs, runs: RunsTab, trajs: TrajectoriesTab, client: StudioClient) -> None:
@@ -82,7 +91,11 @@ def build_app(client: StudioClient, *, poll_interval_s: float = 2.0) -> gr.Block
                 build_labeling_tab(client)
             with gr.Tab("Evaluate", id="evaluate"):
                 evaluate = build_evaluate_tab(client, poll_interval_s=poll_interval_s)
+                compare = build_compare_section(client, poll_interval_s=poll_interval_s)
         _wire_jumps(tabs, runs, trajs, client)
+        compare.replay.click(
+            replay_trajectory, [compare.trajectory_id], [trajs.trajectory_id, tabs], api_visibility="private"
+        )
         train.launched_run.change(
             show_launched_run, [train.launched_run], [runs.run_id, tabs], api_visibility="private"
         ).then(
@@ -112,6 +125,12 @@ def build_app(client: StudioClient, *, poll_interval_s: float = 2.0) -> gr.Block
             functools.partial(load_history, client),
             None,
             [evaluate.source_run, evaluate.table, evaluate.plot, evaluate.card],
+            api_visibility="private",
+        )
+        demo.load(
+            functools.partial(refresh_compare, client),
+            None,
+            [compare.checkpoints, compare.past],
             api_visibility="private",
         )
     return demo

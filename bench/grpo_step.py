@@ -32,7 +32,20 @@ REPO = Path(__file__).resolve().parents[1]
 def reference_overrides(steps: int, engine: str) -> list[str]:
     return [
         f"engine.backend={engine}",
+        # The reference step predates configs/multihop_cpu.toml: these pin what it measured (one HotpotQA file,
+        # the old recipe's passages, temperature, batch and optimizer) so its figures stay comparable.
         "task.source=../shared/data/hotpotqa/dev_sample.json",
+        "task.dataset=hotpotqa",
+        "task.data_dir=none",
+        "task.eval_size=50",
+        "task.max_passage_chars=300",
+        "task.answer_on_last_turn=false",
+        "task.f1_reward_weight=0.0",
+        "engine.max_batch_size=32",
+        "rollout.temperature=1.0",
+        "algorithm.minibatch_size=4",
+        "algorithm.loss_agg=auto",
+        "optim.lr=2e-6",
         "task.top_k=3",
         "rollout.prompts_per_step=4",
         "rollout.group_size=4",
@@ -53,7 +66,7 @@ def reference_config(
     """The reference step's resolved config (shared with `bench.trl_grpo_step`, so both time the same task)."""
     checkpointing = f"model.gradient_checkpointing={str(gradient_checkpointing).lower()}"
     overrides = [*reference_overrides(steps, engine), checkpointing, *extra]
-    return with_resolved_precision(override(load_config(REPO / "configs" / "hotpotqa_cpu.toml"), overrides))
+    return with_resolved_precision(override(load_config(REPO / "configs" / "multihop_cpu.toml"), overrides))
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ PATHS = {False: "full re-prefill", True: "prefix-shared"}
 
 
 def run_rollout_comparison(*, repeats: int, overrides: list[str]) -> None:
-    config = override(load_config(REPO / "configs" / "hotpotqa_cpu.toml"), reference_overrides(1, "hf") + overrides)
+    config = override(load_config(REPO / "configs" / "multihop_cpu.toml"), reference_overrides(1, "hf") + overrides)
     config = with_resolved_precision(config)
     comps = build_components(config)
     if not isinstance(comps.generator, HFGenerator):

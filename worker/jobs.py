@@ -562,8 +562,16 @@ def evaluate_job(
             def progress(done: int, total: int) -> None:
                 store.set_progress(run_id, step=done, total_steps=total)
 
+            def keep_trajectories(trajectories: list[dict[str, Any]]) -> None:
+                if trajectories and 0 not in store.trajectory_steps(run_id):  # a redelivered run stores them once
+                    store.save_trajectories(run_id, 0, trajectories)
+
             report = evaluate_config(
-                request, output_dir=runs_dir / f"run-{run_id}" / "eval", data_dir=data_dir, progress=progress
+                request,
+                output_dir=runs_dir / f"run-{run_id}" / "eval",
+                data_dir=data_dir,
+                progress=progress,
+                trajectories=keep_trajectories,
             )
         store.save_result(run_id, report)
         store.save_evaluation(run_id, report)

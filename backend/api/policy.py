@@ -62,6 +62,10 @@ ROUTE_POLICY: dict[tuple[str, str], Role | None] = {
     ("POST", "/runs/{run_id}/checkpoints/{checkpoint_id}/export"): TRAINER,
     ("GET", "/runs/{run_id}/evaluation"): LABELER,
     ("POST", "/evaluations"): TRAINER,
+    # comparisons: launching evaluates checkpoints and baselines (eval runs); reading is for everyone
+    ("POST", "/comparisons"): TRAINER,
+    ("GET", "/comparisons"): LABELER,
+    ("GET", "/comparisons/{comparison_id}"): LABELER,
     # trajectories and labels
     ("GET", "/trajectories"): LABELER,
     ("GET", "/trajectories/{trajectory_id}"): LABELER,

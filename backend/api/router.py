@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends
 from backend.api.deps import authorize
 from backend.api.routes import (
     auth,
+    comparisons,
     datasets,
     environments,
     evaluations,
@@ -21,5 +22,5 @@ from backend.api.routes import (
 
 api_router = APIRouter(dependencies=[Depends(authorize)])
 for module in (health, auth, users, tools, datasets, environments, runs, trajectories, labels, evaluations,
-               reward_models):  # fmt: skip
+               comparisons, reward_models):  # fmt: skip
     api_router.include_router(module.router)

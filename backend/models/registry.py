@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from backend.core.db import Base
-from backend.models import dataset, run, tool, trajectory, user
+from backend.models import comparison, dataset, run, tool, trajectory, user
 
-MODEL_MODULES = (dataset, run, tool, trajectory, user)
+MODEL_MODULES = (comparison, dataset, run, tool, trajectory, user)
 metadata = Base.metadata

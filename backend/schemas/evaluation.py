@@ -39,6 +39,7 @@ class EvalSpec(BaseModel):
     max_new_tokens: int = Field(default=96, ge=1, le=32_768)
     top_k: int = Field(default=3, ge=1, le=100)
     force_first_search: bool = False
+    answer_on_last_turn: bool = Field(default=False, description="Prefill `<answer>` on the last allowed turn.")
     agent_algorithm: str = Field(default="GRPO", max_length=50)
     engine: Literal["auto", "hf", "vllm"] = Field(default="auto", description="Rollout engine.")
     max_batch_size: int = Field(default=32, ge=1, le=4096, description="Most sequences per engine call.")

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from app.client import StudioAPIError
+from backend.schemas.comparison import ComparisonCreate, ComparisonPublic, ComparisonSummary
 from backend.schemas.evaluation import EvaluationCreate
 from backend.schemas.health import BrokerHealth, DatabaseHealth, HealthPublic, WorkersHealth
 from backend.schemas.reward_model import RewardModelCreate, RewardModelPublic
@@ -177,6 +178,7 @@ class FakeStudioClient:
         self.evaluations: dict[int, dict[str, Any]] = {}
         self.checkpoints: dict[int, list[CheckpointPublic]] = {}
         self.reward_models: list[RewardModelPublic] = []
+        self.comparisons: dict[int, ComparisonPublic] = {}
         self.calls: list[tuple[str, Any]] = []
         self.fail: str | None = None
 
@@ -314,6 +316,37 @@ class FakeStudioClient:
             reference=REFERENCE,
             reference_source="Agent-R1 Table 3",
         )
+
+    def create_comparison(self, comparison: ComparisonCreate) -> ComparisonPublic:
+        self._call("create_comparison", comparison)
+        labels = [f"run #{c.run_id} step {c.step}" for c in comparison.checkpoints] + list(comparison.baselines)
+        new = ComparisonPublic(
+            id=len(self.comparisons) + 1,
+            name=" vs ".join(labels),
+            created_at=NOW,
+            labels=labels,
+            status="queued",
+            spec=comparison.shared_spec(),
+            members=[],
+            rows=[],
+            datasets=[],
+            table=[],
+            examples=[],
+            reference=REFERENCE,
+            reference_source="Agent-R1 Table 3",
+        )
+        self.comparisons[new.id] = new
+        return new
+
+    def list_comparisons(self, *, limit: int = 20) -> list[ComparisonSummary]:
+        self._call("list_comparisons", limit)
+        return [ComparisonSummary.model_validate(c.model_dump()) for c in self.comparisons.values()][:limit]
+
+    def get_comparison(self, comparison_id: int) -> ComparisonPublic:
+        self._call("get_comparison", comparison_id)
+        if comparison_id not in self.comparisons:
+            raise StudioAPIError(f"comparison {comparison_id} not found", status_code=404)
+        return self.comparisons[comparison_id]
 
     def list_trajectories(self, **filters: Any) -> TrajectoriesPage:
         self._call("list_trajectories", filters)

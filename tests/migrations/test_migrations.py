@@ -20,7 +20,7 @@ from backend.models.registry import metadata
 
 VERSIONS = Path(__file__).resolve().parents[2] / "migrations" / "versions"
 TABLES = {"tools", "tool_versions", "datasets", "environments", "runs", "metrics", "trajectories", "labels",
-          "checkpoints", "evaluations", "trajectory_data"}  # fmt: skip
+          "checkpoints", "evaluations", "trajectory_data", "comparisons"}  # fmt: skip
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 

@@ -120,7 +120,7 @@ def test_override_and_resolved_roundtrip(tmp_path: Path) -> None:
     assert load_config(yml) == cfg
 
 
-@pytest.mark.parametrize("name", ["quickstart.toml", "hotpotqa_cpu.toml", "paper_qwen2.5_3b_grpo.toml"])
+@pytest.mark.parametrize("name", ["quickstart.toml", "multihop_cpu.toml", "paper_qwen2.5_3b_grpo.toml"])
 def test_shipped_configs_load(name: str) -> None:
     cfg = load_config(REPO / "configs" / name)
     assert cfg.rollout.group_size >= 2

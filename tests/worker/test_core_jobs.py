@@ -66,6 +66,33 @@ def test_evaluate_job_stores_build_report(tiny_model_dir: Path, tmp_path: Path) 
     assert (tmp_path / f"run-{run_id}" / "eval" / "report.json").is_file()
 
 
+@pytest.mark.skipif(not (DATA_DIR / "hotpotqa" / "dev_sample.json").is_file(), reason="no shared benchmark samples")
+def test_evaluate_job_keeps_examples_and_tool_trajectories(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Each example's prediction is in the report; a tool method's trajectory is stored once under its key."""
+    store = MemoryRunStore()
+    request = {
+        "model": str(tiny_model_dir),
+        "datasets": ["hotpotqa"],
+        "methods": ["direct", "base-tool-call"],
+        "limit": 2,
+        "seed": 0,
+        "max_turns": 2,
+        "max_new_tokens": 8,
+    }
+    run_id = store.add_run("eval", eval_spec=request)
+    jobs.evaluate_job(run_id, store, hostname="w", runs_dir=tmp_path, data_dir=DATA_DIR)
+    run = store.runs[run_id]
+    examples = run.result["examples"]  # type: ignore[index]
+    assert sorted(e["method"] for e in examples) == ["base-tool-call", "base-tool-call", "direct", "direct"]
+    assert {"question", "gold", "prediction", "em", "f1", "task_id"} <= set(examples[0])
+    groups = sorted(t["group_id"] for _, t in run.trajectories)
+    tool_ids = sorted(e["task_id"] for e in examples if e["method"] == "base-tool-call")
+    assert groups == [f"base-tool-call/hotpotqa/{t}" for t in tool_ids]
+    store.set_status(run_id, "queued")  # redelivered: the trajectories are not stored twice
+    jobs.evaluate_job(run_id, store, hostname="w", runs_dir=tmp_path, data_dir=DATA_DIR)
+    assert len(run.trajectories) == 2
+
+
 def test_evaluate_job_names_bad_request(tmp_path: Path) -> None:
     store = MemoryRunStore()
     run_id = store.add_run("eval", eval_spec={"datasets": ["hotpotqa"], "methods": ["guess"]})

@@ -29,7 +29,7 @@ ParallelStrategy = Literal["ddp", "fsdp"]
 """How ranks of one job hold the policy: 'ddp' a full replica each, 'fsdp' decoder layers sharded."""
 DistBackend = Literal["auto", "gloo", "nccl"]
 """torch.distributed backends; 'auto' = nccl on CUDA, gloo on CPU."""
-Preset = Literal["quickstart", "hotpotqa_cpu", "paper"]
+Preset = Literal["quickstart", "multihop_cpu", "paper"]
 """Run presets (`RunCreate.preset`): files under `configs/`, see `PRESETS`."""
 
 ESTIMATORS: tuple[str, ...] = get_args(Estimator)
@@ -45,7 +45,10 @@ DIST_BACKENDS: tuple[str, ...] = get_args(DistBackend)
 
 PRESETS: dict[str, tuple[str, str]] = {
     "quickstart": ("quickstart.toml", "Built-in fictional-KB search task on the bundled SmolLM2-135M; CPU, minutes."),
-    "hotpotqa_cpu": ("hotpotqa_cpu.toml", "HotpotQA with BM25 search on SmolLM2-135M; CPU, hours."),
+    "multihop_cpu": (
+        "multihop_cpu.toml",
+        "HotpotQA + 2Wiki training pool (protocol), multi-turn BM25 search, GRPO on SmolLM2-135M; CPU, ~45 min.",
+    ),
     "paper": ("paper_qwen2.5_3b_grpo.toml", "The Agent-R1 recipe: Qwen2.5-3B-Instruct, GRPO; needs a GPU."),
 }
 """Preset name → (file under `configs/`, one-line description); the keys are exactly `Preset`'s values."""

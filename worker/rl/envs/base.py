@@ -47,6 +47,9 @@ class EnvConfig:
     """Text the first assistant turn starts with (appended under loss mask 0)."""
     answer_prefill_after_tool: str = ""
     """Text an assistant turn that follows tool results starts with (e.g. "<answer>")."""
+    answer_prefill_on_last_turn: bool = False
+    """Start the last allowed assistant turn with the opening answer tag, so a multi-turn episode that
+    searched until its budget ran out still ends with an answer (prefill tokens carry loss mask 0)."""
     end_on_no_tool_call: bool = True
     """End the episode (finish "no_tool_call") when a turn has neither a call nor an answer."""
 
@@ -127,6 +130,8 @@ class ToolEnv:
         """Text assistant turn `turn_index` (0-based) starts with; the rollout masks it out."""
         if turn_index == 0:
             return self.config.first_turn_prefill
+        if self.config.answer_prefill_on_last_turn and turn_index == self.config.max_turns - 1:
+            return f"<{self.config.answer_tag}>"
         last = self.messages[-1] if self.messages else None
         return self.config.answer_prefill_after_tool if last is not None and last.role == "tool" else ""
 

@@ -180,6 +180,7 @@ def env_config_of(spec: EnvSpec) -> EnvConfig:
     return EnvConfig(
         max_turns=spec.limits.max_turns, answer_tag=spec.answer_tag, first_turn_prefill=first,
         answer_prefill_after_tool=f"<{spec.answer_tag}>" if prefill.answer_after_tool else "",
+        answer_prefill_on_last_turn=prefill.answer_on_last_turn,
     )  # fmt: skip
 
 

@@ -154,6 +154,8 @@ class PrefillSpec:
     """Literal text turn 1 starts with (ignored when `force_first_call` is set)."""
     answer_after_tool: bool = False
     """Start every turn that follows tool results with the opening answer tag."""
+    answer_on_last_turn: bool = False
+    """Start the last allowed turn (limits.max_turns) with the opening answer tag."""
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,9 @@ def eval_command(
     force_first_search: Annotated[
         bool, typer.Option(help="Prefill the first turn with a search call (Agent-R1's newest HotpotQA recipe)")
     ] = False,
+    answer_on_last_turn: Annotated[
+        bool, typer.Option(help="Prefill <answer> on the last allowed turn (the multihop recipe's scaffold)")
+    ] = False,
     bm25_cache_dir: Annotated[Path | None, typer.Option(help="Cache for BM25 indexes")] = None,
 ) -> None:
     """Evaluate methods on the datasets and print EM / cover-EM / F1 beside the paper's numbers."""
@@ -126,6 +129,7 @@ def eval_command(
             max_new_tokens=max_new_tokens,
             top_k=top_k,
             force_first_search=force_first_search,
+            answer_on_last_turn=answer_on_last_turn,
             agent_algorithm=agent_algorithm,
             engine=engine,
             max_batch_size=max_batch_size,

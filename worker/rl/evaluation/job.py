@@ -67,6 +67,8 @@ class EvalRequest:
     """Passages per search."""
     force_first_search: bool = False
     """Prefill the first turn with a search call."""
+    answer_on_last_turn: bool = False
+    """Prefill the opening answer tag on the last allowed turn (the recipe's `task.answer_on_last_turn`)."""
     agent_algorithm: str = "GRPO"
     """Paper row the `agent` method is compared with."""
     engine: str = "auto"
@@ -227,6 +229,47 @@ class _Progress:
             self._progress(self._offset + sum(self._done.values()), self._total)
 
 
+TrajectorySink = Callable[[list[dict[str, Any]]], None]
+"""Receives the tool methods' trajectories (`Trajectory.to_dict()`, `group_id` = `example_key`); the eval job
+stores them as the eval run's trajectories, so the comparison view links each prediction to its replay."""
+
+
+def example_key(method: str, dataset: str, task_id: str) -> str:
+    """The `group_id` an eval trajectory is stored under: one per (method, dataset, example)."""
+    return f"{method}/{dataset}/{task_id}"
+
+
+def example_rows(results: Sequence[EvalResult]) -> list[dict[str, Any]]:
+    """Per-example predictions without trajectories (question, gold, prediction, scores): the report's
+    `examples`, which the comparison view pairs across methods by (dataset, task_id)."""
+    return [
+        {
+            "dataset": p.dataset,
+            "method": p.method,
+            "task_id": p.task_id,
+            "question": p.question,
+            "gold": list(p.golds),
+            "prediction": p.prediction,
+            "em": p.scores.em,
+            "cover_em": p.scores.cover_em,
+            "f1": p.scores.f1,
+            "num_tool_calls": p.num_tool_calls,
+        }
+        for result in results
+        for p in result.predictions
+    ]
+
+
+def example_trajectories(results: Sequence[EvalResult]) -> list[dict[str, Any]]:
+    """The tool methods' trajectories, each under its `example_key` group."""
+    return [
+        {**p.trajectory, "group_id": example_key(p.method, p.dataset, p.task_id), "task_id": p.task_id}
+        for result in results
+        for p in result.predictions
+        if p.trajectory is not None
+    ]
+
+
 EngineLoader = Callable[[str, str, int], tuple[Any, Any]]
 """`(model, engine, max_batch_size) -> (generator, tokenizer)`; `load_engine` unless a test passes a fake."""
 
@@ -248,7 +291,12 @@ def run_evaluation(
         max_turns=request.max_turns, max_new_tokens_per_turn=request.max_new_tokens, max_total_tokens=4096
     )
     prefill = FORCE_FIRST_SEARCH_PREFILL if request.force_first_search else ""
-    env_config = EnvConfig(system_prompt=QA_SYSTEM_PROMPT, max_turns=request.max_turns, first_turn_prefill=prefill)
+    env_config = EnvConfig(
+        system_prompt=QA_SYSTEM_PROMPT,
+        max_turns=request.max_turns,
+        first_turn_prefill=prefill,
+        answer_prefill_on_last_turn=request.answer_on_last_turn,
+    )
     factory = bm25_factory(full, bm25_cache_dir)
     engines: dict[str, tuple[Any, Any]] = {}
     results: list[EvalResult] = []
@@ -282,8 +330,10 @@ def evaluate_config(
     data_dir: str | Path | None,
     progress: JobProgress | None = None,
     model: str | None = None,
+    trajectories: TrajectorySink | None = None,
 ) -> dict[str, Any]:
-    """Run every requested method; write report.json/.md + predictions under `output_dir`; return the report."""
+    """Run every requested method; write report.json/.md + predictions under `output_dir`; return the report
+    with its per-example `examples` (the tool methods' trajectories go to `trajectories`)."""
     request = spec if isinstance(spec, EvalRequest) else EvalRequest.from_dict(spec, model=model)
     output_dir = Path(output_dir)
     results = run_evaluation(
@@ -292,4 +342,7 @@ def evaluate_config(
     write_report(results, output_dir, agent_algorithm=request.agent_algorithm, model=request.label)
     out = build_report(results, agent_algorithm=request.agent_algorithm, model=request.label)
     out["request"] = dataclasses.asdict(request)
+    out["examples"] = example_rows(results)
+    if trajectories is not None:
+        trajectories(example_trajectories(results))
     return out

@@ -108,6 +108,8 @@ def load_task_data(cfg: TaskConfig) -> TaskData:
         train = sample_subset(train, cfg.train_size, cfg.seed) if cfg.train_size else train
         # a seeded sample, not the first N: the held-out list is sorted by id, i.e. grouped by relation type
         return TaskData(train=train, eval=sample_subset(heldout, cfg.eval_size, cfg.seed), passages=list(demo.passages))
+    if cfg.source == "protocol":
+        return protocol_task_data(cfg)
     from worker.rl.data.qa_formats import load_qa_tasks
 
     tasks = load_qa_tasks(cfg.source, dataset=cfg.dataset, seed=cfg.seed)
@@ -117,6 +119,30 @@ def load_task_data(cfg: TaskConfig) -> TaskData:
     if cfg.train_size:
         train = sample_subset(train, cfg.train_size, cfg.seed)
     return TaskData(train=train, eval=held, passages=corpus_from_tasks([*train, *held]))
+
+
+def protocol_task_data(cfg: TaskConfig) -> TaskData:
+    """The protocol's training pool under `task.data_dir`, a validation split carved out of it (`eval_size`),
+    and one BM25 corpus pooled over every context paragraph of the pool (de-duplicated by title and text)."""
+    from worker.rl.data.protocol import build_training_pool
+    from worker.rl.data.splits import sample_subset, split_tasks
+    from worker.rl.tools.search import corpus_from_tasks
+
+    pool = build_training_pool(Path(cfg.data_dir or "."))
+    if len(pool.tasks) < 2:
+        raise ValueError(f"task.data_dir {cfg.data_dir!r}: the training pool has {len(pool.tasks)} tasks; need >= 2")
+    train, validation = split_tasks(pool.tasks, eval_size=min(cfg.eval_size, len(pool.tasks) // 2), seed=cfg.seed)
+    if cfg.train_size:
+        train = sample_subset(train, cfg.train_size, cfg.seed)
+    logger.info(
+        "protocol pool: %d tasks (%d duplicates, %d evaluation examples dropped); %d train, %d validation",
+        len(pool.tasks),
+        pool.duplicates,
+        pool.excluded,
+        len(train),
+        len(validation),
+    )
+    return TaskData(train=train, eval=validation, passages=corpus_from_tasks(pool.tasks))
 
 
 def uses_demo_prompt(config: TrainConfig) -> bool:
@@ -130,7 +156,11 @@ def env_config(config: TrainConfig) -> EnvConfig:
 
     prefill = FORCE_FIRST_SEARCH_PREFILL if config.task.force_first_search else (config.task.first_turn_prefill or "")
     if not uses_demo_prompt(config):
-        return EnvConfig(max_turns=config.rollout.max_turns, first_turn_prefill=prefill)
+        return EnvConfig(
+            max_turns=config.rollout.max_turns,
+            first_turn_prefill=prefill,
+            answer_prefill_on_last_turn=config.task.answer_on_last_turn,
+        )
     # Demo: every fact sits in one paragraph, so search -> `<answer>` is the whole episode (2 turns).
     return EnvConfig(
         max_turns=config.rollout.max_turns,
@@ -162,7 +192,7 @@ def spec_from_config(config: TrainConfig) -> EnvSpec:
     demo = uses_demo_prompt(config)
     if task.force_first_search:
         prefill = PrefillSpec(force_first_call="search")
-    prefill = dataclasses.replace(prefill, answer_after_tool=demo)
+    prefill = dataclasses.replace(prefill, answer_after_tool=demo, answer_on_last_turn=task.answer_on_last_turn)
     if task.source == "demo":
         data = DataSpec(source="demo", location=str(task.seed), seed=task.seed, max_hops=task.max_hops)
     else:
@@ -170,8 +200,9 @@ def spec_from_config(config: TrainConfig) -> EnvSpec:
     search_params = {"top_k": task.top_k, "max_passage_chars": task.max_passage_chars}
     search = ToolSpec("search", builtin="search", params=search_params)
     rubric = (
-        RewardSpec("exact_match", 1.0, builtin="exact_match"), RewardSpec("f1", 0.0, builtin="f1"),
+        RewardSpec("exact_match", 1.0, builtin="exact_match"), RewardSpec("f1", task.f1_reward_weight, builtin="f1"),
         RewardSpec("format", task.format_reward_weight, builtin="format"),
+        RewardSpec("cover_exact_match", task.cover_em_reward_weight, builtin="cover_exact_match"),
         RewardSpec("tool_error_penalty", 0.0, builtin="tool_error_penalty"),
         RewardSpec("called_tool", 0.0, builtin="called_tool"),
         RewardSpec("retrieval_recall", 0.0, builtin="retrieval_recall"),

@@ -176,7 +176,8 @@ class TaskConfig:
     env: str = "qa_search"
     """Registered environment name (see `worker.rl.envs.registry.list_envs()`)."""
     source: str = "demo"
-    """'demo' (the built-in fictional KB), a local file in a supported QA format, or a hub dataset id."""
+    """'demo' (the built-in fictional KB), 'protocol' (the benchmark training pool under `data_dir`), a local
+    file in a supported QA format, or a hub dataset id."""
     dataset: str | None = None
     """Dataset name/format hint for `source` (e.g. 'hotpotqa'); None lets the loader detect it."""
     train_size: int | None = None
@@ -195,6 +196,15 @@ class TaskConfig:
     """Prefill the first turn with the opening of a search call (overrides first_turn_prefill)."""
     format_reward_weight: float = 0.1
     """Weight of the well-formed-answer reward in the rubric (0 = metric only)."""
+    f1_reward_weight: float = 0.0
+    """Weight of answer token F1 beside exact match (0 = metric only): partial credit for a small model."""
+    cover_em_reward_weight: float = 0.0
+    """Weight of cover-EM (gold contained in the answer) beside exact match (0 = metric only)."""
+    answer_on_last_turn: bool = False
+    """Prefill the opening answer tag on the last allowed turn (`rollout.max_turns`), so every episode answers."""
+    data_dir: str | None = None
+    """With `source = "protocol"`: the benchmark data dir whose training pool the run reads
+    (`worker.rl.data.protocol`: HotpotQA + 2Wiki HF/MIGRES files, de-duplicated, no evaluation example)."""
     environment: str | None = None
     """An environment file (`EnvSpec` as .toml/.json, sources inlined) to train in instead of `env`/`source`;
     user tools and reward functions in it run in-process (the studio's workers run them sandboxed)."""
@@ -214,6 +224,13 @@ class TaskConfig:
         _check(self.top_k >= 1, f"task.top_k must be >= 1; got {self.top_k}")
         _check(self.max_passage_chars >= 20, f"task.max_passage_chars must be >= 20; got {self.max_passage_chars}")
         _check(self.format_reward_weight >= 0, "task.format_reward_weight must be >= 0 (0 = log only)")
+        _check(self.f1_reward_weight >= 0, "task.f1_reward_weight must be >= 0 (0 = log only)")
+        _check(self.cover_em_reward_weight >= 0, "task.cover_em_reward_weight must be >= 0 (0 = log only)")
+        _check(
+            (self.source == "protocol") == (self.data_dir is not None),
+            'task.data_dir goes with task.source = "protocol" (the benchmark data dir holding hotpotqa/ and '
+            "2wiki/); set both or neither",
+        )
         names = [t.name for t in self.reward_models]
         _check(len(set(names)) == len(names), f"task.reward_models repeat a model: {names}")
         _check(self.env_reward_weight >= 0, "task.env_reward_weight must be >= 0 (0 = reward models only)")

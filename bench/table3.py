@@ -1,0 +1,169 @@
+"""Table 3 in miniature: trained checkpoints beside the baselines on the held-out sets, through the one eval path.
+
+    python -m bench.table3 --checkpoint runs/multihop_grpo --checkpoint runs/multihop_rloo --limit 50
+
+Each `--checkpoint` is a run dir (its newest `checkpoints/step_*` is used, and its `config.resolved.json`
+names the estimator, hence the paper row) or a checkpoint folder. Every row uses the same scaffold (prompt,
+forced first search, answer prefill) and the same seeded examples of the protocol's held-out sets. Writes
+`report.md` + `report.json` (the table from `worker.rl.evaluation.comparison`, each row's wall time, the
+CPU model and flags, peak RSS) and every eval's own report and predictions under `<output-dir>/evals/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.hostperf import cpu_flags, cpu_model
+from worker.rl.evaluation.comparison import ComparisonRow, method_rows, paper_row_for_estimator, render_markdown
+from worker.rl.evaluation.job import EvalRequest, run_evaluation
+from worker.rl.evaluation.report import build_report, write_report
+from worker.rl.training.checkpoint import CHECKPOINT_DIR
+
+REPO = Path(__file__).resolve().parents[1]
+BASELINES = ("naive-rag", "base-tool-call")
+HELD_OUT = ("hotpotqa", "2wiki", "musique")
+MIN_EXAMPLES = 50
+"""Examples per held-out set the table needs (issue #14); fewer makes a smoke run, labelled as such."""
+
+
+def resolve_checkpoint(path: Path) -> tuple[Path, str | None]:
+    """(checkpoint folder, estimator or None): a run dir gives its newest checkpoint and its recorded estimator."""
+    steps = sorted((path / CHECKPOINT_DIR).glob("step_*")) if (path / CHECKPOINT_DIR).is_dir() else []
+    if steps:
+        config = path / "config.resolved.json"
+        estimator = json.loads(config.read_text())["algorithm"]["estimator"] if config.is_file() else None
+        return steps[-1], estimator
+    if not path.is_dir():
+        raise SystemExit(f"--checkpoint {path}: no such folder; give a run dir or a checkpoint folder")
+    config = path.parent.parent / "config.resolved.json"  # <run>/checkpoints/step_N
+    estimator = json.loads(config.read_text())["algorithm"]["estimator"] if config.is_file() else None
+    return path, estimator
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # Linux: KiB
+
+
+def evaluate_entry(request: EvalRequest, *, label: str | None, out: Path, data_dir: Path) -> tuple[list[Any], float]:
+    """One eval through `run_evaluation` (the one path); its own report under `out`; (table rows, wall s)."""
+    started = time.perf_counter()
+    results = run_evaluation(request, output_dir=out, data_dir=data_dir)
+    wall_s = time.perf_counter() - started
+    write_report(results, out, agent_algorithm=request.agent_algorithm, model=request.label)
+    report = build_report(results, agent_algorithm=request.agent_algorithm, model=request.label)
+    return method_rows(report, label=label), wall_s
+
+
+def run_table(args: argparse.Namespace) -> dict[str, Any]:
+    shared = {
+        "model": args.model,
+        "datasets": tuple(args.datasets.split(",")),
+        "limit": args.limit or None,
+        "seed": args.seed,
+        "max_turns": args.max_turns,
+        "max_new_tokens": args.max_new_tokens,
+        "top_k": args.top_k,
+        "force_first_search": not args.no_force_first_search,
+        "answer_on_last_turn": args.answer_on_last_turn,
+        "engine": args.engine,
+    }
+    rows: list[ComparisonRow] = []
+    entries: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for index, raw in enumerate(args.checkpoint):
+        checkpoint, estimator = resolve_checkpoint(Path(raw))
+        paper_row = paper_row_for_estimator(estimator)
+        label = f"{Path(raw).name} ({estimator or 'grpo'})"
+        request = EvalRequest(**shared, methods=("agent",), checkpoint_path=str(checkpoint), agent_algorithm=paper_row)
+        new, wall_s = evaluate_entry(
+            request, label=label, out=args.output_dir / "evals" / f"agent-{index}", data_dir=args.data_dir
+        )
+        rows += new
+        entries.append({"label": label, "checkpoint": str(checkpoint), "estimator": estimator, "wall_s": wall_s})
+    baselines = tuple(b for b in args.baselines.split(",") if b)
+    if baselines:
+        request = EvalRequest(**shared, methods=baselines)
+        new, wall_s = evaluate_entry(
+            request, label=None, out=args.output_dir / "evals" / "baselines", data_dir=args.data_dir
+        )
+        rows = new + rows
+        entries.append({"label": ", ".join(baselines), "checkpoint": None, "estimator": None, "wall_s": wall_s})
+    return {
+        "rows": [r.to_dict() for r in rows],
+        "entries": entries,
+        "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in shared.items()},
+        "wall_s": time.perf_counter() - started,
+        "cpu_model": cpu_model(),
+        "cpu_flags": cpu_flags(),
+        "peak_rss_gb": peak_rss_gb(),
+        "markdown": render_markdown(rows),
+    }
+
+
+def render_report(out: dict[str, Any]) -> str:
+    s = out["settings"]
+    smoke = s["limit"] is not None and s["limit"] < MIN_EXAMPLES
+    lines = [
+        "# Table 3 in miniature" + (" (smoke run: too few examples to read as the table)" if smoke else ""),
+        "",
+        f"Held-out sets: {', '.join(s['datasets'])}, {s['limit'] or 'all'} examples each (seed {s['seed']}); "
+        f"model {s['model']}; {s['max_turns']} turns, BM25 top-{s['top_k']}, forced first search "
+        f"{s['force_first_search']}, answer prefill on the last turn {s['answer_on_last_turn']}.",
+        "",
+        out["markdown"],
+        "| Row | Checkpoint | Estimator | Wall time (s) |",
+        "|---|---|---|---|",
+        *[
+            f"| {e['label']} | {e['checkpoint'] or '–'} | {e['estimator'] or '–'} | {e['wall_s']:.1f} |"
+            for e in out["entries"]
+        ],
+        "",
+        f"Total wall time {out['wall_s']:.1f} s; CPU {out['cpu_model']} "
+        f"(flags: {', '.join(out['cpu_flags']) or 'none'}); peak RSS {out['peak_rss_gb']:.2f} GB.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", action="append", default=[], help="Run dir or checkpoint folder (repeat).")
+    parser.add_argument(
+        "--baselines", default=",".join(BASELINES), help="Comma list of direct, naive-rag, base-tool-call."
+    )
+    parser.add_argument("--model", default="smollm2-135m", help="Base model of the baselines.")
+    parser.add_argument("--datasets", default=",".join(HELD_OUT))
+    parser.add_argument("--limit", type=int, default=50, help="Examples per set (0 = all).")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--max-turns", type=int, default=3)
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--top-k", type=int, default=3)
+    parser.add_argument("--no-force-first-search", action="store_true")
+    parser.add_argument("--answer-on-last-turn", action="store_true", help="The multihop recipe's answer prefill.")
+    parser.add_argument("--engine", default="auto", choices=["auto", "hf", "vllm"])
+    parser.add_argument("--output-dir", type=Path, default=REPO / "docs" / "table3")
+    args = parser.parse_args(argv)
+    if not args.checkpoint and not args.baselines:
+        parser.error("give at least one --checkpoint or baseline")
+    if args.limit and args.limit < MIN_EXAMPLES:
+        print(f"note: --limit {args.limit} is below {MIN_EXAMPLES} examples per set; a smoke run, not the table")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    out = run_table(args)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    (args.output_dir / "report.json").write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    (args.output_dir / "report.md").write_text(render_report(out), encoding="utf-8")
+    print(render_report(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""`configs/multihop_cpu.toml`: it validates, is registered as a preset, and its data obeys the train/test protocol."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from worker.rl.data.protocol import EVAL_FILES, TRAIN_FILES, load_sets, protocol_violations
+from worker.rl.data.splits import question_key
+from worker.rl.envs.base import EnvConfig, ToolEnv
+from worker.rl.training.build import load_task_data, spec_from_config
+from worker.rl.training.config import load_config
+from worker.rl.training.presets import resolve_run_config
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPE = REPO / "configs" / "multihop_cpu.toml"
+
+
+def test_recipe_validates_and_is_the_registered_preset() -> None:
+    cfg = load_config(RECIPE)
+    assert cfg == resolve_run_config("multihop_cpu", {})
+    assert (cfg.model.name_or_path, cfg.algorithm.estimator) == ("smollm2-135m", "grpo")
+    assert cfg.rollout.max_turns >= 3, "2-hop questions need search, search, answer"
+    assert (cfg.task.source, cfg.task.force_first_search, cfg.task.answer_on_last_turn) == ("protocol", True, True)
+    assert cfg.task.f1_reward_weight > 0
+    assert cfg.task.format_reward_weight > 0
+    assert cfg.algorithm.drop_flat_rows
+    assert not (REPO / "configs" / "hotpotqa_cpu.toml").exists(), "the recipe replaces hotpotqa_cpu"
+    rubric = {r.name: r.weight for r in spec_from_config(cfg).rubric}
+    assert (rubric["exact_match"], rubric["f1"], rubric["format"]) == (1.0, cfg.task.f1_reward_weight, 0.1)
+    with pytest.raises(ValueError, match=r"task\.data_dir goes with"):
+        resolve_run_config("multihop_cpu", {"task": {"data_dir": None}})
+
+
+def test_answer_prefill_on_the_last_turn_only() -> None:
+    env = ToolEnv(
+        tools=[], config=EnvConfig(max_turns=3, first_turn_prefill="<tool_call>", answer_prefill_on_last_turn=True)
+    )
+    assert [env.prefill(i) for i in range(3)] == ["<tool_call>", "", "<answer>"]
+
+
+def test_recipe_data_obeys_the_protocol(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every training and validation task the recipe reads is absent (id and normalised question) from the
+    evaluation sets; the validation split is carved from the pool; the corpus pools every paragraph once."""
+    cfg = load_config(RECIPE)
+    data_dir = REPO / cfg.task.data_dir  # type: ignore[operator]
+    if not (data_dir / "SOURCES.md").is_file():
+        pytest.skip(f"no shared benchmark samples at {data_dir}")
+    monkeypatch.chdir(REPO)  # task.data_dir is relative to the repository root
+    data = load_task_data(cfg.task)
+    evaluation = load_sets(data_dir, EVAL_FILES)
+    assert protocol_violations([*data.train, *data.eval], evaluation) == []
+    eval_questions = {question_key(t.question) for t in evaluation}
+    assert not eval_questions & {question_key(t.question) for t in data.train}
+    assert len(data.eval) == cfg.task.eval_size
+    assert not {t.id for t in data.train} & {t.id for t in data.eval}, "validation is disjoint from train"
+    pool_ids = {t.id for t in data.train}
+    for name in ("hotpotqa", "2wiki"):  # the pool draws on both training datasets
+        files = [(d, f) for d, f in TRAIN_FILES if d == name]
+        assert pool_ids & {t.id for t in load_sets(data_dir, files)}, f"no {name} task in the training split"
+    keys = [(p.title, p.text) for p in data.passages]
+    assert len(keys) == len(set(keys)), "the pooled corpus holds each (title, text) once"
