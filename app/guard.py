@@ -9,53 +9,21 @@ the login exchange returned, and drops it on logout.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 from contextvars import ContextVar
 from http.cookies import SimpleCookie
 from typing import Any
-from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.session import ACCESS_COOKIE_PREFIX, LoginHolder, SessionTokens, access_cookie
+from backend.hosts import is_loopback_address, same_origin, split_host
 
 logger = logging.getLogger(__name__)
 
 CURRENT_LOGIN: ContextVar[LoginHolder | None] = ContextVar("studio_current_login", default=None)
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
-
-
-def is_loopback(host: str) -> bool:
-    host = host.strip("[]").lower()
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def split_host(value: str) -> tuple[str, str]:
-    value = value.strip().lower()
-    if value.startswith("["):
-        host, _, rest = value[1:].partition("]")
-        return host, rest.removeprefix(":")
-    if value.count(":") == 1:
-        host, _, port = value.partition(":")
-        return host, port
-    return value, ""
-
-
-def same_origin(origin: str, host_header: str) -> bool:
-    parts = urlsplit(origin)
-    if origin == "null" or not parts.hostname:
-        return False
-    port = str(parts.port or (443 if parts.scheme == "https" else 80))
-    host, host_port = split_host(host_header)
-    return parts.hostname.lower() == host and port == (host_port or port)
 
 
 async def _refuse(send: Send, status: int, detail: str) -> None:
@@ -78,11 +46,12 @@ class UIGuard:
 
     def _refusal(self, scope: Scope, headers: dict[str, str]) -> tuple[int, str] | None:
         server = scope.get("server")
-        if not self.require_login and server and not is_loopback(str(server[0])):
+        if not self.require_login and server and not is_loopback_address(str(server[0])):
             return 403, "this UI has no sign-in and is only served on loopback: set STUDIO_REQUIRE_AUTH=1"
         host = headers.get("host", "")
         name, _port = split_host(host)
-        if (not self.require_login or self.allowed_hosts) and not (is_loopback(name) or name in self.allowed_hosts):
+        known = is_loopback_address(name) or name in self.allowed_hosts
+        if (not self.require_login or self.allowed_hosts) and not known:
             return 400, f"Host {host!r} is not one this studio answers to (DNS-rebinding guard)"
         if scope.get("method", "GET") in UNSAFE_METHODS or scope["type"] == "websocket":
             if headers.get("sec-fetch-site") == "cross-site":
