@@ -77,6 +77,11 @@ class Settings(BaseSettings):
         description="Run user tools and reward functions WITHOUT isolation (a plain limited subprocess that can "
         "read what the worker can) when bubblewrap is unavailable. Only for a single-user machine.",
     )
+    tool_network_allow_private: bool = Field(
+        default=False,
+        description="Let a tool's allow-listed host resolve to a loopback, private or link-local address (the "
+        "proxy refuses them by default, so an allow-list cannot reach the API, Redis or cloud metadata).",
+    )
     benchmark_data_dir: Path | None = Field(
         default=None,
         description="Folder of local benchmark files (hotpotqa/dev_sample.json, 2wiki/..., musique/...) that "
