@@ -138,6 +138,22 @@ class Settings(BaseSettings):
     def uploads_dir(self) -> Path:
         return self.data_dir / "datasets"
 
+    def tool_file_problem(self, path: Path) -> str | None:
+        """Why `path` (resolved) may not be mounted into a tool's sandbox, or None when it may.
+
+        It must be a file under the data roots; inside the data dir only the uploads folder counts,
+        so the database, run dirs, checkpoints and caches can never be declared as a tool's file.
+        """
+        roots = self.allowed_data_roots
+        if not any(path.is_relative_to(root) for root in roots):
+            return f"{path} is outside the data roots ({', '.join(str(r) for r in roots)}); upload it as a dataset"
+        data_dir, uploads = self.data_dir.expanduser().resolve(), self.uploads_dir.expanduser().resolve()
+        if path.is_relative_to(data_dir) and not path.is_relative_to(uploads):
+            return f"{path} is studio state (database, runs, caches), not an uploaded file; upload it as a dataset"
+        if not path.is_file():
+            return f"{path} is not an existing file; upload it again"
+        return None
+
     @property
     def is_api_public(self) -> bool:
         """True when the API listens beyond loopback (a token is then required)."""
