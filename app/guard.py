@@ -26,9 +26,22 @@ CURRENT_LOGIN: ContextVar[LoginHolder | None] = ContextVar("studio_current_login
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-async def _refuse(send: Send, status: int, detail: str) -> None:
+LOGIN_NOTICE_SCRIPT = (
+    "<script>(()=>{const f=window.fetch;window.fetch=async(...a)=>{const r=await f(...a);try{"
+    "const u=new URL(String(a[0]&&a[0].url||a[0]),location.href);"
+    "if(r.status===429&&/\\/login\\/?$/.test(u.pathname)){const d=await r.clone().json();"
+    "let b=document.getElementById('studio-login-notice');if(!b){b=document.createElement('div');"
+    "b.id='studio-login-notice';b.setAttribute('role','alert');b.style.cssText='position:fixed;top:1rem;"
+    "left:50%;transform:translateX(-50%);z-index:9999;padding:.75rem 1rem;border-radius:.5rem;"
+    "background:#fee2e2;color:#7f1d1d;font:14px sans-serif;max-width:40rem';document.body.appendChild(b);}"
+    "b.textContent='Sign-in locked: '+d.detail;}}catch(e){}return r;};})();</script>"
+)
+"""Gradio's login page shows only "Incorrect credentials" (on 400); this shows a lockout's own message (429)."""
+
+
+async def _refuse(send: Send, status: int, detail: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
     body = json.dumps({"detail": detail}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(extra or [])]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -79,14 +92,27 @@ class UIGuard:
         if scope.get("method") == "POST" and path.endswith("/login"):
             await self._login(scope, receive, send)
             return
+        if self.require_login and scope["type"] == "http" and scope.get("method") == "GET":
+            await self.app(scope, receive, _with_login_notice(send))
+            return
         await self.app(scope, receive, send)
 
     async def _login(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run Gradio's login; on success bind the access cookie it sets to the API token the exchange got."""
-        holder = LoginHolder()
+        client = scope.get("client")
+        holder = LoginHolder(address=str(client[0]) if client else None)
         reset = CURRENT_LOGIN.set(holder)
+        replaced = False
 
         async def binding_send(message: Message) -> None:
+            nonlocal replaced
+            if replaced:
+                return  # Gradio's own "Incorrect credentials" body: the lockout answer went instead
+            if message["type"] == "http.response.start" and holder.locked is not None:
+                replaced = True
+                wait_s, detail = holder.locked
+                await _refuse(send, 429, detail, [(b"retry-after", str(wait_s).encode())])
+                return
             if message["type"] == "http.response.start" and holder.api_token:
                 for key, value in message.get("headers", []):
                     if key.lower() == b"set-cookie":
@@ -99,6 +125,35 @@ class UIGuard:
             await self.app(scope, receive, binding_send)
         finally:
             CURRENT_LOGIN.reset(reset)
+
+
+def _with_login_notice(send: Send) -> Send:
+    """`send` that adds `LOGIN_NOTICE_SCRIPT` to uncompressed HTML pages (the login page among them)."""
+    state: dict[str, Any] = {"start": None, "chunks": []}
+
+    async def injecting_send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = {k.lower(): v for k, v in message.get("headers", [])}
+            html = headers.get(b"content-type", b"").startswith(b"text/html") and b"content-encoding" not in headers
+            if not html:
+                await send(message)
+                return
+            state["start"] = message
+            return
+        if message["type"] != "http.response.body" or state["start"] is None:
+            await send(message)
+            return
+        state["chunks"].append(message.get("body", b""))
+        if message.get("more_body", False):
+            return
+        body = b"".join(state["chunks"])
+        body = body.replace(b"</head>", LOGIN_NOTICE_SCRIPT.encode() + b"</head>", 1)
+        start = state["start"]
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+        await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    return injecting_send
 
 
 def _cookies(headers: dict[str, str]) -> dict[str, str]:

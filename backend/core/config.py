@@ -77,6 +77,11 @@ class Settings(BaseSettings):
         description="Run user tools and reward functions WITHOUT isolation (a plain limited subprocess that can "
         "read what the worker can) when bubblewrap is unavailable. Only for a single-user machine.",
     )
+    login_free_attempts: int = Field(
+        default=5, ge=1, description="Failed sign-ins per name and client address before lockouts begin."
+    )
+    login_lockout_s: float = Field(default=30.0, gt=0, description="The first lockout; it doubles per failure.")
+    login_max_lockout_s: float = Field(default=900.0, gt=0, description="The longest lockout.")
     tool_network_allow_private: bool = Field(
         default=False,
         description="Let a tool's allow-listed host resolve to a loopback, private or link-local address (the "

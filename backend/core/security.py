@@ -19,6 +19,8 @@ from backend.core.errors import InsecureConfigError
 from backend.hosts import LOOPBACK_HOSTS, is_loopback_address, split_host
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+LOGIN_ADDRESS_HEADER = "x-studio-login-address"
+"""The browser's address the studio's UI forwards with a sign-in (trusted from loopback peers only)."""
 CLIENT_HEADER = "x-studio-client"
 """A custom header a cross-site HTML form cannot send (and fetch cannot without a CORS preflight)."""
 
