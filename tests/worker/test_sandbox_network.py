@@ -206,3 +206,16 @@ def test_allow_list_entries() -> None:
             parse_host_entry(bad)
     with pytest.raises(ValueError, match=r"file name '\.\./etc' must be"):
         ToolAccess(files=(("../etc", "/etc/passwd"),))
+
+
+def test_without_a_sandbox_the_files_are_linked_where_studio_tool_data_says(tmp_path: Path) -> None:
+    table = tmp_path / "table.jsonl"
+    table.write_text("row\n")
+    source = "def probe() -> str:\n    import os\n    return open(os.environ['STUDIO_TOOL_DATA'] + '/t.jsonl').read()\n"
+    opted_in = SandboxLimits(bwrap_path="no-such-bwrap", allow_unsandboxed=True)  # the explicit, logged opt-in
+    with ToolServerPool(opted_in, processes=1) as pool:
+        assert pool.mode == "unsandboxed"
+        pool.add_tool("probe", source, "probe", ToolAccess(files=(("t.jsonl", str(table)),)))
+        result = pool.call("probe", {})
+    assert result.ok, result.error
+    assert result.result == "row\n"
