@@ -59,11 +59,16 @@ T = TypeVar("T")
 class StudioAPIError(Exception):
     """An API call failed; `str(error)` is the readable reason (the server's detail when it sent one)."""
 
-    def __init__(self, message: str, *, status_code: int | None = None, path: str = "") -> None:
+    def __init__(self, message: str, *, status_code: int | None = None, path: str = "", detail: str = "",
+                 retry_after_s: int | None = None) -> None:  # fmt: skip
         super().__init__(message)
         self.message = message
         self.status_code = status_code
         self.path = path
+        self.detail = detail or message
+        """The server's own words (without the HTTP status and path)."""
+        self.retry_after_s = retry_after_s
+        """The server's `Retry-After` (429: a sign-in lockout), in seconds."""
 
 
 def format_detail(detail: Any) -> str:
@@ -88,7 +93,9 @@ def _error_from_response(response: httpx.Response) -> StudioAPIError:
         detail = response.text or response.reason_phrase
     path = response.request.url.path
     message = f"{detail} (HTTP {response.status_code} on {response.request.method} {path})"
-    return StudioAPIError(message, status_code=response.status_code, path=path)
+    retry = response.headers.get("retry-after", "")
+    return StudioAPIError(message, status_code=response.status_code, path=path, detail=detail,
+                          retry_after_s=int(retry) if retry.isdigit() else None)  # fmt: skip
 
 
 class StudioClient:
@@ -116,13 +123,14 @@ class StudioClient:
     # ------------------------------------------------------------ plumbing
 
     def _request(self, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None,
-                 files: dict[str, Any] | None = None, form: dict[str, Any] | None = None) -> Any:  # fmt: skip
+                 files: dict[str, Any] | None = None, form: dict[str, Any] | None = None,
+                 headers: dict[str, str] | None = None) -> Any:  # fmt: skip
         clean = {k: v for k, v in (params or {}).items() if v is not None}
         try:
             if files is not None:  # multipart (uploads)
                 response = self._http.request(method, path, params=clean or None, files=files, data=form)
             else:
-                response = self._http.request(method, path, params=clean or None, json=body)
+                response = self._http.request(method, path, params=clean or None, json=body, headers=headers)
         except httpx.HTTPError as exc:
             raise StudioAPIError(
                 f"cannot reach the Agent Studio API at {self.api_url} ({exc.__class__.__name__}: {exc}); "
@@ -160,9 +168,15 @@ class StudioClient:
 
     # ------------------------------------------------------------ accounts
 
-    def login(self, name: str, secret: str) -> LoginPublic:
-        """Exchange name + password (or name + token) for a bearer token; 401 → `StudioAPIError`."""
-        return self._post(LoginPublic, "/auth/login", LoginRequest(name=name, secret=secret).model_dump())
+    def login(self, name: str, secret: str, *, address: str | None = None) -> LoginPublic:
+        """Exchange name + password (or name + token) for a bearer token; 401 or 429 → `StudioAPIError`.
+
+        `address`: the browser's address, which the UI forwards so lockouts count per browser, not per UI.
+        """
+        headers = {"X-Studio-Login-Address": address} if address else None
+        data = self._request("POST", "/auth/login", body=LoginRequest(name=name, secret=secret).model_dump(),
+                             headers=headers)  # fmt: skip
+        return self._parse(LoginPublic, data, "/auth/login")
 
     def whoami(self) -> Principal:
         return self._get(Principal, "/auth/me")

@@ -117,8 +117,12 @@ class RequestClient:
 class LoginHolder:
     """What the login callable learned during one `POST /login` (read back by `UIGuard`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, address: str | None = None) -> None:
         self.api_token: str | None = None
+        self.address = address
+        """The browser's address (forwarded to the API, whose lockouts count per name and address)."""
+        self.locked: tuple[int, str] | None = None
+        """(Retry-After seconds, message) when the API refused the sign-in for too many failures."""
 
 
 def make_login(api_url: str, *, timeout_s: float = 15.0) -> Callable[[str, str], Awaitable[bool]]:
@@ -126,14 +130,16 @@ def make_login(api_url: str, *, timeout_s: float = 15.0) -> Callable[[str, str],
     from app.guard import CURRENT_LOGIN
 
     async def login(name: str, secret: str) -> bool:
-        try:
-            token = await anyio.to_thread.run_sync(_login_exchange, api_url, name, secret, timeout_s)
-        except StudioAPIError as exc:
-            logger.info("sign-in refused for %r: %s", name, exc)
-            return False
         holder = CURRENT_LOGIN.get(None)
         if holder is None:
             logger.error("sign-in outside UIGuard: refusing (no browser session to bind the token to)")
+            return False
+        try:
+            token = await anyio.to_thread.run_sync(_login_exchange, api_url, name, secret, timeout_s, holder.address)
+        except StudioAPIError as exc:
+            logger.info("sign-in refused for %r: %s", name, exc)
+            if exc.status_code == 429:
+                holder.locked = (exc.retry_after_s or 1, exc.detail)
             return False
         holder.api_token = token
         return True
@@ -141,9 +147,9 @@ def make_login(api_url: str, *, timeout_s: float = 15.0) -> Callable[[str, str],
     return login
 
 
-def _login_exchange(api_url: str, name: str, secret: str, timeout_s: float) -> str:
+def _login_exchange(api_url: str, name: str, secret: str, timeout_s: float, address: str | None) -> str:
     client = StudioClient(api_url, timeout_s=timeout_s)
     try:
-        return client.login(name, secret).token
+        return client.login(name, secret, address=address).token
     finally:
         client.close()

@@ -25,6 +25,7 @@ from backend.core import db as migration_state
 from backend.core.config import Settings, get_settings
 from backend.core.db import engine_for
 from backend.core.errors import StudioError
+from backend.core.login_limits import LoginLimiter
 from backend.core.security import check_startup_security
 from backend.crud import users as users_crud
 
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
         generate_unique_id_function=_operation_id,
     )
     app.state.settings = settings
+    app.state.login_limiter = LoginLimiter.from_settings(settings)
     app.add_exception_handler(StudioError, _studio_error)
     app.include_router(api_router, prefix=API_PREFIX)
     app.add_middleware(StudioGuard, settings=settings)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import socket
 from urllib.parse import urlsplit, urlunsplit
 
-from backend.core.config import LOOPBACK_HOSTS, Settings
+from backend.core.config import Settings
+from backend.hosts import LOOPBACK_HOSTS
 
 
 class ConfigError(RuntimeError):

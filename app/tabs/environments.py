@@ -32,7 +32,12 @@ EXAMPLE_REWARD = '''def reward(answer: str, gold: list[str], trajectory: dict) -
     """1 when the answer matches a gold answer after stripping spaces; trajectory has turns and num_tool_calls."""
     return float(answer.strip() in [g.strip() for g in gold])
 '''
-VERSION_HEADERS = ["Version", "Saved", "Tools", "Rubric"]
+ACCESS_LABEL = (
+    'Tool network and files, per user tool (default: none). {"my_tool": {"network": ["api.example.com", '
+    '"db.example.com:8443"], "files": [DATASET_ID]}}: only the listed hosts are reachable (through a filtering '
+    "proxy; a bare host means ports 80/443), and each dataset's file is readable, read-only, at /data/<file name>"
+)
+VERSION_HEADERS = ["Version", "Saved", "Tools", "Rubric", "Tool network and files"]
 
 
 @dataclass(frozen=True)
@@ -95,16 +100,19 @@ def refresh_choices(client: StudioClient) -> tuple[Any, ...]:
 def compose(tool_ids: list[int], dataset_id: int | None, corpus_id: int | None, weights_json: str,
             reward_name: str, reward_weight: float | None, reward_source: str, max_turns: float,
             max_new_tokens: float, tool_timeout_s: float, system_prompt: str, force_first_call: str,
-            answer_after_tool: bool, heldout_fraction: float | None) -> EnvironmentCreate:  # fmt: skip
+            answer_after_tool: bool, heldout_fraction: float | None,
+            tool_access_json: str = "") -> EnvironmentCreate:  # fmt: skip
     """The form as an `EnvironmentCreate` (ValueError names a bad field)."""
     weights = {k: float(v) for k, v in parse_json_object(weights_json, "rubric weights").items()}
+    access = parse_json_object(tool_access_json or "{}", "tool network and files")
     functions = []
     if reward_source.strip() and reward_name.strip():
         functions.append(RewardFunction(name=reward_name.strip(), weight=float(reward_weight or 0.0),
                                         source=reward_source))  # fmt: skip
     settings = EnvironmentSettings(system_prompt=system_prompt, force_first_call=force_first_call.strip() or None,
                                    answer_after_tool=answer_after_tool,
-                                   heldout_fraction=heldout_fraction or None)  # fmt: skip
+                                   heldout_fraction=heldout_fraction or None,
+                                   tool_access=access)  # fmt: skip
     return EnvironmentCreate(
         name="environment", tool_ids=[int(t) for t in tool_ids or []], dataset_id=dataset_id or None,
         corpus_id=corpus_id or None, rubric=RubricSpec(weights=weights, functions=functions),
@@ -135,27 +143,43 @@ def version_rows(client: StudioClient, environment_id: int) -> list[list[str]]:
     for v in sorted(client.list_environment_versions(environment_id), key=lambda v: -v.version):
         tools = ", ".join(str(t.get("name")) for t in v.spec.get("tools") or [])
         rubric = ", ".join(f"{t.get('name')}×{t.get('weight', 1.0)}" for t in v.spec.get("rubric") or [])
-        rows.append([str(v.version), v.created_at.strftime("%Y-%m-%d %H:%M"), tools, rubric])
+        rows.append([str(v.version), v.created_at.strftime("%Y-%m-%d %H:%M"), tools, rubric, access_summary(v.spec)])
     return rows
+
+
+def access_summary(spec: dict[str, Any]) -> str:
+    """What each user tool may reach: 'lookup: net api.example.com; /data/table.jsonl', or 'no network, no files'."""
+    parts = []
+    for t in spec.get("tools") or []:
+        network, files = t.get("network") or [], t.get("files") or {}
+        if network or files:
+            shown = ([f"net {', '.join(network)}"] if network else []) + [f"/data/{n}" for n in files]
+            parts.append(f"{t.get('name')}: {'; '.join(shown)}")
+    return " | ".join(parts) or "no network, no files"
 
 
 def load_environment(client: StudioClient, environment_id: int | None) -> tuple[Any, ...]:
     """Fill the form from a saved environment: (id, name, tools, dataset, corpus, weights, reward name,
     weight, source, max turns, max new tokens, tool timeout, prompt, forced call, answer prefill, held-out,
-    versions, status)."""
+    tool network and files, versions, status)."""
     if not environment_id:
-        return (None, *[gr.skip()] * 16, "")
+        return (None, *[gr.skip()] * 17, "")
     try:
         env = client.get_environment(int(environment_id))
         rows = version_rows(client, env.id)
     except StudioAPIError as exc:
-        return (gr.skip(),) * 17 + (error_markdown(exc),)
+        return (gr.skip(),) * 18 + (error_markdown(exc),)
     fn = env.rubric.functions[0] if env.rubric.functions else None
     s, lim = env.settings, env.limits
     return (env.id, env.name, env.tool_ids, env.dataset_id or 0, env.corpus_id or 0, json.dumps(env.rubric.weights),
             fn.name if fn else "", fn.weight if fn else 0.0, fn.source if fn else EXAMPLE_REWARD, lim.max_turns,
             lim.max_new_tokens_per_turn, lim.tool_timeout_s, s.system_prompt, s.force_first_call or "",
-            s.answer_after_tool, s.heldout_fraction, rows, f"Loaded **{env.name}** v{env.version}.")  # fmt: skip
+            s.answer_after_tool, s.heldout_fraction, access_json(env.settings.tool_access), rows,
+            f"Loaded **{env.name}** v{env.version}.")  # fmt: skip
+
+
+def access_json(tool_access: dict[str, Any]) -> str:
+    return json.dumps({name: a.model_dump() for name, a in tool_access.items()}, indent=1) if tool_access else "{}"
 
 
 # -------------------------------------------------------------------- prompt, check, export
@@ -261,6 +285,7 @@ def build_environments_tab(client: StudioClient, *, poll_interval_s: float = 1.0
         with gr.Row():
             forced = gr.Textbox("", label="Force the first call to this tool (prefill)")
             answer_prefill = gr.Checkbox(False, label="Prefill the answer tag after tool results")
+        tool_access = gr.Code("{}", language="json", lines=3, elem_id="env-tool-access", label=ACCESS_LABEL)
         save = gr.Button("Save environment (new version)", variant="primary", elem_id="env-save")
         versions = gr.Dataframe(headers=VERSION_HEADERS, label="Versions", interactive=False)
     with gr.Accordion("3 · What the model sees, and Check", open=True):
@@ -277,7 +302,7 @@ def build_environments_tab(client: StudioClient, *, poll_interval_s: float = 1.0
     environment_id, check_run_id = gr.State(None), gr.State(None)
     timer = gr.Timer(poll_interval_s, active=False)
     form = [tools, dataset, corpus, weights, reward_name, reward_weight, reward_source, max_turns, max_new, timeout,
-            system_prompt, forced, answer_prefill, heldout]  # fmt: skip
+            system_prompt, forced, answer_prefill, heldout, tool_access]  # fmt: skip
     upload_inputs = [upload, kind, fmt, question, answer, id_column, data_name]
     preview_btn.click(functools.partial(upload_file, client, dry_run=True), upload_inputs, [preview, status],
                       api_visibility="private")  # fmt: skip

@@ -16,14 +16,8 @@ import psutil
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.core.config import Settings
-from backend.core.security import (
-    CLIENT_HEADER,
-    UNSAFE_METHODS,
-    auth_required,
-    host_allowed,
-    is_loopback_address,
-    origin_allowed,
-)
+from backend.core.security import CLIENT_HEADER, UNSAFE_METHODS, auth_required, host_allowed
+from backend.hosts import is_loopback_address, same_origin
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +77,7 @@ class StudioGuard:
         if headers.get("sec-fetch-site") == "cross-site":
             return 403, "cross-site request refused (CSRF guard)"
         origin = headers.get("origin")
-        if origin is not None and not origin_allowed(origin, host):
+        if origin is not None and not same_origin(origin, host):
             return 403, f"request from origin {origin!r} refused (CSRF guard): it is not this studio's origin"
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
         if CLIENT_HEADER not in headers and "authorization" not in headers and content_type != "application/json":

@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+from backend.hosts import LOOPBACK_HOSTS
 
 
 class Settings(BaseSettings):
@@ -83,6 +83,16 @@ class Settings(BaseSettings):
         description="Run user tools and reward functions WITHOUT isolation (a plain limited subprocess that can "
         "read what the worker can) when bubblewrap is unavailable. Only for a single-user machine.",
     )
+    login_free_attempts: int = Field(
+        default=5, ge=1, description="Failed sign-ins per name and client address before lockouts begin."
+    )
+    login_lockout_s: float = Field(default=30.0, gt=0, description="The first lockout; it doubles per failure.")
+    login_max_lockout_s: float = Field(default=900.0, gt=0, description="The longest lockout.")
+    tool_network_allow_private: bool = Field(
+        default=False,
+        description="Let a tool's allow-listed host resolve to a loopback, private or link-local address (the "
+        "proxy refuses them by default, so an allow-list cannot reach the API, Redis or cloud metadata).",
+    )
     benchmark_data_dir: Path | None = Field(
         default=None,
         description="Folder of local benchmark files (hotpotqa/dev_sample.json, 2wiki/..., musique/...) that "
@@ -138,6 +148,22 @@ class Settings(BaseSettings):
     @property
     def uploads_dir(self) -> Path:
         return self.data_dir / "datasets"
+
+    def tool_file_problem(self, path: Path) -> str | None:
+        """Why `path` (resolved) may not be mounted into a tool's sandbox, or None when it may.
+
+        It must be a file under the data roots; inside the data dir only the uploads folder counts,
+        so the database, run dirs, checkpoints and caches can never be declared as a tool's file.
+        """
+        roots = self.allowed_data_roots
+        if not any(path.is_relative_to(root) for root in roots):
+            return f"{path} is outside the data roots ({', '.join(str(r) for r in roots)}); upload it as a dataset"
+        data_dir, uploads = self.data_dir.expanduser().resolve(), self.uploads_dir.expanduser().resolve()
+        if path.is_relative_to(data_dir) and not path.is_relative_to(uploads):
+            return f"{path} is studio state (database, runs, caches), not an uploaded file; upload it as a dataset"
+        if not path.is_file():
+            return f"{path} is not an existing file; upload it again"
+        return None
 
     @property
     def is_api_public(self) -> bool:

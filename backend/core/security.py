@@ -11,28 +11,18 @@ prove they are not a cross-site form (CSRF).
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import os
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from backend.core.config import LOOPBACK_HOSTS, Settings
+from backend.core.config import Settings
 from backend.core.errors import InsecureConfigError
+from backend.hosts import LOOPBACK_HOSTS, is_loopback_address, split_host
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+LOGIN_ADDRESS_HEADER = "x-studio-login-address"
+"""The browser's address the studio's UI forwards with a sign-in (trusted from loopback peers only)."""
 CLIENT_HEADER = "x-studio-client"
 """A custom header a cross-site HTML form cannot send (and fetch cannot without a CORS preflight)."""
-
-
-def is_loopback_address(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and `localhost`; False for wildcards (0.0.0.0, ::) and everything else."""
-    host = host.strip("[]").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_startup_security(settings: Settings, *, has_users: bool = False) -> None:
@@ -55,34 +45,10 @@ def legacy_token_matches(settings: Settings, supplied: str) -> bool:
     return bool(settings.api_token) and hmac.compare_digest(supplied.encode(), settings.api_token.encode())
 
 
-def split_host(value: str) -> tuple[str, str]:
-    """`host[:port]` or `[v6]:port` -> (host lowercased, port or "")."""
-    value = value.strip().lower()
-    if value.startswith("["):
-        host, _, rest = value[1:].partition("]")
-        return host, rest.removeprefix(":")
-    if value.count(":") == 1:
-        host, _, port = value.partition(":")
-        return host, port
-    return value, ""
-
-
 def host_allowed(host_header: str, settings: Settings) -> bool:
     """Loopback names (127.0.0.1, localhost, [::1]) with any port, or a name listed in `allowed_hosts`."""
     host, _port = split_host(host_header)
     return host in LOOPBACK_HOSTS or is_loopback_address(host) or host in settings.extra_allowed_hosts
-
-
-def origin_allowed(origin: str, host_header: str) -> bool:
-    """Same-origin check: the Origin's host:port must be the Host the request was sent to."""
-    if origin == "null":
-        return False
-    parts = urlsplit(origin)
-    if not parts.hostname:
-        return False
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    host, host_port = split_host(host_header)
-    return parts.hostname.lower() == host.strip("[]") and str(port) == (host_port or str(port))
 
 
 def ensure_private_dir(path: Path) -> Path:

@@ -161,6 +161,7 @@ def import_environment(session: Session, *, name: str, spec: dict[str, Any]) -> 
         if isinstance(term, dict) and term.get("key"):
             versions_crud.check_reward_source(str(term.get("name")), str(term.get("source") or ""))
     versions_crud.tool_versions_exist(session, spec)
+    versions_crud.check_imported_access(session, spec)
     limits = spec.get("limits") or {}
     env = Environment(name=name, tool_ids=[], rubric={}, limits=limits if isinstance(limits, dict) else {},
                       settings={"imported": True}, version=1)  # fmt: skip

@@ -8,6 +8,7 @@ User code keys: `tool-<id>-v<version>` for a tool version, `reward-<env>-v<versi
 from __future__ import annotations
 
 import ast
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from backend.core.config import get_settings
 from backend.core.errors import InvalidInputError, NotFoundError
+from backend.hosts import parse_host_entry
 from backend.models.dataset import Dataset, Environment, EnvironmentVersion
 from backend.models.tool import Tool, ToolVersion
 from backend.schemas.environment import BUILTIN_REWARDS, EnvironmentSettings, EnvLimits, RubricSpec
@@ -55,6 +57,77 @@ def _tool_entry(tool: Tool, settings: EnvironmentSettings) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def check_network(where: str, hosts: list[str]) -> list[str]:
+    """Allow-list entries normalised (lowercase); 422 naming the first one that is not a host[:port]."""
+    for entry in hosts:
+        try:
+            parse_host_entry(entry)
+        except ValueError as exc:
+            raise InvalidInputError(where, str(exc)) from exc
+    return [entry.strip().lower() for entry in hosts]
+
+
+def check_tool_file(where: str, path: str) -> str:
+    """A declared tool file: an uploaded or registered file under the data roots (resolved), else 422."""
+    resolved = Path(path).expanduser().resolve()
+    problem = get_settings().tool_file_problem(resolved)
+    if problem is not None:
+        raise InvalidInputError(where, problem)
+    return str(resolved)
+
+
+def _tool_files(session: Session, tool_name: str, dataset_ids: list[int]) -> dict[str, str]:
+    """Dataset ids -> {file name: path}, the read-only mounts /data/<file name> of one tool."""
+    files: dict[str, str] = {}
+    where = f"settings.tool_access.{tool_name}.files"
+    for ident in dataset_ids:
+        dataset = _live(session, Dataset, ident, where)
+        if dataset.kind not in ("file", "corpus"):
+            raise InvalidInputError(where, f"dataset {ident} is a {dataset.kind} dataset, not a file")
+        path = check_tool_file(where, dataset.location)
+        name = Path(path).name
+        if name in files:
+            raise InvalidInputError(where, f"two files are named {name!r} (/data/{name}); attach one of them")
+        files[name] = path
+    return files
+
+
+def _with_access(session: Session, tools: list[dict[str, Any]], settings: EnvironmentSettings) -> None:
+    """Put each user tool's network allow-list and files (from `settings.tool_access`) into its spec entry."""
+    user_tools = {t["name"]: t for t in tools if t.get("key")}
+    unknown = sorted(set(settings.tool_access) - set(user_tools))
+    if unknown:
+        raise InvalidInputError("settings.tool_access", f"{', '.join(unknown)}: not a user tool of this environment "
+                                f"(user tools: {', '.join(user_tools) or 'none'})")  # fmt: skip
+    for name, access in settings.tool_access.items():
+        user_tools[name]["network"] = check_network(f"settings.tool_access.{name}.network", access.network)
+        user_tools[name]["files"] = _tool_files(session, name, access.files)
+
+
+def check_imported_access(session: Session, spec: dict[str, Any]) -> None:
+    """An imported spec's tool allow-lists parse and its tool files lie under the data roots (422 otherwise)."""
+    for i, tool in enumerate(spec.get("tools") or []):
+        network, files = tool.get("network") or [], tool.get("files") or {}
+        if not isinstance(network, list) or not all(isinstance(h, str) for h in network):
+            raise InvalidInputError(f"spec.tools[{i}].network", "must be a list of host[:port] strings")
+        if not isinstance(files, dict) or not all(isinstance(p, str) for p in files.values()):
+            raise InvalidInputError(f"spec.tools[{i}].files", "must map file names to paths")
+        if "network" in tool:
+            tool["network"] = check_network(f"spec.tools[{i}].network", network)
+        if "files" in tool:
+            tool["files"] = {name: _registered_file(session, f"spec.tools[{i}].files.{name}", p)
+                             for name, p in files.items()}  # fmt: skip
+
+
+def _registered_file(session: Session, where: str, path: str) -> str:
+    """An imported tool file must be the file of a live dataset of this studio (and pass `check_tool_file`)."""
+    resolved = check_tool_file(where, path)
+    rows = session.scalars(select(Dataset).where(Dataset.deleted_at.is_(None), Dataset.kind.in_(("file", "corpus"))))
+    if not any(str(Path(row.location).expanduser().resolve()) == resolved for row in rows):
+        raise InvalidInputError(where, f"{path} is not the file of a dataset of this studio; upload it first")
+    return resolved
+
+
 def _data_entry(dataset: Dataset | None, settings: EnvironmentSettings) -> dict[str, Any]:
     fraction = settings.heldout_fraction or get_settings().heldout_fraction
     if dataset is None or dataset.kind == "demo":
@@ -72,6 +145,7 @@ def resolve_spec(session: Session, env: Environment, *, version: int) -> dict[st
     rubric = RubricSpec.model_validate(env.rubric or {})
     limits = EnvLimits.model_validate(env.limits or {})
     tools = [_tool_entry(_live(session, Tool, t, "tool_ids"), settings) for t in env.tool_ids]
+    _with_access(session, tools, settings)
     unknown = sorted(set(rubric.weights) - set(BUILTIN_REWARDS))
     if unknown:
         raise InvalidInputError("rubric.weights", f"unknown term(s) {', '.join(unknown)}; built-ins are "

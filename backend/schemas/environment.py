@@ -34,6 +34,20 @@ class RubricSpec(BaseModel):
     answer_tag: str = Field(default="answer", min_length=1, max_length=50, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+class ToolAccessSettings(BaseModel):
+    """What one user tool may reach from its sandbox; nothing by default (no network, no files)."""
+
+    network: list[str] = Field(
+        default_factory=list, max_length=32,
+        description="Allow-listed `host`, `host:port` or `*.domain[:port]` (a bare host: ports 80 and 443); the tool "
+        "reaches them only through a filtering proxy (HTTP(S)_PROXY), every other host is refused.",
+    )  # fmt: skip
+    files: list[DbId] = Field(
+        default_factory=list, max_length=16,
+        description="Dataset ids whose files are mounted read-only at /data/<file name> in the tool's sandbox.",
+    )  # fmt: skip
+
+
 class EnvironmentSettings(BaseModel):
     """Prompt, prefill and split settings of an environment."""
 
@@ -51,6 +65,9 @@ class EnvironmentSettings(BaseModel):
     split_seed: int = 0
     top_k: int = Field(default=3, ge=1, le=50, description="Passages the built-in search returns.")
     max_passage_chars: int = Field(default=400, ge=20)
+    tool_access: dict[str, ToolAccessSettings] = Field(
+        default_factory=dict, max_length=64, description="Per user tool (by name): its network allow-list and files."
+    )
 
 
 class EnvLimits(BaseModel):

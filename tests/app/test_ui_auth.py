@@ -54,7 +54,8 @@ def api(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """A real API (uvicorn, loopback, `require_auth`) on a migrated SQLite DB: (url, database url)."""
     database_url = f"sqlite:///{tmp_path / 'studio.db'}"
     command.upgrade(alembic_config(database_url), "head")
-    settings = Settings(data_dir=tmp_path, database_url=database_url, redis_url="", api_token="", require_auth=True)
+    settings = Settings(data_dir=tmp_path, database_url=database_url, redis_url="", api_token="", require_auth=True,
+                        login_free_attempts=3)  # fmt: skip
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -106,6 +107,31 @@ def test_ui_requires_sign_in_and_acts_as_the_signed_in_user(api: tuple[str, str]
         status = tina.predict("tina_tool", "", TOOL_SOURCE, api_name="/save_tool")[-1]
         assert "Saved **tina_tool**" in status, status
         assert _tool_names(database_url) == ["tina_tool"]
+    finally:
+        demo.close()
+
+
+def test_ui_sign_in_lockout_is_a_429_with_its_message(api: tuple[str, str]) -> None:
+    api_url, database_url = api
+    _add_user(database_url, "tina", "trainer", "trainer-password")
+    settings = UISettings(api_url=api_url, ui_host="127.0.0.1", require_auth=True, api_token="")
+    demo, options = build_secured_app(settings)
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **options)
+    ui = f"http://127.0.0.1:{port}"
+    try:
+
+        def sign_in(password: str) -> httpx.Response:
+            return httpx.post(f"{ui}/login", data={"username": "tina", "password": password})
+
+        assert [sign_in(f"guess-{i}").status_code for i in range(2)] == [400, 400]  # Gradio: incorrect credentials
+        locked = sign_in("guess-3")
+        assert locked.status_code == 429
+        assert locked.headers["retry-after"] == "30"
+        assert locked.json()["detail"] == "too many failed sign-ins for this name: try again in 30 s"
+        assert sign_in("trainer-password").status_code == 429  # the right password waits too
+        page = httpx.get(f"{ui}/")
+        assert "studio-login-notice" in page.text  # the login page shows that message (Gradio shows none on 429)
     finally:
         demo.close()
 

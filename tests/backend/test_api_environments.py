@@ -156,3 +156,58 @@ def test_export_import_and_prompt(client: TestClient) -> None:
     assert prompt["tool_schemas"][0]["function"]["name"] == "km_to_miles"
     assert prompt["first_turn_prefill"] == '<tool_call>{"name": "km_to_miles", "arguments": {'
     assert prompt["chars"] > 50
+
+
+def test_tool_network_allow_list_and_files_go_into_the_spec(client: TestClient, studio_env: Path) -> None:
+    env, _tool, tasks = _environment(client)
+    v1 = client.get(f"{API}/environments/{env['id']}/versions/1").json()["spec"]
+    assert "network" not in v1["tools"][0]
+    assert "files" not in v1["tools"][0]
+    access = {"km_to_miles": {"network": ["API.example.com", "*.rates.example.org:8443"], "files": [tasks["id"]]}}
+    patched = client.patch(f"{API}/environments/{env['id']}", json={"settings": {"tool_access": access}})
+    assert patched.status_code == 200, patched.text
+    spec = client.get(f"{API}/environments/{env['id']}/versions/2").json()["spec"]
+    name = Path(tasks["location"]).name
+    assert spec["tools"][0]["network"] == ["api.example.com", "*.rates.example.org:8443"]
+    assert spec["tools"][0]["files"] == {name: str(Path(tasks["location"]).resolve())}
+    assert client.get(f"{API}/environments/{env['id']}").json()["settings"]["tool_access"]["km_to_miles"] == {
+        "network": ["API.example.com", "*.rates.example.org:8443"], "files": [tasks["id"]]}  # fmt: skip
+    # an exported file carries them; an import re-checks them
+    exported = client.get(f"{API}/environments/{env['id']}/export").json()["environment"]
+    assert client.post(f"{API}/environments/import", json={"spec": exported}).status_code == 201
+    outside = studio_env.parent / "outside.jsonl"
+    outside.write_text("{}\n")
+    exported["tools"][0]["files"] = {"stolen.db": str(studio_env / "studio.db")}  # inside the data dir, not an upload
+    refused = client.post(f"{API}/environments/import", json={"spec": exported})
+    assert refused.status_code == 422
+    assert "is studio state (database, runs, caches)" in refused.json()["detail"]
+    planted = Path(tasks["location"]).with_name("planted.jsonl")
+    planted.write_text("{}\n")
+    exported["tools"][0]["files"] = {"planted.jsonl": str(planted)}  # in the uploads folder, but no dataset's file
+    refused = client.post(f"{API}/environments/import", json={"spec": exported})
+    assert "is not the file of a dataset of this studio" in refused.json()["detail"]
+    exported["tools"][0]["files"] = {"x.jsonl": str(outside)}
+    refused = client.post(f"{API}/environments/import", json={"spec": exported})
+    assert refused.status_code == 422
+    assert "outside the data roots" in refused.json()["detail"]
+    exported["tools"][0]["files"], exported["tools"][0]["network"] = {}, ["http://api.example.com/v1"]
+    refused = client.post(f"{API}/environments/import", json={"spec": exported})
+    assert refused.json()["detail"].startswith("spec.tools[0].network: 'http://api.example.com/v1' is not a host")
+
+
+def test_tool_access_errors_name_the_field(client: TestClient) -> None:
+    env, _tool, tasks = _environment(client)
+
+    def patch(access: dict) -> Any:
+        return client.patch(f"{API}/environments/{env['id']}", json={"settings": {"tool_access": access}})
+
+    assert patch({"nope": {"network": ["a.example.com"]}}).json()["detail"].startswith(
+        "settings.tool_access: nope: not a user tool of this environment (user tools: km_to_miles)")  # fmt: skip
+    bad_port = patch({"km_to_miles": {"network": ["a.example.com:99999"]}}).json()["detail"]
+    assert bad_port == "settings.tool_access.km_to_miles.network: 'a.example.com:99999': the port must be a number " \
+        "from 1 to 65535"  # fmt: skip
+    assert patch({"km_to_miles": {"files": [10**6]}}).json()["detail"].startswith(
+        "settings.tool_access.km_to_miles.files: dataset 1000000 does not exist")  # fmt: skip
+    twice = patch({"km_to_miles": {"files": [tasks["id"], tasks["id"]]}}).json()["detail"]
+    assert "two files are named" in twice
+    assert client.get(f"{API}/environments/{env['id']}").json()["version"] == 1

@@ -87,3 +87,23 @@ def test_evaluate_tab_launches_an_eval_pinned_to_the_environment(studio: StudioC
     assert (run.kind, run.environment_id, run.eval_spec["limit"]) == ("eval", env_id, 5)
     assert run.environment_version_id == studio.list_environment_versions(env_id)[0].id
     assert enqueued[-1] == (TaskName.EVALUATE, run_id)
+
+
+def test_tool_network_and_files_are_set_and_shown_in_the_environments_tab(studio: StudioClient, tmp_path: Path) -> None:
+    csv = tmp_path / "units.csv"
+    csv.write_text("q,a\nHow many miles are 1 km?,0.62\nHow many miles are 2 km?,1.24\n")
+    tab.upload_file(studio, str(csv), "tasks", "auto", "q", "a", "", "units", dry_run=False)
+    dataset = studio.list_datasets()[0]
+    tool = studio.create_tool(ToolCreate(name="km_to_miles", source=TOOL_SOURCE))
+    access = json.dumps({"km_to_miles": {"network": ["api.example.com:8443"], "files": [dataset.id]}})
+    env_id, _picker, rows, status = tab.save_environment(studio, None, "units", *_form(tool.id, dataset.id), access)
+    assert status == "✅ Saved **units** as version 1."
+    name = Path(dataset.location).name
+    assert rows[0][4] == f"km_to_miles: net api.example.com:8443; /data/{name}"
+    loaded = tab.load_environment(studio, env_id)
+    assert json.loads(loaded[-3]) == {"km_to_miles": {"network": ["api.example.com:8443"], "files": [dataset.id]}}
+    bad = json.dumps({"km_to_miles": {"network": ["https://api.example.com"]}})
+    *_, status = tab.save_environment(studio, env_id, "units", *_form(tool.id, dataset.id), bad)
+    assert "is not a host[:port]" in status
+    _id, _p, rows, _s = tab.save_environment(studio, env_id, "units", *_form(tool.id, dataset.id), "{}")
+    assert rows[0][4] == "no network, no files"

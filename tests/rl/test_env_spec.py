@@ -200,3 +200,20 @@ def test_reward_errors_are_counted_in_the_step_metrics() -> None:
     metrics = reward_metrics(batch.trajectories)
     assert metrics["reward/used_tool/errors"] == 1.0
     assert "reward/used_tool" not in metrics
+
+
+def test_tool_network_and_files_round_trip_and_resolve_beside_the_file(tmp_path: Path) -> None:
+    from worker.rl.envs.spec import load_spec_file
+
+    tool = {"name": "lookup", "key": "tool-1-v1", "source": "def lookup():\n    return 1\n",
+            "network": ["api.example.com"], "files": {"prices.jsonl": "data/prices.jsonl"}}  # fmt: skip
+    (tmp_path / "env.json").write_text(json.dumps({"name": "e", "tools": [tool]}))
+    spec = load_spec_file(tmp_path / "env.json")
+    assert spec.tools[0].network == ("api.example.com",)
+    assert spec.tools[0].files == {"prices.jsonl": str((tmp_path / "data" / "prices.jsonl").resolve())}
+    assert EnvSpec.from_dict(spec.to_dict()) == spec
+    assert ToolSpec("lookup", key="k").network == ()  # the default: no network, no files
+    with pytest.raises(SpecError, match="network and files are for user tools"):
+        ToolSpec("search", builtin="search", network=("api.example.com",))
+    with pytest.raises(SpecError, match="files must map names"):
+        ToolSpec("lookup", key="k", files={"../x": "/etc/passwd"})

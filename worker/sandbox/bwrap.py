@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from worker.sandbox.limits import MIB, SandboxLimits, SandboxUnavailable
+from worker.sandbox.limits import MIB, SandboxLimits, SandboxUnavailable, ToolAccess
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +28,12 @@ SCRATCH = "/scratch"
 """The private writable working directory inside the sandbox (a size-capped tmpfs)."""
 RUNNER_SOURCE = (Path(__file__).with_name("runner.py")).read_text(encoding="utf-8")
 """The in-sandbox server, passed with `python -c` so no repository file is visible inside."""
+DATA_DIR = "/data"
+"""Where a tool's declared files appear, read-only, inside its sandbox (`/data/<name>`)."""
+PROXY_PORT = 3128
+"""Inside a networked tool's sandbox, 127.0.0.1:3128 is bridged to the host-side filtering proxy."""
+PROXY_SOCKET = "/run/studio-proxy.sock"
+"""Where the proxy's unix socket is bind-mounted inside the sandbox."""
 ETC_FILES = ("/etc/ld.so.cache", "/etc/localtime", "/etc/alternatives")
 """The only /etc entries the interpreter needs (fast library lookup, time zone, Debian alternatives)."""
 INSTALL_HINT = (
@@ -36,9 +42,27 @@ INSTALL_HINT = (
 )
 
 
-def sandbox_env() -> dict[str, str]:
+def sandbox_env(access: ToolAccess | None = None) -> dict[str, str]:
     """The whole environment user code sees (and the one bwrap itself is started with: no secret in /proc)."""
-    return {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": SCRATCH, "TMPDIR": SCRATCH}
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": SCRATCH, "TMPDIR": SCRATCH}
+    if access is not None and access.files:
+        env["STUDIO_TOOL_DATA"] = DATA_DIR
+    if access is not None and access.hosts:
+        proxy = f"http://127.0.0.1:{PROXY_PORT}"
+        env.update(dict.fromkeys(("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"), proxy))
+    return env
+
+
+def access_args(access: ToolAccess | None, proxy_socket: str | None) -> list[str]:
+    """Read-only binds of the tool's declared files at /data/<name> and of its proxy socket (nothing else)."""
+    args: list[str] = []
+    if access is not None and access.files:
+        args += ["--perms", "0755", "--dir", DATA_DIR]  # parents bwrap makes are 0700: unreadable by the sandbox uid
+    for name, path in access.files if access is not None else ():
+        args += ["--ro-bind", path, f"{DATA_DIR}/{name}"]
+    if proxy_socket is not None:
+        args += ["--perms", "0755", "--dir", str(Path(PROXY_SOCKET).parent), "--ro-bind", proxy_socket, PROXY_SOCKET]
+    return args
 
 
 def python_roots() -> list[Path]:
@@ -76,16 +100,23 @@ def _namespace_args() -> list[str]:
     return ["--unshare-ipc", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try", "--die-with-parent"]
 
 
-def _env_args() -> list[str]:
-    return ["--clearenv", *(arg for key, value in sandbox_env().items() for arg in ("--setenv", key, value))]
+def _env_args(access: ToolAccess | None) -> list[str]:
+    env = sandbox_env(access)
+    return ["--clearenv", *(arg for key, value in env.items() for arg in ("--setenv", key, value))]
 
 
-def sandbox_command(limits: SandboxLimits, bwrap: str, argv: list[str]) -> list[str]:
-    """The full command running `argv` isolated (the nested form when the worker is root)."""
+def sandbox_command(limits: SandboxLimits, bwrap: str, argv: list[str], access: ToolAccess | None = None,
+                    proxy_socket: str | None = None) -> list[str]:  # fmt: skip
+    """The full command running `argv` isolated (the nested form when the worker is root).
+
+    The network namespace is always new and empty (`--unshare-net`): a tool with an allow-list
+    reaches the outside only through `proxy_socket`, the host-side filtering proxy.
+    """
     uid = str(limits.sandbox_uid)
+    view = [*view_args(), *access_args(access, proxy_socket)]
     if os.geteuid() != 0:
         return [bwrap, "--unshare-user", "--unshare-pid", *_namespace_args(), "--disable-userns", "--new-session",
-                "--uid", uid, "--gid", uid, *_env_args(), *view_args(), *_scratch_args(limits), *argv]  # fmt: skip
+                "--uid", uid, "--gid", uid, *_env_args(access), *view, *_scratch_args(limits), *argv]  # fmt: skip
     setpriv = shutil.which("setpriv")
     if setpriv is None:
         raise SandboxUnavailable("a root worker drops to an unprivileged uid with `setpriv`: install util-linux")
@@ -93,13 +124,19 @@ def sandbox_command(limits: SandboxLimits, bwrap: str, argv: list[str]) -> list[
              "--no-new-privs", bwrap, "--unshare-user", "--disable-userns", *_namespace_args(), "--uid", uid,
              "--gid", uid, "--ro-bind", "/", "/", "--dev-bind", "/dev", "/dev", "--bind", SCRATCH, SCRATCH,
              "--chdir", SCRATCH]  # fmt: skip
-    return [bwrap, "--unshare-pid", *_namespace_args(), "--new-session", *_env_args(), *view_args(),
+    return [bwrap, "--unshare-pid", *_namespace_args(), "--new-session", *_env_args(access), *view,
             *_scratch_args(limits), *inner, *argv]  # fmt: skip
 
 
-def server_argv(limits: SandboxLimits) -> list[str]:
-    """The interpreter running the tool server (isolated mode: no PYTHON* env, no user site, no cwd on path)."""
-    return [sys.executable, "-I", "-c", RUNNER_SOURCE, json.dumps(limits.runner_limits())]
+def server_argv(limits: SandboxLimits, *, proxied: bool = False) -> list[str]:
+    """The interpreter running the tool server (isolated mode: no PYTHON* env, no user site, no cwd on path).
+
+    `proxied`: the server first bridges 127.0.0.1:PROXY_PORT to the proxy socket (before any user code).
+    """
+    runner: dict[str, object] = dict(limits.runner_limits())
+    if proxied:
+        runner.update(proxy_port=PROXY_PORT, proxy_socket=PROXY_SOCKET)
+    return [sys.executable, "-I", "-c", RUNNER_SOURCE, json.dumps(runner)]
 
 
 @functools.cache

@@ -7,8 +7,11 @@ without isolation), so a pool, a one-shot call and the tests all read the same v
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
+
+from backend.hosts import parse_host_entry
 
 MIB = 1024 * 1024
 
@@ -26,6 +29,7 @@ class _SandboxSettings(Protocol):
     tool_memory_limit_mb: int
     bwrap_path: str
     allow_unsandboxed_code: bool
+    tool_network_allow_private: bool
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,8 @@ class SandboxLimits:
     """The bubblewrap binary (Debian package `bubblewrap`); a name is looked up on PATH."""
     allow_unsandboxed: bool = False
     """Accept running user code as a plain limited subprocess when bubblewrap is unavailable (not isolated)."""
+    network_allow_private: bool = False
+    """Let an allow-listed host resolve to a loopback, private or link-local address (off: only public ones)."""
 
     def __post_init__(self) -> None:
         if self.time_limit_s <= 0:
@@ -79,6 +85,7 @@ class SandboxLimits:
         return cls(
             time_limit_s=settings.tool_time_limit_s, memory_limit_mb=max(64, settings.tool_memory_limit_mb),
             bwrap_path=settings.bwrap_path, allow_unsandboxed=settings.allow_unsandboxed_code,
+            network_allow_private=settings.tool_network_allow_private,
         )  # fmt: skip
 
     def runner_limits(self) -> dict[str, int | str]:
@@ -89,6 +96,40 @@ class SandboxLimits:
             "file_size_bytes": self.max_file_size_mb * MIB, "result_bytes": self.result_limit_bytes,
             "stdout_bytes": self.stdout_limit_bytes, "result_label": size_label(self.result_limit_bytes),
         }  # fmt: skip
+
+
+_MOUNT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
+
+
+@dataclass(frozen=True)
+class ToolAccess:
+    """What one tool may reach beyond its scratch dir. Nothing by default: no network, no files.
+
+    `hosts` go through a filtering proxy (`worker.sandbox.proxy`); `files` are bind-mounted
+    read-only at `/data/<name>` (and only they: nothing else of the data dir is visible).
+    """
+
+    hosts: tuple[str, ...] = ()
+    """Allow-listed `host`, `host:port` or `*.domain[:port]` entries (a bare host means ports 80 and 443)."""
+    files: tuple[tuple[str, str], ...] = ()
+    """(name, host path) pairs: the file at the host path is readable, read-only, at `/data/<name>`."""
+
+    def __post_init__(self) -> None:
+        for entry in self.hosts:
+            try:
+                parse_host_entry(entry)
+            except ValueError as exc:
+                raise ValueError(f"network allow-list: {exc}") from None
+        names = [name for name, _ in self.files]
+        for name in names:
+            if not _MOUNT_NAME.fullmatch(name) or name in (".", ".."):
+                raise ValueError(f"file name {name!r} must be letters, digits, '.', '_' or '-' (it becomes /data/NAME)")
+        if len(set(names)) != len(names):
+            raise ValueError(f"file names must be unique, got {names}")
+
+    @property
+    def is_default(self) -> bool:
+        return not self.hosts and not self.files
 
 
 @dataclass(frozen=True)

@@ -13,15 +13,18 @@ import logging
 import os
 import queue
 import shutil
+import stat
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from worker.sandbox.bwrap import isolation_mode
-from worker.sandbox.limits import SandboxLimits, SandboxResult, ToolLoadError
+from worker.sandbox.limits import SandboxLimits, SandboxResult, ToolAccess, ToolLoadError
+from worker.sandbox.proxy import NetworkProxy
 from worker.sandbox.server import ArgumentsTooLarge, ServerBroken, ToolServer
 
 logger = logging.getLogger(__name__)
@@ -54,6 +57,9 @@ class _Entry:
     kind: str
     idle: queue.LifoQueue[list[ToolServer | None]]
     stats: ToolStats = field(default_factory=ToolStats)
+    access: ToolAccess | None = None
+    proxy: NetworkProxy | None = None
+    """The tool's filtering proxy (one per allow-listed tool, shared by its servers), closed with the pool."""
 
 
 class ToolServerPool:
@@ -75,33 +81,47 @@ class ToolServerPool:
         self._lock = threading.Lock()
         self._closed = False
 
-    def add_tool(self, key: str, source: str, function: str) -> None:
-        """A user tool: `function(**arguments)` returns any JSON value (repr() otherwise), capped in size."""
-        self._add(key, source, function, "tool")
+    def add_tool(self, key: str, source: str, function: str, access: ToolAccess | None = None) -> None:
+        """A user tool: `function(**arguments)` returns any JSON value (repr() otherwise), capped in size.
+
+        `access`: the hosts it may reach (through its own filtering proxy) and the files mounted
+        read-only at /data/<name>; none by default.
+        """
+        self._add(key, source, function, "tool", access)
 
     def add_function(self, key: str, source: str, function: str) -> None:
         """A user reward function: `function(**kwargs)` must return a finite number (else an error result)."""
         self._add(key, source, function, "reward")
 
-    def _add(self, key: str, source: str, function: str, kind: str) -> None:
+    def _add(self, key: str, source: str, function: str, kind: str, access: ToolAccess | None = None) -> None:
         if not key or not function.isidentifier():
             raise ValueError(f"a pool entry needs a key and a Python function name, got {key!r} and {function!r}")
+        access = None if access is None or access.is_default else access
+        if access is not None:
+            check_files(access, self.mode, self.limits.sandbox_uid)
         idle: queue.LifoQueue[list[ToolServer | None]] = queue.LifoQueue()
         for _ in range(self.processes):
             idle.put([None])
-        entry = _Entry(source, function, kind, idle)
+        entry = _Entry(source, function, kind, idle, access=access)
         with self._lock:
             if self._closed:
                 raise RuntimeError("this ToolServerPool is closed")
             if key in self._entries:
                 raise ValueError(f"{key!r} is already in this pool; use a new key for a new version")
             self._entries[key] = entry
+        if access is not None and access.hosts:
+            if self.mode == "bwrap":
+                entry.proxy = NetworkProxy(access.hosts, allow_private=self.limits.network_allow_private).start()
+            else:
+                logger.warning("tool %s: no sandbox, so its network allow-list is NOT enforced", key)
         slot = entry.idle.get()
         try:
             slot[0] = self._start(entry)  # load once now: a broken source fails here, with its error
         except ToolLoadError:
             with self._lock:
                 del self._entries[key]
+            if entry.proxy is not None:
+                entry.proxy.close()
             raise
         finally:
             entry.idle.put(slot)
@@ -111,7 +131,8 @@ class ToolServerPool:
             if self._closed:
                 raise ToolLoadError("this ToolServerPool is closed")
             try:
-                server = ToolServer(self.limits, self.mode, self._bwrap)
+                proxy_socket = entry.proxy.socket_path if entry.proxy is not None else None
+                server = ToolServer(self.limits, self.mode, self._bwrap, entry.access, proxy_socket)
             except OSError as exc:
                 raise ToolLoadError(f"the sandbox could not be started: {exc}") from exc
             self._servers.add(server)
@@ -227,6 +248,8 @@ class ToolServerPool:
                     self._kill(slot[0])
                     slot[0] = None
                 entry.idle.put(slot)  # emptied, so a caller still waiting for a slot gets an error, not a hang
+            if entry.proxy is not None:
+                entry.proxy.close()
 
     def __enter__(self) -> ToolServerPool:
         return self
@@ -235,18 +258,31 @@ class ToolServerPool:
         self.close()
 
 
+def check_files(access: ToolAccess, mode: str, sandbox_uid: int) -> None:
+    """Each declared file is a regular file the sandboxed user can read; ToolLoadError saying how to fix it."""
+    for name, path in access.files:
+        resolved = Path(path)
+        if not resolved.is_absolute() or not resolved.is_file():
+            raise ToolLoadError(f"file {name!r}: {path} is not an existing file (re-upload it, or remove it from the "
+                                "tool's files)")  # fmt: skip
+        if mode == "bwrap" and os.geteuid() == 0 and not resolved.stat().st_mode & stat.S_IROTH:
+            raise ToolLoadError(f"file {name!r}: {path} is not readable by the sandbox user (uid {sandbox_uid}): "
+                                f"`chmod o+r {path}`")  # fmt: skip
+
+
 def _error(start: float, error: str) -> SandboxResult:
     return SandboxResult(ok=False, result=None, error=error, duration_s=time.monotonic() - start)
 
 
 def run_tool_source(
-    source: str, function: str, arguments: dict[str, Any], limits: SandboxLimits | None = None
-) -> SandboxResult:
+    source: str, function: str, arguments: dict[str, Any], limits: SandboxLimits | None = None,
+    access: ToolAccess | None = None,
+) -> SandboxResult:  # fmt: skip
     """Call `function(**arguments)` defined by `source` once, in a fresh sandbox that is gone afterwards."""
     start = time.monotonic()
     with ToolServerPool(limits, processes=1) as pool:
         try:
-            pool.add_tool("tool", source, function)
+            pool.add_tool("tool", source, function, access)
         except ToolLoadError as exc:
             return SandboxResult(ok=False, result=None, error=str(exc), duration_s=time.monotonic() - start)
         result = pool.call("tool", arguments)

@@ -15,8 +15,11 @@ import math
 import numbers
 import os
 import resource
+import selectors
 import signal
+import socket
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +36,68 @@ def apply_limits(limits: dict[str, Any]) -> None:
     for which, value in pairs:
         resource.setrlimit(which, (value, value))
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over the file size limit a write fails (EFBIG), not the process
+
+
+def start_bridge(port: int, socket_path: str) -> None:
+    """127.0.0.1:`port` inside the sandbox -> the host proxy's unix socket: the tool's only way out.
+
+    One thread relays every connection (threads count against the process limit). User code may
+    bypass it and talk to the socket itself: the filtering happens on the host side of the socket.
+    """
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(16)
+    threading.Thread(target=_bridge_loop, args=(listener, socket_path), name="proxy-bridge", daemon=True).start()
+
+
+def _bridge_loop(listener: socket.socket, socket_path: str) -> None:
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ)
+    peers: dict[socket.socket, socket.socket] = {}
+    finished: set[socket.socket] = set()  # sides that sent EOF (half-closed: the other way may still flow)
+
+    def drop(sock: socket.socket) -> None:
+        for side in (sock, peers.get(sock)):
+            if side is not None and side in peers:
+                with contextlib.suppress(KeyError):  # a side that sent EOF is already unregistered
+                    selector.unregister(side)
+                peers.pop(side)
+                finished.discard(side)
+                side.close()
+
+    while True:
+        for key, _ in selector.select():
+            sock = key.fileobj
+            if sock is listener:
+                with contextlib.suppress(OSError):
+                    client, _ = listener.accept()
+                    upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    try:
+                        upstream.connect(socket_path)
+                    except OSError:
+                        client.close()
+                        upstream.close()
+                        continue
+                    peers[client], peers[upstream] = upstream, client
+                    selector.register(client, selectors.EVENT_READ)
+                    selector.register(upstream, selectors.EVENT_READ)
+                continue
+            assert isinstance(sock, socket.socket)
+            try:
+                data = sock.recv(65536)
+                if data:
+                    peers[sock].sendall(data)
+                    continue
+            except OSError:
+                drop(sock)
+                continue
+            finished.add(sock)  # EOF: pass it on, and stop when both ways are done
+            selector.unregister(sock)
+            with contextlib.suppress(OSError):
+                peers[sock].shutdown(socket.SHUT_WR)
+            if peers[sock] in finished:
+                drop(sock)
 
 
 def take_protocol_fds() -> tuple[Any, int, int]:
@@ -121,6 +186,8 @@ def handle(request: dict[str, Any], state: dict[str, Any], limits: dict[str, Any
 
 def serve(limits: dict[str, Any]) -> None:
     apply_limits(limits)
+    if limits.get("proxy_socket"):
+        start_bridge(int(limits["proxy_port"]), str(limits["proxy_socket"]))
     requests, replies, capture = take_protocol_fds()
     state: dict[str, Any] = {}
     for line in requests:

@@ -16,10 +16,11 @@ import signal
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from worker.sandbox.bwrap import sandbox_command, sandbox_env, server_argv
-from worker.sandbox.limits import SandboxLimits, size_label
+from worker.sandbox.limits import SandboxLimits, ToolAccess, size_label
 
 
 class ServerBroken(Exception):
@@ -37,16 +38,27 @@ class ArgumentsTooLarge(ValueError):
 class ToolServer:
     """A live sandboxed interpreter holding one user function (`kind` 'tool' or 'reward')."""
 
-    def __init__(self, limits: SandboxLimits, mode: str, bwrap: str | None) -> None:
+    def __init__(self, limits: SandboxLimits, mode: str, bwrap: str | None, access: ToolAccess | None = None,
+                 proxy_socket: str | None = None) -> None:  # fmt: skip
         self.limits = limits
         self._scratch = tempfile.mkdtemp(prefix="studio-unsandboxed-") if mode == "unsandboxed" else None
-        argv = server_argv(limits)
-        command = argv if bwrap is None else sandbox_command(limits, bwrap, argv)
+        env = sandbox_env(access)
+        if self._scratch is None:
+            command = sandbox_command(limits, str(bwrap), server_argv(limits, proxied=proxy_socket is not None),
+                                      access, proxy_socket)  # fmt: skip
+        else:  # no isolation (explicit opt-in): the files are linked in the scratch dir, the network is open
+            command = server_argv(limits)
+            env.update(HOME=self._scratch, TMPDIR=self._scratch)
+            env = {k: v for k, v in env.items() if "proxy" not in k.lower()}
+            if access is not None and access.files:
+                data = Path(self._scratch) / "data"
+                data.mkdir()
+                for name, path in access.files:
+                    (data / name).symlink_to(path)
+                env["STUDIO_TOOL_DATA"] = str(data)
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server; closed by kill()
         self._proc = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-            env=sandbox_env() if self._scratch is None else {**sandbox_env(), "HOME": self._scratch,
-                                                            "TMPDIR": self._scratch},
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env,
             cwd=self._scratch, start_new_session=True, bufsize=0,
         )  # fmt: skip
         self._buffer = b""

@@ -28,6 +28,7 @@ TOOL_ALIASES = {"bm25_search": "search"}
 MAX_TOOL_RESULT_BYTES = 256 * 1024
 """Tool results beyond this are cut with a visible marker and counted (`tool/<name>/truncated`)."""
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,63}")
+_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
 
 
 class SpecError(ValueError):
@@ -61,10 +62,22 @@ class ToolSpec:
     tool_id: int | None = None
     version: int | None = None
     """The studio's tool id and the pinned tool version, when it came from a saved tool."""
+    network: tuple[str, ...] = ()
+    """A user tool's network allow-list (`host`, `host:port`, `*.domain`); empty: no network (the default)."""
+    files: Mapping[str, str] = field(default_factory=dict)
+    """Files a user tool may read: name -> path; each is mounted read-only at `/data/<name>` in its sandbox."""
 
     def __post_init__(self) -> None:
         _need(bool(_NAME.fullmatch(self.name)), f"tools: name {self.name!r} must be letters, digits, '_' or '-'")
         _need((self.builtin is None) != (self.key is None), f"tools.{self.name}: set exactly one of builtin or key")
+        _need(isinstance(self.network, list | tuple) and all(isinstance(h, str) and h.strip() for h in self.network),
+              f"tools.{self.name}: network must be a list of host[:port] strings")  # fmt: skip
+        object.__setattr__(self, "network", tuple(self.network))
+        _need(isinstance(self.files, Mapping) and all(isinstance(p, str) and _FILE_NAME.fullmatch(n)
+                                                      for n, p in self.files.items()),
+              f"tools.{self.name}: files must map names (letters, digits, '.', '_', '-') to paths")  # fmt: skip
+        _need(self.builtin is None or (not self.network and not self.files),
+              f"tools.{self.name}: network and files are for user tools; built-ins need neither")  # fmt: skip
         if self.builtin is not None:
             _need(self.builtin in BUILTIN_TOOLS, f"tools.{self.name}: builtin {self.builtin!r} is not one of "
                   f"{', '.join(BUILTIN_TOOLS)}")  # fmt: skip
@@ -258,4 +271,7 @@ def load_spec_file(path: str | Path) -> EnvSpec:
         data_loc = str((p.parent / data_loc).resolve())
     if corpus_loc and not Path(corpus_loc).is_absolute():
         corpus_loc = str((p.parent / corpus_loc).resolve())
-    return replace(spec, data=replace(spec.data, location=data_loc), corpus=replace(spec.corpus, location=corpus_loc))
+    tools = tuple(replace(t, files={n: str((p.parent / f).resolve()) for n, f in t.files.items()}) if t.files else t
+                  for t in spec.tools)  # fmt: skip
+    return replace(spec, tools=tools, data=replace(spec.data, location=data_loc),
+                   corpus=replace(spec.corpus, location=corpus_loc))  # fmt: skip
