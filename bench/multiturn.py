@@ -15,8 +15,8 @@ from worker.rl.generation.base import SamplingParams
 from worker.rl.generation.hf import HFGenerator
 from worker.rl.rollout import collect_trajectories
 from worker.rl.training.build import build_components, with_resolved_precision
+from worker.rl.training.collect import rollout_limits
 from worker.rl.training.config import load_config, override
-from worker.rl.training.trainer import rollout_limits
 
 REPO = Path(__file__).resolve().parents[1]
 PATHS = {False: "full re-prefill", True: "prefix-shared"}

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 
+from worker.rl.generation.base import Completion, SamplingParams, Tokenizer
 from worker.rl.generation.chat import ChatFormat
+from worker.rl.generation.scripted import ScriptedGenerator
 from worker.rl.types import Passage, Task
 
 SPECIALS = ("<pad>", "<|im_start|>", "<|im_end|>")
@@ -38,6 +40,23 @@ class CharTokenizer:
             else:
                 out.append(chr(t - len(SPECIALS)))
         return "".join(out)
+
+
+class SpyGenerator(ScriptedGenerator):
+    """Records every call's prompts, params (seeds included) and outputs."""
+
+    def __init__(self, tokenizer: Tokenizer, replies: Sequence[str] | Callable[[str], str]) -> None:
+        super().__init__(tokenizer, replies)
+        self.prompts: list[list[tuple[int, ...]]] = []
+        self.params: list[SamplingParams] = []
+        self.outputs: list[list[Completion]] = []
+
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Completion]:
+        self.prompts.append([tuple(p) for p in prompts])
+        self.params.append(params)
+        out = super().generate(prompts, params)
+        self.outputs.append(out)
+        return out
 
 
 class ListRetriever:

@@ -8,12 +8,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.rl.conftest import SpyGenerator
+from worker.rl.envs.base import EnvConfig
+from worker.rl.envs.qa import QA_SYSTEM_PROMPT, QASearchEnv
 from worker.rl.evaluation.report import PAPER_EM, build_report, paper_row, render_markdown, write_report
 from worker.rl.evaluation.results import EvalResult, Prediction, summarize
-from worker.rl.evaluation.runner import evaluate, extract_prediction
+from worker.rl.evaluation.runner import BATCH_SIZE, evaluate, extract_prediction
+from worker.rl.generation.base import SamplingParams
+from worker.rl.generation.chat import ChatFormat
 from worker.rl.generation.scripted import ScriptedGenerator
 from worker.rl.rewards.qa_metrics import QAScores
-from worker.rl.rollout import RolloutLimits
+from worker.rl.rollout import RolloutLimits, collect_trajectories
 from worker.rl.tools.search import BM25Retriever, Retriever, corpus_from_tasks
 from worker.rl.types import Passage, Task
 
@@ -137,6 +142,44 @@ def test_base_tool_call_runs_multi_turn_episodes() -> None:
     assert first.trajectory["final_answer"] == "Paris"
     assert first.generated_tokens == sum(first.trajectory["loss_mask"])
     assert row.generated_tokens == sum(p.generated_tokens for p in result.predictions)
+
+
+def test_tool_episodes_match_the_rollout_loop_they_replaced() -> None:
+    """`base-tool-call` goes through `collect_heldout`: the engine sees the same calls (prompts, params, seeds)
+    and the predictions carry the same trajectories as the chunked `collect_trajectories` loop it replaced."""
+    names = [f"Person {chr(65 + i // 26)}{chr(65 + i % 26)}" for i in range(BATCH_SIZE + 8)]  # crosses a chunk
+    tasks = [_task(i, f"City{i}", name, f"{name} was born in City{i}.") for i, name in enumerate(names)]
+
+    def reply(prompt: str) -> str:
+        name = next(n for n in names if f"Where was {n} born?" in prompt)
+        if "<tool_response>" not in prompt:
+            return f'<tool_call>{{"name": "search", "arguments": {{"query": "{name}"}}}}</tool_call>'
+        return f"<answer>City{names.index(name) if names.index(name) % 3 else 0}</answer>"
+
+    new = SpyGenerator(CharTokenizer(), reply)
+    result = evaluate({"toy": tasks}, method="base-tool-call", generator=new, tokenizer=CharTokenizer(),
+                      retriever_factory=_factory, limits=LIMITS, top_k=1, seed=5)  # fmt: skip
+
+    old = SpyGenerator(CharTokenizer(), reply)
+    chat = ChatFormat(CharTokenizer())
+    retriever = _factory("toy", tasks)
+    env_config = EnvConfig(system_prompt=QA_SYSTEM_PROMPT, max_turns=LIMITS.max_turns)
+    params = SamplingParams(max_new_tokens=LIMITS.max_new_tokens_per_turn, temperature=0.0, stop=chat.stop_strings,
+                            seed=5)  # fmt: skip
+    reference = []
+    for start in range(0, len(tasks), BATCH_SIZE):
+        batch = collect_trajectories(
+            lambda: QASearchEnv(retriever, top_k=1, max_passage_chars=400, config=env_config), old, chat,
+            tasks[start : start + BATCH_SIZE], group_size=1, params=params, limits=LIMITS, seed=5 + start,
+            group_prefix="eval-toy-",
+        )  # fmt: skip
+        reference.extend(batch.trajectories)
+
+    assert (new.prompts, new.params) == (old.prompts, old.params)
+    assert new.calls == [BATCH_SIZE, BATCH_SIZE, 8, 8]  # two turns per chunk
+    assert [p.trajectory for p in result.predictions] == [t.to_dict() for t in reference]
+    assert [p.prediction for p in result.predictions] == [t.final_answer for t in reference]
+    assert result.metrics[0].em == pytest.approx(sum(1 for i in range(len(tasks)) if i % 3 or i == 0) / len(tasks))
 
 
 def test_evaluate_validates_method_and_retriever() -> None:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from tests.rl.conftest import CharTokenizer, ListRetriever
+from tests.rl.conftest import CharTokenizer, ListRetriever, SpyGenerator
 from worker.rl.envs.base import EnvConfig
 from worker.rl.envs.calculator import CalculatorEnv
 from worker.rl.envs.qa import FORCE_FIRST_SEARCH_PREFILL, QASearchEnv
@@ -20,21 +20,6 @@ from worker.rl.types import Task, Trajectory
 SEARCH = '<tool_call>{"name": "search", "arguments": {"query": "capital of France"}}</tool_call>'
 PARAMS = SamplingParams(max_new_tokens=512, temperature=1.0)
 BIG = RolloutLimits(max_turns=3, max_new_tokens_per_turn=256, max_total_tokens=20_000)
-
-
-class SpyGenerator(ScriptedGenerator):
-    """Records every call's prompts and params."""
-
-    def __init__(self, tokenizer: CharTokenizer, replies: Sequence[str] | Callable[[str], str]) -> None:
-        super().__init__(tokenizer, replies)
-        self.params: list[SamplingParams] = []
-        self.outputs: list[list[Completion]] = []
-
-    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Completion]:
-        self.params.append(params)
-        out = super().generate(prompts, params)
-        self.outputs.append(out)
-        return out
 
 
 def _run(

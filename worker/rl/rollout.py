@@ -72,6 +72,20 @@ class RolloutBatch:
     stats: RolloutStats
 
 
+def concat_batches(batches: Sequence[RolloutBatch]) -> RolloutBatch:
+    """Several rollouts as one: trajectories in order, counters and seconds summed."""
+    tool_metrics: dict[str, float] = {}
+    for batch in batches:
+        _merge(tool_metrics, batch.stats.tool_metrics)
+    stats = RolloutStats(
+        num_trajectories=sum(b.stats.num_trajectories for b in batches),
+        generated_tokens=sum(b.stats.generated_tokens for b in batches),
+        seconds=sum(b.stats.seconds for b in batches),
+        tool_metrics=tool_metrics,
+    )
+    return RolloutBatch(trajectories=[t for b in batches for t in b.trajectories], stats=stats)
+
+
 def derive_seed(*parts: int) -> int:
     """A stable 31-bit seed from integers (same inputs, same seed, on every machine)."""
     digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()

@@ -16,12 +16,12 @@ from typing import Any
 from worker.rl.envs.from_spec import ToolRunner, env_factory, load_env_data
 from worker.rl.envs.spec import EnvSpec
 from worker.rl.evaluation.job import load_engine, loadable_checkpoint
-from worker.rl.generation.base import SamplingParams
+from worker.rl.evaluation.runner import BATCH_SIZE
 from worker.rl.generation.chat import ChatFormat
-from worker.rl.rollout import RolloutLimits, collect_trajectories
+from worker.rl.rollout import RolloutLimits
+from worker.rl.training.collect import collect_heldout, greedy_params
 
 logger = logging.getLogger(__name__)
-BATCH_SIZE = 32
 
 
 def evaluate_environment(
@@ -44,20 +44,29 @@ def evaluate_environment(
     chat = ChatFormat(tokenizer)
     make_env = env_factory(spec, tool_runner=tool_runner, passages=data.passages, index_cache_dir=index_cache_dir)
     lim = spec.limits
-    params = SamplingParams(max_new_tokens=lim.max_new_tokens_per_turn, temperature=0.0, seed=seed)
-    limits = RolloutLimits(max_turns=lim.max_turns, max_new_tokens_per_turn=lim.max_new_tokens_per_turn,
-                           max_total_tokens=lim.max_total_tokens)  # fmt: skip
-    trajectories = []
-    for start in range(0, len(tasks), BATCH_SIZE):
-        chunk = tasks[start : start + BATCH_SIZE]
-        batch = collect_trajectories(make_env, generator, chat, chunk, group_size=1, params=params, limits=limits,
-                                     seed=seed + start, group_prefix="eval-env-")  # fmt: skip
-        trajectories.extend(batch.trajectories)
+    limits = RolloutLimits(lim.max_turns, lim.max_new_tokens_per_turn, lim.max_total_tokens)
+
+    def report(done: int) -> None:
         if progress is not None:
-            progress(len(trajectories), len(tasks))
+            progress(done, len(tasks))
+
+    batch = collect_heldout(
+        make_env,
+        generator,
+        chat,
+        tasks,
+        params=greedy_params(limits, seed),
+        limits=limits,
+        seed=seed,
+        group_prefix="eval-env-",
+        chunk_size=BATCH_SIZE,
+        progress=report,
+    )
+    trajectories = batch.trajectories
     terms = sorted({k for t in trajectories for k in t.reward_breakdown})
-    means = {k: statistics.fmean([t.reward_breakdown[k] for t in trajectories if k in t.reward_breakdown])
-             for k in terms}  # fmt: skip
+    means = {
+        k: statistics.fmean([t.reward_breakdown[k] for t in trajectories if k in t.reward_breakdown]) for k in terms
+    }
     errors: dict[str, float] = {}
     for t in trajectories:
         for key, value in t.metrics.items():
@@ -66,10 +75,18 @@ def evaluate_environment(
     rewards = [t.reward for t in trajectories]
     correctness = means.get("exact_match", statistics.fmean(rewards) if rewards else 0.0)
     logger.info("environment %s: correctness %.3f over %d held-out tasks", spec.name, correctness, len(tasks))
+    predictions = [
+        {"task_id": t.task_id, "answer": t.final_answer, "reward": t.reward, "num_tool_calls": t.num_tool_calls}
+        for t in trajectories
+    ]
     return {
         "environment": {"name": spec.name, "environment_id": spec.environment_id, "version": spec.version},
-        "model": model, "checkpoint_path": checkpoint_path, "n": len(trajectories), "correctness": correctness,
-        "reward_mean": statistics.fmean(rewards) if rewards else 0.0, "terms": means, "errors": errors,
-        "predictions": [{"task_id": t.task_id, "answer": t.final_answer, "reward": t.reward,
-                         "num_tool_calls": t.num_tool_calls} for t in trajectories],
-    }  # fmt: skip
+        "model": model,
+        "checkpoint_path": checkpoint_path,
+        "n": len(trajectories),
+        "correctness": correctness,
+        "reward_mean": statistics.fmean(rewards) if rewards else 0.0,
+        "terms": means,
+        "errors": errors,
+        "predictions": predictions,
+    }

@@ -2,7 +2,8 @@
 
 Every method uses greedy decoding, batched through the engine, and the same
 answer extraction (`<answer>` tag, else the last line); tool methods run the
-multi-turn `QASearchEnv` through `collect_trajectories`. Per dataset we report
+multi-turn `QASearchEnv` through `training.collect.collect_heldout`, the rollout path training's
+held-out eval takes. Per dataset we report
 EM, cover-EM (Agent-R1's "EM"), F1, turns, tool calls, retrieval recall, speed.
 """
 
@@ -20,9 +21,10 @@ from worker.rl.evaluation.results import EvalResult, Prediction, summarize
 from worker.rl.generation.base import Generator, SamplingParams, Tokenizer
 from worker.rl.generation.chat import ChatFormat
 from worker.rl.rewards.qa_metrics import score_prediction
-from worker.rl.rollout import RolloutLimits, collect_trajectories
+from worker.rl.rollout import RolloutLimits
 from worker.rl.tools.parsing import extract_answer
 from worker.rl.tools.search import Retriever, format_passage, retrieval_recall
+from worker.rl.training.collect import collect_heldout, greedy_params
 from worker.rl.types import Message, Task, Trajectory
 
 logger = logging.getLogger(__name__)
@@ -166,27 +168,26 @@ def _run_tool_episodes(
     def env_factory() -> QASearchEnv:
         return QASearchEnv(retriever, top_k=top_k, max_passage_chars=max_passage_chars, config=env_config)
 
-    out: list[Prediction] = []
-    for start in range(0, len(tasks), BATCH_SIZE):
-        batch = list(tasks[start : start + BATCH_SIZE])
-        rollout = collect_trajectories(
-            env_factory,
-            generator,
-            chat,
-            batch,
-            group_size=1,
-            params=params,
-            limits=limits,
-            seed=seed + start,
-            group_prefix=f"eval-{dataset}-",
-        )
-        out.extend(
-            _trajectory_prediction(dataset, method, task, traj)
-            for task, traj in zip(batch, rollout.trajectories, strict=True)
-        )
+    def report(done: int) -> None:
         if progress is not None:
-            progress(dataset, len(out), len(tasks))
-    return out
+            progress(dataset, done, len(tasks))
+
+    rollout = collect_heldout(
+        env_factory,
+        generator,
+        chat,
+        tasks,
+        params=params,
+        limits=limits,
+        seed=seed,
+        group_prefix=f"eval-{dataset}-",
+        chunk_size=BATCH_SIZE,
+        progress=report,
+    )
+    return [
+        _trajectory_prediction(dataset, method, task, traj)
+        for task, traj in zip(tasks, rollout.trajectories, strict=True)
+    ]
 
 
 def evaluate(
@@ -215,9 +216,7 @@ def evaluate(
     if method != "direct" and retriever_factory is None:
         raise ValueError(f"method {method!r} needs a retriever_factory (only 'direct' runs without retrieval)")
     chat = ChatFormat(tokenizer)
-    params = SamplingParams(
-        max_new_tokens=limits.max_new_tokens_per_turn, temperature=0.0, stop=chat.stop_strings, seed=seed
-    )
+    params = greedy_params(limits, seed)  # the rollout adds the chat's and the env's stop strings
     answer_params = SamplingParams(
         max_new_tokens=min(limits.max_new_tokens_per_turn, answer_max_new_tokens),
         temperature=0.0,

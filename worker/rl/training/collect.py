@@ -3,16 +3,20 @@
 One seed rule (`step_seed`), one sampling setup (`RolloutConfig.sampling_params`), one trajectory
 layout (`trajectories/step_XXXXX.jsonl`, docs/trajectory-format.md) and one metric vocabulary
 (`training.metrics.collection_metrics`: `reward/`, `rollout/`, `tool/`, `perf/rollout_s`, ...), so the
-entry points cannot drift apart. `collect_eval` is the held-out variant (one greedy episode per task).
+entry points cannot drift apart. `collect_heldout` is the evaluation variant (one episode per task, in
+chunks), used by the trainer's held-out eval (`collect_eval`), the benchmark runner and environment evals.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from worker.rl.rollout import RolloutBatch, RolloutLimits, collect_trajectories, derive_seed
+from worker.rl.envs.base import ToolEnv
+from worker.rl.generation.base import Generator, SamplingParams
+from worker.rl.generation.chat import ChatFormat
+from worker.rl.rollout import RolloutBatch, RolloutLimits, collect_trajectories, concat_batches, derive_seed
 from worker.rl.training.config import TrainConfig
 from worker.rl.trajectories import write_jsonl
 from worker.rl.types import Task, Trajectory
@@ -70,18 +74,54 @@ def collect_step(
     )
 
 
+def greedy_params(limits: RolloutLimits, seed: int) -> SamplingParams:
+    """Greedy turns of at most `limits.max_new_tokens_per_turn` tokens (benchmark and environment evals)."""
+    return SamplingParams(max_new_tokens=limits.max_new_tokens_per_turn, temperature=0.0, seed=seed)
+
+
+def collect_heldout(
+    env_factory: Callable[[], ToolEnv],
+    generator: Generator,
+    chat: ChatFormat,
+    tasks: Sequence[Task],
+    *,
+    params: SamplingParams,
+    limits: RolloutLimits,
+    seed: int,
+    group_prefix: str = "eval-",
+    chunk_size: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> RolloutBatch:
+    """One episode per task, `chunk_size` tasks per rollout (all at once when None).
+
+    The chunk starting at task `i` is seeded `seed + i`; `progress(episodes done)` runs after each chunk.
+    """
+    size = chunk_size or max(1, len(tasks))
+    batches: list[RolloutBatch] = []
+    for start in range(0, len(tasks), size):
+        batches.append(
+            collect_trajectories(
+                env_factory,
+                generator,
+                chat,
+                tasks[start : start + size],
+                group_size=1,
+                params=params,
+                limits=limits,
+                seed=seed + start,
+                group_prefix=group_prefix,
+            )
+        )
+        if progress is not None:
+            progress(sum(len(b.trajectories) for b in batches))
+    return concat_batches(batches)
+
+
 def collect_eval(comps: TrainComponents, config: TrainConfig, tasks: Sequence[Task], *, seed: int) -> RolloutBatch:
-    """One episode per held-out task, greedy unless `eval.greedy` is off."""
-    return collect_trajectories(
-        comps.env_factory,
-        comps.generator,
-        comps.chat,
-        tasks,
-        group_size=1,
-        params=config.rollout.sampling_params(seed, greedy=config.eval.greedy),
-        limits=rollout_limits(config),
-        seed=seed,
-        group_prefix="eval-",
+    """The trainer's held-out eval: one episode per task, greedy unless `eval.greedy` is off."""
+    params = config.rollout.sampling_params(seed, greedy=config.eval.greedy)
+    return collect_heldout(
+        comps.env_factory, comps.generator, comps.chat, tasks, params=params, limits=rollout_limits(config), seed=seed
     )
 
 
