@@ -19,9 +19,11 @@ from backend.core.errors import InvalidInputError, NotFoundError
 from backend.hosts import parse_host_entry
 from backend.models.dataset import Dataset, Environment, EnvironmentVersion
 from backend.models.tool import Tool, ToolVersion
-from backend.schemas.environment import BUILTIN_REWARDS, EnvironmentSettings, EnvLimits, RubricSpec
+from backend.schemas.common import BUILTIN_REWARDS, TOOL_ALIASES
+from backend.schemas.common import BUILTIN_TOOLS as CORE_TOOLS
+from backend.schemas.environment import EnvironmentSettings, EnvLimits, RubricSpec
 
-BUILTIN_TOOLS = {"bm25_search": "search", "search": "search", "calculator": "calculator"}
+BUILTIN_TOOLS = {**TOOL_ALIASES, **{name: name for name in CORE_TOOLS}}
 """Builtin tool sources → the worker's built-in tool names."""
 
 

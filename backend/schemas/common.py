@@ -12,6 +12,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+# re-exported: the environment crud checks rubric terms and builtin tools against the core's names
+from worker.rl.vocab import BUILTIN_REWARDS as BUILTIN_REWARDS
+from worker.rl.vocab import BUILTIN_TOOLS as BUILTIN_TOOLS
+from worker.rl.vocab import TOOL_ALIASES as TOOL_ALIASES
 from worker.rl.vocab import Preset as Preset  # re-exported: `RunCreate.preset` uses the registry's names
 
 JSONDict = dict[str, Any]

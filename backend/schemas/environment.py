@@ -12,10 +12,6 @@ from pydantic import BaseModel, Field
 
 from backend.schemas.common import DbId, JSONDict, ORMModel
 
-BUILTIN_REWARDS = ("exact_match", "cover_exact_match", "f1", "format", "called_tool", "tool_error_penalty",
-                   "retrieval_recall")  # fmt: skip
-"""Built-in rubric term names (the worker's `envs.spec.BUILTIN_REWARDS`)."""
-
 
 class RewardFunction(BaseModel):
     """A user reward term: Python source defining `reward(answer: str, gold: list[str], trajectory: dict) -> float`,

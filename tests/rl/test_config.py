@@ -157,6 +157,7 @@ def test_vocabulary_matches_the_registries_and_the_config() -> None:
     from worker.rl import vocab
     from worker.rl.algorithms.advantages import ADVANTAGE_ESTIMATORS, GROUP_ESTIMATORS
     from worker.rl.algorithms.losses import KL_KINDS
+    from worker.rl.envs.from_spec import BUILTIN_REWARD_FNS
     from worker.rl.generation.factory import ENGINES
 
     assert set(vocab.ESTIMATORS) == set(ADVANTAGE_ESTIMATORS)
@@ -164,6 +165,7 @@ def test_vocabulary_matches_the_registries_and_the_config() -> None:
     assert set(vocab.KL_KINDS) == set(KL_KINDS)
     assert set(vocab.ENGINES) == set(ENGINES)
     assert tuple(vocab.PRESETS) == get_args(Preset) == get_args(vocab.Preset)
+    assert set(vocab.BUILTIN_REWARDS) == set(BUILTIN_REWARD_FNS)
 
 
 def test_every_preset_resolves_and_overrides_merge() -> None:

@@ -31,6 +31,12 @@ DistBackend = Literal["auto", "gloo", "nccl"]
 """torch.distributed backends; 'auto' = nccl on CUDA, gloo on CPU."""
 Preset = Literal["quickstart", "multihop_cpu", "paper"]
 """Run presets (`RunCreate.preset`): files under `configs/`, see `PRESETS`."""
+BuiltinTool = Literal["search", "calculator"]
+"""Built-in tools an environment spec may list (`envs.spec.ToolSpec.builtin`)."""
+BuiltinReward = Literal[
+    "exact_match", "cover_exact_match", "f1", "format", "called_tool", "tool_error_penalty", "retrieval_recall"
+]
+"""Built-in rubric terms (`envs.from_spec.BUILTIN_REWARD_FNS`); the API checks rubric weights against them."""
 
 ESTIMATORS: tuple[str, ...] = get_args(Estimator)
 GROUP_ESTIMATORS: tuple[str, ...] = get_args(GroupEstimator)
@@ -42,6 +48,10 @@ COMPUTE_DTYPES: tuple[str, ...] = get_args(ComputeDType)
 SCHEDULERS: tuple[str, ...] = get_args(Scheduler)
 PARALLEL_STRATEGIES: tuple[str, ...] = get_args(ParallelStrategy)
 DIST_BACKENDS: tuple[str, ...] = get_args(DistBackend)
+BUILTIN_TOOLS: tuple[str, ...] = get_args(BuiltinTool)
+BUILTIN_REWARDS: tuple[str, ...] = get_args(BuiltinReward)
+TOOL_ALIASES: dict[str, str] = {"bm25_search": "search"}
+"""Other names a built-in tool is accepted under (the studio's tool catalog calls search `bm25_search`)."""
 
 PRESETS: dict[str, tuple[str, str]] = {
     "quickstart": ("quickstart.toml", "Built-in fictional-KB search task on the bundled SmolLM2-135M; CPU, minutes."),

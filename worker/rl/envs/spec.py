@@ -18,13 +18,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-BUILTIN_TOOLS = ("search", "calculator")
-"""Built-in tool names a spec may list (`bm25_search` is accepted as an alias of `search`)."""
-BUILTIN_REWARDS = (
-    "exact_match", "cover_exact_match", "f1", "format", "called_tool", "tool_error_penalty", "retrieval_recall",
-)  # fmt: skip
-"""Built-in rubric term names."""
-TOOL_ALIASES = {"bm25_search": "search"}
+from worker.rl.vocab import BUILTIN_REWARDS, BUILTIN_TOOLS
+from worker.rl.vocab import TOOL_ALIASES as TOOL_ALIASES  # re-exported for from_spec
+
 MAX_TOOL_RESULT_BYTES = 256 * 1024
 """Tool results beyond this are cut with a visible marker and counted (`tool/<name>/truncated`)."""
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,63}")
