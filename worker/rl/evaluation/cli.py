@@ -1,11 +1,11 @@
 """`eval` command: benchmark methods on HotpotQA / 2Wiki / MuSiQue and print the table.
 
 Example: `python -m worker.rl.evaluation.cli eval --datasets hotpotqa,2wiki,musique
---method direct --method naive-rag --limit 30 --data-dir ../shared/data`.
+--method direct --method naive-rag --limit 30 --data-dir path/to/benchmarks`.
 A thin wrapper over `evaluation.job` (the studio's eval job runs the same functions): options →
 `EvalRequest` → `run_evaluation` → report files and a rich table. Bad input (an unknown option value,
-a missing, malformed, truncated or empty dataset file) prints one line and exits 2. The lead mounts
-`app` under the `studio` CLI.
+a missing, malformed, truncated or empty dataset file) prints one line and exits 2. `studio eval`
+forwards to `app`.
 """
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+# The option defaults are `EvalRequest`'s (one set for the CLI and the studio's eval job), but for datasets (all three).
 @app.command("eval")
 def eval_command(
     datasets: Annotated[str, typer.Option(help="Comma list of hotpotqa, 2wiki, musique, or name=path")] = (
@@ -87,27 +88,29 @@ def eval_command(
     method: Annotated[list[str], typer.Option(help="direct | naive-rag | base-tool-call | agent (repeatable)")] = [  # noqa: B006
         "direct"
     ],
-    model: Annotated[str, typer.Option(help="Base model: alias, local dir or hub id")] = "smollm2-135m",
+    model: Annotated[str, typer.Option(help="Base model: alias, local dir or hub id")] = EvalRequest.model,
     checkpoint: Annotated[str | None, typer.Option(help="Trained checkpoint dir for the 'agent' method")] = None,
-    limit: Annotated[int | None, typer.Option(help="Examples per dataset (seeded subset)")] = 30,
-    seed: Annotated[int, typer.Option(help="Seed for the subset and the engine")] = 0,
+    limit: Annotated[int | None, typer.Option(help="Examples per dataset (seeded subset)")] = EvalRequest.limit,
+    seed: Annotated[int, typer.Option(help="Seed for the subset and the engine")] = EvalRequest.seed,
     data_dir: Annotated[
         Path | None,
         typer.Option(help=f"Folder holding the local benchmark files (default: ${DATA_DIR_ENV}; none = hub names)"),
     ] = None,
-    engine: Annotated[str, typer.Option(help="auto | hf | vllm")] = "auto",
+    engine: Annotated[str, typer.Option(help="auto | hf | vllm")] = EvalRequest.engine,
     output_dir: Annotated[Path, typer.Option(help="Where report.json/.md and predictions go")] = Path("runs/eval"),
-    top_k: Annotated[int, typer.Option(help="Passages per search")] = 3,
-    max_turns: Annotated[int, typer.Option(help="Assistant turns per tool episode")] = 3,
-    max_new_tokens: Annotated[int, typer.Option(help="Tokens per assistant turn")] = 96,
-    max_batch_size: Annotated[int, typer.Option(help="Engine batch size")] = 32,
-    agent_algorithm: Annotated[str, typer.Option(help="Paper row the agent is compared with")] = "GRPO",
+    top_k: Annotated[int, typer.Option(help="Passages per search")] = EvalRequest.top_k,
+    max_turns: Annotated[int, typer.Option(help="Assistant turns per tool episode")] = EvalRequest.max_turns,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens per assistant turn")] = EvalRequest.max_new_tokens,
+    max_batch_size: Annotated[int, typer.Option(help="Engine batch size")] = EvalRequest.max_batch_size,
+    agent_algorithm: Annotated[
+        str, typer.Option(help="Paper row the agent is compared with")
+    ] = EvalRequest.agent_algorithm,
     force_first_search: Annotated[
         bool, typer.Option(help="Prefill the first turn with a search call (Agent-R1's newest HotpotQA recipe)")
-    ] = False,
+    ] = EvalRequest.force_first_search,
     answer_on_last_turn: Annotated[
         bool, typer.Option(help="Prefill <answer> on the last allowed turn (the multihop recipe's scaffold)")
-    ] = False,
+    ] = EvalRequest.answer_on_last_turn,
     bm25_cache_dir: Annotated[Path | None, typer.Option(help="Cache for BM25 indexes")] = None,
 ) -> None:
     """Evaluate methods on the datasets and print EM / cover-EM / F1 beside the paper's numbers."""

@@ -13,7 +13,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from worker.rl.envs.base import EnvConfig
 from worker.rl.envs.qa import QA_SYSTEM_PROMPT, QASearchEnv
@@ -67,6 +67,35 @@ def _shown_titles(trajectory: Trajectory, task: Task) -> list[str]:
     return [title for title in task.supporting_titles if f"(Title: {title})" in shown]
 
 
+def _scored(
+    dataset: str,
+    method: str,
+    task: Task,
+    answer: str,
+    num_turns: int,
+    num_tool_calls: int,
+    recall: float | None,
+    generated_tokens: int,
+    *,
+    trajectory: dict[str, Any] | None = None,
+) -> Prediction:
+    """`answer` scored against the task's golds, with the episode's shape (turns, tool calls, recall, tokens)."""
+    return Prediction(
+        dataset=dataset,
+        method=method,
+        task_id=task.id,
+        question=task.question,
+        golds=task.answers,
+        prediction=answer,
+        scores=score_prediction(answer, task.answers),
+        num_turns=num_turns,
+        num_tool_calls=num_tool_calls,
+        retrieval_recall=recall,
+        generated_tokens=generated_tokens,
+        trajectory=trajectory,
+    )
+
+
 def _single_turn_messages(task: Task, passages_text: str | None) -> list[Message]:
     if passages_text is None:
         return [Message("system", DIRECT_SYSTEM), Message("user", f"Question: {task.question}")]
@@ -105,22 +134,8 @@ def _run_single_turn(
         for i, (task, completion) in enumerate(zip(batch, completions, strict=True)):
             text = ANSWER_PREFILL + chat.tokenizer.decode(list(completion.token_ids), skip_special_tokens=True)
             answer = extract_prediction(text)
-            titles = [p.title for p in hits[i]] if hits is not None else []
-            out.append(
-                Prediction(
-                    dataset=dataset,
-                    method=method,
-                    task_id=task.id,
-                    question=task.question,
-                    golds=task.answers,
-                    prediction=answer,
-                    scores=score_prediction(answer, task.answers),
-                    num_turns=1,
-                    num_tool_calls=0,
-                    retrieval_recall=_recall(titles, task) if hits is not None else None,
-                    generated_tokens=len(completion.token_ids),
-                )
-            )
+            recall = _recall([p.title for p in hits[i]], task) if hits is not None else None
+            out.append(_scored(dataset, method, task, answer, 1, 0, recall, len(completion.token_ids)))
         if progress is not None:
             progress(dataset, len(out), len(tasks))
     return out
@@ -131,20 +146,9 @@ def _trajectory_prediction(dataset: str, method: str, task: Task, trajectory: Tr
     if answer is None:
         assistant = [t.text for t in trajectory.turns if t.role == "assistant"]
         answer = extract_prediction(assistant[-1]) if assistant else ""
-    return Prediction(
-        dataset=dataset,
-        method=method,
-        task_id=task.id,
-        question=task.question,
-        golds=task.answers,
-        prediction=answer,
-        scores=score_prediction(answer, task.answers),
-        num_turns=trajectory.num_turns,
-        num_tool_calls=trajectory.num_tool_calls,
-        retrieval_recall=_recall(_shown_titles(trajectory, task), task),
-        generated_tokens=trajectory.response_length,
-        trajectory=trajectory.to_dict(),
-    )
+    recall = _recall(_shown_titles(trajectory, task), task)
+    shape = (trajectory.num_turns, trajectory.num_tool_calls, recall, trajectory.response_length)
+    return _scored(dataset, method, task, answer, *shape, trajectory=trajectory.to_dict())
 
 
 def _run_tool_episodes(
