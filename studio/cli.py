@@ -251,35 +251,43 @@ def up(
 # ---------------------------------------------------------------- RL commands (forwarded)
 
 
-def _forward(module: str, attr: str, args: list[str]) -> None:
-    import importlib
+# Each command imports its target inside the function: the launcher's own process never loads the ML stack.
 
-    target = getattr(importlib.import_module(module), attr)
+
+def _forward(target: typer.Typer, args: list[str]) -> None:
     target(args=args, prog_name="studio", standalone_mode=True)
 
 
 @app.command(context_settings=FORWARD, add_help_option=False)
 def train(ctx: typer.Context) -> None:
     """Train a policy from a config file: `studio train CONFIG [--resume RUN_DIR] [--nproc N]`."""
-    _forward("worker.rl.cli", "app", ["train", *ctx.args])
+    from worker.rl.cli import app as rl_app
+
+    _forward(rl_app, ["train", *ctx.args])
 
 
 @app.command(context_settings=FORWARD, add_help_option=False)
 def rollout(ctx: typer.Context) -> None:
     """Collect rollouts only (no update): `studio rollout CONFIG`."""
-    _forward("worker.rl.cli", "app", ["rollout", *ctx.args])
+    from worker.rl.cli import app as rl_app
+
+    _forward(rl_app, ["rollout", *ctx.args])
 
 
 @app.command(context_settings=FORWARD, add_help_option=False)
 def trajectories(ctx: typer.Context) -> None:
     """Trajectory exports: `studio trajectories check FILE`."""
-    _forward("worker.rl.cli", "app", ["trajectories", *ctx.args])
+    from worker.rl.cli import app as rl_app
+
+    _forward(rl_app, ["trajectories", *ctx.args])
 
 
 @app.command("eval", context_settings=FORWARD, add_help_option=False)
 def evaluate(ctx: typer.Context) -> None:
     """Evaluate on HotpotQA / 2Wiki / MuSiQue: `studio eval --datasets ... --method ...`."""
-    _forward("worker.rl.evaluation.cli", "app", ["eval", *ctx.args])
+    from worker.rl.evaluation.cli import app as eval_app
+
+    _forward(eval_app, ["eval", *ctx.args])
 
 
 def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:

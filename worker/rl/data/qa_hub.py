@@ -59,7 +59,7 @@ def _how_to_get(source: str, hub: HubSource | None) -> str:
     where = f" Official files: {hub.official_url}." if hub else ""
     return (
         f"{source!r} is not a local file and could not be loaded from the Hugging Face hub.{where} "
-        "Download the dev file and pass its local path (e.g. ../shared/data/hotpotqa/dev_sample.json), "
+        "Download the dev file and pass its local path (e.g. `--datasets hotpotqa=path/to/dev.json`), "
         "or go online with the `datasets` package installed."
     )
 
