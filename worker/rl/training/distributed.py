@@ -222,9 +222,10 @@ def launch(config: TrainConfig, main: Callable[[], R], child: Callable[[], objec
             dist.destroy_process_group()
             torch.set_num_threads(threads)  # the caller (e.g. a worker's pool process) gets its cores back
     except BaseException as exc:
-        child_error = _first_child_error(ctx, wait_s=5.0)
+        collective = _is_collective_error(exc)  # rank 0 only saw a peer go away: its report is on the way
+        child_error = _first_child_error(ctx, wait_s=60.0 if collective else 5.0)
         _terminate(ctx)
-        if child_error is not None and _is_collective_error(exc):  # rank 0 only saw a peer go away
+        if child_error is not None and collective:
             raise RankFailed(f"a training rank failed: {child_error}") from exc
         raise
     # the ranks run the same steps as rank 0, so they end with it; one still running at the timeout is ended
