@@ -7,16 +7,19 @@ from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from backend.crud import runs as runs_crud
+from backend.crud import trajectories as traj_crud
 from backend.models.trajectory import Label, Trajectory
 from tests.backend.test_api_labels import _pair, _seed
-from tests.backend.test_api_runs import API
+from tests.backend.test_api_runs import API, traj_dict
 
 
-def _trained(session: Session, client: TestClient, run_id: int, kind: str = "trajectory") -> int:
+def _trained(session: Session, client: TestClient, run_id: int, kind: str = "trajectory",
+             scores: dict[str, float] | None = None) -> int:  # fmt: skip
     """A reward model whose rm_train run succeeded (the worker's result written as rm_train_job writes it)."""
     rm = client.post(f"{API}/reward-models", json={"label_run_ids": [run_id], "min_pairs": 2, "kind": kind})
     assert rm.status_code == 201, rm.text
-    runs_crud.save_result(session, run_id=rm.json()["id"], result={"kind": kind, "metrics": {"heldout_accuracy": 1}})
+    result = {"kind": kind, "metrics": {"heldout_accuracy": 1}, "scores": scores or {}}
+    runs_crud.save_result(session, run_id=rm.json()["id"], result=result)
     runs_crud.set_status(session, run_id=rm.json()["id"], status="succeeded")
     session.commit()
     return int(rm.json()["id"])
@@ -104,3 +107,25 @@ def test_labels_outlive_their_trajectories_and_new_ones_are_refused(client: Test
     assert len(exported) == 2
     rm = client.post(f"{API}/reward-models", json={"label_run_ids": [run_id], "min_pairs": 2})
     assert rm.status_code == 201, rm.text  # they still train a reward model
+
+
+def test_trajectory_page_shows_human_label_reward_model_score_and_automatic_reward(
+    client: TestClient, session: Session
+) -> None:
+    run_id, ids = _seed(client, session)
+    _pair(client, ids[0], ids[1], "a", "ann")
+    _pair(client, ids[0], ids[2], "a", "ann")
+    rm_id = _trained(session, client, run_id, scores={str(ids[0]): 2.5, str(ids[1]): -1.0})
+    got = client.get(f"{API}/trajectories/{ids[0]}").json()
+    assert got["reward_model_scores"] == {f"reward_model:{rm_id}": 2.5}
+    assert got["automatic_reward"] == 1.0  # no reward model in its rubric: the reward itself
+    assert got["labels"][0]["choice"] == "a"
+    assert client.get(f"{API}/trajectories/{ids[3]}").json()["reward_model_scores"] == {}
+    # a run rewarded by a reward model: its score and the rubric's own total come from the breakdown
+    rewarded = {**traj_dict("g9", 1.7), "reward_breakdown": {"rubric": 1.0, f"reward_model:{rm_id}": 1.4}}
+    traj_crud.bulk_insert(session, run_id=run_id, step=2, trajectories=[rewarded])
+    session.commit()
+    newest = client.get(f"{API}/trajectories", params={"run_id": run_id, "step": 2}).json()["items"][0]["id"]
+    got = client.get(f"{API}/trajectories/{newest}").json()
+    assert (got["reward"], got["automatic_reward"]) == (1.7, 1.0)
+    assert got["reward_model_scores"] == {f"reward_model:{rm_id}": 1.4}
