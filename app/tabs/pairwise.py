@@ -211,7 +211,7 @@ def build_reward_models_panel(client: StudioClient) -> None:
                 "It scores question + tool queries + answer, so any causal LM works as a base.")  # fmt: skip
     with gr.Row():
         run_ids = gr.Textbox(label="Runs whose labels to use", placeholder="3, 5", elem_id="rm-run-ids")
-        base_model = gr.Textbox("smollm2-135m", label="Base model")
+        base_model = gr.Textbox("smollm2-135m", label="Base model", elem_id="rm-base-model")
         epochs = gr.Number(3, label="Epochs", precision=0)
         kind = gr.Dropdown([("Trajectory (pairwise + score labels)", "trajectory"),
                             ("Step scorer (good/bad step marks)", "step")], value="trajectory", label="Scores",
