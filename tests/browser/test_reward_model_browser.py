@@ -97,7 +97,7 @@ def test_label_train_reward_model_and_run_on_it(studio_stack: Stack, browser_pag
 
     with stage(page, "rm-04-accuracy", "GET /reward-models: held-out accuracy shown in the table"):
         page.locator("#rm-refresh").click()
-        row = page.locator("#rm-table tr", has_text=f"reward_model:{rm_id}")
+        row = page.locator("#rm-table", has_text=f"reward_model:{rm_id}")  # the table (its rows render hidden twins)
         row.wait_for(timeout=60_000)
         accuracy = api(stack, "GET", f"/reward-models/{rm_id}")["heldout_accuracy"]
         assert accuracy is not None
