@@ -16,7 +16,7 @@ from app.client import StudioClient
 from app.guard import middleware_kwargs
 from app.session import RequestClient, SessionTokens, make_login
 from app.settings import UISettings
-from app.tabs.environments import build_environments_tab, refresh_choices
+from app.tabs.environments import build_environments_tab, refresh_choices, reward_model_choices
 from app.tabs.evaluate import build_evaluate_tab, load_history
 from app.tabs.evaluate_compare import build_compare_section, refresh_compare
 from app.tabs.home import build_home_tab, refresh_home
@@ -115,6 +115,7 @@ def build_app(client: StudioClient, *, poll_interval_s: float = 2.0) -> gr.Block
             [envs.picker, envs.tools, envs.dataset, envs.corpus, envs.status],
             api_visibility="private",
         )
+        demo.load(functools.partial(reward_model_choices, client), None, [envs.reward_models], api_visibility="private")
         demo.load(
             functools.partial(refresh_runs, client),
             [runs.status_filter, runs.kind_filter],

@@ -280,10 +280,13 @@ def resolve_config(spec: RunSpec) -> TrainConfig:
 
 def resolve_env_config(spec: RunSpec, env_spec: Any) -> Any:
     """A run in a user environment: the preset's recipe (`BASE_RECIPE` when none) with the task replaced by
-    the environment and the rollout limits taken from it, then the run's own overrides."""
+    the environment and the rollout limits taken from it, then the run's own overrides. The rubric's
+    reward-model terms become `task.reward_models` entries (before the run's own), and a step scorer turns
+    process rewards on (`algorithm.process_reward_weight` 1.0 unless the recipe or the run sets it)."""
     from worker.rl.training.config import config_from_dict
     from worker.rl.training.config_loader import deep_merge
     from worker.rl.training.presets import preset_data
+    from worker.rl.training.reward_models import environment_reward_models
 
     base = config_from_dict(preset_data(spec.preset or BASE_RECIPE)).to_dict()
     limits = env_spec.limits
@@ -291,7 +294,14 @@ def resolve_env_config(spec: RunSpec, env_spec: Any) -> Any:
     base["rollout"] = {**base.get("rollout", {}), "max_turns": limits.max_turns,
                        "max_new_tokens_per_turn": limits.max_new_tokens_per_turn,
                        "max_total_tokens": limits.max_total_tokens}  # fmt: skip
-    return config_from_dict(deep_merge(base, spec.config))
+    env_terms = [dataclasses.asdict(t) for t in environment_reward_models(env_spec)]
+    if any(t["step"] for t in env_terms) and not base["algorithm"].get("process_reward_weight"):
+        base["algorithm"] = {**base["algorithm"], "process_reward_weight": 1.0}
+    merged = deep_merge(base, spec.config)
+    if env_terms:
+        own = list((spec.config.get("task") or {}).get("reward_models") or [])
+        merged["task"] = {**merged["task"], "reward_models": [*env_terms, *own]}
+    return config_from_dict(merged)
 
 
 def environment_summary(env_spec: Any, version: EnvironmentVersionSpec, components: Any) -> dict[str, Any]:
@@ -630,10 +640,13 @@ def rm_train_job(run_id: int, store: RewardModelStore, *, hostname: str, runs_di
         provenance = {"reward_model_id": run_id, "label_run_ids": run_ids, "labels": len(records)}
         report = train_mod.train_reward_model(records, config, out_dir, provenance=provenance)
         scorer = scorer_mod.RewardModelScorer.load(out_dir, device="cuda" if config.device == "cuda" else "cpu")
-        trajectories = store.load_trajectory_data(run_ids, score_limit)
+        # a trajectory model's scores order the labeling queue and show on the trajectory page; a step
+        # scorer's per-turn scores are process rewards, not a trajectory score
+        trajectories = store.load_trajectory_data(run_ids, score_limit) if config.kind == "trajectory" else []
         scores = scorer.score_texts([pairs_mod.record_text(data, scorer.view) for _, data in trajectories])
         result = {
             "artifact_dir": str(out_dir), "metrics": dataclasses.asdict(report), "base_model": config.base_model,
+            "kind": config.kind, "input": "text",
             "tokenizer": scorer.meta.get("tokenizer"), "label_ids": scorer.meta.get("label_ids", []),
             "scores": {str(i): s for (i, _), s in zip(trajectories, scores, strict=True)},
         }  # fmt: skip

@@ -24,6 +24,13 @@ class ChartSpec:
     """Panel title."""
     keys: tuple[str, ...]
     """Metric names drawn as lines in this panel."""
+    prefixes: tuple[str, ...] = ()
+    """Also draw every metric whose name starts with one of these (e.g. each `reward/reward_model:<id>`)."""
+
+    def names(self, points: Sequence[MetricPoint]) -> list[str]:
+        """The metric names this panel draws for these points: `keys`, then prefixed names in sorted order."""
+        found = sorted({k for p in points for k in p.values if k.startswith(self.prefixes)}) if self.prefixes else []
+        return [*self.keys, *(k for k in found if k not in self.keys)]
 
 
 CHARTS: tuple[ChartSpec, ...] = (
@@ -35,6 +42,12 @@ CHARTS: tuple[ChartSpec, ...] = (
     ChartSpec("KL", ("loss/kl", "loss/approx_kl")),
     ChartSpec("Entropy", ("loss/entropy",)),
     ChartSpec("Step time (s)", ("perf/step_s",)),
+    # reward hacking shows as the reward model's score rising while the automatic reward does not
+    ChartSpec(
+        "Reward model vs automatic reward",
+        ("reward/rubric",),
+        prefixes=("reward/reward_model:", "reward/step_reward_model:"),
+    ),
 )
 """The panels, in grid order (two columns)."""
 
@@ -64,13 +77,13 @@ def series(points: Sequence[MetricPoint], key: str) -> tuple[list[int], list[flo
 
 
 def metrics_figure(points: Sequence[MetricPoint], *, title: str = "") -> go.Figure:
-    """A 4×2 grid of the standard panels; panels without data say so."""
+    """A grid (two columns) of the standard panels; panels without data say so."""
     rows = math.ceil(len(CHARTS) / 2)
     fig = make_subplots(rows=rows, cols=2, subplot_titles=[c.title for c in CHARTS], vertical_spacing=0.08)
     for i, chart in enumerate(CHARTS):
         row, col = i // 2 + 1, i % 2 + 1
         drawn = False
-        for key in chart.keys:
+        for key in chart.names(points):
             steps, values = series(points, key)
             if steps:
                 fig.add_trace(go.Scatter(x=steps, y=values, mode="lines+markers", name=key), row=row, col=col)

@@ -103,6 +103,19 @@ def label_summary(label: LabelPublic, trajectory_id: int) -> str:
     return f"labeled {fmt_num(label.score, 2)} by {label.labeler}"
 
 
+def render_judgements(traj: TrajectoryPublic) -> str:
+    """Human label, reward-model scores and the automatic reward side by side (where they disagree is
+    what a labeler and an RL engineer look for: a wrong rubric, or a reward model being gamed)."""
+    human = label_summary(traj.labels[0], traj.id) if traj.labels else "not labeled yet"
+    scores = "<br/>".join(f"{esc(k)}: {fmt_num(v)}" for k, v in sorted(traj.reward_model_scores.items()))
+    automatic = traj.automatic_reward if traj.automatic_reward is not None else traj.reward
+    return (
+        '<table class="as-breakdown as-judgements"><tr><th>Human label</th><th>Reward model score</th>'
+        f"<th>Automatic reward</th></tr><tr><td>{esc(human)}</td><td>{scores or '<i>no reward model yet</i>'}</td>"
+        f"<td>{fmt_num(automatic)}</td></tr></table>"
+    )
+
+
 def render_reward_breakdown(data: Mapping[str, Any]) -> str:
     """The rubric's parts, the per-step rewards and the final answer."""
     breakdown = data.get("reward_breakdown") or {}
@@ -175,7 +188,7 @@ def render_trajectory(traj: TrajectoryPublic, *, show_tokens: bool = True) -> st
         blocks = "<p><i>This trajectory recorded no turns.</i></p>"
     tokens = render_tokens(traj.data) if show_tokens else ""
     return (
-        f'{TRAJECTORY_CSS}<div class="as-traj">{render_header(traj)}{blocks}'
+        f'{TRAJECTORY_CSS}<div class="as-traj">{render_header(traj)}{render_judgements(traj)}{blocks}'
         f"{render_reward_breakdown(traj.data)}<hr/>{tokens}</div>"
     )
 

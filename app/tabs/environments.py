@@ -24,8 +24,10 @@ from backend.schemas.environment import (
     EnvironmentUpdate,
     EnvLimits,
     RewardFunction,
+    RewardModelTerm,
     RubricSpec,
 )
+from backend.schemas.reward_model import RewardModelPublic
 from backend.schemas.run import RunPublic
 
 EXAMPLE_REWARD = '''def reward(answer: str, gold: list[str], trajectory: dict) -> float:
@@ -52,6 +54,7 @@ class EnvironmentsTab:
     environment_id: gr.State
     check_run_id: gr.State
     timer: gr.Timer
+    reward_models: gr.CheckboxGroup
 
 
 # -------------------------------------------------------------------- data
@@ -97,11 +100,39 @@ def refresh_choices(client: StudioClient) -> tuple[Any, ...]:
     return picker, tool_choices, data, gr.update(choices=[("None", 0), *corpora]), hint
 
 
+def reward_model_choices(client: StudioClient) -> Any:
+    """The trained reward models a rubric can use: label with kind and held-out accuracy, value `<kind>:<id>`."""
+    try:
+        models = [m for m in client.list_reward_models() if m.status == "succeeded"]
+    except StudioAPIError:
+        return gr.skip()
+    return gr.update(choices=[(reward_model_label(m), f"{m.kind}:{m.id}") for m in models])
+
+
+def reward_model_label(model: RewardModelPublic) -> str:
+    accuracy = "–" if model.heldout_accuracy is None else f"{model.heldout_accuracy:.2f}"
+    use = "step_reward_model" if model.kind == "step" else "reward_model"
+    return f"{use}:{model.id} {model.name} (held-out accuracy {accuracy})"
+
+
+def reward_model_terms(picks: list[str] | None, weight: float | None, normalize: bool) -> list[RewardModelTerm]:
+    """Picked `<kind>:<id>` values → rubric terms, all with the same weight and normalisation."""
+    terms = []
+    for pick in picks or []:
+        kind, _, ident = str(pick).partition(":")
+        if not ident.isdigit():
+            raise ValueError(f"reward model choice {pick!r} is not '<kind>:<id>'; press Refresh lists")
+        terms.append(RewardModelTerm(reward_model_id=int(ident), step=kind == "step",
+                                     weight=1.0 if weight is None else float(weight), normalize=normalize))  # fmt: skip
+    return terms
+
+
 def compose(tool_ids: list[int], dataset_id: int | None, corpus_id: int | None, weights_json: str,
             reward_name: str, reward_weight: float | None, reward_source: str, max_turns: float,
             max_new_tokens: float, tool_timeout_s: float, system_prompt: str, force_first_call: str,
-            answer_after_tool: bool, heldout_fraction: float | None,
-            tool_access_json: str = "") -> EnvironmentCreate:  # fmt: skip
+            answer_after_tool: bool, heldout_fraction: float | None, tool_access_json: str = "",
+            reward_model_picks: list[str] | None = None, reward_model_weight: float | None = 1.0,
+            reward_model_normalize: bool = False) -> EnvironmentCreate:  # fmt: skip
     """The form as an `EnvironmentCreate` (ValueError names a bad field)."""
     weights = {k: float(v) for k, v in parse_json_object(weights_json, "rubric weights").items()}
     access = parse_json_object(tool_access_json or "{}", "tool network and files")
@@ -115,7 +146,8 @@ def compose(tool_ids: list[int], dataset_id: int | None, corpus_id: int | None, 
                                    tool_access=access)  # fmt: skip
     return EnvironmentCreate(
         name="environment", tool_ids=[int(t) for t in tool_ids or []], dataset_id=dataset_id or None,
-        corpus_id=corpus_id or None, rubric=RubricSpec(weights=weights, functions=functions),
+        corpus_id=corpus_id or None, rubric=RubricSpec(weights=weights, functions=functions,
+        reward_models=reward_model_terms(reward_model_picks, reward_model_weight, reward_model_normalize)),
         limits=EnvLimits(max_turns=int(max_turns), max_new_tokens_per_turn=int(max_new_tokens),
                          tool_timeout_s=float(tool_timeout_s)), settings=settings,
     )  # fmt: skip
@@ -163,18 +195,20 @@ def load_environment(client: StudioClient, environment_id: int | None) -> tuple[
     weight, source, max turns, max new tokens, tool timeout, prompt, forced call, answer prefill, held-out,
     tool network and files, versions, status)."""
     if not environment_id:
-        return (None, *[gr.skip()] * 17, "")
+        return (None, *[gr.skip()] * 20, "")
     try:
         env = client.get_environment(int(environment_id))
         rows = version_rows(client, env.id)
     except StudioAPIError as exc:
-        return (gr.skip(),) * 18 + (error_markdown(exc),)
+        return (gr.skip(),) * 21 + (error_markdown(exc),)
     fn = env.rubric.functions[0] if env.rubric.functions else None
-    s, lim = env.settings, env.limits
+    s, lim, rms = env.settings, env.limits, env.rubric.reward_models
+    picks = [f"{'step' if t.step else 'trajectory'}:{t.reward_model_id}" for t in rms]
     return (env.id, env.name, env.tool_ids, env.dataset_id or 0, env.corpus_id or 0, json.dumps(env.rubric.weights),
             fn.name if fn else "", fn.weight if fn else 0.0, fn.source if fn else EXAMPLE_REWARD, lim.max_turns,
             lim.max_new_tokens_per_turn, lim.tool_timeout_s, s.system_prompt, s.force_first_call or "",
-            s.answer_after_tool, s.heldout_fraction, access_json(env.settings.tool_access), rows,
+            s.answer_after_tool, s.heldout_fraction, access_json(env.settings.tool_access), picks,
+            rms[0].weight if rms else 1.0, rms[0].normalize if rms else False, rows,
             f"Loaded **{env.name}** v{env.version}.")  # fmt: skip
 
 
@@ -277,6 +311,11 @@ def build_environments_tab(client: StudioClient, *, poll_interval_s: float = 1.0
             reward_weight = gr.Number(0.5, label="Its weight")
         reward_source = gr.Code(EXAMPLE_REWARD, language="python", lines=6, label="User reward function")
         with gr.Row():
+            reward_models = gr.CheckboxGroup(label="Trained reward models as rubric terms (Label tab → Train)",
+                                             choices=[], elem_id="env-reward-models", scale=3)  # fmt: skip
+            rm_weight = gr.Number(1.0, label="Their weight", scale=1)
+            rm_normalize = gr.Checkbox(True, label="Z-score per step", scale=1)
+        with gr.Row():
             max_turns = gr.Slider(1, 16, 3, step=1, label="Max turns")
             max_new = gr.Number(96, precision=0, label="Max new tokens per turn")
             timeout = gr.Number(10, label="Tool time limit (s)")
@@ -302,7 +341,8 @@ def build_environments_tab(client: StudioClient, *, poll_interval_s: float = 1.0
     environment_id, check_run_id = gr.State(None), gr.State(None)
     timer = gr.Timer(poll_interval_s, active=False)
     form = [tools, dataset, corpus, weights, reward_name, reward_weight, reward_source, max_turns, max_new, timeout,
-            system_prompt, forced, answer_prefill, heldout, tool_access]  # fmt: skip
+            system_prompt, forced, answer_prefill, heldout, tool_access, reward_models, rm_weight,
+            rm_normalize]  # fmt: skip
     upload_inputs = [upload, kind, fmt, question, answer, id_column, data_name]
     preview_btn.click(functools.partial(upload_file, client, dry_run=True), upload_inputs, [preview, status],
                       api_visibility="private")  # fmt: skip
@@ -311,7 +351,8 @@ def build_environments_tab(client: StudioClient, *, poll_interval_s: float = 1.0
         functools.partial(refresh_choices, client), None, [picker, tools, dataset, corpus, status],
         api_visibility="private")  # fmt: skip
     refresh.click(functools.partial(refresh_choices, client), None, [picker, tools, dataset, corpus, status],
-                  api_visibility="private")  # fmt: skip
+                  api_visibility="private").then(
+        functools.partial(reward_model_choices, client), None, [reward_models], api_visibility="private")  # fmt: skip
     save.click(functools.partial(save_environment, client), [environment_id, name, *form],
                [environment_id, picker, versions, status], api_name="save_environment")  # fmt: skip
     picker.input(functools.partial(load_environment, client), [picker],
@@ -325,4 +366,4 @@ def build_environments_tab(client: StudioClient, *, poll_interval_s: float = 1.0
     export_btn.click(functools.partial(export_environment, client), [environment_id], [file_text, status],
                      api_visibility="private")  # fmt: skip
     import_btn.click(functools.partial(import_environment, client), [file_text], [status], api_visibility="private")
-    return EnvironmentsTab(picker, tools, dataset, corpus, status, environment_id, check_run_id, timer)
+    return EnvironmentsTab(picker, tools, dataset, corpus, status, environment_id, check_run_id, timer, reward_models)

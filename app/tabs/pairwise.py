@@ -21,7 +21,8 @@ from backend.schemas.reward_model import RewardModelCreate, RewardModelPublic
 from backend.schemas.trajectory import LabelCreate, LabelStats
 
 PAIR_QUEUE_SIZE = 50
-RM_HEADERS = ["id", "name", "status", "base model", "runs", "held-out accuracy", "ECE", "pairs (train/held-out)"]
+RM_HEADERS = ["id", "name", "status", "base model", "runs", "held-out accuracy", "ECE", "pairs (train/held-out)",
+              "use as"]  # fmt: skip
 
 
 @dataclass
@@ -167,7 +168,8 @@ def rm_rows(models: list[RewardModelPublic]) -> list[list[Any]]:
     return [
         [m.id, m.name, m.status if not m.error else f"{m.status}: {m.error}", m.base_model,
          ", ".join(str(i) for i in m.label_run_ids), fmt_num(m.heldout_accuracy, 3), fmt_num(m.heldout_ece, 3),
-         f"{m.train_pairs or '–'}/{m.heldout_pairs or '–'}"]
+         f"{m.train_pairs or '–'}/{m.heldout_pairs or '–'}",
+         f"{'step_reward_model' if m.kind == 'step' else 'reward_model'}:{m.id}"]
         for m in models
     ]  # fmt: skip
 
@@ -178,17 +180,25 @@ def refresh_reward_models(client: StudioClient) -> tuple[Any, str]:
     except StudioAPIError as exc:
         return gr.skip(), error_markdown(exc)
     hint = (
-        "Use one in a run: `task.reward_models = [{id = <id>, weight = 1.0}]`." if models else "No reward models yet."
+        "Use one in an environment's rubric (Environments tab) or a run: "
+        "`task.reward_models = [{id = <id>, weight = 1.0}]` (a step scorer: `step = true`, process rewards)."
+        if models
+        else "No reward models yet."
     )
     return rm_rows(models), hint
 
 
-def train_reward_model(client: StudioClient, run_ids: str, base_model: str, epochs: Any) -> tuple[Any, str]:
-    """POST /reward-models; the table refreshes with the queued model (or the error says what is missing)."""
+def train_reward_model(client: StudioClient, run_ids: str, base_model: str, epochs: Any,
+                       kind: str = "trajectory") -> tuple[Any, str]:  # fmt: skip
+    """POST /reward-models; the table refreshes with the queued model (or the error says what is missing).
+
+    `kind` 'step' trains a step scorer on the step marks (a process reward) instead of a trajectory model.
+    """
     try:
         config = {"epochs": int(epochs)} if epochs else {}
         rm_in = RewardModelCreate(label_run_ids=parse_run_ids(run_ids), base_model=(base_model or "").strip()
-                                  or "smollm2-135m", config=config)  # fmt: skip
+                                  or "smollm2-135m", config=config,
+                                  kind="step" if kind == "step" else "trajectory")  # fmt: skip
         rm = client.create_reward_model(rm_in)
     except (StudioAPIError, ValueError) as exc:
         return gr.skip(), error_markdown(exc)
@@ -201,13 +211,16 @@ def build_reward_models_panel(client: StudioClient) -> None:
                 "It scores question + tool queries + answer, so any causal LM works as a base.")  # fmt: skip
     with gr.Row():
         run_ids = gr.Textbox(label="Runs whose labels to use", placeholder="3, 5", elem_id="rm-run-ids")
-        base_model = gr.Textbox("smollm2-135m", label="Base model")
+        base_model = gr.Textbox("smollm2-135m", label="Base model", elem_id="rm-base-model")
         epochs = gr.Number(3, label="Epochs", precision=0)
+        kind = gr.Dropdown([("Trajectory (pairwise + score labels)", "trajectory"),
+                            ("Step scorer (good/bad step marks)", "step")], value="trajectory", label="Scores",
+                           elem_id="rm-kind")  # fmt: skip
         train = gr.Button("Train reward model", variant="primary", elem_id="rm-train")
     status = gr.Markdown(elem_id="rm-status")
     refresh = gr.Button("Refresh", elem_id="rm-refresh")
     table = gr.Dataframe(headers=RM_HEADERS, interactive=False, label="Reward models", elem_id="rm-table")
-    train.click(functools.partial(train_reward_model, client), [run_ids, base_model, epochs], [table, status],
+    train.click(functools.partial(train_reward_model, client), [run_ids, base_model, epochs, kind], [table, status],
                 api_name="train_reward_model")  # fmt: skip
     refresh.click(
         functools.partial(refresh_reward_models, client), None, [table, status], api_name="list_reward_models"

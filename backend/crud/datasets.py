@@ -13,6 +13,7 @@ from backend.core.config import get_settings
 from backend.core.db import utcnow
 from backend.core.errors import InvalidInputError, NotFoundError
 from backend.crud import environments as versions_crud
+from backend.crud import reward_models as rm_crud
 from backend.crud import uploads
 from backend.models.dataset import Dataset, Environment
 from backend.models.tool import Tool
@@ -162,6 +163,7 @@ def import_environment(session: Session, *, name: str, spec: dict[str, Any]) -> 
             versions_crud.check_reward_source(str(term.get("name")), str(term.get("source") or ""))
     versions_crud.tool_versions_exist(session, spec)
     versions_crud.check_imported_access(session, spec)
+    rm_crud.check_spec_reward_models(session, spec=spec)
     limits = spec.get("limits") or {}
     env = Environment(name=name, tool_ids=[], rubric={}, limits=limits if isinstance(limits, dict) else {},
                       settings={"imported": True}, version=1)  # fmt: skip

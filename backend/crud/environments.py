@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from backend.core.config import get_settings
 from backend.core.errors import InvalidInputError, NotFoundError
 from backend.hosts import parse_host_entry
+from backend.crud.reward_models import check_reward_model
 from backend.models.dataset import Dataset, Environment, EnvironmentVersion
 from backend.models.tool import Tool, ToolVersion
 from backend.schemas.common import BUILTIN_REWARDS, TOOL_ALIASES
@@ -157,6 +158,11 @@ def resolve_spec(session: Session, env: Environment, *, version: int) -> dict[st
         check_reward_source(fn.name, fn.source)
         terms.append({"name": fn.name, "weight": fn.weight, "key": f"reward-{env.id}-v{version}-{fn.name}",
                       "source": fn.source, "function": "reward"})  # fmt: skip
+    for i, rm in enumerate(rubric.reward_models):
+        check_reward_model(session, ident=rm.reward_model_id, step=rm.step, field=f"rubric.reward_models[{i}]")
+        key = "step_reward_model" if rm.step else "reward_model"
+        terms.append({"name": f"{key}-{rm.reward_model_id}", "weight": rm.weight, key: rm.reward_model_id,
+                      "normalize": rm.normalize})  # fmt: skip
     names = [t["name"] for t in terms]
     if len(set(names)) != len(names) or not terms:
         raise InvalidInputError("rubric", f"term names must be unique and at least one given, got {names}")

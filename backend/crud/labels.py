@@ -93,6 +93,23 @@ def current_rm_scores(session: Session, *, run_id: int) -> dict[int, float]:
     return {}
 
 
+def reward_model_scores(session: Session, *, trajectory: Trajectory) -> dict[str, float]:
+    """`reward_model:<id>` → score of this trajectory: by reward models trained on its run's labels (their
+    `rm_train` result), and by the models a training run rewarded it with (its `reward_breakdown`)."""
+    scores: dict[str, float] = {}
+    query = select(Run).where(Run.kind == RM_TRAIN_KIND, Run.status == "succeeded").order_by(Run.id.desc())
+    for rm_run in session.scalars(query):
+        if trajectory.run_id in (rm_run.requested_config or {}).get("label_run_ids", []):
+            score = ((rm_run.result or {}).get("scores") or {}).get(str(trajectory.id))
+            if score is not None:
+                scores[f"reward_model:{rm_run.id}"] = float(score)
+    breakdown = trajectory.data.get("reward_breakdown") or {}
+    for name, value in breakdown.items():
+        if str(name).startswith(("reward_model:", "step_reward_model:")) and isinstance(value, int | float):
+            scores[str(name)] = float(value)
+    return scores
+
+
 def _summaries(session: Session, run_id: int) -> list[Trajectory]:
     query = select(Trajectory).options(load_only(*SUMMARY_COLUMNS)).where(Trajectory.run_id == run_id)
     return list(session.scalars(query.order_by(Trajectory.id)))

@@ -17,9 +17,24 @@ from backend.models.trajectory import Label
 from backend.schemas.reward_model import RewardModelCreate, RewardModelPublic
 
 
-def count_preference_pairs(session: Session, *, run_ids: Sequence[int]) -> tuple[int, int]:
-    """(pairs, labels): what `rm_train` will build — non-tie pairwise labels plus score differences in a group."""
+def count_step_pairs(labels: Sequence[Label]) -> int:
+    """What a step scorer trains on: (good, bad) step-mark pairs within a group (newest mark per turn)."""
+    marks: dict[tuple[Any, ...], dict[tuple[Any, int], bool]] = defaultdict(dict)
+    for x in labels:
+        if x.kind == "step":
+            for mark in x.step_marks or ():
+                marks[(x.run_id, x.step, x.group_id)][(x.trajectory_id or f"label-{x.id}", int(mark["turn"]))] = bool(
+                    mark["good"]
+                )
+    return sum(sum(g.values()) * (len(g) - sum(g.values())) for g in marks.values())
+
+
+def count_preference_pairs(session: Session, *, run_ids: Sequence[int], kind: str = "trajectory") -> tuple[int, int]:
+    """(pairs, labels): what `rm_train` will build — non-tie pairwise labels plus score differences in a group
+    (a trajectory model), or good/bad step-mark pairs in a group (a step scorer)."""
     labels = list(session.scalars(select(Label).where(Label.run_id.in_(list(run_ids))).order_by(Label.id)))
+    if kind == "step":
+        return count_step_pairs(labels), len(labels)
     pairs = sum(1 for x in labels if x.kind == "pairwise" and x.choice in ("a", "b"))
     newest: dict[tuple[Any, ...], dict[Any, float]] = defaultdict(dict)
     for x in labels:
@@ -36,15 +51,20 @@ def create_reward_model(session: Session, *, rm_in: RewardModelCreate) -> Run:
     missing = [i for i in rm_in.label_run_ids if session.get(Run, i) is None]
     if missing:
         raise InvalidInputError("label_run_ids", f"run(s) {missing} do not exist; pick runs that have labels")
-    pairs, labels = count_preference_pairs(session, run_ids=rm_in.label_run_ids)
+    pairs, labels = count_preference_pairs(session, run_ids=rm_in.label_run_ids, kind=rm_in.kind)
     if pairs < rm_in.min_pairs:
+        how = (
+            "Mark steps good and bad (each good step pairs with each bad step of its group)"
+            if rm_in.kind == "step"
+            else "Add pairwise labels (A better / B better) or score labels that differ within a group"
+        )
         raise InvalidInputError(
             "label_run_ids",
-            f"too few labels to train a reward model: {labels} label(s) of runs {rm_in.label_run_ids} give {pairs} "
-            f"preference pair(s), at least {rm_in.min_pairs} are needed. Add pairwise labels (A better / B better) "
-            "or score labels that differ within a group",
+            f"too few labels to train a {'step scorer' if rm_in.kind == 'step' else 'reward model'}: {labels} "
+            f"label(s) of runs {rm_in.label_run_ids} give {pairs} preference pair(s), at least {rm_in.min_pairs} "
+            f"are needed. {how}",
         )
-    trainer = {**rm_in.config, "base_model": rm_in.base_model, "min_pairs": rm_in.min_pairs}
+    trainer = {**rm_in.config, "base_model": rm_in.base_model, "min_pairs": rm_in.min_pairs, "kind": rm_in.kind}
     config = {"label_run_ids": list(rm_in.label_run_ids), "reward_model": trainer}
     return create_job_run(session, kind=RM_TRAIN_KIND, name=rm_in.name or f"rm-{rm_in.base_model}", config=config)
 
@@ -66,12 +86,28 @@ def to_public(run: Run) -> RewardModelPublic:
     return RewardModelPublic(
         id=run.id, name=run.name, status=run.status, error=run.error,  # type: ignore[arg-type]
         base_model=str((config.get("reward_model") or {}).get("base_model", "")),
+        kind=str((config.get("reward_model") or {}).get("kind") or "trajectory"),
         label_run_ids=list(config.get("label_run_ids") or []), tokenizer=result.get("tokenizer"),
         artifact_dir=result.get("artifact_dir"), heldout_accuracy=metrics.get("heldout_accuracy"),
         heldout_ece=metrics.get("heldout_ece"), train_pairs=metrics.get("train_pairs"),
         heldout_pairs=metrics.get("heldout_pairs"), label_ids=list(result.get("label_ids") or []),
         metrics=metrics, created_at=run.created_at, finished_at=run.finished_at,
     )  # fmt: skip
+
+
+def check_reward_model(session: Session, *, ident: Any, step: bool, field: str) -> Run:
+    """`ident` names a succeeded reward model of the right kind (a step scorer for `step`); 422 names `field`."""
+    run = session.get(Run, ident) if isinstance(ident, int) and not isinstance(ident, bool) else None
+    if run is None or run.kind != RM_TRAIN_KIND:
+        raise InvalidInputError(field, f"reward model {ident} does not exist; see GET /reward-models for the "
+                                "trained ones (or train one from labels: POST /reward-models)")  # fmt: skip
+    if run.status != "succeeded":
+        raise InvalidInputError(field, f"reward model {ident} is {run.status}; use one whose training succeeded")
+    kind = to_public(run).kind
+    if (kind == "step") != step:
+        use = "step_reward_model (step = true)" if kind == "step" else "reward_model (step = false)"
+        raise InvalidInputError(field, f"reward model {ident} is a {kind} model; use it as {use}")
+    return run
 
 
 def check_reward_model_terms(session: Session, *, config: dict[str, Any]) -> None:
@@ -81,10 +117,16 @@ def check_reward_model_terms(session: Session, *, config: dict[str, Any]) -> Non
         ident = term.get("id") if isinstance(term, dict) else None
         if ident is None:
             continue
-        run = session.get(Run, ident) if isinstance(ident, int) else None
-        if run is None or run.kind != RM_TRAIN_KIND:
-            raise InvalidInputError(f"config.task.reward_models[{i}].id", f"reward model {ident} does not exist; "
-                                    "see GET /reward-models for the trained ones")  # fmt: skip
-        if run.status != "succeeded":
-            message = f"reward model {ident} is {run.status}; use one whose training succeeded"
-            raise InvalidInputError(f"config.task.reward_models[{i}].id", message)
+        check_reward_model(
+            session, ident=ident, step=bool(term.get("step")), field=f"config.task.reward_models[{i}].id"
+        )
+
+
+def check_spec_reward_models(session: Session, *, spec: dict[str, Any]) -> None:
+    """An environment spec's `reward_model` / `step_reward_model` rubric terms name existing models (imports)."""
+    for i, term in enumerate(spec.get("rubric") or ()):
+        if not isinstance(term, dict):
+            continue
+        for key, step in (("reward_model", False), ("step_reward_model", True)):
+            if term.get(key) is not None:
+                check_reward_model(session, ident=term[key], step=step, field=f"spec.rubric[{i}].{key}")

@@ -22,11 +22,24 @@ class RewardFunction(BaseModel):
     source: str = Field(min_length=1, max_length=64 * 1024)
 
 
+class RewardModelTerm(BaseModel):
+    """A trained reward model as a rubric term: `reward_model:<id>` (one score per trajectory) or, with
+    `step`, `step_reward_model:<id>` (a step scorer's per-turn scores, a process reward). The model scores
+    decoded text, so it may use another tokenizer than the policy."""
+
+    reward_model_id: DbId = Field(description="A succeeded reward model (GET /reward-models).")
+    step: bool = Field(default=False, description="A step scorer (its kind must be 'step').")
+    weight: float = Field(default=1.0, allow_inf_nan=False)
+    normalize: bool = Field(default=False, description="Z-score its scores over each step's batch.")
+
+
 class RubricSpec(BaseModel):
-    """Built-in reward weights by name (weight 0 = logged metric only), user reward functions, the answer tag."""
+    """Built-in reward weights by name (weight 0 = logged metric only), user reward functions, trained reward
+    models, the answer tag."""
 
     weights: dict[str, float] = Field(default_factory=lambda: {"exact_match": 1.0}, max_length=64)
     functions: list[RewardFunction] = Field(default_factory=list, max_length=32)
+    reward_models: list[RewardModelTerm] = Field(default_factory=list, max_length=16)
     answer_tag: str = Field(default="answer", min_length=1, max_length=50, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -23,6 +24,11 @@ class RewardModelCreate(BaseModel):
     base_model: str = Field(
         default="smollm2-135m", min_length=1, max_length=500, description="Any causal LM: alias, dir, hub id."
     )
+    kind: Literal["trajectory", "step"] = Field(
+        default="trajectory",
+        description="'trajectory': one score per episode (pairwise and score labels); 'step': a step scorer, "
+        "one score per assistant turn's prefix (good/bad step marks), used as step_reward_model:<id>.",
+    )
     min_pairs: int = Field(default=8, ge=2, le=1_000_000, description="Fewer preference pairs than this is refused.")
     config: CappedJSONDict = Field(default_factory=dict)
 
@@ -35,6 +41,10 @@ class RewardModelPublic(BaseModel):
     status: RunStatus
     error: str | None
     base_model: str
+    kind: str = "trajectory"
+    """'trajectory' (use as reward_model:<id>) or 'step' (use as step_reward_model:<id>)."""
+    input: str = "text"
+    """What the model reads: decoded text views, so its tokenizer may differ from the policy's."""
     label_run_ids: list[int]
     tokenizer: str | None = None
     artifact_dir: str | None = None

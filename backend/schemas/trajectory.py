@@ -146,3 +146,12 @@ class TrajectoryPublic(TrajectorySummary):
     data: JSONDict
     sibling_ids: list[int] = Field(default_factory=list, description="Other trajectories of the same group.")
     labels: list[LabelPublic] = Field(default_factory=list, description="Newest first; the first one wins.")
+    reward_model_scores: dict[str, float] = Field(
+        default_factory=dict,
+        description="`reward_model:<id>` → its score of this trajectory (models trained on the run's labels, and "
+        "the models a training run was rewarded by).",
+    )
+    automatic_reward: float | None = Field(
+        default=None,
+        description="The environment rubric's own total (differs from `reward` when reward models are in it).",
+    )

@@ -397,7 +397,8 @@ class FakeStudioClient:
     def create_reward_model(self, rm_in: RewardModelCreate) -> RewardModelPublic:
         self._call("create_reward_model", rm_in)
         rm = RewardModelPublic(id=100 + len(self.reward_models), name=rm_in.name or "rm", status="queued", error=None,
-                               base_model=rm_in.base_model, label_run_ids=rm_in.label_run_ids, created_at=NOW,
+                               base_model=rm_in.base_model, kind=rm_in.kind, label_run_ids=rm_in.label_run_ids,
+                               created_at=NOW,
                                finished_at=None)  # fmt: skip
         self.reward_models.append(rm)
         return rm

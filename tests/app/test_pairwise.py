@@ -46,6 +46,9 @@ def test_train_reward_model_from_the_label_tab(fake: FakeStudioClient) -> None:
     assert table[0][:4] == [100, "rm", "queued", "smollm2-135m"]
     _, status = pairwise.train_reward_model(fake, "one", "", 2)
     assert "run ids must be whole numbers" in status
+    table, _ = pairwise.train_reward_model(fake, "1", "", 1, "step")
+    assert fake.calls[-2][1].kind == "step"
+    assert table[0][-1] == "step_reward_model:101"  # how to use it, on the newest row
 
 
 def test_step_marks_parse_and_reject() -> None:

@@ -40,4 +40,7 @@ def get_trajectory(session: SessionDep, trajectory_id: int) -> TrajectoryPublic:
     summary = TrajectorySummary.model_validate(trajectory).model_dump()
     labels = [LabelPublic.model_validate(x) for x in labels_crud.list_labels(session, trajectory_id=trajectory.id)]
     siblings = traj_crud.sibling_ids(session, trajectory=trajectory)
-    return TrajectoryPublic(**summary, data=trajectory.data, sibling_ids=siblings, labels=labels)
+    scores = labels_crud.reward_model_scores(session, trajectory=trajectory)
+    automatic = (trajectory.data.get("reward_breakdown") or {}).get("rubric", trajectory.reward)
+    return TrajectoryPublic(**summary, data=trajectory.data, sibling_ids=siblings, labels=labels,
+                            reward_model_scores=scores, automatic_reward=automatic)  # fmt: skip

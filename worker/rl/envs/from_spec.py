@@ -105,6 +105,8 @@ def slim_trajectory(trajectory: Trajectory) -> dict[str, Any]:
 def build_rubric(spec: EnvSpec, runner: ToolRunner | None) -> Rubric:
     terms: list[RewardTerm] = []
     for term in spec.rubric:
+        if term.is_reward_model:
+            continue  # scored per step in batches by the trainer (`task.reward_models` of the resolved config)
         if term.builtin is not None:
             terms.append(RewardTerm(term.name, BUILTIN_REWARD_FNS[term.builtin], term.weight))
             continue

@@ -84,7 +84,10 @@ class ToolSpec:
 
 @dataclass(frozen=True)
 class RewardSpec:
-    """One rubric term: a built-in reward (`builtin`) or a user function `reward(answer, gold, trajectory)`."""
+    """One rubric term: a built-in reward (`builtin`), a user function `reward(answer, gold, trajectory)`
+    (`key`), or a trained reward model (`reward_model`: one score per trajectory; `step_reward_model`: a
+    step scorer whose per-turn scores are process rewards). Reward-model terms are scored by the trainer in
+    one batch per step: the run's resolved config carries them as `task.reward_models`."""
 
     name: str
     weight: float = 1.0
@@ -94,14 +97,29 @@ class RewardSpec:
     """The tool runner's key of a user reward function."""
     source: str = ""
     function: str = "reward"
+    reward_model: int | None = None
+    """The studio's id of a trained reward model (`rubric term reward_model:<id>`)."""
+    step_reward_model: int | None = None
+    """The studio's id of a trained step scorer (`step_reward_model:<id>`, process rewards)."""
+    normalize: bool = False
+    """Reward-model terms: z-score the scores over each step's batch before weighting (they are logits)."""
 
     def __post_init__(self) -> None:
         _need(bool(_NAME.fullmatch(self.name)), f"rubric: term name {self.name!r} must be letters, digits, '_', '-'")
         _need(math.isfinite(self.weight), f"rubric.{self.name}: weight must be a finite number")
-        _need((self.builtin is None) != (self.key is None), f"rubric.{self.name}: set exactly one of builtin or key")
+        kinds = (self.builtin, self.key, self.reward_model, self.step_reward_model)
+        _need(sum(k is not None for k in kinds) == 1,
+              f"rubric.{self.name}: set exactly one of builtin, key, reward_model or step_reward_model")  # fmt: skip
+        _need(not self.normalize or self.is_reward_model,
+              f"rubric.{self.name}: normalize applies to reward_model / step_reward_model terms only")  # fmt: skip
         if self.builtin is not None:
             _need(self.builtin in BUILTIN_REWARDS, f"rubric.{self.name}: builtin {self.builtin!r} is not one of "
                   f"{', '.join(BUILTIN_REWARDS)}")  # fmt: skip
+
+    @property
+    def is_reward_model(self) -> bool:
+        """A trained-model term, scored in batches by the trainer rather than per episode by the rubric."""
+        return self.reward_model is not None or self.step_reward_model is not None
 
 
 @dataclass(frozen=True)
@@ -206,6 +224,10 @@ class EnvSpec:
     @property
     def user_rewards(self) -> tuple[RewardSpec, ...]:
         return tuple(r for r in self.rubric if r.key is not None)
+
+    @property
+    def reward_model_terms(self) -> tuple[RewardSpec, ...]:
+        return tuple(r for r in self.rubric if r.is_reward_model)
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = _jsonable(asdict(self))

@@ -56,6 +56,18 @@ def text_view(turns: Sequence[Mapping[str, Any]], final_answer: str | None, view
     return "\n".join(lines)
 
 
+def prefix_texts(
+    turns: Sequence[Mapping[str, Any]], final_answer: str | None, view: TextView = TextView()
+) -> list[str]:
+    """One view per assistant turn k: the turns up to and including k (what a step scorer judges).
+
+    The last assistant turn's view carries the final answer; earlier ones end with that turn's own text.
+    """
+    ends = [i for i, t in enumerate(turns) if t.get("role") == "assistant"]
+    return [text_view(turns[: end + 1], final_answer if k == len(ends) - 1 else None, view)
+            for k, end in enumerate(ends)]  # fmt: skip
+
+
 def trajectory_text(trajectory: Trajectory, view: TextView = TextView()) -> str:
     """`text_view` of a core `Trajectory` (what the rubric term scores during training)."""
     return text_view([t.to_dict() for t in trajectory.turns], trajectory.final_answer, view)
@@ -64,6 +76,11 @@ def trajectory_text(trajectory: Trajectory, view: TextView = TextView()) -> str:
 def record_text(data: Mapping[str, Any], view: TextView = TextView()) -> str:
     """`text_view` of a stored `Trajectory.to_dict()` snapshot."""
     return text_view(data.get("turns") or (), data.get("final_answer"), view)
+
+
+def trajectory_prefix_texts(trajectory: Trajectory, view: TextView = TextView()) -> list[str]:
+    """`prefix_texts` of a core `Trajectory` (what a step-scorer term scores during training)."""
+    return prefix_texts([t.to_dict() for t in trajectory.turns], trajectory.final_answer, view)
 
 
 @dataclass(frozen=True)
@@ -75,7 +92,8 @@ class PreferencePair:
     group: str
     label_ids: tuple[int, ...] = ()
     source: str = "pairwise"
-    """'pairwise' (an explicit choice) or 'scores' (two score labels of one group that differ)."""
+    """'pairwise' (an explicit choice), 'scores' (two score labels of one group that differ) or 'steps'
+    (a step marked good against one marked bad, in one group)."""
 
 
 @dataclass(frozen=True)
@@ -128,13 +146,55 @@ def pairs_from_labels(records: Sequence[LabelRecord], view: TextView = TextView(
     return pairs
 
 
-def split_pairs(pairs: Sequence[PreferencePair], *, heldout_fraction: float, min_pairs: int, seed: int) -> PairSet:
+def step_pairs_from_labels(records: Sequence[LabelRecord], view: TextView = TextView()) -> list[PreferencePair]:
+    """Step marks → pairs for a step scorer: each good-marked turn prefix beats each bad-marked one of its group.
+
+    Good/bad is an absolute judgement, so Bradley–Terry on (good, bad) pairs of one group (the same
+    trajectory's turns included) learns a per-step score; the newest marks per trajectory and turn count.
+    """
+    marks: dict[tuple[str, str, int], tuple[bool, str, int]] = {}
+    for rec in records:
+        if rec.get("kind") != "step" or not rec.get("step_marks"):
+            continue
+        data = rec.get("trajectory") or {}
+        texts = prefix_texts(data.get("turns") or (), data.get("final_answer"), view)
+        ident = str(rec.get("trajectory_id") or hashlib.sha1(record_text(data).encode()).hexdigest())
+        for mark in rec["step_marks"]:
+            turn = int(mark.get("turn", -1))
+            if 0 <= turn < len(texts):
+                label_id = int(rec.get("label_id") or 0)
+                marks[(_group_key(rec), ident, turn)] = (bool(mark.get("good")), texts[turn], label_id)
+    by_group: dict[str, list[tuple[bool, str, int]]] = defaultdict(list)
+    for (group, _, _), value in marks.items():
+        by_group[group].append(value)
+    pairs = []
+    for group, members in by_group.items():
+        for is_good, text_g, id_g in members:
+            if not is_good:
+                continue
+            for other_good, text_b, id_b in members:
+                if not other_good and text_g != text_b:
+                    pairs.append(PreferencePair(text_g, text_b, group, tuple(sorted({id_g, id_b})), "steps"))
+    return pairs
+
+
+HOW_TO_GET_PAIRS = {
+    "trajectory": "Add pairwise labels (A better / B better) or score labels that differ within a group "
+    "(the Label tab's pairwise mode gives one pair per judgement)",
+    "step": "Mark steps good and bad (the Label tab's step marks): each good step pairs with each bad step of "
+    "its group, so a group needs at least one of each",
+}
+"""What to label for more pairs, by reward-model kind (the too-few-labels message)."""
+
+
+def split_pairs(pairs: Sequence[PreferencePair], *, heldout_fraction: float, min_pairs: int, seed: int,
+                kind: str = "trajectory") -> PairSet:  # fmt: skip
     """Hold out whole groups (by a seeded hash) so no group is in both halves; refuse too few pairs."""
     if len(pairs) < min_pairs:
+        what = "reward model" if kind == "trajectory" else "step scorer"
         raise TooFewLabelsError(
-            f"too few labels to train a reward model: {len(pairs)} preference pair(s), at least {min_pairs} "
-            "are needed. Add pairwise labels (A better / B better) or score labels that differ within a group "
-            "(the Label tab's pairwise mode gives one pair per judgement)"
+            f"too few labels to train a {what}: {len(pairs)} preference pair(s), at least {min_pairs} "
+            f"are needed. {HOW_TO_GET_PAIRS[kind]}"
         )
     groups = sorted({p.group for p in pairs}, key=lambda g: hashlib.sha1(f"{seed}:{g}".encode()).hexdigest())
     target = max(1, round(heldout_fraction * len(pairs)))

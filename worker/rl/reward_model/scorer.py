@@ -1,12 +1,16 @@
 """A trained reward model as a scorer of text views, loadable from its artifact dir.
 
 `RewardModelScorer.score_trajectories` scores a whole step's trajectories in batches (what the
-trainer calls); `score(trajectory, task)` makes it a rubric `RewardSource`. It decodes nothing:
-the view is built from the trajectory's turns, so the policy's tokenizer does not matter.
+trainer calls); `score(trajectory, task)` makes it a rubric `RewardSource`. It scores decoded
+text: the view is built from the trajectory's turns, so the policy's tokenizer does not matter and
+never meets the reward model's. Only the model's own tokenizer must be the one it was trained with
+(`TokenizerMismatchError` otherwise: its token ids would index another vocabulary).
+`score_prefixes` is the step scorer's batch call: one score per assistant turn's prefix.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -15,7 +19,7 @@ from typing import Any
 
 import torch
 
-from worker.rl.reward_model.pairs import TextView, trajectory_text
+from worker.rl.reward_model.pairs import TextView, trajectory_prefix_texts, trajectory_text
 from worker.rl.types import Task, Trajectory
 
 logger = logging.getLogger(__name__)
@@ -23,6 +27,30 @@ logger = logging.getLogger(__name__)
 ARTIFACT_VERSION = 1
 META_FILE = "reward_model.json"
 MODEL_DIR = "model"
+
+
+class TokenizerMismatchError(ValueError):
+    """A reward model would read token ids of a tokenizer it was not trained with."""
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """A short hash of the vocabulary (token → id): equal fingerprints mean interchangeable token ids."""
+    vocab = sorted(tokenizer.get_vocab().items())
+    return hashlib.sha1(json.dumps(vocab).encode()).hexdigest()[:16]
+
+
+def check_tokenizer(meta: dict[str, Any], tokenizer: Any, model: Any, where: str) -> None:
+    """The artifact's tokenizer must be the one the model was trained with and fit its embedding table."""
+    expected, found = meta.get("tokenizer_fingerprint"), tokenizer_fingerprint(tokenizer)
+    rows = int(model.get_input_embeddings().num_embeddings)
+    if (expected is not None and expected != found) or len(tokenizer) > rows:
+        raise TokenizerMismatchError(
+            f"reward model {where} was trained with tokenizer {meta.get('tokenizer')!r} (fingerprint {expected}, "
+            f"{rows} embedding rows) but its {MODEL_DIR}/ dir now holds one with fingerprint {found} "
+            f"({len(tokenizer)} tokens): its token ids would be mixed with another vocabulary. Restore the "
+            "artifact's own tokenizer files or retrain it. (A reward model scores decoded text, so it may use "
+            "a different tokenizer from the policy; only its own must match.)"
+        )
 
 
 def encode_text(tokenizer: Any, text: str, max_length: int) -> list[int]:
@@ -68,6 +96,7 @@ class RewardModelScorer:
                              f"this code reads version {ARTIFACT_VERSION}; retrain it")  # fmt: skip
         tokenizer = AutoTokenizer.from_pretrained(root / MODEL_DIR)
         model = AutoModelForSequenceClassification.from_pretrained(root / MODEL_DIR, dtype=torch.float32)
+        check_tokenizer(meta, tokenizer, model, str(root))
         model = model.to(device).eval()
         config = meta.get("config") or {}
         scorer = cls(model, tokenizer, view=TextView(**(config.get("view") or {})),
@@ -95,6 +124,21 @@ class RewardModelScorer:
 
     def score_trajectories(self, trajectories: Sequence[Trajectory]) -> list[float]:
         return self.score_texts([trajectory_text(t, self.view) for t in trajectories])
+
+    @property
+    def kind(self) -> str:
+        """'trajectory' or 'step' (artifacts from before step scorers are trajectory models)."""
+        return str(self.meta.get("kind") or "trajectory")
+
+    def score_prefixes(self, trajectories: Sequence[Trajectory]) -> list[list[float]]:
+        """One score per assistant turn of each trajectory (its prefix view), all prefixes batched together."""
+        texts = [trajectory_prefix_texts(t, self.view) for t in trajectories]
+        flat = self.score_texts([x for row in texts for x in row])
+        out, start = [], 0
+        for row in texts:
+            out.append(flat[start : start + len(row)])
+            start += len(row)
+        return out
 
     def score(self, trajectory: Trajectory, task: Task) -> float | None:
         """The rubric `RewardSource` contract (one trajectory; the trainer batches through `score_trajectories`)."""

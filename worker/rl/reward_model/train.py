@@ -4,6 +4,7 @@ Any causal LM becomes a sequence scorer (`AutoModelForSequenceClassification`, o
 affordable on a laptop CPU only the top `train_layers` decoder layers, the final norm and the score
 head train; the rest of the backbone is frozen. Held-out pairwise accuracy and calibration (ECE of
 sigmoid(score difference)) are measured on whole held-out groups and saved with the provenance.
+`kind='step'` trains a step scorer the same way, on (good-marked, bad-marked) turn prefixes.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ from typing import Any
 
 import torch
 
-from worker.rl.reward_model.pairs import LabelRecord, PairSet, TextView, pairs_from_labels, split_pairs
+from worker.rl.reward_model.pairs import (
+    LabelRecord,
+    PairSet,
+    TextView,
+    pairs_from_labels,
+    split_pairs,
+    step_pairs_from_labels,
+)
 from worker.rl.reward_model.scorer import (
     ARTIFACT_VERSION,
     META_FILE,
@@ -29,9 +37,13 @@ from worker.rl.reward_model.scorer import (
     RewardModelScorer,
     encode_text,
     find_decoder_layers,
+    tokenizer_fingerprint,
 )
 
 logger = logging.getLogger(__name__)
+
+REWARD_MODEL_KINDS = ("trajectory", "step")
+"""What a reward model scores: a whole trajectory's view, or each assistant turn's prefix."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +52,9 @@ class RewardModelConfig:
 
     base_model: str = "smollm2-135m"
     """Any causal LM: the bundled alias, a local dir or a hub id (its own tokenizer is used)."""
+    kind: str = "trajectory"
+    """'trajectory' (one score per episode, from pairwise and score labels) or 'step' (a step scorer: one
+    score per assistant turn's prefix, from good/bad step marks; used as a process reward)."""
     train_layers: int = 2
     """Top decoder layers left trainable (0 = score head and final norm only)."""
     epochs: int = 3
@@ -61,13 +76,14 @@ class RewardModelConfig:
             "train_layers": self.train_layers >= 0, "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1,
             "learning_rate": self.learning_rate > 0, "max_length": self.max_length >= 16,
             "heldout_fraction": 0.0 < self.heldout_fraction < 1.0, "min_pairs": self.min_pairs >= 2,
-            "device": self.device in ("auto", "cpu", "cuda"),
+            "device": self.device in ("auto", "cpu", "cuda"), "kind": self.kind in REWARD_MODEL_KINDS,
         }  # fmt: skip
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(
                 f"reward model config: invalid {', '.join(bad)} (need train_layers >= 0, epochs >= 1, batch_size >= 1, "
-                "learning_rate > 0, max_length >= 16, 0 < heldout_fraction < 1, min_pairs >= 2, device auto|cpu|cuda)"
+                "learning_rate > 0, max_length >= 16, 0 < heldout_fraction < 1, min_pairs >= 2, device auto|cpu|cuda, "
+                "kind trajectory|step)"
             )
 
     @classmethod
@@ -155,8 +171,9 @@ def train_reward_model(
 
     from worker.rl.generation.loading import resolve_model_path
 
-    pairs = split_pairs(pairs_from_labels(records, config.view), heldout_fraction=config.heldout_fraction,
-                        min_pairs=config.min_pairs, seed=config.seed)  # fmt: skip
+    build_pairs = step_pairs_from_labels if config.kind == "step" else pairs_from_labels
+    pairs = split_pairs(build_pairs(records, config.view), heldout_fraction=config.heldout_fraction,
+                        min_pairs=config.min_pairs, seed=config.seed, kind=config.kind)  # fmt: skip
     device = "cuda" if config.device == "auto" and torch.cuda.is_available() else config.device.replace("auto", "cpu")
     source = resolve_model_path(config.base_model)
     tokenizer = AutoTokenizer.from_pretrained(source)
@@ -199,11 +216,13 @@ def _save(out_dir: Path, model: Any, tokenizer: Any, config: RewardModelConfig, 
     tokenizer.save_pretrained(tmp / MODEL_DIR)
     meta = {
         "artifact_version": ARTIFACT_VERSION, "created_at": datetime.now(UTC).isoformat(),
-        "base_model": config.base_model, "tokenizer": str(getattr(tokenizer, "name_or_path", "")),
+        "base_model": config.base_model, "kind": config.kind, "input": "text",
+        "tokenizer": str(getattr(tokenizer, "name_or_path", "")),
+        "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer),
         "label_ids": list(pairs.label_ids), "config": dataclasses.asdict(config),
         "metrics": dataclasses.asdict(report), "provenance": provenance,
         "pair_sources": {s: sum(1 for p in (*pairs.train, *pairs.heldout) if p.source == s)
-                         for s in ("pairwise", "scores")},
+                         for s in ("pairwise", "scores", "steps")},
     }  # fmt: skip
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
     if out_dir.exists():

@@ -243,6 +243,20 @@ def env_spec_of(config: TrainConfig) -> EnvSpec | None:
     return load_spec_file(config.task.environment)
 
 
+def check_reward_model_terms(spec: EnvSpec, config: TrainConfig) -> None:
+    """Every reward-model term of the rubric must be in `task.reward_models` (the one path that scores them)."""
+    from worker.rl.training.reward_models import environment_reward_models
+
+    have = {t.name for t in config.task.reward_models}
+    missing = [t.name for t in environment_reward_models(spec) if t.name not in have]
+    if missing:
+        raise ValueError(
+            f"the environment's rubric uses {', '.join(missing)}, which the run's task.reward_models does not list; "
+            "studio runs get them from the environment, a CLI run lists each under [[task.reward_models]] with "
+            "its id, path (the artifact dir) and step = true for a step scorer"
+        )
+
+
 def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -338,6 +352,7 @@ def build_components(
 
     env_spec = env_spec or env_spec_of(config)
     if env_spec is not None:
+        check_reward_model_terms(env_spec, config)
         data = spec_task_data(env_spec)
         if tool_runner is None and (env_spec.user_tools or env_spec.user_rewards):
             from worker.rl.envs.local_runner import LocalToolRunner

@@ -142,7 +142,8 @@ class EngineConfig:
 
 @dataclass(frozen=True)
 class RewardModelTermConfig:
-    """A trained reward model as a trajectory-level rubric term `reward_model:<id>` (issue #15)."""
+    """A trained reward model as a rubric term: `reward_model:<id>` (one score per trajectory) or, with
+    `step`, `step_reward_model:<id>` (a step scorer: one score per assistant turn's prefix, a process reward)."""
 
     id: int | None = None
     """The studio's reward-model id (`GET /reward-models`); the worker fills in `path` from it."""
@@ -154,6 +155,8 @@ class RewardModelTermConfig:
     """Z-score the model's scores over each step's batch before weighting (scores are unbounded logits)."""
     device: str = "cpu"
     """Where the scorer runs ('cpu' keeps the policy's GPU memory free)."""
+    step: bool = False
+    """A step scorer: its scores join `step_rewards` (needs algorithm.process_reward_weight > 0)."""
 
     def __post_init__(self) -> None:
         _check(self.id is not None or bool(self.path), "task.reward_models[*] needs an id (studio) or a path")
@@ -165,8 +168,9 @@ class RewardModelTermConfig:
 
     @property
     def name(self) -> str:
-        """The rubric term and metric name: `reward_model:<id>` (or the artifact dir's name)."""
-        return f"reward_model:{self.id}" if self.id is not None else f"reward_model:{Path(self.path or '').name}"
+        """The rubric term and metric name: `[step_]reward_model:<id>` (or the artifact dir's name)."""
+        prefix = "step_reward_model" if self.step else "reward_model"
+        return f"{prefix}:{self.id}" if self.id is not None else f"{prefix}:{Path(self.path or '').name}"
 
 
 @dataclass(frozen=True)
@@ -581,6 +585,12 @@ class TrainConfig:
                 f"rollout.top_p={self.rollout.top_p} with engine.backend='vllm': vLLM's sampling logprobs are then "
                 "renormalised over the nucleus while the trainer's are the full softmax, which biases the PPO ratio; "
                 "set rollout.top_p=1.0, or engine.backend='hf' (full-distribution logprobs at any top_p)"
+            )
+        steps = [t.name for t in self.task.reward_models if t.step]
+        if steps and self.algorithm.process_reward_weight == 0.0:
+            raise ValueError(
+                f"{', '.join(steps)} give process rewards but algorithm.process_reward_weight is 0, so they would "
+                "never reach the advantages; set algorithm.process_reward_weight > 0 (e.g. 1.0)"
             )
 
     @property
