@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 
 from backend.core.config import get_settings
 from backend.core.errors import InvalidInputError, NotFoundError
-from backend.hosts import parse_host_entry
 from backend.crud.reward_models import check_reward_model
+from backend.hosts import parse_host_entry
 from backend.models.dataset import Dataset, Environment, EnvironmentVersion
 from backend.models.tool import Tool, ToolVersion
 from backend.schemas.common import BUILTIN_REWARDS, TOOL_ALIASES

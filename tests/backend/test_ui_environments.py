@@ -101,7 +101,7 @@ def test_tool_network_and_files_are_set_and_shown_in_the_environments_tab(studio
     name = Path(dataset.location).name
     assert rows[0][4] == f"km_to_miles: net api.example.com:8443; /data/{name}"
     loaded = tab.load_environment(studio, env_id)
-    assert json.loads(loaded[-3]) == {"km_to_miles": {"network": ["api.example.com:8443"], "files": [dataset.id]}}
+    assert json.loads(loaded[-6]) == {"km_to_miles": {"network": ["api.example.com:8443"], "files": [dataset.id]}}
     bad = json.dumps({"km_to_miles": {"network": ["https://api.example.com"]}})
     *_, status = tab.save_environment(studio, env_id, "units", *_form(tool.id, dataset.id), bad)
     assert "is not a host[:port]" in status
