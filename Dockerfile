@@ -20,7 +20,7 @@ COPY worker/rl/__init__.py worker/rl/vocab.py ./worker/rl/
 COPY worker/rl/training/__init__.py worker/rl/training/config.py worker/rl/training/config_loader.py worker/rl/training/presets.py ./worker/rl/training/
 COPY worker/rl/generation/__init__.py worker/rl/generation/base.py ./worker/rl/generation/
 COPY worker/rl/tools/__init__.py worker/rl/tools/docstrings.py ./worker/rl/tools/
-COPY worker/rl/evaluation/__init__.py worker/rl/evaluation/paper.py worker/rl/evaluation/agent_r1_table3.json ./worker/rl/evaluation/
+COPY worker/rl/evaluation/__init__.py worker/rl/evaluation/paper.py worker/rl/evaluation/comparison.py worker/rl/evaluation/agent_r1_table3.json ./worker/rl/evaluation/
 COPY configs ./configs
 RUN pip install ".[api,ui]"
 USER studio

@@ -30,12 +30,12 @@ def test_environment_rubric_picks_trained_reward_models_in_the_ui(
     assert choices[1][0].startswith(f"reward_model:{rm_id} ")
     assert "held-out accuracy 1.00" in choices[1][0]
     picks = [f"trajectory:{rm_id}", f"step:{step_id}"]
-    env_id, _picker, rows, status = tab.save_environment(studio, None, "judged", *FORM, picks, 0.5, True)
+    env_id, _picker, rows, status = tab.save_environment(studio, None, "judged", *FORM, "{}", picks, 0.5, True)
     assert status == "✅ Saved **judged** as version 1."
     assert rows[0][3] == f"exact_match×1.0, reward_model-{rm_id}×0.5, step_reward_model-{step_id}×0.5"
     loaded = tab.load_environment(studio, env_id)
-    assert loaded[16:19] == (picks, 0.5, True)  # the picks come back into the form
-    _, _, _, status = tab.save_environment(studio, None, "bad", *FORM, [f"step:{rm_id}"], 1.0, False)
+    assert loaded[17:20] == (picks, 0.5, True)  # the picks come back into the form
+    _, _, _, status = tab.save_environment(studio, None, "bad", *FORM, "{}", [f"step:{rm_id}"], 1.0, False)
     assert f"reward model {rm_id} is a trajectory model" in status
-    _, _, _, status = tab.save_environment(studio, None, "bad", *FORM, ["4242"], 1.0, False)
+    _, _, _, status = tab.save_environment(studio, None, "bad", *FORM, "{}", ["4242"], 1.0, False)
     assert "is not '<kind>:<id>'" in status
