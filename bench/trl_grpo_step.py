@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from bench.grpo_step import reference_config
+from bench.grpo_step import reference_config, step_lines
 from bench.hostperf import cpu_flags, cpu_model
 from worker.rl.rewards.qa_metrics import exact_match_score
 from worker.rl.tools.parsing import extract_answer
@@ -165,10 +165,7 @@ def main() -> None:
     )
     for row in logs:
         print({k: row[k] for k in keys if k in row})
-    steady = step_s[1:] or step_s
-    print(f"step seconds (each): {', '.join(f'{t:.1f}' for t in step_s)}")
-    print(f"step seconds (mean after the first): {sum(steady) / len(steady):.1f}")
-    print(f"peak RSS: {peak_rss_gb:.2f} GB")
+    print("\n".join(step_lines(step_s, peak_rss_gb)))
 
 
 if __name__ == "__main__":
