@@ -110,8 +110,12 @@ def test_compare_checkpoint_with_baselines(studio_stack: Stack, browser_page: An
 
     with stage(page, "compare-04-replay", "a trajectory id from the side-by-side opens in the Trajectories replay"):
         side.get_by_text(str(agent[0]["trajectory_id"]), exact=True).filter(visible=True).first.click()
-        page.locator("#cmp-traj-id input").first.wait_for(timeout=UI_TIMEOUT_MS)
-        assert page.locator("#cmp-traj-id input").first.input_value() == str(agent[0]["trajectory_id"])
+        from playwright.sync_api import expect
+
+        # the click's handler fills the box after a round trip: wait for the value, not only for the box
+        expect(page.locator("#cmp-traj-id input").first).to_have_value(
+            str(agent[0]["trajectory_id"]), timeout=UI_TIMEOUT_MS
+        )
         page.locator("#cmp-replay").click()
         page.locator("#traj-replay .as-traj").wait_for(timeout=UI_TIMEOUT_MS)
         assert page.locator("#traj-replay .role-tool").count() > 0, "the forced first search left no tool block"
