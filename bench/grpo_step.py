@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from bench.hostperf import HostPeak, bound_report
+from bench.hostperf import HostPeak, bound_report, cache_line
 from worker.rl.generation.hf import HFGenerator
 from worker.rl.training.build import build_components, with_resolved_precision
 from worker.rl.training.config import TrainConfig, load_config, override
@@ -102,6 +102,7 @@ def main() -> None:
     if engine is not None and args.no_prefix_cache:
         engine = HFGenerator(engine.model, comps.tokenizer, max_batch_size=engine.max_batch_size, prefix_cache=False)
         comps = dataclasses.replace(comps, generator=engine)
+    stats = getattr(comps.generator, "stats", None)  # EngineStats of the HF and the vLLM engine
     peak = HostPeak.measure(next(engine.model.parameters()).dtype) if engine is not None else None
     step_times: list[float] = []
     rows: list[dict[str, float]] = []
@@ -112,11 +113,8 @@ def main() -> None:
         step_times.append(now - last[0])
         last[0] = now
         row = {"step": step, **{k: v for k, v in metrics.items() if k.startswith(("perf/", "rollout/"))}}
-        if engine is not None:
-            row |= {
-                "engine/prompt_tokens": engine.stats.prompt_tokens,
-                "engine/prefill_tokens": engine.stats.prefill_tokens,
-            }
+        if stats is not None:
+            row |= {"engine/prompt_tokens": stats.prompt_tokens, "engine/prefill_tokens": stats.prefill_tokens}
         rows.append(row)
 
     started = time.perf_counter()
@@ -132,6 +130,8 @@ def main() -> None:
         print(peak.describe())
         print("HF engine over all steps (prompt/prefill token counts in each step's row are cumulative):")
         print("\n".join(bound_report(engine.model, engine.stats, peak)))
+    if stats is not None:
+        print(f"{comps.generator.name} engine over all steps: {cache_line(stats)}")
     if args.set:
         print(f"overrides: {' '.join(args.set)}")
     for row in rows:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from worker.rl.generation.hf import EngineStats
+from worker.rl.generation.base import EngineStats
 from worker.rl.generation.kv_cache import kv_shape
 
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
@@ -128,3 +128,12 @@ def bound_report(model: Any, stats: EngineStats, peak: HostPeak) -> list[str]:
             f" {gbs / peak.copy_gbs:.0%} of copy bandwidth"
         )
     return lines
+
+
+def cache_line(stats: EngineStats) -> str:
+    """How much of the prompts an engine's prefix cache served: the one figure every engine reports."""
+    share = stats.reused_tokens / stats.prompt_tokens if stats.prompt_tokens else 0.0
+    return (
+        f"prefix cache: {stats.reused_tokens} of {stats.prompt_tokens} prompt tokens served from cache ({share:.0%});"
+        f" {stats.prefill_tokens} prefilled over {stats.calls} calls, {stats.rows} rows"
+    )

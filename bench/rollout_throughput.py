@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from bench.hostperf import HostPeak, bound_report
+from bench.hostperf import HostPeak, bound_report, cache_line
 from worker.rl.generation.base import SamplingParams
 from worker.rl.generation.hf import HFGenerator
 from worker.rl.generation.loading import DEFAULT_MODEL, load_model_and_tokenizer, resolve_model_path
@@ -136,7 +136,9 @@ def main() -> None:
             print(f"vllm {tag}            engine start {time.perf_counter() - started:.1f} s")
             engine.generate([prompt], SamplingParams(max_new_tokens=4, temperature=1.0, seed=0))  # warm-up
             for b in batches:
+                engine.stats.reset()
                 rates[f"vllm {tag}", b] = _report(f"vllm {tag}", b, *_timed(_engine_runner(engine, prompt, b, params)))
+                print(f"  {cache_line(engine.stats)}")
             started = time.perf_counter()
             engine.load_weights(model.state_dict().items())
             seconds = time.perf_counter() - started

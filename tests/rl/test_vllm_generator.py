@@ -147,3 +147,22 @@ def test_load_weights_switches_policy(engine: VLLMGenerator, tiny_checkpoint) ->
         engine.load_weights(model.state_dict().items())
     back = HFGenerator(model, tokenizer).generate(PROMPTS, params)
     assert [o.token_ids for o in engine.generate(PROMPTS, params)] == [b.token_ids for b in back]
+
+
+def test_prefix_cache_hits_are_counted(engine: VLLMGenerator) -> None:
+    # a group of four rows on one 200-token prompt, then a "next turn" that extends it: vLLM serves whole
+    # cached blocks of the shared prefix from its prefix cache (128-token blocks on CPU, 16 on GPU), and the
+    # engine's stats say how many tokens
+    prompt = [2] + [4 + (j * 11) % 90 for j in range(199)]
+    params = SamplingParams(max_new_tokens=4, temperature=1.0, seed=3)
+    engine.stats.reset()
+    first = engine.generate([prompt] * 4, params)
+    assert engine.stats.prompt_tokens == 4 * len(prompt)
+    assert engine.stats.prefill_tokens + engine.stats.reused_tokens == engine.stats.prompt_tokens
+    after_first = engine.stats.reused_tokens
+    longer = [prompt + list(first[0].token_ids) + [5, 6, 7, 8]]
+    engine.generate(longer, params)
+    assert engine.stats.calls == 2
+    assert engine.stats.rows == 5
+    assert engine.stats.reused_tokens - after_first >= 128  # at least the prompt's first whole block
+    assert engine.stats.sampled_tokens > 0

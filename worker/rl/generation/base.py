@@ -46,6 +46,39 @@ class SamplingParams:
         return self.temperature == 0
 
 
+@dataclass
+class EngineStats:
+    """What an engine computed since construction or `reset()`: read by the benches (`bench/`).
+
+    The HF engine fills every field. vLLM reports per request how many prompt tokens its prefix cache
+    served (`reused_tokens`; `prefill_tokens` is the rest); it does not expose prefill/decode timing or
+    padding, so those stay 0 there."""
+
+    calls: int = 0
+    rows: int = 0
+    prompt_tokens: int = 0
+    """Prompt tokens of every row: what a full re-prefill of each prompt runs."""
+    prefill_tokens: int = 0
+    """Prompt tokens actually run through the model (reused and shared prefixes are not)."""
+    prefill_positions: int = 0
+    """Positions the prefill forwards computed, padding included."""
+    reused_tokens: int = 0
+    """Prompt tokens served from cached rows (the previous call's, or a prefix shared in the call)."""
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    """Decode forwards and sampling."""
+    decode_tokens: int = 0
+    """Tokens fed through decode forwards (one per active row per step)."""
+    decode_kv_tokens: int = 0
+    """Sum over decode forwards of rows x attended columns (the KV traffic)."""
+    decode_steps: int = 0
+    sampled_tokens: int = 0
+
+    def reset(self) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, type(getattr(self, name))())
+
+
 @dataclass(frozen=True, slots=True)
 class Completion:
     """What the engine sampled for one prompt.

@@ -21,13 +21,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from worker.rl.generation.base import Completion, SamplingParams
+from worker.rl.generation.base import Completion, EngineStats, SamplingParams
 from worker.rl.generation.incremental import IncrementalChunk
 from worker.rl.generation.kv_cache import CachedRow, PrefixStore, slab_attention, supports_slab_cache, weights_key
 from worker.rl.generation.sampling import RowState, sample_tokens
@@ -51,35 +50,6 @@ def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
     if gen_eos is not None:
         ids.update(int(i) for i in (gen_eos if isinstance(gen_eos, list) else [gen_eos]))
     return frozenset(ids)
-
-
-@dataclass
-class EngineStats:
-    """What the engine computed since construction or `reset()`: read by the benches (`bench/`)."""
-
-    calls: int = 0
-    rows: int = 0
-    prompt_tokens: int = 0
-    """Prompt tokens of every row: what a full re-prefill of each prompt runs."""
-    prefill_tokens: int = 0
-    """Prompt tokens actually run through the model (reused and shared prefixes are not)."""
-    prefill_positions: int = 0
-    """Positions the prefill forwards computed, padding included."""
-    reused_tokens: int = 0
-    """Prompt tokens served from cached rows (the previous call's, or a prefix shared in the call)."""
-    prefill_s: float = 0.0
-    decode_s: float = 0.0
-    """Decode forwards and sampling."""
-    decode_tokens: int = 0
-    """Tokens fed through decode forwards (one per active row per step)."""
-    decode_kv_tokens: int = 0
-    """Sum over decode forwards of rows x attended columns (the KV traffic)."""
-    decode_steps: int = 0
-    sampled_tokens: int = 0
-
-    def reset(self) -> None:
-        for name in self.__dataclass_fields__:
-            setattr(self, name, type(getattr(self, name))())
 
 
 class HFGenerator:

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from worker.rl.generation.base import Completion, EngineFinish, SamplingParams
+from worker.rl.generation.base import Completion, EngineFinish, EngineStats, SamplingParams
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +104,7 @@ class VLLMGenerator:
         enforce_eager: bool | None = None,
         ignore_eos: bool = False,
         kv_cache_bytes: int | None = None,
+        prefix_cache: bool = True,
     ) -> None:
         if not 0 < gpu_memory_utilization <= 1:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
@@ -117,6 +118,8 @@ class VLLMGenerator:
         _apply_env_defaults(on_cpu)
         import vllm
 
+        self.stats = EngineStats()
+        """Prompt tokens sent and how many of them vLLM's prefix cache served (`reused_tokens`)."""
         self.ignore_eos = ignore_eos
         """Benchmarks only: never stop on EOS, so every row runs to max_new_tokens."""
         if kv_cache_bytes is None and on_cpu:
@@ -130,6 +133,9 @@ class VLLMGenerator:
             enforce_eager=on_cpu if enforce_eager is None else enforce_eager,
             logprobs_mode="processed_logprobs",
             kv_cache_memory_bytes=kv_cache_bytes,
+            # One request per episode per turn: a group's members share their prompt's blocks, and each later
+            # turn's history is served from the blocks its earlier turns left (hits counted in `stats`).
+            enable_prefix_caching=prefix_cache,
             # CPU: a prompt prefilled in chunks has its sampled token discarded, and vLLM then rewinds the
             # request's seeded generator, which CPU generators cannot do ("CPU Generator does not use offset");
             # it crashed any turn whose prompts exceed the 4096-token step budget. Whole-prompt prefill avoids it.
@@ -167,11 +173,19 @@ class VLLMGenerator:
         sampling = [self._sampling_params(params, i) for i in range(len(prompts))]
         outputs = self.llm.generate(requests, sampling_params=sampling, use_tqdm=False)
         completions = []
-        for request_output in outputs:
+        self.stats.calls += 1
+        self.stats.rows += len(prompts)
+        for prompt, request_output in zip(prompts, outputs, strict=True):
+            cached = int(getattr(request_output, "num_cached_tokens", None) or 0)
+            self.stats.prompt_tokens += len(prompt)
+            self.stats.reused_tokens += cached
+            self.stats.prefill_tokens += len(prompt) - cached
+            self.stats.prefill_positions += len(prompt) - cached
             out = request_output.outputs[0]
             ids = tuple(int(t) for t in out.token_ids)
             steps = out.logprobs or []
             logprobs = tuple(float(step[tok].logprob) for tok, step in zip(ids, steps, strict=True))
+            self.stats.sampled_tokens += len(ids)
             completions.append(Completion(ids, logprobs, _map_finish(out.finish_reason)))
         return completions
 
