@@ -7,6 +7,8 @@ Skipped where vllm is not importable (the default CPU venv); runs for real with 
 from __future__ import annotations
 
 import string
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -16,10 +18,38 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from worker.rl.generation.base import Generator, SamplingParams, WeightSyncable
 from worker.rl.generation.hf import HFGenerator
-from worker.rl.generation.vllm import VLLMGenerator, _map_finish, vllm_available
+from worker.rl.generation.vllm import VLLMGenerator, _hidden_from_kernel_scan, _map_finish, vllm_available
 
 SPECIALS = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>"]
 PROMPTS = [[2, 50, 51, 52], [2, 60, 61, 62, 63, 64, 65, 66, 67, 68], [2, 70]]
+
+
+class _FfiLike:
+    """Like llvmlite's `ffi.lib` (loaded via numba by the bm25s search index): `__getattr__` answers anything,
+    `__dict__` included, with a non-dict."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> object:
+        return object()
+
+
+def _poisoned_module() -> types.ModuleType:
+    module = types.ModuleType("_ffi_like_for_test")
+    module.lib = _FfiLike()  # type: ignore[attr-defined]
+    return module
+
+
+def test_modules_that_break_vllms_kernel_scan_are_hidden_while_it_starts_then_restored() -> None:
+    module = _poisoned_module()
+    sys.modules[module.__name__] = module
+    try:
+        with _hidden_from_kernel_scan():
+            assert module.__name__ not in sys.modules
+            assert "string" in sys.modules  # ordinary modules stay
+        assert sys.modules[module.__name__] is module
+    finally:
+        sys.modules.pop(module.__name__, None)
 
 
 def build_char_tokenizer() -> PreTrainedTokenizerFast:
@@ -76,7 +106,14 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Lla
 
 @pytest.fixture(scope="module")
 def engine(tiny_checkpoint: tuple[Path, LlamaForCausalLM, PreTrainedTokenizerFast]) -> VLLMGenerator:
-    return VLLMGenerator(tiny_checkpoint[0], dtype="float32", max_model_len=256, gpu_memory_utilization=0.3)
+    # started with an llvmlite-like module loaded, as in a run whose BM25 index came first: that crashed
+    # vLLM's kernel-override scan at engine start before `_hidden_from_kernel_scan`
+    module = _poisoned_module()
+    sys.modules[module.__name__] = module
+    try:
+        return VLLMGenerator(tiny_checkpoint[0], dtype="float32", max_model_len=256, gpu_memory_utilization=0.3)
+    finally:
+        sys.modules.pop(module.__name__, None)
 
 
 def test_protocols(engine: VLLMGenerator) -> None:

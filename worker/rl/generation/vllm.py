@@ -17,7 +17,9 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
-from collections.abc import Iterable, Sequence
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +66,37 @@ def _apply_env_defaults(on_cpu: bool) -> None:
     if on_cpu:
         for key, value in CPU_ENV_DEFAULTS.items():
             os.environ.setdefault(key, value)
+
+
+def _breaks_kernel_scan(module: Any) -> bool:
+    """Whether vLLM's CPU kernel-override scan would crash on this module's namespace.
+
+    At engine start vLLM walks every loaded module and calls `vars(value).get(...)` on each attribute;
+    objects whose `__getattr__` answers `__dict__` with something else (llvmlite's `ffi.lib`, loaded via
+    numba whenever the BM25 index (bm25s) is built first) make it raise AttributeError."""
+    namespace = getattr(module, "__dict__", None)
+    if not isinstance(namespace, dict):
+        return False
+    for value in list(namespace.values()):
+        try:
+            if hasattr(value, "__dict__") and not callable(getattr(vars(value), "get", None)):
+                return True  # vLLM calls vars(value).get("kernel"): a dict or a class's mappingproxy is fine
+        except TypeError:
+            continue
+    return False
+
+
+@contextmanager
+def _hidden_from_kernel_scan() -> Iterator[None]:
+    """Take the modules `_breaks_kernel_scan` finds out of `sys.modules` while the engine starts, then put them
+    back: they hold no kernels, and without this an engine started after the search index crashes."""
+    hidden = {name: module for name, module in list(sys.modules.items()) if _breaks_kernel_scan(module)}
+    for name in hidden:
+        del sys.modules[name]
+    try:
+        yield
+    finally:
+        sys.modules.update(hidden)
 
 
 def check_full_distribution(params: SamplingParams) -> None:
@@ -124,23 +157,24 @@ class VLLMGenerator:
         """Benchmarks only: never stop on EOS, so every row runs to max_new_tokens."""
         if kv_cache_bytes is None and on_cpu:
             kv_cache_bytes = CPU_DEFAULT_KV_CACHE_BYTES
-        self.llm = vllm.LLM(
-            model=str(model_path),
-            dtype=dtype,
-            seed=seed,
-            max_model_len=max_model_len,
-            gpu_memory_utilization=gpu_memory_utilization,
-            enforce_eager=on_cpu if enforce_eager is None else enforce_eager,
-            logprobs_mode="processed_logprobs",
-            kv_cache_memory_bytes=kv_cache_bytes,
-            # One request per episode per turn: a group's members share their prompt's blocks, and each later
-            # turn's history is served from the blocks its earlier turns left (hits counted in `stats`).
-            enable_prefix_caching=prefix_cache,
-            # CPU: a prompt prefilled in chunks has its sampled token discarded, and vLLM then rewinds the
-            # request's seeded generator, which CPU generators cannot do ("CPU Generator does not use offset");
-            # it crashed any turn whose prompts exceed the 4096-token step budget. Whole-prompt prefill avoids it.
-            **({"enable_chunked_prefill": False} if on_cpu else {}),
-        )
+        with _hidden_from_kernel_scan():
+            self.llm = vllm.LLM(
+                model=str(model_path),
+                dtype=dtype,
+                seed=seed,
+                max_model_len=max_model_len,
+                gpu_memory_utilization=gpu_memory_utilization,
+                enforce_eager=on_cpu if enforce_eager is None else enforce_eager,
+                logprobs_mode="processed_logprobs",
+                kv_cache_memory_bytes=kv_cache_bytes,
+                # One request per episode per turn: a group's members share their prompt's blocks, and each later
+                # turn's history is served from the blocks its earlier turns left (hits counted in `stats`).
+                enable_prefix_caching=prefix_cache,
+                # CPU: a prompt prefilled in chunks has its sampled token discarded, and vLLM then rewinds the
+                # request's seeded generator, which CPU generators cannot do ("CPU Generator does not use offset");
+                # it crashed any turn whose prompts exceed the 4096-token step budget. Whole-prompt prefill avoids it.
+                **({"enable_chunked_prefill": False} if on_cpu else {}),
+            )
         tokenizer = self.llm.get_tokenizer()
         im_end = tokenizer.convert_tokens_to_ids(CHAT_END_TOKEN) if CHAT_END_TOKEN in tokenizer.get_vocab() else None
         self.stop_token_ids: tuple[int, ...] = (int(im_end),) if im_end is not None else ()
