@@ -3,10 +3,10 @@
 The package ships the model files; they load with transformers' `AutoModel` and are pooled as the
 model was trained (mean over tokens, then L2 norm), so no sentence-transformers is needed. The corpus
 is embedded once and cached on disk under `search.index_cache_path` (corpus content hash + model id).
-Search is exact cosine top-k, one (queries × passages) matrix product in torch: the benchmark and user
+Search is exact cosine top-k, one (queries x passages) matrix product in torch: the benchmark and user
 corpora the studio indexes hold thousands of passages (384 floats each), far below where an approximate
-index (faiss) would pay for itself, so there is none. torch and transformers are imported only when a dense index is built, so the torch-
-free half of the core (rollout, env checks) stays light wherever dense retrieval is not asked for.
+index (faiss) would pay for itself, so there is none. torch and transformers are imported only when a
+dense index is built, so the torch-free half of the core (rollout, env checks) stays light without it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from worker.rl.tools.search import index_cache_path
+from worker.rl.tools.search import default_index_cache_dir, index_cache_path
 from worker.rl.types import Passage
 
 if TYPE_CHECKING:
@@ -123,21 +123,24 @@ class DenseRetriever:
 
     @classmethod
     def from_passages(cls, passages: Sequence[Passage], *, cache_dir: Path | None = None) -> DenseRetriever:
-        """Embed `passages` with the bundled model, or reload the embeddings cached for the same corpus."""
+        """Embed `passages` with the bundled model, or reload the embeddings cached for the same corpus.
+
+        Embedding is the costly step (minutes for a large corpus on CPU), so there is always a cache:
+        `cache_dir`, else `default_index_cache_dir()` (where the studio's workers cache theirs too).
+        """
         import torch
 
         if not passages:
             raise ValueError("passages must not be empty: a dense index needs a corpus to embed")
         encoder, model = bundled_encoder(), model_id()
-        path = index_cache_path(cache_dir, "dense", passages, salt=model)
-        if path is not None and (path / _CACHE_FILE).is_file():
+        path = index_cache_path(cache_dir or default_index_cache_dir(), "dense", passages, salt=model)
+        if (path / _CACHE_FILE).is_file():
             logger.info("loading dense embeddings from %s", path)
             cached = torch.load(path / _CACHE_FILE, weights_only=True)
             return cls(passages, cached["embeddings"], encoder, loaded_from_cache=True)
         vectors = encoder.encode([f"{p.title} {p.text}" for p in passages])  # (N, D)
-        if path is not None:
-            _save(path, vectors, model)
-            logger.info("saved dense embeddings (%d passages, %s) to %s", len(passages), model, path)
+        _save(path, vectors, model)
+        logger.info("saved dense embeddings (%d passages, %s) to %s", len(passages), model, path)
         return cls(passages, vectors, encoder)
 
     def search(self, query: str, top_k: int) -> list[Passage]:

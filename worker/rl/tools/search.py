@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -62,14 +63,18 @@ def corpus_hash(passages: Sequence[Passage], *, salt: str = _INDEX_VERSION) -> s
     return h.hexdigest()[:24]
 
 
-def index_cache_path(cache_dir: Path | None, kind: str, passages: Sequence[Passage], *, salt: str) -> Path | None:
-    """`<cache_dir>/<kind>-<corpus hash>`: where an index of this corpus is cached (None without a cache dir).
+def index_cache_path(cache_dir: Path, kind: str, passages: Sequence[Passage], *, salt: str) -> Path:
+    """`<cache_dir>/<kind>-<corpus hash>`: where an index of this corpus is cached.
 
     `salt` names the index builder (BM25's tokenizer version, the dense model id): a change makes a new key.
     """
-    if cache_dir is None:
-        return None
     return Path(cache_dir) / f"{kind}-{corpus_hash(passages, salt=salt)}"
+
+
+def default_index_cache_dir() -> Path:
+    """`$STUDIO_DATA_DIR/cache/indexes`, else `var/cache/indexes`: the studio's own index cache (`worker.jobs`)."""
+    data_dir = os.environ.get("STUDIO_DATA_DIR")
+    return (Path(data_dir) if data_dir else Path("var")) / "cache" / "indexes"
 
 
 def build_index(kind: str, passages: Sequence[Passage], *, cache_dir: Path | None = None) -> Retriever:
@@ -109,7 +114,7 @@ class BM25Retriever:
 
         if not passages:
             raise ValueError("passages must not be empty: BM25 needs a corpus to index")
-        path = index_cache_path(cache_dir, "bm25", passages, salt=_INDEX_VERSION)
+        path = index_cache_path(cache_dir, "bm25", passages, salt=_INDEX_VERSION) if cache_dir is not None else None
         if path is not None and (path / "params.index.json").is_file():
             logger.info("loading BM25 index from %s", path)
             return cls(passages, bm25s.BM25.load(str(path), show_progress=False), loaded_from_cache=True)
