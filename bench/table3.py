@@ -1,17 +1,21 @@
 """Table 3 in miniature: trained checkpoints beside the baselines on the held-out sets, through the one eval path.
 
     python -m bench.table3 --checkpoint runs/multihop_grpo --checkpoint runs/multihop_rloo --limit 50
+    python -m bench.table3 --checkpoint runs/multihop_grpo --retriever bm25,dense   # dense rows of their own
 
 Each `--checkpoint` is a run dir (its newest `checkpoints/step_*` is used, and its `config.resolved.json`
 names the estimator, hence the paper row) or a checkpoint folder. Every row uses the same scaffold (prompt,
 forced first search, answer prefill) and the same seeded examples of the protocol's held-out sets. Writes
 `report.md` + `report.json` (the table from `worker.rl.evaluation.comparison`, each row's wall time, the
 CPU model and flags, peak RSS) and every eval's own report and predictions under `<output-dir>/evals/`.
+`--retriever` lists the retrievers (bm25, dense): every row is evaluated with each, and a row that did not
+search with BM25 carries its retriever in its label, e.g. `naive-rag (dense)`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import time
@@ -24,6 +28,7 @@ from worker.rl.evaluation.comparison import ComparisonRow, method_rows, paper_ro
 from worker.rl.evaluation.job import EvalRequest, run_evaluation
 from worker.rl.evaluation.report import build_report, write_report
 from worker.rl.training.checkpoint import CHECKPOINT_DIR
+from worker.rl.vocab import RETRIEVERS
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINES = ("naive-rag", "base-tool-call")
@@ -60,6 +65,15 @@ def evaluate_entry(request: EvalRequest, *, label: str | None, out: Path, data_d
     return method_rows(report, label=label), wall_s
 
 
+def named(label: str, retriever: str) -> str:
+    """BM25 rows keep their names (the paper's setting); any other retriever is named in the label."""
+    return label if retriever == "bm25" else f"{label} ({retriever})"
+
+
+def with_retriever(rows: list[ComparisonRow], retriever: str) -> list[ComparisonRow]:
+    return [dataclasses.replace(r, label=named(r.label, retriever)) for r in rows]
+
+
 def run_table(args: argparse.Namespace) -> dict[str, Any]:
     shared = {
         "model": args.model,
@@ -76,24 +90,32 @@ def run_table(args: argparse.Namespace) -> dict[str, Any]:
     rows: list[ComparisonRow] = []
     entries: list[dict[str, Any]] = []
     started = time.perf_counter()
-    for index, raw in enumerate(args.checkpoint):
-        checkpoint, estimator = resolve_checkpoint(Path(raw))
-        paper_row = paper_row_for_estimator(estimator)
-        label = f"{Path(raw).name} ({estimator or 'grpo'})"
-        request = EvalRequest(**shared, methods=("agent",), checkpoint_path=str(checkpoint), agent_algorithm=paper_row)
-        new, wall_s = evaluate_entry(
-            request, label=label, out=args.output_dir / "evals" / f"agent-{index}", data_dir=args.data_dir
-        )
-        rows += new
-        entries.append({"label": label, "checkpoint": str(checkpoint), "estimator": estimator, "wall_s": wall_s})
-    baselines = tuple(b for b in args.baselines.split(",") if b)
-    if baselines:
-        request = EvalRequest(**shared, methods=baselines)
-        new, wall_s = evaluate_entry(
-            request, label=None, out=args.output_dir / "evals" / "baselines", data_dir=args.data_dir
-        )
-        rows = new + rows
-        entries.append({"label": ", ".join(baselines), "checkpoint": None, "estimator": None, "wall_s": wall_s})
+    for retriever in args.retrievers:
+        settings = {**shared, "retriever": retriever}
+        suffix = "" if retriever == "bm25" else f"-{retriever}"
+        agent_rows: list[ComparisonRow] = []
+        for index, raw in enumerate(args.checkpoint):
+            checkpoint, estimator = resolve_checkpoint(Path(raw))
+            paper_row = paper_row_for_estimator(estimator)
+            label = f"{Path(raw).name} ({estimator or 'grpo'})"
+            request = EvalRequest(**settings, methods=("agent",), checkpoint_path=str(checkpoint),
+                                  agent_algorithm=paper_row)  # fmt: skip
+            out = args.output_dir / "evals" / f"agent-{index}{suffix}"
+            new, wall_s = evaluate_entry(request, label=label, out=out, data_dir=args.data_dir)
+            agent_rows += with_retriever(new, retriever)
+            entries.append({"label": named(label, retriever), "checkpoint": str(checkpoint), "estimator": estimator,
+                            "retriever": retriever, "wall_s": wall_s})  # fmt: skip
+        baselines = tuple(b for b in args.baselines.split(",") if b)
+        baseline_rows: list[ComparisonRow] = []
+        if baselines:
+            request = EvalRequest(**settings, methods=baselines)
+            out = args.output_dir / "evals" / f"baselines{suffix}"
+            new, wall_s = evaluate_entry(request, label=None, out=out, data_dir=args.data_dir)
+            baseline_rows = with_retriever(new, retriever)
+            entries.append({"label": ", ".join(r.label for r in baseline_rows), "checkpoint": None,
+                            "estimator": None, "retriever": retriever, "wall_s": wall_s})  # fmt: skip
+        rows += baseline_rows + agent_rows
+    shared["retrievers"] = tuple(args.retrievers)
     return {
         "rows": [r.to_dict() for r in rows],
         "entries": entries,
@@ -113,14 +135,16 @@ def render_report(out: dict[str, Any]) -> str:
         "# Table 3 in miniature" + (" (smoke run: too few examples to read as the table)" if smoke else ""),
         "",
         f"Held-out sets: {', '.join(s['datasets'])}, {s['limit'] or 'all'} examples each (seed {s['seed']}); "
-        f"model {s['model']}; {s['max_turns']} turns, BM25 top-{s['top_k']}, forced first search "
+        f"model {s['model']}; {s['max_turns']} turns, {' and '.join(s['retrievers'])} top-{s['top_k']} "
+        "(a row named '(dense)' searched with the bundled all-MiniLM-L6-v2 embeddings), forced first search "
         f"{s['force_first_search']}, answer prefill on the last turn {s['answer_on_last_turn']}.",
         "",
         out["markdown"],
-        "| Row | Checkpoint | Estimator | Wall time (s) |",
-        "|---|---|---|---|",
+        "| Row | Checkpoint | Estimator | Retriever | Wall time (s) |",
+        "|---|---|---|---|---|",
         *[
-            f"| {e['label']} | {e['checkpoint'] or '–'} | {e['estimator'] or '–'} | {e['wall_s']:.1f} |"
+            f"| {e['label']} | {e['checkpoint'] or '–'} | {e['estimator'] or '–'} | {e['retriever']} "
+            f"| {e['wall_s']:.1f} |"
             for e in out["entries"]
         ],
         "",
@@ -144,6 +168,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-turns", type=int, default=3)
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--top-k", type=int, default=3)
+    parser.add_argument(
+        "--retriever", default="bm25", help=f"Comma list of {', '.join(RETRIEVERS)}: every row once with each."
+    )
     parser.add_argument("--no-force-first-search", action="store_true")
     parser.add_argument("--answer-on-last-turn", action="store_true", help="The multihop recipe's answer prefill.")
     parser.add_argument("--engine", default="auto", choices=["auto", "hf", "vllm"])
@@ -151,6 +178,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.checkpoint and not args.baselines:
         parser.error("give at least one --checkpoint or baseline")
+    args.retrievers = [r.strip() for r in args.retriever.split(",") if r.strip()]
+    bad = [r for r in args.retrievers if r not in RETRIEVERS]
+    if bad or not args.retrievers:
+        parser.error(f"--retriever {args.retriever!r}: give a comma list of {', '.join(RETRIEVERS)}")
     if args.limit and args.limit < MIN_EXAMPLES:
         print(f"note: --limit {args.limit} is below {MIN_EXAMPLES} examples per set; a smoke run, not the table")
     return args

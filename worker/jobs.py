@@ -213,7 +213,7 @@ def sandbox_limits() -> SandboxLimits:
 
 
 def index_cache_dir() -> Path:
-    """Where BM25 indexes of corpora are cached by content hash (built once, shared by runs)."""
+    """Where corpus indexes (BM25, dense embeddings) are cached by content hash (built once, shared by runs)."""
     return get_settings().cache_dir / "indexes"
 
 
@@ -582,6 +582,7 @@ def evaluate_job(
                 data_dir=data_dir,
                 progress=progress,
                 trajectories=keep_trajectories,
+                index_cache_dir=index_cache_dir(),
             )
         store.save_result(run_id, report)
         store.save_evaluation(run_id, report)

@@ -12,12 +12,13 @@ import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import gradio as gr
 
 from app.client import StudioAPIError, StudioClient
 from app.tabs.common import error_markdown, parse_json_object, poll_job_run
+from backend.schemas.common import RetrieverKind
 from backend.schemas.environment import (
     EnvironmentCreate,
     EnvironmentSettings,
@@ -132,7 +133,7 @@ def compose(tool_ids: list[int], dataset_id: int | None, corpus_id: int | None, 
             max_new_tokens: float, tool_timeout_s: float, system_prompt: str, force_first_call: str,
             answer_after_tool: bool, heldout_fraction: float | None, tool_access_json: str = "",
             reward_model_picks: list[str] | None = None, reward_model_weight: float | None = 1.0,
-            reward_model_normalize: bool = False) -> EnvironmentCreate:  # fmt: skip
+            reward_model_normalize: bool = False, retriever: str = "bm25") -> EnvironmentCreate:  # fmt: skip
     """The form as an `EnvironmentCreate` (ValueError names a bad field)."""
     weights = {k: float(v) for k, v in parse_json_object(weights_json, "rubric weights").items()}
     access = parse_json_object(tool_access_json or "{}", "tool network and files")
@@ -143,7 +144,7 @@ def compose(tool_ids: list[int], dataset_id: int | None, corpus_id: int | None, 
     settings = EnvironmentSettings(system_prompt=system_prompt, force_first_call=force_first_call.strip() or None,
                                    answer_after_tool=answer_after_tool,
                                    heldout_fraction=heldout_fraction or None,
-                                   tool_access=access)  # fmt: skip
+                                   tool_access=access, retriever=retriever or "bm25")  # fmt: skip
     return EnvironmentCreate(
         name="environment", tool_ids=[int(t) for t in tool_ids or []], dataset_id=dataset_id or None,
         corpus_id=corpus_id or None, rubric=RubricSpec(weights=weights, functions=functions,
@@ -193,14 +194,14 @@ def access_summary(spec: dict[str, Any]) -> str:
 def load_environment(client: StudioClient, environment_id: int | None) -> tuple[Any, ...]:
     """Fill the form from a saved environment: (id, name, tools, dataset, corpus, weights, reward name,
     weight, source, max turns, max new tokens, tool timeout, prompt, forced call, answer prefill, held-out,
-    tool network and files, versions, status)."""
+    tool network and files, reward models, their weight, z-score, retriever, versions, status)."""
     if not environment_id:
-        return (None, *[gr.skip()] * 20, "")
+        return (None, *[gr.skip()] * 21, "")
     try:
         env = client.get_environment(int(environment_id))
         rows = version_rows(client, env.id)
     except StudioAPIError as exc:
-        return (gr.skip(),) * 21 + (error_markdown(exc),)
+        return (gr.skip(),) * 22 + (error_markdown(exc),)
     fn = env.rubric.functions[0] if env.rubric.functions else None
     s, lim, rms = env.settings, env.limits, env.rubric.reward_models
     picks = [f"{'step' if t.step else 'trajectory'}:{t.reward_model_id}" for t in rms]
@@ -208,7 +209,7 @@ def load_environment(client: StudioClient, environment_id: int | None) -> tuple[
             fn.name if fn else "", fn.weight if fn else 0.0, fn.source if fn else EXAMPLE_REWARD, lim.max_turns,
             lim.max_new_tokens_per_turn, lim.tool_timeout_s, s.system_prompt, s.force_first_call or "",
             s.answer_after_tool, s.heldout_fraction, access_json(env.settings.tool_access), picks,
-            rms[0].weight if rms else 1.0, rms[0].normalize if rms else False, rows,
+            rms[0].weight if rms else 1.0, rms[0].normalize if rms else False, s.retriever, rows,
             f"Loaded **{env.name}** v{env.version}.")  # fmt: skip
 
 
@@ -304,6 +305,8 @@ def build_environments_tab(client: StudioClient, *, poll_interval_s: float = 1.0
         with gr.Row():
             dataset = gr.Dropdown(label="Tasks", choices=[("Built-in demo KB", 0)], value=0)
             corpus = gr.Dropdown(label="Corpus for the search tool", choices=[("None", 0)], value=0)
+            retriever = gr.Dropdown(list(get_args(RetrieverKind)), value="bm25", elem_id="env-retriever",
+                                    label="Search ranks it with (dense: the bundled all-MiniLM-L6-v2)")  # fmt: skip
         weights = gr.Code('{"exact_match": 1.0, "format": 0.1}', language="json", lines=2,
                           label="Built-in reward weights (0 = metric only)")  # fmt: skip
         with gr.Row():
@@ -342,7 +345,7 @@ def build_environments_tab(client: StudioClient, *, poll_interval_s: float = 1.0
     timer = gr.Timer(poll_interval_s, active=False)
     form = [tools, dataset, corpus, weights, reward_name, reward_weight, reward_source, max_turns, max_new, timeout,
             system_prompt, forced, answer_prefill, heldout, tool_access, reward_models, rm_weight,
-            rm_normalize]  # fmt: skip
+            rm_normalize, retriever]  # fmt: skip
     upload_inputs = [upload, kind, fmt, question, answer, id_column, data_name]
     preview_btn.click(functools.partial(upload_file, client, dry_run=True), upload_inputs, [preview, status],
                       api_visibility="private")  # fmt: skip

@@ -176,7 +176,8 @@ def resolve_spec(session: Session, env: Environment, *, version: int) -> dict[st
         raise InvalidInputError("corpus_id", f"dataset {corpus.id} is a {corpus.kind} dataset, not a corpus")
     return {
         "name": env.name, "environment_id": env.id, "version": version, "tools": tools,
-        "data": _data_entry(dataset, settings), "corpus": {"location": corpus.location if corpus else None},
+        "data": _data_entry(dataset, settings), "corpus": {"location": corpus.location if corpus else None,
+                                                            "retriever": settings.retriever},
         "rubric": terms, "answer_tag": rubric.answer_tag,
         "limits": limits.model_dump(), "system_prompt": settings.system_prompt,
         "question_template": settings.question_template, "show_tool_schemas": settings.show_tool_schemas,

@@ -17,6 +17,7 @@ from worker.rl.vocab import BUILTIN_REWARDS as BUILTIN_REWARDS
 from worker.rl.vocab import BUILTIN_TOOLS as BUILTIN_TOOLS
 from worker.rl.vocab import TOOL_ALIASES as TOOL_ALIASES
 from worker.rl.vocab import Preset as Preset  # re-exported: `RunCreate.preset` uses the registry's names
+from worker.rl.vocab import RetrieverKind as RetrieverKind  # re-exported: corpus / eval retriever choices
 
 JSONDict = dict[str, Any]
 """A JSON object (configs, results, metric values)."""

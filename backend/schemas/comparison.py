@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from backend.schemas.common import DbId, JSONDict
+from backend.schemas.common import DbId, JSONDict, RetrieverKind
 
 Baseline = Literal["direct", "naive-rag", "base-tool-call"]
 MAX_CHECKPOINTS = 8
@@ -42,6 +42,7 @@ class ComparisonCreate(BaseModel):
     max_turns: int = Field(default=3, ge=1, le=64)
     max_new_tokens: int = Field(default=96, ge=1, le=32_768)
     top_k: int = Field(default=3, ge=1, le=100)
+    retriever: RetrieverKind = Field(default="bm25", description="bm25, or dense (the bundled all-MiniLM-L6-v2).")
     force_first_search: bool = Field(default=True, description="The agent's forced first search, for every row.")
     answer_on_last_turn: bool = Field(default=False, description="The recipe's answer prefill on the last turn.")
     engine: Literal["auto", "hf", "vllm"] = "auto"

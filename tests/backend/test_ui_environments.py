@@ -89,6 +89,20 @@ def test_evaluate_tab_launches_an_eval_pinned_to_the_environment(studio: StudioC
     assert enqueued[-1] == (TaskName.EVALUATE, run_id)
 
 
+def test_retriever_choice_is_saved_in_the_spec_and_loaded_back(studio: StudioClient) -> None:
+    """The form's last field (after the reward-model fields) picks the search retriever of the version's corpus."""
+    tool = studio.create_tool(ToolCreate(name="km_to_miles", source=TOOL_SOURCE))
+    form = [*_form(tool.id, 0), "{}", [], 1.0, False]
+    env_id, _picker, _rows, status = tab.save_environment(studio, None, "dense", *form, "dense")
+    assert status == "✅ Saved **dense** as version 1."
+    assert studio.list_environment_versions(env_id)[0].spec["corpus"] == {"location": None, "retriever": "dense"}
+    assert tab.load_environment(studio, env_id)[-3] == "dense"
+    env_id, *_ = tab.save_environment(studio, None, "sparse", *form)  # the field left out: BM25
+    assert studio.list_environment_versions(env_id)[0].spec["corpus"]["retriever"] == "bm25"
+    *_, status = tab.save_environment(studio, None, "bad", *form, "tfidf")
+    assert "retriever" in status
+
+
 def test_tool_network_and_files_are_set_and_shown_in_the_environments_tab(studio: StudioClient, tmp_path: Path) -> None:
     csv = tmp_path / "units.csv"
     csv.write_text("q,a\nHow many miles are 1 km?,0.62\nHow many miles are 2 km?,1.24\n")
@@ -101,7 +115,7 @@ def test_tool_network_and_files_are_set_and_shown_in_the_environments_tab(studio
     name = Path(dataset.location).name
     assert rows[0][4] == f"km_to_miles: net api.example.com:8443; /data/{name}"
     loaded = tab.load_environment(studio, env_id)
-    assert json.loads(loaded[-6]) == {"km_to_miles": {"network": ["api.example.com:8443"], "files": [dataset.id]}}
+    assert json.loads(loaded[-7]) == {"km_to_miles": {"network": ["api.example.com:8443"], "files": [dataset.id]}}
     bad = json.dumps({"km_to_miles": {"network": ["https://api.example.com"]}})
     *_, status = tab.save_environment(studio, env_id, "units", *_form(tool.id, dataset.id), bad)
     assert "is not a host[:port]" in status

@@ -58,3 +58,15 @@ def test_table3_writes_the_report(tmp_path: Path) -> None:
     assert "peak RSS" in markdown
     assert "smoke run" in markdown.splitlines()[0]
     assert (out / "evals" / "baselines" / "predictions_naive-rag.jsonl").is_file()
+
+
+def test_retriever_list_is_parsed_and_non_bm25_rows_are_named() -> None:
+    from worker.rl.evaluation.comparison import ComparisonRow
+
+    assert table3.parse_args(["--retriever", "bm25, dense"]).retrievers == ["bm25", "dense"]
+    assert table3.parse_args([]).retrievers == ["bm25"]
+    with pytest.raises(SystemExit):
+        table3.parse_args(["--retriever", "tfidf"])
+    row = ComparisonRow("naive-rag", "naive-rag", "Naive RAG", {}, None)
+    assert [r.label for r in table3.with_retriever([row], "dense")] == ["naive-rag (dense)"]
+    assert table3.with_retriever([row], "bm25") == [row]

@@ -248,6 +248,34 @@ def test_cli_parsing(tmp_path: Path) -> None:
         parse_methods(["oracle"])
 
 
+def test_cli_retriever_flag_reaches_the_request_and_a_bad_value_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from worker.rl.evaluation import cli
+    from worker.rl.evaluation.job import EvalRequest
+
+    seen: list[tuple[EvalRequest, object]] = []
+
+    def run_evaluation(request: EvalRequest, **kwargs: object) -> list[EvalResult]:
+        seen.append((request, kwargs["index_cache_dir"]))
+        return []
+
+    monkeypatch.setattr(cli, "run_evaluation", run_evaluation)
+    base = ["eval", "--datasets", "hotpotqa", "--method", "naive-rag", "--output-dir", str(tmp_path / "out")]
+    out = CliRunner().invoke(cli.app, [*base, "--retriever", "dense", "--index-cache-dir", str(tmp_path / "idx")])
+    assert out.exit_code == 0, out.output
+    assert seen[-1] == (seen[-1][0], tmp_path / "idx")
+    assert seen[-1][0].retriever == "dense"
+    CliRunner().invoke(cli.app, base)
+    assert seen[-1][0].retriever == "bm25"  # the default
+    out = CliRunner().invoke(cli.app, [*base, "--retriever", "tfidf"])
+    assert out.exit_code == 2
+    lines = [ln for ln in out.output.splitlines() if ln.strip()]
+    assert lines == ["error: retriever must be one of bm25, dense; got 'tfidf'"], out.output
+
+
 @pytest.mark.skipif(not DATA.is_dir(), reason=f"shared benchmark samples not found at {DATA}")
 def test_cli_eval_end_to_end_with_scripted_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
@@ -270,8 +298,8 @@ def test_cli_eval_end_to_end_with_scripted_engine(tmp_path: Path, monkeypatch: p
         str(DATA),
         "--output-dir",
         str(tmp_path),
-        "--bm25-cache-dir",
-        str(tmp_path / "bm25"),
+        "--index-cache-dir",
+        str(tmp_path / "indexes"),
     ]
     out = CliRunner().invoke(cli.app, args)
     assert out.exit_code == 0, out.output

@@ -13,7 +13,6 @@ import pytest
 
 from worker.rl.tools.search import (
     BM25Retriever,
-    DenseRetriever,
     RemoteRetriever,
     RetrieverError,
     SearchTool,
@@ -141,14 +140,3 @@ def test_remote_retriever_unreachable() -> None:
         RemoteRetriever("http://127.0.0.1:9/retrieve", timeout_s=1).search("x", 1)
     with pytest.raises(ValueError, match="url"):
         RemoteRetriever("localhost:8000")
-
-
-def test_dense_retriever_import_hint() -> None:
-    try:
-        import faiss  # noqa: F401
-        import sentence_transformers  # noqa: F401
-    except ImportError:
-        with pytest.raises(ImportError, match=r"pip install '\.\[dense\]'"):
-            DenseRetriever.from_passages(CORPUS, "some/local/model")
-    else:
-        pytest.skip("dense extra installed; no local embedding model to test with offline")

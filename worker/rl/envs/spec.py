@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from worker.rl.vocab import BUILTIN_REWARDS, BUILTIN_TOOLS
+from worker.rl.vocab import BUILTIN_REWARDS, BUILTIN_TOOLS, RETRIEVERS
 from worker.rl.vocab import TOOL_ALIASES as TOOL_ALIASES  # re-exported for from_spec
 
 MAX_TOOL_RESULT_BYTES = 256 * 1024
@@ -151,9 +151,11 @@ class CorpusSpec:
 
     location: str | None = None
     retriever: str = "bm25"
+    """How the search tool ranks it: 'bm25' (sparse) or 'dense' (the bundled MiniLM embeddings)."""
 
     def __post_init__(self) -> None:
-        _need(self.retriever == "bm25", f"corpus.retriever {self.retriever!r} is not available; use 'bm25'")
+        _need(self.retriever in RETRIEVERS,
+              f"corpus.retriever {self.retriever!r} is not one of {', '.join(RETRIEVERS)}")  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -111,7 +111,12 @@ def eval_command(
     answer_on_last_turn: Annotated[
         bool, typer.Option(help="Prefill <answer> on the last allowed turn (the multihop recipe's scaffold)")
     ] = EvalRequest.answer_on_last_turn,
-    bm25_cache_dir: Annotated[Path | None, typer.Option(help="Cache for BM25 indexes")] = None,
+    retriever: Annotated[
+        str, typer.Option(help="How search ranks the corpus: bm25 | dense (bundled all-MiniLM-L6-v2)")
+    ] = EvalRequest.retriever,
+    index_cache_dir: Annotated[
+        Path | None, typer.Option(help="Cache for corpus indexes (BM25; dense defaults to var/cache/indexes)")
+    ] = None,
 ) -> None:
     """Evaluate methods on the datasets and print EM / cover-EM / F1 beside the paper's numbers."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -131,6 +136,7 @@ def eval_command(
             max_turns=max_turns,
             max_new_tokens=max_new_tokens,
             top_k=top_k,
+            retriever=retriever,
             force_first_search=force_first_search,
             answer_on_last_turn=answer_on_last_turn,
             agent_algorithm=agent_algorithm,
@@ -141,7 +147,7 @@ def eval_command(
             request,
             output_dir=output_dir,
             data_dir=data_dir,
-            bm25_cache_dir=bm25_cache_dir,
+            index_cache_dir=index_cache_dir,
             engine_loader=job.load_engine,
         )
     except ValueError as err:  # DatasetError included: file, record/line and field are in the message

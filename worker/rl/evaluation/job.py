@@ -25,7 +25,7 @@ from worker.rl.evaluation.runner import EVAL_METHODS, EvalMethod, evaluate
 from worker.rl.rollout import RolloutLimits
 from worker.rl.tools.search import Retriever
 from worker.rl.types import Task
-from worker.rl.vocab import ENGINES
+from worker.rl.vocab import ENGINES, RETRIEVERS
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,8 @@ class EvalRequest:
     """Tokens per assistant turn."""
     top_k: int = 3
     """Passages per search."""
+    retriever: str = "bm25"
+    """How search ranks each dataset's corpus: bm25 | dense (the bundled all-MiniLM-L6-v2)."""
     force_first_search: bool = False
     """Prefill the first turn with a search call."""
     answer_on_last_turn: bool = False
@@ -90,6 +92,8 @@ class EvalRequest:
             raise ValueError(f"agent_algorithm must be one of {', '.join(PAPER_EM)}; got {self.agent_algorithm!r}")
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {self.engine!r}")
+        if self.retriever not in RETRIEVERS:
+            raise ValueError(f"retriever must be one of {', '.join(RETRIEVERS)}; got {self.retriever!r}")
 
     @property
     def eval_methods(self) -> list[EvalMethod]:
@@ -201,17 +205,17 @@ def load_tasks(request: EvalRequest, data_dir: Path | None) -> tuple[dict[str, l
     return subsets, full
 
 
-def bm25_factory(
-    full: dict[str, list[Task]], cache_dir: Path | None = None
+def retriever_factory(
+    full: dict[str, list[Task]], kind: str = "bm25", cache_dir: Path | None = None
 ) -> Callable[[str, Sequence[Task]], Retriever]:
-    """Per dataset, a BM25 index over every context paragraph of its full file."""
-    from worker.rl.tools.search import BM25Retriever, corpus_from_tasks
+    """Per dataset, a `kind` index (bm25 | dense) over every context paragraph of its full file."""
+    from worker.rl.tools.search import build_index, corpus_from_tasks
 
     def factory(name: str, tasks: Sequence[Task]) -> Retriever:
         corpus = corpus_from_tasks(full.get(name) or tasks)
         if not corpus:
             raise DatasetError(f"dataset {name!r} has no context paragraphs to index; use a file with context")
-        return BM25Retriever.from_passages(corpus, cache_dir=cache_dir)
+        return build_index(kind, corpus, cache_dir=cache_dir)
 
     return factory
 
@@ -280,7 +284,7 @@ def run_evaluation(
     output_dir: Path,
     data_dir: Path | None,
     progress: JobProgress | None = None,
-    bm25_cache_dir: Path | None = None,
+    index_cache_dir: Path | None = None,
     engine_loader: EngineLoader = load_engine,
 ) -> list[EvalResult]:
     """Every requested method over every dataset; each distinct model's engine is loaded once."""
@@ -297,7 +301,7 @@ def run_evaluation(
         first_turn_prefill=prefill,
         answer_prefill_on_last_turn=request.answer_on_last_turn,
     )
-    factory = bm25_factory(full, bm25_cache_dir)
+    factory = retriever_factory(full, request.retriever, index_cache_dir)
     engines: dict[str, tuple[Any, Any]] = {}
     results: list[EvalResult] = []
     for index, method in enumerate(request.eval_methods):
@@ -331,13 +335,18 @@ def evaluate_config(
     progress: JobProgress | None = None,
     model: str | None = None,
     trajectories: TrajectorySink | None = None,
+    index_cache_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Run every requested method; write report.json/.md + predictions under `output_dir`; return the report
     with its per-example `examples` (the tool methods' trajectories go to `trajectories`)."""
     request = spec if isinstance(spec, EvalRequest) else EvalRequest.from_dict(spec, model=model)
     output_dir = Path(output_dir)
     results = run_evaluation(
-        request, output_dir=output_dir, data_dir=Path(data_dir) if data_dir is not None else None, progress=progress
+        request,
+        output_dir=output_dir,
+        data_dir=Path(data_dir) if data_dir is not None else None,
+        progress=progress,
+        index_cache_dir=index_cache_dir,
     )
     write_report(results, output_dir, agent_algorithm=request.agent_algorithm, model=request.label)
     out = build_report(results, agent_algorithm=request.agent_algorithm, model=request.label)

@@ -1,9 +1,11 @@
-"""The search tool and its retrievers: BM25 (local, cached), a remote HTTP server, dense (optional).
+"""The search tool and its retrievers: BM25 (local, cached), a remote HTTP server; dense in `tools.dense`.
 
 `Retriever` is the plug point; `SearchTool` wraps one as a stateful tool that
 formats numbered passages for the model and remembers which titles it showed
 (for retrieval recall). Retriever failures raise `RetrieverError`; the tool
-layer turns them into a model-facing error observation.
+layer turns them into a model-facing error observation. `build_index` is the one
+map from a retriever kind (`vocab.RETRIEVERS`) to a local index, and
+`index_cache_path` the one on-disk cache key (kind + corpus content hash).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -19,6 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 import httpx
 
 from worker.rl.types import Passage, Task
+from worker.rl.vocab import RETRIEVERS
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +55,37 @@ def corpus_from_tasks(tasks: Iterable[Task]) -> list[Passage]:
     return corpus
 
 
-def corpus_hash(passages: Sequence[Passage]) -> str:
-    """A content hash of a corpus (titles and texts, in order) used as the index cache key."""
-    h = hashlib.sha256(_INDEX_VERSION.encode())
+def corpus_hash(passages: Sequence[Passage], *, salt: str = _INDEX_VERSION) -> str:
+    """A content hash of a corpus (titles and texts, in order) and `salt` (what builds the index from it)."""
+    h = hashlib.sha256(salt.encode())
     for p in passages:
         h.update(b"\x00" + p.title.encode() + b"\x01" + p.text.encode())
     return h.hexdigest()[:24]
+
+
+def index_cache_path(cache_dir: Path, kind: str, passages: Sequence[Passage], *, salt: str) -> Path:
+    """`<cache_dir>/<kind>-<corpus hash>`: where an index of this corpus is cached.
+
+    `salt` names the index builder (BM25's tokenizer version, the dense model id): a change makes a new key.
+    """
+    return Path(cache_dir) / f"{kind}-{corpus_hash(passages, salt=salt)}"
+
+
+def default_index_cache_dir() -> Path:
+    """`$STUDIO_DATA_DIR/cache/indexes`, else `var/cache/indexes`: the studio's own index cache (`worker.jobs`)."""
+    data_dir = os.environ.get("STUDIO_DATA_DIR")
+    return (Path(data_dir) if data_dir else Path("var")) / "cache" / "indexes"
+
+
+def build_index(kind: str, passages: Sequence[Passage], *, cache_dir: Path | None = None) -> Retriever:
+    """A local retriever of `kind` ('bm25' or 'dense') over `passages`, reusing the index cached under `cache_dir`."""
+    if kind == "bm25":
+        return BM25Retriever.from_passages(passages, cache_dir=cache_dir)
+    if kind == "dense":
+        from worker.rl.tools.dense import DenseRetriever
+
+        return DenseRetriever.from_passages(passages, cache_dir=cache_dir)
+    raise ValueError(f"retriever {kind!r} is not one of {', '.join(RETRIEVERS)}")
 
 
 def _stemmer() -> Any:
@@ -85,7 +114,7 @@ class BM25Retriever:
 
         if not passages:
             raise ValueError("passages must not be empty: BM25 needs a corpus to index")
-        path = Path(cache_dir) / f"bm25-{corpus_hash(passages)}" if cache_dir is not None else None
+        path = index_cache_path(cache_dir, "bm25", passages, salt=_INDEX_VERSION) if cache_dir is not None else None
         if path is not None and (path / "params.index.json").is_file():
             logger.info("loading BM25 index from %s", path)
             return cls(passages, bm25s.BM25.load(str(path), show_progress=False), loaded_from_cache=True)
@@ -178,50 +207,6 @@ class RemoteRetriever:
                 f"instead of one list of hits per query ({len(queries)})"
             )
         return [[_parse_remote_hit(h) for h in hits][:top_k] for hits in results]
-
-
-_DENSE_HINT = "DenseRetriever needs sentence-transformers and faiss: pip install '.[dense]'"
-
-
-class DenseRetriever:
-    """Dense retrieval (sentence-transformers embeddings, faiss inner-product index); optional extra."""
-
-    def __init__(self, passages: Sequence[Passage], encoder: Any, index: Any) -> None:
-        self.passages = list(passages)
-        self._encoder = encoder
-        self._index = index
-
-    @classmethod
-    def from_passages(
-        cls, passages: Sequence[Passage], model_name_or_path: str, *, batch_size: int = 64
-    ) -> DenseRetriever:
-        """Embed "title text" of every passage with a (local) sentence-transformers model."""
-        try:
-            import faiss
-            from sentence_transformers import SentenceTransformer
-        except ImportError as exc:
-            raise ImportError(_DENSE_HINT) from exc
-        if not passages:
-            raise ValueError("passages must not be empty: a dense index needs a corpus")
-        encoder = SentenceTransformer(model_name_or_path)
-        texts = [f"{p.title} {p.text}" for p in passages]
-        vectors = encoder.encode(texts, batch_size=batch_size, normalize_embeddings=True)  # (N, D)
-        index = faiss.IndexFlatIP(vectors.shape[1])
-        index.add(vectors.astype("float32"))
-        return cls(passages, encoder, index)
-
-    def search(self, query: str, top_k: int) -> list[Passage]:
-        return self.search_batch([query], top_k)[0]
-
-    def search_batch(self, queries: Sequence[str], top_k: int) -> list[list[Passage]]:
-        if not queries:
-            return []
-        vectors = self._encoder.encode(list(queries), normalize_embeddings=True).astype("float32")  # (Q, D)
-        scores, ids = self._index.search(vectors, min(top_k, len(self.passages)))  # (Q, k), (Q, k)
-        return [
-            [_with_score(self.passages[int(i)], float(s)) for i, s in zip(row_ids, row_scores, strict=True) if i >= 0]
-            for row_ids, row_scores in zip(ids, scores, strict=True)
-        ]
 
 
 class SearchTool:

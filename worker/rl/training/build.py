@@ -21,7 +21,7 @@ import torch
 
 from worker.rl.envs.base import EnvConfig, ToolEnv
 from worker.rl.envs.from_spec import ToolRunner
-from worker.rl.envs.spec import DataSpec, EnvSpec, LimitsSpec, PrefillSpec, RewardSpec, ToolSpec
+from worker.rl.envs.spec import CorpusSpec, DataSpec, EnvSpec, LimitsSpec, PrefillSpec, RewardSpec, ToolSpec
 from worker.rl.generation.base import Generator, Tokenizer
 from worker.rl.generation.chat import ChatFormat
 from worker.rl.generation.precision import TORCH_DTYPES, resolve_compute_dtype
@@ -209,12 +209,14 @@ def spec_from_config(config: TrainConfig) -> EnvSpec:
     )  # fmt: skip
     prompt = (DEMO_SYSTEM_PROMPT if demo else QA_SYSTEM_PROMPT).format(answer_tag="{answer_tag}")
     return EnvSpec(name=f"qa_search/{task.source}", tools=(search,), data=data, rubric=rubric, limits=limits,
-                   system_prompt=prompt, question_template="Question: {question}", prefill=prefill,
-                   show_tool_schemas=not demo)  # fmt: skip
+                   corpus=CorpusSpec(retriever=task.retriever), system_prompt=prompt,
+                   question_template="Question: {question}", prefill=prefill, show_tool_schemas=not demo)  # fmt: skip
 
 
-def make_env_factory(config: TrainConfig, passages: Sequence[Passage]) -> Callable[[], ToolEnv]:
-    """A factory of fresh envs of the preset task, through `env_from_spec` (one retriever, built once)."""
+def make_env_factory(config: TrainConfig, passages: Sequence[Passage],
+                     index_cache_dir: Path | None = None) -> Callable[[], ToolEnv]:  # fmt: skip
+    """A factory of fresh envs of the preset task, through `env_from_spec` (one retriever, built once and
+    cached under `index_cache_dir`)."""
     from worker.rl.envs.from_spec import env_factory
     from worker.rl.envs.registry import list_envs, make
 
@@ -223,7 +225,7 @@ def make_env_factory(config: TrainConfig, passages: Sequence[Passage]) -> Callab
         raise ValueError(f"unknown environment {name!r} in task.env; valid names: {', '.join(list_envs())}")
     if name not in ("qa_search", "calculator"):
         return lambda: make(name, config=env_config(config))
-    return env_factory(spec_from_config(config), passages=passages)
+    return env_factory(spec_from_config(config), passages=passages, index_cache_dir=index_cache_dir)
 
 
 def spec_task_data(spec: EnvSpec) -> TaskData:
@@ -362,7 +364,7 @@ def build_components(
                                 index_cache_dir=index_cache_dir)  # fmt: skip
     else:
         data = load_task_data(config.task)
-        make_envs = make_env_factory(config, data.passages)
+        make_envs = make_env_factory(config, data.passages, index_cache_dir)
     device = resolve_device(config.model.device)
     lora = config.model.lora
     spec = (

