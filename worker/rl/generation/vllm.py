@@ -18,6 +18,7 @@ import importlib.util
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -90,7 +91,9 @@ def _breaks_kernel_scan(module: Any) -> bool:
 def _hidden_from_kernel_scan() -> Iterator[None]:
     """Take the modules `_breaks_kernel_scan` finds out of `sys.modules` while the engine starts, then put them
     back: they hold no kernels, and without this an engine started after the search index crashes."""
-    hidden = {name: module for name, module in list(sys.modules.items()) if _breaks_kernel_scan(module)}
+    with warnings.catch_warnings():  # reading every attribute trips deprecation warnings (torch.distributed)
+        warnings.simplefilter("ignore")
+        hidden = {name: module for name, module in list(sys.modules.items()) if _breaks_kernel_scan(module)}
     for name in hidden:
         del sys.modules[name]
     try:
