@@ -231,7 +231,7 @@ def check_environment_version(version: EnvironmentVersionSpec, *, model: str = "
     env_spec = load_env_spec(version)
     pool = pool_for_spec(env_spec, limits=sandbox_limits())
     try:
-        report: dict[str, Any] = check_spec(env_spec, tool_runner=pool.call, index_cache_dir=index_cache_dir())
+        report: dict[str, Any] = check_spec(env_spec, tool_runner=pool, index_cache_dir=index_cache_dir())
         report["prompt"] = rendered_prompt(env_spec, pool, model=model)
     finally:
         pool.close()
@@ -249,7 +249,7 @@ def rendered_prompt(env_spec: Any, pool: ToolPool, *, model: str) -> dict[str, A
         data = from_spec.load_env_data(env_spec)
         task = (data.heldout or data.train)[0]
         retriever = from_spec.build_retriever(env_spec, data.passages, index_cache_dir())
-        env = from_spec.env_from_spec(env_spec, tool_runner=pool.call, retriever=retriever)
+        env = from_spec.env_from_spec(env_spec, tool_runner=pool, retriever=retriever)
         messages = env.reset(task)
         chat = ChatFormat(load_tokenizer(model))
         ids = chat.prompt_ids(messages, env.tool_schemas) + chat.tokenizer.encode(env.prefill(0))
@@ -421,7 +421,7 @@ class EnvironmentComponents:
         pool = pool_for_spec(self.env_spec, limits=self.limits)
         atexit.register(pool.close)
         return build_components(
-            self.config, env_spec=self.env_spec, tool_runner=pool.call, index_cache_dir=self.cache_dir
+            self.config, env_spec=self.env_spec, tool_runner=pool, index_cache_dir=self.cache_dir
         )
 
 
@@ -452,7 +452,7 @@ def _run_core(
             if env_spec is not None and pool is not None:
                 from worker.rl.training.build import build_components
 
-                extra["components"] = build_components(config, env_spec=env_spec, tool_runner=pool.call,
+                extra["components"] = build_components(config, env_spec=env_spec, tool_runner=pool,
                                                        index_cache_dir=index_cache_dir())  # fmt: skip
                 if ranks and config.parallel.nproc > 1:  # the other ranks build their own (own tool pool)
                     limits, cache = sandbox_limits(), index_cache_dir()
@@ -537,7 +537,7 @@ def _evaluate_in_environment(spec: RunSpec, store: RunStore, *, runs_dir: Path) 
     pool = pool_for_spec(env_spec, limits=sandbox_limits())
     try:
         report: dict[str, Any] = evaluate_environment(
-            env_spec, model=model, tool_runner=pool.call, output_dir=runs_dir / f"run-{spec.id}" / "eval",
+            env_spec, model=model, tool_runner=pool, output_dir=runs_dir / f"run-{spec.id}" / "eval",
             checkpoint_path=request.get("checkpoint_path"), limit=request.get("limit"),
             seed=int(request.get("seed") or 0),
             index_cache_dir=index_cache_dir(),

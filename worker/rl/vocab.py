@@ -37,6 +37,8 @@ BuiltinReward = Literal[
     "exact_match", "cover_exact_match", "f1", "format", "called_tool", "tool_error_penalty", "retrieval_recall"
 ]
 """Built-in rubric terms (`envs.from_spec.BUILTIN_REWARD_FNS`); the API checks rubric weights against them."""
+RewardKind = Literal["trajectory", "step"]
+"""When a user reward function is called: once per episode, or after each assistant turn that called tools."""
 
 ESTIMATORS: tuple[str, ...] = get_args(Estimator)
 GROUP_ESTIMATORS: tuple[str, ...] = get_args(GroupEstimator)
@@ -50,6 +52,9 @@ PARALLEL_STRATEGIES: tuple[str, ...] = get_args(ParallelStrategy)
 DIST_BACKENDS: tuple[str, ...] = get_args(DistBackend)
 BUILTIN_TOOLS: tuple[str, ...] = get_args(BuiltinTool)
 BUILTIN_REWARDS: tuple[str, ...] = get_args(BuiltinReward)
+REWARD_KINDS: tuple[str, ...] = get_args(RewardKind)
+REWARD_ARGUMENTS: dict[str, tuple[str, ...]] = {"trajectory": ("answer", "gold", "trajectory"), "step": ("step", "task")}
+"""The keyword arguments a user reward function of each kind is called with (the API checks the signature)."""
 TOOL_ALIASES: dict[str, str] = {"bm25_search": "search"}
 """Other names a built-in tool is accepted under (the studio's tool catalog calls search `bm25_search`)."""
 
