@@ -281,8 +281,9 @@ def resolve_config(spec: RunSpec) -> TrainConfig:
 def resolve_env_config(spec: RunSpec, env_spec: Any) -> Any:
     """A run in a user environment: the preset's recipe (`BASE_RECIPE` when none) with the task replaced by
     the environment and the rollout limits taken from it, then the run's own overrides. The rubric's
-    reward-model terms become `task.reward_models` entries (before the run's own), and a step scorer turns
-    process rewards on (`algorithm.process_reward_weight` 1.0 unless the recipe or the run sets it)."""
+    reward-model terms become `task.reward_models` entries (before the run's own), and a step scorer or a
+    step reward function turns process rewards on (`algorithm.process_reward_weight` 1.0 unless the recipe
+    or the run sets it)."""
     from worker.rl.training.config import config_from_dict
     from worker.rl.training.config_loader import deep_merge
     from worker.rl.training.presets import preset_data
@@ -295,7 +296,8 @@ def resolve_env_config(spec: RunSpec, env_spec: Any) -> Any:
                        "max_new_tokens_per_turn": limits.max_new_tokens_per_turn,
                        "max_total_tokens": limits.max_total_tokens}  # fmt: skip
     env_terms = [dataclasses.asdict(t) for t in environment_reward_models(env_spec)]
-    if any(t["step"] for t in env_terms) and not base["algorithm"].get("process_reward_weight"):
+    has_steps = any(t["step"] for t in env_terms) or any(t.is_step for t in env_spec.rubric)
+    if has_steps and not base["algorithm"].get("process_reward_weight"):
         base["algorithm"] = {**base["algorithm"], "process_reward_weight": 1.0}
     merged = deep_merge(base, spec.config)
     if env_terms:
@@ -420,9 +422,7 @@ class EnvironmentComponents:
 
         pool = pool_for_spec(self.env_spec, limits=self.limits)
         atexit.register(pool.close)
-        return build_components(
-            self.config, env_spec=self.env_spec, tool_runner=pool, index_cache_dir=self.cache_dir
-        )
+        return build_components(self.config, env_spec=self.env_spec, tool_runner=pool, index_cache_dir=self.cache_dir)
 
 
 def _run_core(

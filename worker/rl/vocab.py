@@ -53,7 +53,10 @@ DIST_BACKENDS: tuple[str, ...] = get_args(DistBackend)
 BUILTIN_TOOLS: tuple[str, ...] = get_args(BuiltinTool)
 BUILTIN_REWARDS: tuple[str, ...] = get_args(BuiltinReward)
 REWARD_KINDS: tuple[str, ...] = get_args(RewardKind)
-REWARD_ARGUMENTS: dict[str, tuple[str, ...]] = {"trajectory": ("answer", "gold", "trajectory"), "step": ("step", "task")}
+REWARD_ARGUMENTS: dict[str, tuple[str, ...]] = {
+    "trajectory": ("answer", "gold", "trajectory"),
+    "step": ("step", "task"),
+}
 """The keyword arguments a user reward function of each kind is called with (the API checks the signature)."""
 TOOL_ALIASES: dict[str, str] = {"bm25_search": "search"}
 """Other names a built-in tool is accepted under (the studio's tool catalog calls search `bm25_search`)."""

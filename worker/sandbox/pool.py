@@ -2,8 +2,9 @@
 
 `ToolServerPool` keeps up to `processes` servers per key (one user function each), started
 lazily and reused: a call takes an idle server, so concurrent calls (a turn's episodes) spread
-over the processes; `call_batch` sends many calls (a reward term's step) in one request. A call past its wall-clock limit kills its server; a crashed server, or one
-that broke a limit, is replaced on the next call. Every failure is a `SandboxResult` with an
+over the processes; `call_batch` sends many calls (a reward term's step) in one request. A call
+past its wall-clock limit kills its server; a crashed server, or one that broke a limit, is
+replaced on the next call. Every failure is a `SandboxResult` with an
 error, never an exception, and is counted in `stats(key)`.
 """
 

@@ -64,6 +64,7 @@ def run_batch(runner: ToolRunner, key: str, items: Sequence[dict[str, Any]]) -> 
         raise RuntimeError(f"the tool runner gave {len(outcomes)} results for {len(items)} calls of {key}")
     return outcomes
 
+
 BUILTIN_REWARD_FNS: dict[str, Callable[[Trajectory, Task], float]] = {
     "exact_match": rf.exact_match, "cover_exact_match": rf.cover_exact_match, "f1": rf.f1,
     "format": rf.format_reward, "called_tool": rf.called_tool, "tool_error_penalty": rf.tool_error_penalty,

@@ -115,10 +115,10 @@ class StepRewardTerm:
         try:
             rows = list(self.fn.score_steps(trajectories, tasks))
         except Exception as exc:  # the whole batch failed: every assistant turn counts it
-            return [{k: exc for k in range(t.num_turns)} for t in trajectories]
+            return [dict.fromkeys(range(t.num_turns), exc) for t in trajectories]
         if len(rows) != len(trajectories):
             error = RuntimeError(f"score_steps gave {len(rows)} rows for {len(trajectories)} trajectories")
-            return [{k: error for k in range(t.num_turns)} for t in trajectories]
+            return [dict.fromkeys(range(t.num_turns), error) for t in trajectories]
         return rows
 
 
@@ -160,7 +160,7 @@ class Rubric:
     """Named, weighted reward terms, and optional step terms (process rewards)."""
 
     def __init__(self, terms: Sequence[RewardTerm], step_terms: Sequence[StepRewardTerm] = ()) -> None:
-        names = [t.name for t in [*terms, *step_terms]]
+        names = [t.name for t in terms] + [t.name for t in step_terms]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"rubric term names must be unique; repeated: {', '.join(duplicates)}")
@@ -170,7 +170,8 @@ class Rubric:
     @property
     def metric_names(self) -> tuple[str, ...]:
         """Every metric `score(...).metrics()` can emit."""
-        per_term = [m for t in [*self.terms, *self.step_terms] for m in (f"reward/{t.name}", f"reward/{t.name}/errors")]
+        names = [t.name for t in self.terms] + [t.name for t in self.step_terms]
+        per_term = [m for name in names for m in (f"reward/{name}", f"reward/{name}/errors")]
         return ("reward/total", *per_term)
 
     def score(self, trajectory: Trajectory, task: Task) -> RubricResult:
