@@ -34,6 +34,13 @@ EXAMPLE_REWARD = '''def reward(answer: str, gold: list[str], trajectory: dict) -
     """1 when the answer matches a gold answer after stripping spaces; trajectory has turns and num_tool_calls."""
     return float(answer.strip() in [g.strip() for g in gold])
 '''
+EXAMPLE_STEP_REWARD = '''def reward(step: dict, task: dict) -> float:
+    """Called after each assistant turn that called tools: step has index, text, calls [{name, arguments}]
+    and results [{name, content, error}]; task has id, question, answers. Here: 0.1 per call that worked."""
+    return 0.1 * sum(not r["error"] for r in step["results"])
+'''
+REWARD_KIND_CHOICES = [("Once per episode: reward(answer, gold, trajectory)", "trajectory"),
+                       ("After each tool turn: reward(step, task) → step rewards", "step")]  # fmt: skip
 ACCESS_LABEL = (
     'Tool network and files, per user tool (default: none). {"my_tool": {"network": ["api.example.com", '
     '"db.example.com:8443"], "files": [DATASET_ID]}}: only the listed hosts are reachable (through a filtering '
@@ -132,14 +139,14 @@ def compose(tool_ids: list[int], dataset_id: int | None, corpus_id: int | None, 
             max_new_tokens: float, tool_timeout_s: float, system_prompt: str, force_first_call: str,
             answer_after_tool: bool, heldout_fraction: float | None, tool_access_json: str = "",
             reward_model_picks: list[str] | None = None, reward_model_weight: float | None = 1.0,
-            reward_model_normalize: bool = False) -> EnvironmentCreate:  # fmt: skip
+            reward_model_normalize: bool = False, reward_kind: str = "trajectory") -> EnvironmentCreate:  # fmt: skip
     """The form as an `EnvironmentCreate` (ValueError names a bad field)."""
     weights = {k: float(v) for k, v in parse_json_object(weights_json, "rubric weights").items()}
     access = parse_json_object(tool_access_json or "{}", "tool network and files")
     functions = []
     if reward_source.strip() and reward_name.strip():
         functions.append(RewardFunction(name=reward_name.strip(), weight=float(reward_weight or 0.0),
-                                        source=reward_source))  # fmt: skip
+                                        source=reward_source, kind=reward_kind or "trajectory"))  # fmt: skip
     settings = EnvironmentSettings(system_prompt=system_prompt, force_first_call=force_first_call.strip() or None,
                                    answer_after_tool=answer_after_tool,
                                    heldout_fraction=heldout_fraction or None,
@@ -151,6 +158,14 @@ def compose(tool_ids: list[int], dataset_id: int | None, corpus_id: int | None, 
         limits=EnvLimits(max_turns=int(max_turns), max_new_tokens_per_turn=int(max_new_tokens),
                          tool_timeout_s=float(tool_timeout_s)), settings=settings,
     )  # fmt: skip
+
+
+def example_for_kind(kind: str, source: str) -> Any:
+    """Switching the reward kind swaps an untouched example for the other kind's; the user's own code stays."""
+    examples = {"trajectory": EXAMPLE_REWARD, "step": EXAMPLE_STEP_REWARD}
+    if source.strip() and source.strip() not in {e.strip() for e in examples.values()}:
+        return gr.skip()
+    return examples.get(kind, EXAMPLE_REWARD)
 
 
 def save_environment(client: StudioClient, environment_id: int | None, name: str, *form: Any) -> tuple[Any, ...]:
@@ -174,7 +189,8 @@ def version_rows(client: StudioClient, environment_id: int) -> list[list[str]]:
     rows = []
     for v in sorted(client.list_environment_versions(environment_id), key=lambda v: -v.version):
         tools = ", ".join(str(t.get("name")) for t in v.spec.get("tools") or [])
-        rubric = ", ".join(f"{t.get('name')}×{t.get('weight', 1.0)}" for t in v.spec.get("rubric") or [])
+        rubric = ", ".join(f"{t.get('name')}×{t.get('weight', 1.0)}" + (" (step)" if t.get("kind") == "step" else "")
+                           for t in v.spec.get("rubric") or [])  # fmt: skip
         rows.append([str(v.version), v.created_at.strftime("%Y-%m-%d %H:%M"), tools, rubric, access_summary(v.spec)])
     return rows
 
@@ -193,14 +209,14 @@ def access_summary(spec: dict[str, Any]) -> str:
 def load_environment(client: StudioClient, environment_id: int | None) -> tuple[Any, ...]:
     """Fill the form from a saved environment: (id, name, tools, dataset, corpus, weights, reward name,
     weight, source, max turns, max new tokens, tool timeout, prompt, forced call, answer prefill, held-out,
-    tool network and files, versions, status)."""
+    tool network and files, reward models, their weight and normalisation, reward kind, versions, status)."""
     if not environment_id:
-        return (None, *[gr.skip()] * 20, "")
+        return (None, *[gr.skip()] * 21, "")
     try:
         env = client.get_environment(int(environment_id))
         rows = version_rows(client, env.id)
     except StudioAPIError as exc:
-        return (gr.skip(),) * 21 + (error_markdown(exc),)
+        return (gr.skip(),) * 22 + (error_markdown(exc),)
     fn = env.rubric.functions[0] if env.rubric.functions else None
     s, lim, rms = env.settings, env.limits, env.rubric.reward_models
     picks = [f"{'step' if t.step else 'trajectory'}:{t.reward_model_id}" for t in rms]
@@ -208,8 +224,8 @@ def load_environment(client: StudioClient, environment_id: int | None) -> tuple[
             fn.name if fn else "", fn.weight if fn else 0.0, fn.source if fn else EXAMPLE_REWARD, lim.max_turns,
             lim.max_new_tokens_per_turn, lim.tool_timeout_s, s.system_prompt, s.force_first_call or "",
             s.answer_after_tool, s.heldout_fraction, access_json(env.settings.tool_access), picks,
-            rms[0].weight if rms else 1.0, rms[0].normalize if rms else False, rows,
-            f"Loaded **{env.name}** v{env.version}.")  # fmt: skip
+            rms[0].weight if rms else 1.0, rms[0].normalize if rms else False, fn.kind if fn else "trajectory",
+            rows, f"Loaded **{env.name}** v{env.version}.")  # fmt: skip
 
 
 def access_json(tool_access: dict[str, Any]) -> str:
@@ -309,7 +325,10 @@ def build_environments_tab(client: StudioClient, *, poll_interval_s: float = 1.0
         with gr.Row():
             reward_name = gr.Textbox("", label="User reward term name (empty: none)")
             reward_weight = gr.Number(0.5, label="Its weight")
-        reward_source = gr.Code(EXAMPLE_REWARD, language="python", lines=6, label="User reward function")
+            reward_kind = gr.Radio(REWARD_KIND_CHOICES, value="trajectory", label="Called",
+                                   elem_id="env-reward-kind")  # fmt: skip
+        reward_source = gr.Code(EXAMPLE_REWARD, language="python", lines=6, label="User reward function",
+                                elem_id="env-reward-source")  # fmt: skip
         with gr.Row():
             reward_models = gr.CheckboxGroup(label="Trained reward models as rubric terms (Label tab → Train)",
                                              choices=[], elem_id="env-reward-models", scale=3)  # fmt: skip
@@ -342,7 +361,7 @@ def build_environments_tab(client: StudioClient, *, poll_interval_s: float = 1.0
     timer = gr.Timer(poll_interval_s, active=False)
     form = [tools, dataset, corpus, weights, reward_name, reward_weight, reward_source, max_turns, max_new, timeout,
             system_prompt, forced, answer_prefill, heldout, tool_access, reward_models, rm_weight,
-            rm_normalize]  # fmt: skip
+            rm_normalize, reward_kind]  # fmt: skip
     upload_inputs = [upload, kind, fmt, question, answer, id_column, data_name]
     preview_btn.click(functools.partial(upload_file, client, dry_run=True), upload_inputs, [preview, status],
                       api_visibility="private")  # fmt: skip
@@ -353,6 +372,7 @@ def build_environments_tab(client: StudioClient, *, poll_interval_s: float = 1.0
     refresh.click(functools.partial(refresh_choices, client), None, [picker, tools, dataset, corpus, status],
                   api_visibility="private").then(
         functools.partial(reward_model_choices, client), None, [reward_models], api_visibility="private")  # fmt: skip
+    reward_kind.input(example_for_kind, [reward_kind, reward_source], [reward_source], api_visibility="private")
     save.click(functools.partial(save_environment, client), [environment_id, name, *form],
                [environment_id, picker, versions, status], api_name="save_environment")  # fmt: skip
     picker.input(functools.partial(load_environment, client), [picker],
