@@ -4,6 +4,7 @@ signature is checked against it, and bad kinds (API or imported file) are refuse
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
 
 from tests.backend.test_api_environments import API, REWARD_SOURCE, _environment
 
@@ -63,3 +64,31 @@ def test_import_refuses_bad_kinds_naming_the_term(client: TestClient) -> None:
     exported["rubric"][0]["kind"] = "step"  # a built-in term
     refused = client.post(f"{API}/environments/import", json={"spec": exported})
     assert refused.json()["detail"].startswith("spec.rubric[0].kind: 'step' is for user reward functions")
+
+
+def test_run_card_and_replay_name_the_pinned_environment_version(client: TestClient, session: Session) -> None:
+    from app.render.runs import run_card
+    from app.render.trajectory import render_trajectory
+    from backend.crud import trajectories as traj_crud
+    from backend.schemas.run import RunPublic
+    from backend.schemas.trajectory import TrajectoryPublic
+    from tests.backend.test_api_runs import traj_dict
+
+    env, _tool, _tasks = _environment(client)
+    client.patch(f"{API}/environments/{env['id']}", json={"name": "units-renamed"})
+    versions = client.get(f"{API}/environments/{env['id']}/versions").json()
+    run = client.post(f"{API}/runs", json={"environment_id": env["id"], "environment_version_id": versions[0]["id"]})
+    body = run.json()
+    assert (body["environment_name"], body["environment_version"]) == ("units", 1)  # the pinned version's name
+    listed = client.get(f"{API}/runs").json()["items"][0]
+    assert (listed["environment_name"], listed["environment_version"]) == ("units", 1)
+    assert "environment units v1" in run_card(RunPublic.model_validate(body))
+    plain = client.post(f"{API}/runs", json={"kind": "rollout"}).json()
+    assert plain["environment_version"] is None
+    assert "environment " not in run_card(RunPublic.model_validate(plain))
+    traj_crud.bulk_insert(session, run_id=body["id"], step=1, trajectories=[traj_dict("g1", 1.0)])
+    session.commit()
+    tid = client.get(f"{API}/trajectories", params={"run_id": body["id"]}).json()["items"][0]["id"]
+    detail = client.get(f"{API}/trajectories/{tid}").json()
+    assert (detail["environment_name"], detail["environment_version"]) == ("units", 1)
+    assert "environment units v1" in render_trajectory(TrajectoryPublic.model_validate(detail))
