@@ -300,7 +300,7 @@ def build_environments_tab(client: StudioClient, *, poll_interval_s: float = 1.0
         with gr.Row():
             upload = gr.File(label="JSONL / JSON / CSV / Parquet", type="filepath", elem_id="env-upload-file")
             with gr.Column():
-                kind = gr.Radio(["tasks", "corpus"], value="tasks", label="Kind")
+                kind = gr.Radio(["tasks", "corpus"], value="tasks", label="Kind", elem_id="env-upload-kind")
                 fmt = gr.Dropdown(["auto", "flat", "hotpotqa", "2wiki", "musique"], value="auto", label="Format")
                 data_name = gr.Textbox(label="Name (default: the file name)")
             with gr.Column():
@@ -314,17 +314,19 @@ def build_environments_tab(client: StudioClient, *, poll_interval_s: float = 1.0
     with gr.Accordion("2 · Compose", open=True):
         with gr.Row():
             picker = gr.Dropdown(label="Saved environments", choices=[], value=None, scale=3)
-            refresh = gr.Button("Refresh lists", scale=1)
+            refresh = gr.Button("Refresh lists", scale=1, elem_id="env-refresh")
         name = gr.Textbox(label="Name", elem_id="env-name")
-        tools = gr.CheckboxGroup(label="Tools (saved on the Tools tab; several at once)", choices=[])
+        tools = gr.CheckboxGroup(label="Tools (saved on the Tools tab; several at once)", choices=[],
+                                 elem_id="env-tools")  # fmt: skip
         with gr.Row():
-            dataset = gr.Dropdown(label="Tasks", choices=[("Built-in demo KB", 0)], value=0)
-            corpus = gr.Dropdown(label="Corpus for the search tool", choices=[("None", 0)], value=0)
+            dataset = gr.Dropdown(label="Tasks", choices=[("Built-in demo KB", 0)], value=0, elem_id="env-dataset")
+            corpus = gr.Dropdown(label="Corpus for the search tool", choices=[("None", 0)], value=0,
+                                 elem_id="env-corpus")  # fmt: skip
         weights = gr.Code('{"exact_match": 1.0, "format": 0.1}', language="json", lines=2,
-                          label="Built-in reward weights (0 = metric only)")  # fmt: skip
+                          label="Built-in reward weights (0 = metric only)", elem_id="env-weights")  # fmt: skip
         with gr.Row():
-            reward_name = gr.Textbox("", label="User reward term name (empty: none)")
-            reward_weight = gr.Number(0.5, label="Its weight")
+            reward_name = gr.Textbox("", label="User reward term name (empty: none)", elem_id="env-reward-name")
+            reward_weight = gr.Number(0.5, label="Its weight", elem_id="env-reward-weight")
             reward_kind = gr.Radio(REWARD_KIND_CHOICES, value="trajectory", label="Called",
                                    elem_id="env-reward-kind")  # fmt: skip
         reward_source = gr.Code(EXAMPLE_REWARD, language="python", lines=6, label="User reward function",
@@ -336,13 +338,14 @@ def build_environments_tab(client: StudioClient, *, poll_interval_s: float = 1.0
             rm_normalize = gr.Checkbox(True, label="Z-score per step", scale=1)
         with gr.Row():
             max_turns = gr.Slider(1, 16, 3, step=1, label="Max turns")
-            max_new = gr.Number(96, precision=0, label="Max new tokens per turn")
+            max_new = gr.Number(96, precision=0, label="Max new tokens per turn", elem_id="env-max-new")
             timeout = gr.Number(10, label="Tool time limit (s)")
             heldout = gr.Number(None, label="Held-out fraction (empty: server default)")
         system_prompt = gr.Textbox("", lines=4, label="System prompt ({answer_tag} is replaced; empty: default)")
         with gr.Row():
-            forced = gr.Textbox("", label="Force the first call to this tool (prefill)")
-            answer_prefill = gr.Checkbox(False, label="Prefill the answer tag after tool results")
+            forced = gr.Textbox("", label="Force the first call to this tool (prefill)", elem_id="env-forced")
+            answer_prefill = gr.Checkbox(False, label="Prefill the answer tag after tool results",
+                                         elem_id="env-answer-prefill")  # fmt: skip
         tool_access = gr.Code("{}", language="json", lines=3, elem_id="env-tool-access", label=ACCESS_LABEL)
         save = gr.Button("Save environment (new version)", variant="primary", elem_id="env-save")
         versions = gr.Dataframe(headers=VERSION_HEADERS, label="Versions", interactive=False)
@@ -351,7 +354,7 @@ def build_environments_tab(client: StudioClient, *, poll_interval_s: float = 1.0
             prompt_btn = gr.Button("Show prompt")
             check_btn = gr.Button("Check", elem_id="env-check")
         check_status = gr.Markdown(elem_id="env-check-status")
-        shown = gr.JSON(label="Prompt / check report")
+        shown = gr.JSON(label="Prompt / check report", elem_id="env-report")
     with gr.Accordion("4 · Export / import (one JSON file, sources inlined)", open=False):
         with gr.Row():
             export_btn = gr.Button("Export")
