@@ -107,6 +107,11 @@ def refresh_choices(client: StudioClient) -> tuple[Any, ...]:
     return picker, tool_choices, data, gr.update(choices=[("None", 0), *corpora]), hint
 
 
+def refresh_lists(client: StudioClient) -> tuple[Any, ...]:
+    """After an upload: the four lists, leaving the upload's own status line in place."""
+    return refresh_choices(client)[:4]
+
+
 def reward_model_choices(client: StudioClient) -> Any:
     """The trained reward models a rubric can use: label with kind and held-out accuracy, value `<kind>:<id>`."""
     try:
@@ -370,7 +375,7 @@ def build_environments_tab(client: StudioClient, *, poll_interval_s: float = 1.0
                       api_visibility="private")  # fmt: skip
     upload_btn.click(functools.partial(upload_file, client, dry_run=False), upload_inputs, [preview, status],
                      api_name="upload_dataset").then(
-        functools.partial(refresh_choices, client), None, [picker, tools, dataset, corpus, status],
+        functools.partial(refresh_lists, client), None, [picker, tools, dataset, corpus],
         api_visibility="private")  # fmt: skip
     refresh.click(functools.partial(refresh_choices, client), None, [picker, tools, dataset, corpus, status],
                   api_visibility="private").then(

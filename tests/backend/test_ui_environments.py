@@ -124,3 +124,8 @@ def test_the_reward_kind_is_set_in_the_rubric_editor_and_loaded_back(studio: Stu
     assert "rubric.functions.near: a 'step' reward takes (step, task)" in status  # the trajectory example
     assert tab.example_for_kind("step", tab.EXAMPLE_REWARD) == tab.EXAMPLE_STEP_REWARD
     assert tab.example_for_kind("trajectory", "def reward(step, task):\n    return 1.0\n") is not None
+
+
+def test_refreshing_the_lists_after_an_upload_keeps_its_status_line(studio: StudioClient) -> None:
+    lists = tab.refresh_lists(studio)
+    assert len(lists) == 4  # picker, tools, tasks, corpora: the "Registered ..." status is not overwritten
