@@ -50,7 +50,7 @@ REWARD_SOURCE = '''def reward(answer: str, gold: list[str], trajectory: dict) ->
     return float(any(g in answer for g in gold))
 '''
 TINY_RUN = {
-    "rollout": {"group_size": 4, "prompts_per_step": 2, "max_turns": 2, "max_new_tokens_per_turn": 24},
+    "rollout": {"group_size": 2, "prompts_per_step": 2, "max_turns": 2, "max_new_tokens_per_turn": 20},
     "optim": {"total_steps": 2},
     "eval": {"num_tasks": 0, "at_start": False},
     "logging": {"save_every_steps": 1},
@@ -134,7 +134,7 @@ def test_own_environment_upload_compose_check_train_replay_evaluate(
         fill(page, "env-reward-name", "has_code")
         fill(page, "env-reward-weight", "1")
         set_code(page, "env-reward-source", REWARD_SOURCE)
-        fill(page, "env-max-new", "24")
+        fill(page, "env-max-new", "20")
         fill(page, "env-forced", "lookup")
         page.locator("#env-answer-prefill input").check()
         set_code(page, "env-tool-access", json.dumps({"lookup": {"files": [corpus_id]}}))
