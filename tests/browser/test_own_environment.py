@@ -20,7 +20,7 @@ import pytest
 from tests.browser.conftest import Stack
 from tests.browser.test_studio_browser import fill, set_code, stage, wait_run
 
-pytestmark = [pytest.mark.browser]
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(1200)]  # ~4 min on an idle 2-core host; slack for busy ones
 
 UI_TIMEOUT_MS = 60_000
 JOB_TIMEOUT_S = 900.0
