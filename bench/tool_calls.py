@@ -3,7 +3,8 @@
 Two tools, each called from `--concurrency` threads over `--processes` servers for `--seconds`:
 a trivial one (`echo`), and a search tool written as user code that does what the built-in
 `BM25Retriever` does (bm25s, English stopwords, the same stemmer) over the passages of the
-HotpotQA dev sample in ../shared/data. Also times the one-shot path (a fresh sandbox per call).
+HotpotQA dev sample in ../shared/data. Also times the one-shot path (a fresh sandbox per call), and
+a user reward function scoring a step's batch of episodes one call each vs in one `call_batch` request.
 Target (issue #16): >= 200 trivial calls/s on 2 cores.
 Usage: python -m bench.tool_calls [--seconds 5] [--processes N] [--concurrency N]
 """
@@ -101,6 +102,27 @@ def measure(pool: ToolServerPool, key: str, arguments: list[dict[str, object]], 
             "p50_ms": 1000 * statistics.median(ordered), "p95_ms": p95_ms}  # fmt: skip
 
 
+REWARD = "def reward(answer, gold, trajectory):\n    return float(answer in gold) + 0.01 * len(trajectory['turns'])\n"
+
+
+def measure_reward_batches(pool: ToolServerPool, batch_size: int, seconds: float) -> tuple[float, float]:
+    """Scored episodes/s of a reward function over batches of `batch_size`: (one call each, one call_batch)."""
+    turns = [{"role": r, "text": "x" * 200, "name": None, "tool_error": False} for r in ("user", "assistant") * 3]
+    items = [{"answer": str(i % 7), "gold": ["3"], "trajectory": {"turns": turns, "num_tool_calls": 2}}
+             for i in range(batch_size)]  # fmt: skip
+    rates = []
+    for batched in (False, True):
+        done, stop = 0, time.monotonic() + seconds
+        start = time.monotonic()
+        while time.monotonic() < stop:
+            out = pool.call_batch("reward", items) if batched else pool.call_many("reward", items)
+            if not all(r.ok for r in out):
+                raise RuntimeError(f"the reward function failed: {next(r.error for r in out if not r.ok)}")
+            done += len(out)
+        rates.append(done / (time.monotonic() - start))
+    return rates[0], rates[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -125,6 +147,13 @@ def main() -> None:
         search = measure(pool, "search", [{"query": q} for q in questions], args.seconds, args.concurrency)
         print("search tool (BM25):      {calls_per_s:8.1f} calls/s  p50 {p50_ms:.2f} ms  p95 {p95_ms:.2f} ms  "
               "({calls:.0f} calls, {errors:.0f} errors)".format(**search))  # fmt: skip
+        pool.add_function("reward", REWARD, "reward")
+        for size in (16, 64):
+            each, batch = measure_reward_batches(pool, size, args.seconds)
+            print(
+                f"reward function, batches of {size:2d}: {each:8.1f} episodes/s one call each, {batch:8.1f} "
+                f"episodes/s in one call_batch ({batch / each:.1f}x)"
+            )
     started = time.monotonic()
     for i in range(5):
         run_tool_source(ECHO, "echo", {"x": i}, limits)

@@ -231,7 +231,7 @@ def check_environment_version(version: EnvironmentVersionSpec, *, model: str = "
     env_spec = load_env_spec(version)
     pool = pool_for_spec(env_spec, limits=sandbox_limits())
     try:
-        report: dict[str, Any] = check_spec(env_spec, tool_runner=pool.call, index_cache_dir=index_cache_dir())
+        report: dict[str, Any] = check_spec(env_spec, tool_runner=pool, index_cache_dir=index_cache_dir())
         report["prompt"] = rendered_prompt(env_spec, pool, model=model)
     finally:
         pool.close()
@@ -249,7 +249,7 @@ def rendered_prompt(env_spec: Any, pool: ToolPool, *, model: str) -> dict[str, A
         data = from_spec.load_env_data(env_spec)
         task = (data.heldout or data.train)[0]
         retriever = from_spec.build_retriever(env_spec, data.passages, index_cache_dir())
-        env = from_spec.env_from_spec(env_spec, tool_runner=pool.call, retriever=retriever)
+        env = from_spec.env_from_spec(env_spec, tool_runner=pool, retriever=retriever)
         messages = env.reset(task)
         chat = ChatFormat(load_tokenizer(model))
         ids = chat.prompt_ids(messages, env.tool_schemas) + chat.tokenizer.encode(env.prefill(0))
@@ -281,8 +281,9 @@ def resolve_config(spec: RunSpec) -> TrainConfig:
 def resolve_env_config(spec: RunSpec, env_spec: Any) -> Any:
     """A run in a user environment: the preset's recipe (`BASE_RECIPE` when none) with the task replaced by
     the environment and the rollout limits taken from it, then the run's own overrides. The rubric's
-    reward-model terms become `task.reward_models` entries (before the run's own), and a step scorer turns
-    process rewards on (`algorithm.process_reward_weight` 1.0 unless the recipe or the run sets it)."""
+    reward-model terms become `task.reward_models` entries (before the run's own), and a step scorer or a
+    step reward function turns process rewards on (`algorithm.process_reward_weight` 1.0 unless the recipe
+    or the run sets it)."""
     from worker.rl.training.config import config_from_dict
     from worker.rl.training.config_loader import deep_merge
     from worker.rl.training.presets import preset_data
@@ -295,7 +296,8 @@ def resolve_env_config(spec: RunSpec, env_spec: Any) -> Any:
                        "max_new_tokens_per_turn": limits.max_new_tokens_per_turn,
                        "max_total_tokens": limits.max_total_tokens}  # fmt: skip
     env_terms = [dataclasses.asdict(t) for t in environment_reward_models(env_spec)]
-    if any(t["step"] for t in env_terms) and not base["algorithm"].get("process_reward_weight"):
+    has_steps = any(t["step"] for t in env_terms) or any(t.is_step for t in env_spec.rubric)
+    if has_steps and not base["algorithm"].get("process_reward_weight"):
         base["algorithm"] = {**base["algorithm"], "process_reward_weight": 1.0}
     merged = deep_merge(base, spec.config)
     if env_terms:
@@ -420,9 +422,7 @@ class EnvironmentComponents:
 
         pool = pool_for_spec(self.env_spec, limits=self.limits)
         atexit.register(pool.close)
-        return build_components(
-            self.config, env_spec=self.env_spec, tool_runner=pool.call, index_cache_dir=self.cache_dir
-        )
+        return build_components(self.config, env_spec=self.env_spec, tool_runner=pool, index_cache_dir=self.cache_dir)
 
 
 def _run_core(
@@ -452,7 +452,7 @@ def _run_core(
             if env_spec is not None and pool is not None:
                 from worker.rl.training.build import build_components
 
-                extra["components"] = build_components(config, env_spec=env_spec, tool_runner=pool.call,
+                extra["components"] = build_components(config, env_spec=env_spec, tool_runner=pool,
                                                        index_cache_dir=index_cache_dir())  # fmt: skip
                 if ranks and config.parallel.nproc > 1:  # the other ranks build their own (own tool pool)
                     limits, cache = sandbox_limits(), index_cache_dir()
@@ -537,7 +537,7 @@ def _evaluate_in_environment(spec: RunSpec, store: RunStore, *, runs_dir: Path) 
     pool = pool_for_spec(env_spec, limits=sandbox_limits())
     try:
         report: dict[str, Any] = evaluate_environment(
-            env_spec, model=model, tool_runner=pool.call, output_dir=runs_dir / f"run-{spec.id}" / "eval",
+            env_spec, model=model, tool_runner=pool, output_dir=runs_dir / f"run-{spec.id}" / "eval",
             checkpoint_path=request.get("checkpoint_path"), limit=request.get("limit"),
             seed=int(request.get("seed") or 0),
             index_cache_dir=index_cache_dir(),

@@ -1,8 +1,9 @@
 """The worker's tool runner: an environment's user tools and reward functions, called sandboxed.
 
 `pool_for_spec` starts a `ToolServerPool` (long-lived bubblewrap tool servers, `worker.sandbox.pool`) and
-registers every user tool and reward function of an `EnvSpec`; its `call(key, arguments)` is the
-`tool_runner` the RL core's `env_from_spec` takes. Jobs close the pool when the run ends.
+registers every user tool and reward function of an `EnvSpec`; the pool itself is the `tool_runner`
+the RL core's `env_from_spec` takes (`pool(key, arguments)` for one call, `pool.call_batch` for a reward
+term's whole step). Jobs close the pool when the run ends.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ class ToolPool(Protocol):
     def add_tool(self, key: str, source: str, function: str, access: ToolAccess | None = None) -> None: ...
     def add_function(self, key: str, source: str, function: str) -> None: ...
     def call(self, key: str, arguments: dict[str, Any]) -> SandboxResult: ...
+    def __call__(self, key: str, arguments: dict[str, Any]) -> SandboxResult: ...
+    def call_batch(self, key: str, items: list[dict[str, Any]]) -> list[SandboxResult]: ...
     def close(self) -> None: ...
 
 

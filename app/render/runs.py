@@ -59,6 +59,13 @@ def progress_bar(fraction: float, width: int = 20) -> str:
     return "█" * filled + "░" * (width - filled)
 
 
+def environment_label(name: str | None, version: int | None) -> str:
+    """"environment <name> v<version>" for a run pinned to an environment version; "" otherwise."""
+    if version is None:
+        return ""
+    return f"environment {name or '(unnamed)'} v{version}"
+
+
 def run_card(run: RunPublic) -> str:
     """A Markdown status card for one run."""
     lines = [
@@ -66,6 +73,9 @@ def run_card(run: RunPublic) -> str:
         f"**{run.kind}** · status **{run.status}** · preset `{run.preset or 'custom'}`",
         f"`{progress_bar(run.progress)}` {run.progress:.0%} · step {step_text(run)}",
     ]
+    env = environment_label(run.environment_name, run.environment_version)
+    if env:
+        lines.append(env)
     if run.status in ACTIVE_STATUSES:
         lines.append(f"ETA {format_duration(run.eta_s)}" + (" · cancel requested" if run.cancel_requested else ""))
     if run.duration_s is not None:

@@ -13,6 +13,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from app.render.runs import environment_label
 from backend.schemas.trajectory import LabelPublic, TrajectoryPublic
 
 MAX_TOKENS_SHOWN = 4000
@@ -74,6 +75,7 @@ def render_header(traj: TrajectoryPublic) -> str:
     chips = [
         _chip(f"trajectory #{traj.id}"),
         _chip(f"run {traj.run_id} · step {traj.step}"),
+        *([_chip(env)] if (env := environment_label(traj.environment_name, traj.environment_version)) else []),
         _chip(f"group {traj.group_id}"),
         _chip(f"reward {fmt_num(traj.reward)}", "good" if traj.reward > 0 else ""),
         _chip(f"finish: {traj.finish_reason}"),

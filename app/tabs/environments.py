@@ -35,6 +35,13 @@ EXAMPLE_REWARD = '''def reward(answer: str, gold: list[str], trajectory: dict) -
     """1 when the answer matches a gold answer after stripping spaces; trajectory has turns and num_tool_calls."""
     return float(answer.strip() in [g.strip() for g in gold])
 '''
+EXAMPLE_STEP_REWARD = '''def reward(step: dict, task: dict) -> float:
+    """Called after each assistant turn that called tools: step has index, text, calls [{name, arguments}]
+    and results [{name, content, error}]; task has id, question, answers. Here: 0.1 per call that worked."""
+    return 0.1 * sum(not r["error"] for r in step["results"])
+'''
+REWARD_KIND_CHOICES = [("Once per episode: reward(answer, gold, trajectory)", "trajectory"),
+                       ("After each tool turn: reward(step, task) → step rewards", "step")]  # fmt: skip
 ACCESS_LABEL = (
     'Tool network and files, per user tool (default: none). {"my_tool": {"network": ["api.example.com", '
     '"db.example.com:8443"], "files": [DATASET_ID]}}: only the listed hosts are reachable (through a filtering '
@@ -101,6 +108,11 @@ def refresh_choices(client: StudioClient) -> tuple[Any, ...]:
     return picker, tool_choices, data, gr.update(choices=[("None", 0), *corpora]), hint
 
 
+def refresh_lists(client: StudioClient) -> tuple[Any, ...]:
+    """After an upload: the four lists, leaving the upload's own status line in place."""
+    return refresh_choices(client)[:4]
+
+
 def reward_model_choices(client: StudioClient) -> Any:
     """The trained reward models a rubric can use: label with kind and held-out accuracy, value `<kind>:<id>`."""
     try:
@@ -133,14 +145,15 @@ def compose(tool_ids: list[int], dataset_id: int | None, corpus_id: int | None, 
             max_new_tokens: float, tool_timeout_s: float, system_prompt: str, force_first_call: str,
             answer_after_tool: bool, heldout_fraction: float | None, tool_access_json: str = "",
             reward_model_picks: list[str] | None = None, reward_model_weight: float | None = 1.0,
-            reward_model_normalize: bool = False, retriever: str = "bm25") -> EnvironmentCreate:  # fmt: skip
+            reward_model_normalize: bool = False, retriever: str = "bm25",
+            reward_kind: str = "trajectory") -> EnvironmentCreate:  # fmt: skip
     """The form as an `EnvironmentCreate` (ValueError names a bad field)."""
     weights = {k: float(v) for k, v in parse_json_object(weights_json, "rubric weights").items()}
     access = parse_json_object(tool_access_json or "{}", "tool network and files")
     functions = []
     if reward_source.strip() and reward_name.strip():
         functions.append(RewardFunction(name=reward_name.strip(), weight=float(reward_weight or 0.0),
-                                        source=reward_source))  # fmt: skip
+                                        source=reward_source, kind=reward_kind or "trajectory"))  # fmt: skip
     settings = EnvironmentSettings(system_prompt=system_prompt, force_first_call=force_first_call.strip() or None,
                                    answer_after_tool=answer_after_tool,
                                    heldout_fraction=heldout_fraction or None,
@@ -152,6 +165,14 @@ def compose(tool_ids: list[int], dataset_id: int | None, corpus_id: int | None, 
         limits=EnvLimits(max_turns=int(max_turns), max_new_tokens_per_turn=int(max_new_tokens),
                          tool_timeout_s=float(tool_timeout_s)), settings=settings,
     )  # fmt: skip
+
+
+def example_for_kind(kind: str, source: str) -> Any:
+    """Switching the reward kind swaps an untouched example for the other kind's; the user's own code stays."""
+    examples = {"trajectory": EXAMPLE_REWARD, "step": EXAMPLE_STEP_REWARD}
+    if source.strip() and source.strip() not in {e.strip() for e in examples.values()}:
+        return gr.skip()
+    return examples.get(kind, EXAMPLE_REWARD)
 
 
 def save_environment(client: StudioClient, environment_id: int | None, name: str, *form: Any) -> tuple[Any, ...]:
@@ -175,7 +196,8 @@ def version_rows(client: StudioClient, environment_id: int) -> list[list[str]]:
     rows = []
     for v in sorted(client.list_environment_versions(environment_id), key=lambda v: -v.version):
         tools = ", ".join(str(t.get("name")) for t in v.spec.get("tools") or [])
-        rubric = ", ".join(f"{t.get('name')}×{t.get('weight', 1.0)}" for t in v.spec.get("rubric") or [])
+        rubric = ", ".join(f"{t.get('name')}×{t.get('weight', 1.0)}" + (" (step)" if t.get("kind") == "step" else "")
+                           for t in v.spec.get("rubric") or [])  # fmt: skip
         rows.append([str(v.version), v.created_at.strftime("%Y-%m-%d %H:%M"), tools, rubric, access_summary(v.spec)])
     return rows
 
@@ -194,14 +216,14 @@ def access_summary(spec: dict[str, Any]) -> str:
 def load_environment(client: StudioClient, environment_id: int | None) -> tuple[Any, ...]:
     """Fill the form from a saved environment: (id, name, tools, dataset, corpus, weights, reward name,
     weight, source, max turns, max new tokens, tool timeout, prompt, forced call, answer prefill, held-out,
-    tool network and files, reward models, their weight, z-score, retriever, versions, status)."""
+    tool network and files, reward models, their weight and z-score, retriever, reward kind, versions, status)."""
     if not environment_id:
-        return (None, *[gr.skip()] * 21, "")
+        return (None, *[gr.skip()] * 22, "")
     try:
         env = client.get_environment(int(environment_id))
         rows = version_rows(client, env.id)
     except StudioAPIError as exc:
-        return (gr.skip(),) * 22 + (error_markdown(exc),)
+        return (gr.skip(),) * 23 + (error_markdown(exc),)
     fn = env.rubric.functions[0] if env.rubric.functions else None
     s, lim, rms = env.settings, env.limits, env.rubric.reward_models
     picks = [f"{'step' if t.step else 'trajectory'}:{t.reward_model_id}" for t in rms]
@@ -209,8 +231,8 @@ def load_environment(client: StudioClient, environment_id: int | None) -> tuple[
             fn.name if fn else "", fn.weight if fn else 0.0, fn.source if fn else EXAMPLE_REWARD, lim.max_turns,
             lim.max_new_tokens_per_turn, lim.tool_timeout_s, s.system_prompt, s.force_first_call or "",
             s.answer_after_tool, s.heldout_fraction, access_json(env.settings.tool_access), picks,
-            rms[0].weight if rms else 1.0, rms[0].normalize if rms else False, s.retriever, rows,
-            f"Loaded **{env.name}** v{env.version}.")  # fmt: skip
+            rms[0].weight if rms else 1.0, rms[0].normalize if rms else False, s.retriever,
+            fn.kind if fn else "trajectory", rows, f"Loaded **{env.name}** v{env.version}.")  # fmt: skip
 
 
 def access_json(tool_access: dict[str, Any]) -> str:
@@ -285,7 +307,7 @@ def build_environments_tab(client: StudioClient, *, poll_interval_s: float = 1.0
         with gr.Row():
             upload = gr.File(label="JSONL / JSON / CSV / Parquet", type="filepath", elem_id="env-upload-file")
             with gr.Column():
-                kind = gr.Radio(["tasks", "corpus"], value="tasks", label="Kind")
+                kind = gr.Radio(["tasks", "corpus"], value="tasks", label="Kind", elem_id="env-upload-kind")
                 fmt = gr.Dropdown(["auto", "flat", "hotpotqa", "2wiki", "musique"], value="auto", label="Format")
                 data_name = gr.Textbox(label="Name (default: the file name)")
             with gr.Column():
@@ -299,20 +321,25 @@ def build_environments_tab(client: StudioClient, *, poll_interval_s: float = 1.0
     with gr.Accordion("2 · Compose", open=True):
         with gr.Row():
             picker = gr.Dropdown(label="Saved environments", choices=[], value=None, scale=3)
-            refresh = gr.Button("Refresh lists", scale=1)
+            refresh = gr.Button("Refresh lists", scale=1, elem_id="env-refresh")
         name = gr.Textbox(label="Name", elem_id="env-name")
-        tools = gr.CheckboxGroup(label="Tools (saved on the Tools tab; several at once)", choices=[])
+        tools = gr.CheckboxGroup(label="Tools (saved on the Tools tab; several at once)", choices=[],
+                                 elem_id="env-tools")  # fmt: skip
         with gr.Row():
-            dataset = gr.Dropdown(label="Tasks", choices=[("Built-in demo KB", 0)], value=0)
-            corpus = gr.Dropdown(label="Corpus for the search tool", choices=[("None", 0)], value=0)
+            dataset = gr.Dropdown(label="Tasks", choices=[("Built-in demo KB", 0)], value=0, elem_id="env-dataset")
+            corpus = gr.Dropdown(label="Corpus for the search tool", choices=[("None", 0)], value=0,
+                                 elem_id="env-corpus")  # fmt: skip
             retriever = gr.Dropdown(list(get_args(RetrieverKind)), value="bm25", elem_id="env-retriever",
                                     label="Search ranks it with (dense: the bundled all-MiniLM-L6-v2)")  # fmt: skip
         weights = gr.Code('{"exact_match": 1.0, "format": 0.1}', language="json", lines=2,
-                          label="Built-in reward weights (0 = metric only)")  # fmt: skip
+                          label="Built-in reward weights (0 = metric only)", elem_id="env-weights")  # fmt: skip
         with gr.Row():
-            reward_name = gr.Textbox("", label="User reward term name (empty: none)")
-            reward_weight = gr.Number(0.5, label="Its weight")
-        reward_source = gr.Code(EXAMPLE_REWARD, language="python", lines=6, label="User reward function")
+            reward_name = gr.Textbox("", label="User reward term name (empty: none)", elem_id="env-reward-name")
+            reward_weight = gr.Number(0.5, label="Its weight", elem_id="env-reward-weight")
+            reward_kind = gr.Radio(REWARD_KIND_CHOICES, value="trajectory", label="Called",
+                                   elem_id="env-reward-kind")  # fmt: skip
+        reward_source = gr.Code(EXAMPLE_REWARD, language="python", lines=6, label="User reward function",
+                                elem_id="env-reward-source")  # fmt: skip
         with gr.Row():
             reward_models = gr.CheckboxGroup(label="Trained reward models as rubric terms (Label tab → Train)",
                                              choices=[], elem_id="env-reward-models", scale=3)  # fmt: skip
@@ -320,13 +347,14 @@ def build_environments_tab(client: StudioClient, *, poll_interval_s: float = 1.0
             rm_normalize = gr.Checkbox(True, label="Z-score per step", scale=1)
         with gr.Row():
             max_turns = gr.Slider(1, 16, 3, step=1, label="Max turns")
-            max_new = gr.Number(96, precision=0, label="Max new tokens per turn")
+            max_new = gr.Number(96, precision=0, label="Max new tokens per turn", elem_id="env-max-new")
             timeout = gr.Number(10, label="Tool time limit (s)")
             heldout = gr.Number(None, label="Held-out fraction (empty: server default)")
         system_prompt = gr.Textbox("", lines=4, label="System prompt ({answer_tag} is replaced; empty: default)")
         with gr.Row():
-            forced = gr.Textbox("", label="Force the first call to this tool (prefill)")
-            answer_prefill = gr.Checkbox(False, label="Prefill the answer tag after tool results")
+            forced = gr.Textbox("", label="Force the first call to this tool (prefill)", elem_id="env-forced")
+            answer_prefill = gr.Checkbox(False, label="Prefill the answer tag after tool results",
+                                         elem_id="env-answer-prefill")  # fmt: skip
         tool_access = gr.Code("{}", language="json", lines=3, elem_id="env-tool-access", label=ACCESS_LABEL)
         save = gr.Button("Save environment (new version)", variant="primary", elem_id="env-save")
         versions = gr.Dataframe(headers=VERSION_HEADERS, label="Versions", interactive=False)
@@ -335,7 +363,7 @@ def build_environments_tab(client: StudioClient, *, poll_interval_s: float = 1.0
             prompt_btn = gr.Button("Show prompt")
             check_btn = gr.Button("Check", elem_id="env-check")
         check_status = gr.Markdown(elem_id="env-check-status")
-        shown = gr.JSON(label="Prompt / check report")
+        shown = gr.JSON(label="Prompt / check report", elem_id="env-report")
     with gr.Accordion("4 · Export / import (one JSON file, sources inlined)", open=False):
         with gr.Row():
             export_btn = gr.Button("Export")
@@ -345,17 +373,18 @@ def build_environments_tab(client: StudioClient, *, poll_interval_s: float = 1.0
     timer = gr.Timer(poll_interval_s, active=False)
     form = [tools, dataset, corpus, weights, reward_name, reward_weight, reward_source, max_turns, max_new, timeout,
             system_prompt, forced, answer_prefill, heldout, tool_access, reward_models, rm_weight,
-            rm_normalize, retriever]  # fmt: skip
+            rm_normalize, retriever, reward_kind]  # fmt: skip
     upload_inputs = [upload, kind, fmt, question, answer, id_column, data_name]
     preview_btn.click(functools.partial(upload_file, client, dry_run=True), upload_inputs, [preview, status],
                       api_visibility="private")  # fmt: skip
     upload_btn.click(functools.partial(upload_file, client, dry_run=False), upload_inputs, [preview, status],
                      api_name="upload_dataset").then(
-        functools.partial(refresh_choices, client), None, [picker, tools, dataset, corpus, status],
+        functools.partial(refresh_lists, client), None, [picker, tools, dataset, corpus],
         api_visibility="private")  # fmt: skip
     refresh.click(functools.partial(refresh_choices, client), None, [picker, tools, dataset, corpus, status],
                   api_visibility="private").then(
         functools.partial(reward_model_choices, client), None, [reward_models], api_visibility="private")  # fmt: skip
+    reward_kind.input(example_for_kind, [reward_kind, reward_source], [reward_source], api_visibility="private")
     save.click(functools.partial(save_environment, client), [environment_id, name, *form],
                [environment_id, picker, versions, status], api_name="save_environment")  # fmt: skip
     picker.input(functools.partial(load_environment, client), [picker],

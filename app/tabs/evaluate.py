@@ -198,6 +198,7 @@ def build_evaluate_tab(client: StudioClient, *, poll_interval_s: float = 2.0) ->
             value=0,
             label="Checkpoint",
             info="A train run's newest checkpoint, or the base model",
+            elem_id="eval-source-run",
         )
         model = gr.Textbox(BASE_MODEL, label="Base model")
         limit = gr.Number(10, label="Examples per dataset", precision=0, minimum=1, elem_id="eval-limit")
@@ -230,11 +231,11 @@ def _build_env_section(client: StudioClient, source_run: Any, model: Any, limit:
     gr.Markdown("#### On your environment's held-out split\nThe same checkpoint and base model, one greedy episode "
                 "per held-out task of the environment's current version (user tools run sandboxed).")  # fmt: skip
     with gr.Row():
-        environment = gr.Dropdown([], label="Environment", scale=3)
-        refresh = gr.Button("Refresh", scale=1)
+        environment = gr.Dropdown([], label="Environment", scale=3, elem_id="eval-env-picker")
+        refresh = gr.Button("Refresh", scale=1, elem_id="eval-env-refresh")
         start = gr.Button("Evaluate on the environment", variant="primary", scale=2, elem_id="eval-env-start")
     card = gr.Markdown(elem_id="eval-env-card")
-    report = gr.JSON(label="Held-out report")
+    report = gr.JSON(label="Held-out report", elem_id="eval-env-report")
     run_id, timer = gr.State(None), gr.Timer(poll_interval_s, active=False)
     refresh.click(functools.partial(environment_picker, client), None, [environment], api_visibility="private")
     start.click(functools.partial(start_env_evaluation, client), [environment, source_run, model, limit],

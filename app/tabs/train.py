@@ -237,6 +237,7 @@ def build_train_tab(client: StudioClient) -> TrainTab:
         value=0,
         label="Environment",
         info="Tools + dataset + rubric + prompt (its current version is pinned); compose one on the Environments tab",
+        elem_id="train-environment",
     )
     env_summary = gr.Markdown(elem_id="train-env-summary")
     with gr.Row():

@@ -158,9 +158,16 @@ def import_environment(session: Session, *, name: str, spec: dict[str, Any]) -> 
     for t in tools:
         if t.get("key") and not str(t.get("source") or "").strip():
             raise InvalidInputError("spec.tools", f"user tool {t.get('name')!r} has no inlined source")
-    for term in spec.get("rubric") or []:
-        if isinstance(term, dict) and term.get("key"):
-            versions_crud.check_reward_source(str(term.get("name")), str(term.get("source") or ""))
+    for i, term in enumerate(spec.get("rubric") or []):
+        if not isinstance(term, dict):
+            continue
+        kind = term.get("kind", "trajectory")
+        if kind != "trajectory" and not term.get("key"):
+            raise InvalidInputError(f"spec.rubric[{i}].kind", f"{kind!r} is for user reward functions (with a key "
+                                    "and an inlined source); remove it from this term")  # fmt: skip
+        if term.get("key"):
+            versions_crud.check_reward_source(str(term.get("name")), str(term.get("source") or ""), str(kind),
+                                              where="spec.rubric")  # fmt: skip
     versions_crud.tool_versions_exist(session, spec)
     versions_crud.check_imported_access(session, spec)
     rm_crud.check_spec_reward_models(session, spec=spec)

@@ -20,7 +20,7 @@ from backend.crud.reward_models import check_reward_model
 from backend.hosts import parse_host_entry
 from backend.models.dataset import Dataset, Environment, EnvironmentVersion
 from backend.models.tool import Tool, ToolVersion
-from backend.schemas.common import BUILTIN_REWARDS, TOOL_ALIASES
+from backend.schemas.common import BUILTIN_REWARDS, REWARD_ARGUMENTS, REWARD_KINDS, TOOL_ALIASES
 from backend.schemas.common import BUILTIN_TOOLS as CORE_TOOLS
 from backend.schemas.environment import EnvironmentSettings, EnvLimits, RubricSpec
 
@@ -28,18 +28,25 @@ BUILTIN_TOOLS = {**TOOL_ALIASES, **{name: name for name in CORE_TOOLS}}
 """Builtin tool sources → the worker's built-in tool names."""
 
 
-def check_reward_source(name: str, source: str) -> None:
-    """The source parses and defines `reward(answer, gold, trajectory)` (parsed with ast, never executed)."""
+def check_reward_source(name: str, source: str, kind: str = "trajectory", *, where: str = "rubric.functions") -> None:
+    """The source parses and defines `reward` with the arguments of its kind (parsed with ast, never executed)."""
+    field = f"{where}.{name}"
+    if kind not in REWARD_ARGUMENTS:
+        raise InvalidInputError(f"{field}.kind", f"{kind!r} is not one of {', '.join(REWARD_KINDS)}")
+    wanted = REWARD_ARGUMENTS[kind]
+    signature = f"def reward({', '.join(wanted)}) -> float"
     try:
         tree = ast.parse(source)
     except SyntaxError as exc:
-        raise InvalidInputError(f"rubric.functions.{name}", f"line {exc.lineno}: {exc.msg}") from exc
+        raise InvalidInputError(field, f"line {exc.lineno}: {exc.msg}") from exc
     funcs = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "reward"]
     if not funcs:
-        raise InvalidInputError(f"rubric.functions.{name}", "define `def reward(answer, gold, trajectory) -> float`")
+        raise InvalidInputError(field, f"define `{signature}`")
     args = [a.arg for a in funcs[0].args.args]
-    if args[:3] != ["answer", "gold", "trajectory"]:
-        raise InvalidInputError(f"rubric.functions.{name}", f"reward takes (answer, gold, trajectory), got {args}")
+    if tuple(args[: len(wanted)]) != wanted:
+        other = next((k for k, v in REWARD_ARGUMENTS.items() if k != kind and tuple(args[: len(v)]) == v), None)
+        hint = f"; that is a {other!r} function: set kind = {other!r}" if other else ""
+        raise InvalidInputError(field, f"a {kind!r} reward takes ({', '.join(wanted)}), got {args}{hint}")
 
 
 def _tool_entry(tool: Tool, settings: EnvironmentSettings) -> dict[str, Any]:
@@ -155,9 +162,9 @@ def resolve_spec(session: Session, env: Environment, *, version: int) -> dict[st
                                 f"{', '.join(BUILTIN_REWARDS)}")  # fmt: skip
     terms: list[dict[str, Any]] = [{"name": k, "weight": w, "builtin": k} for k, w in rubric.weights.items()]
     for fn in rubric.functions:
-        check_reward_source(fn.name, fn.source)
+        check_reward_source(fn.name, fn.source, fn.kind)
         terms.append({"name": fn.name, "weight": fn.weight, "key": f"reward-{env.id}-v{version}-{fn.name}",
-                      "source": fn.source, "function": "reward"})  # fmt: skip
+                      "source": fn.source, "function": "reward", "kind": fn.kind})  # fmt: skip
     for i, rm in enumerate(rubric.reward_models):
         check_reward_model(session, ident=rm.reward_model_id, step=rm.step, field=f"rubric.reward_models[{i}]")
         key = "step_reward_model" if rm.step else "reward_model"

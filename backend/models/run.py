@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from backend.core.db import Base, utcnow
+
+if TYPE_CHECKING:
+    from backend.models.dataset import EnvironmentVersion
 
 
 class Run(Base):
@@ -35,6 +38,8 @@ class Run(Base):
         ForeignKey("environment_versions.id", ondelete="SET NULL"), nullable=True
     )
     """The exact environment version the run trained/evaluated on (pinned at launch)."""
+    pinned_version: Mapped[EnvironmentVersion | None] = relationship(lazy="select", viewonly=True)
+    """That version's row (loaded only when read: the run card's "environment <name> v<version>")."""
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     current_step: Mapped[int] = mapped_column(Integer, default=0)
     total_steps: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -55,6 +60,18 @@ class Run(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+    @property
+    def environment_name(self) -> str | None:
+        """The pinned environment version's name (as it was named in that version)."""
+        row = self.pinned_version
+        return str(row.spec.get("name") or "") or None if row is not None else None
+
+    @property
+    def environment_version(self) -> int | None:
+        row = self.pinned_version
+        return row.version if row is not None else None
 
 
 class Metric(Base):

@@ -15,9 +15,12 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 # re-exported: the environment crud checks rubric terms and builtin tools against the core's names
 from worker.rl.vocab import BUILTIN_REWARDS as BUILTIN_REWARDS
 from worker.rl.vocab import BUILTIN_TOOLS as BUILTIN_TOOLS
+from worker.rl.vocab import REWARD_ARGUMENTS as REWARD_ARGUMENTS
+from worker.rl.vocab import REWARD_KINDS as REWARD_KINDS
 from worker.rl.vocab import TOOL_ALIASES as TOOL_ALIASES
 from worker.rl.vocab import Preset as Preset  # re-exported: `RunCreate.preset` uses the registry's names
 from worker.rl.vocab import RetrieverKind as RetrieverKind  # re-exported: corpus / eval retriever choices
+from worker.rl.vocab import RewardKind as RewardKind
 
 JSONDict = dict[str, Any]
 """A JSON object (configs, results, metric values)."""

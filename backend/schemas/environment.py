@@ -10,16 +10,24 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from backend.schemas.common import DbId, JSONDict, ORMModel, RetrieverKind
+from backend.schemas.common import DbId, JSONDict, ORMModel, RetrieverKind, RewardKind
 
 
 class RewardFunction(BaseModel):
-    """A user reward term: Python source defining `reward(answer: str, gold: list[str], trajectory: dict) -> float`,
-    run sandboxed on the worker; its failures are counted under `reward/<name>/errors`."""
+    """A user reward term: Python source defining `reward`, run sandboxed on the worker, called in one batch per
+    rollout; each failing call is counted under `reward/<name>/errors` (never scored 0).
+
+    - `kind='trajectory'`: `reward(answer: str, gold: list[str], trajectory: dict) -> float`, once per episode;
+      its weighted value joins the episode's reward.
+    - `kind='step'`: `reward(step: dict, task: dict) -> float`, after each assistant turn that called tools
+      (`step`: index, text, calls [{name, arguments}], results [{name, content, error}]; `task`: id, question,
+      answers); its weighted value joins that turn's step reward (process rewards).
+    """
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$")
-    weight: float = 1.0
+    weight: float = Field(default=1.0, allow_inf_nan=False)
     source: str = Field(min_length=1, max_length=64 * 1024)
+    kind: RewardKind = Field(default="trajectory", description="'trajectory' (per episode) or 'step' (per tool turn).")
 
 
 class RewardModelTerm(BaseModel):

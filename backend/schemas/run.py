@@ -70,6 +70,9 @@ class RunPublic(ORMModel):
     auto_resumes: int
     environment_id: int | None
     environment_version_id: int | None = None
+    environment_name: str | None = None
+    """The pinned environment version's name and number (the run card: "environment <name> v<version>")."""
+    environment_version: int | None = None
     progress: float
     current_step: int
     total_steps: int | None

@@ -155,3 +155,5 @@ class TrajectoryPublic(TrajectorySummary):
         default=None,
         description="The environment rubric's own total (differs from `reward` when reward models are in it).",
     )
+    environment_name: str | None = Field(default=None, description="The run's pinned environment version's name.")
+    environment_version: int | None = Field(default=None, description="...and its version number.")

@@ -108,7 +108,7 @@ def test_environment_versions_are_immutable_and_pin_tool_versions(client: TestCl
     assert v1["data"]["heldout_fraction"] == 0.34
     assert v1["data"]["location"] == tasks["location"]
     assert v1["rubric"][2] == {"name": "in_gold", "weight": 0.5, "key": f"reward-{env['id']}-v1-in_gold",
-                               "source": REWARD_SOURCE, "function": "reward"}  # fmt: skip
+                               "source": REWARD_SOURCE, "function": "reward", "kind": "trajectory"}  # fmt: skip
     assert v1["prefill"]["force_first_call"] == "km_to_miles"
     edited_tool = TOOL_SOURCE.replace("0.621371", "0.6214")
     client.patch(f"{API}/tools/{tool['id']}", json={"source": edited_tool})

@@ -90,13 +90,13 @@ def test_evaluate_tab_launches_an_eval_pinned_to_the_environment(studio: StudioC
 
 
 def test_retriever_choice_is_saved_in_the_spec_and_loaded_back(studio: StudioClient) -> None:
-    """The form's last field (after the reward-model fields) picks the search retriever of the version's corpus."""
+    """The field after the reward-model fields picks the search retriever of the version's corpus."""
     tool = studio.create_tool(ToolCreate(name="km_to_miles", source=TOOL_SOURCE))
     form = [*_form(tool.id, 0), "{}", [], 1.0, False]
     env_id, _picker, _rows, status = tab.save_environment(studio, None, "dense", *form, "dense")
     assert status == "✅ Saved **dense** as version 1."
     assert studio.list_environment_versions(env_id)[0].spec["corpus"] == {"location": None, "retriever": "dense"}
-    assert tab.load_environment(studio, env_id)[-3] == "dense"
+    assert tab.load_environment(studio, env_id)[-4] == "dense"
     env_id, *_ = tab.save_environment(studio, None, "sparse", *form)  # the field left out: BM25
     assert studio.list_environment_versions(env_id)[0].spec["corpus"]["retriever"] == "bm25"
     *_, status = tab.save_environment(studio, None, "bad", *form, "tfidf")
@@ -115,9 +115,31 @@ def test_tool_network_and_files_are_set_and_shown_in_the_environments_tab(studio
     name = Path(dataset.location).name
     assert rows[0][4] == f"km_to_miles: net api.example.com:8443; /data/{name}"
     loaded = tab.load_environment(studio, env_id)
-    assert json.loads(loaded[-7]) == {"km_to_miles": {"network": ["api.example.com:8443"], "files": [dataset.id]}}
+    assert json.loads(loaded[-8]) == {"km_to_miles": {"network": ["api.example.com:8443"], "files": [dataset.id]}}
     bad = json.dumps({"km_to_miles": {"network": ["https://api.example.com"]}})
     *_, status = tab.save_environment(studio, env_id, "units", *_form(tool.id, dataset.id), bad)
     assert "is not a host[:port]" in status
     _id, _p, rows, _s = tab.save_environment(studio, env_id, "units", *_form(tool.id, dataset.id), "{}")
     assert rows[0][4] == "no network, no files"
+
+
+def test_the_reward_kind_is_set_in_the_rubric_editor_and_loaded_back(studio: StudioClient) -> None:
+    tool = studio.create_tool(ToolCreate(name="km_to_miles", source=TOOL_SOURCE))
+    form = _form(tool.id, 0)
+    form[6] = tab.EXAMPLE_STEP_REWARD
+    extra = ["{}", [], 1.0, False, "bm25"]  # tool access, reward models, their weight and z-score, retriever
+    env_id, _picker, rows, status = tab.save_environment(studio, None, "units", *form, *extra, "step")
+    assert status == "✅ Saved **units** as version 1."
+    assert rows[0][3] == "exact_match×1.0, near×0.5 (step)"
+    assert studio.get_environment(env_id).rubric.functions[0].kind == "step"
+    loaded = tab.load_environment(studio, env_id)
+    assert (loaded[-3], loaded[8]) == ("step", tab.EXAMPLE_STEP_REWARD)
+    *_, status = tab.save_environment(studio, env_id, "units", *_form(tool.id, 0), *extra, "step")
+    assert "rubric.functions.near: a 'step' reward takes (step, task)" in status  # the trajectory example
+    assert tab.example_for_kind("step", tab.EXAMPLE_REWARD) == tab.EXAMPLE_STEP_REWARD
+    assert tab.example_for_kind("trajectory", "def reward(step, task):\n    return 1.0\n") is not None
+
+
+def test_refreshing_the_lists_after_an_upload_keeps_its_status_line(studio: StudioClient) -> None:
+    lists = tab.refresh_lists(studio)
+    assert len(lists) == 4  # picker, tools, tasks, corpora: the "Registered ..." status is not overwritten

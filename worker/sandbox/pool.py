@@ -2,13 +2,15 @@
 
 `ToolServerPool` keeps up to `processes` servers per key (one user function each), started
 lazily and reused: a call takes an idle server, so concurrent calls (a turn's episodes) spread
-over the processes. A call past its wall-clock limit kills its server; a crashed server, or one
-that broke a limit, is replaced on the next call. Every failure is a `SandboxResult` with an
+over the processes; `call_batch` sends many calls (a reward term's step) in one request. A call
+past its wall-clock limit kills its server; a crashed server, or one that broke a limit, is
+replaced on the next call. Every failure is a `SandboxResult` with an
 error, never an exception, and is counted in `stats(key)`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -23,7 +25,7 @@ from types import TracebackType
 from typing import Any
 
 from worker.sandbox.bwrap import isolation_mode
-from worker.sandbox.limits import SandboxLimits, SandboxResult, ToolAccess, ToolLoadError
+from worker.sandbox.limits import SandboxLimits, SandboxResult, ToolAccess, ToolLoadError, size_label
 from worker.sandbox.proxy import NetworkProxy
 from worker.sandbox.server import ArgumentsTooLarge, ServerBroken, ToolServer
 
@@ -157,36 +159,84 @@ class ToolServerPool:
             for name, delta in deltas.items():
                 setattr(entry.stats, name, getattr(entry.stats, name) + delta)
 
-    def call(self, key: str, arguments: dict[str, Any]) -> SandboxResult:
-        """Call the key's function with keyword `arguments`; every failure comes back as an error result."""
+    def _entry(self, key: str) -> _Entry:
         with self._lock:
             entry = self._entries.get(key)
             if self._closed:
                 raise RuntimeError("this ToolServerPool is closed")
         if entry is None:
             raise KeyError(f"no function {key!r} in this pool; add it with add_tool/add_function first")
+        return entry
+
+    def __call__(self, key: str, arguments: dict[str, Any]) -> SandboxResult:
+        """The pool is the RL core's tool runner: `runner(key, arguments)` is `call`."""
+        return self.call(key, arguments)
+
+    def call(self, key: str, arguments: dict[str, Any]) -> SandboxResult:
+        """Call the key's function with keyword `arguments`; every failure comes back as an error result."""
+        entry = self._entry(key)
         start = time.monotonic()
-        if not isinstance(arguments, dict) or not all(isinstance(k, str) for k in arguments):
+        if not _is_arguments(arguments):
             result = _error(start, f"arguments must be an object of named values, got {arguments!r:.200}")
         else:
-            slot = entry.idle.get()
-            try:
-                result = self._call_in(entry, slot, arguments, start)
-            finally:
-                if self._closed and slot[0] is not None:  # closed while this call ran: clean up here
-                    self._kill(slot[0])
-                    slot[0] = None
-                entry.idle.put(slot)
+            reply = self._in_slot(entry, {"op": "call", "arguments": arguments}, self.limits.time_limit_s, start)
+            result = reply if isinstance(reply, SandboxResult) else _result(reply, start)
         self._count(entry, calls=1, truncated=int(result.truncated), errors=int(not result.ok))
         return result
+
+    def call_batch(self, key: str, items: list[dict[str, Any]]) -> list[SandboxResult]:
+        """Call the key's function once per item in ONE request to one server (a reward term's whole step).
+
+        Time limit: each item gets the pool's per-call limit inside the server (an item past it fails alone);
+        the request as a whole gets items x that limit, past which the server is killed and every item not
+        answered fails. Items whose arguments are not an object, or exceed `argument_limit_bytes`, fail alone.
+        """
+        entry = self._entry(key)
+        start = time.monotonic()
+        results: list[SandboxResult | None] = [None] * len(items)
+        sent: list[int] = []
+        for i, arguments in enumerate(items):
+            problem = _argument_problem(arguments, self.limits.argument_limit_bytes)
+            if problem is None:
+                sent.append(i)
+            else:
+                results[i] = _error(start, problem)
+        if sent:
+            payload = {"op": "call_batch", "items": [items[i] for i in sent]}
+            reply = self._in_slot(entry, payload, self.limits.time_limit_s * len(sent), start)
+            replies = reply.get("results") if isinstance(reply, dict) else None
+            per_item = (time.monotonic() - start) / len(sent)
+            for n, i in enumerate(sent):
+                if isinstance(reply, SandboxResult):
+                    results[i] = reply
+                elif not isinstance(replies, list) or len(replies) != len(sent) or not isinstance(replies[n], dict):
+                    results[i] = _error(start, "the sandboxed server broke the batch protocol")
+                else:
+                    results[i] = _result(replies[n], start, duration_s=per_item)
+        done = [r for r in results if r is not None]
+        self._count(entry, calls=len(done), truncated=sum(r.truncated for r in done),
+                    errors=sum(not r.ok for r in done))  # fmt: skip
+        return done
+
+    def _in_slot(self, entry: _Entry, payload: dict[str, Any], timeout_s: float,
+                 start: float) -> dict[str, Any] | SandboxResult:  # fmt: skip
+        slot = entry.idle.get()
+        try:
+            return self._request_in(entry, slot, payload, timeout_s, start)
+        finally:
+            if self._closed and slot[0] is not None:  # closed while this call ran: clean up here
+                self._kill(slot[0])
+                slot[0] = None
+            entry.idle.put(slot)
 
     def call_many(self, key: str, arguments: list[dict[str, Any]]) -> list[SandboxResult]:
         """`call` for each argument set, concurrently over the key's processes, results in order."""
         with ThreadPoolExecutor(max_workers=self.processes) as executor:
             return list(executor.map(lambda args: self.call(key, args), arguments))
 
-    def _call_in(self, entry: _Entry, slot: list[ToolServer | None], arguments: dict[str, Any],
-                 start: float) -> SandboxResult:  # fmt: skip
+    def _request_in(self, entry: _Entry, slot: list[ToolServer | None], payload: dict[str, Any], timeout_s: float,
+                    start: float) -> dict[str, Any] | SandboxResult:  # fmt: skip
+        """The server's reply to `payload`, or an error result (a crash, a timeout, bad arguments)."""
         server = slot[0]
         if server is None or not server.alive:
             if server is not None:
@@ -198,15 +248,14 @@ class ToolServerPool:
                 slot[0] = None
                 return _error(start, f"the sandboxed server could not start: {exc}")
         try:
-            reply = server.request({"op": "call", "arguments": arguments}, self.limits.time_limit_s)
+            reply = server.request(payload, timeout_s)
         except ServerBroken as exc:
             self._kill(server)
             slot[0] = None
             self._count(entry, restarts=1, timeouts=int(exc.timed_out))
             if exc.timed_out:
-                limit = f"{self.limits.time_limit_s:g} s"
-                return _error(start, f"time limit exceeded: the call ran longer than {limit} "
-                                                  "and was stopped")  # fmt: skip
+                return _error(start, f"time limit exceeded: the call ran longer than {timeout_s:g} s "
+                                     "and was stopped")  # fmt: skip
             return _error(start, f"the sandboxed code crashed: {exc}")
         except ArgumentsTooLarge as exc:
             return _error(start, str(exc))
@@ -216,11 +265,7 @@ class ToolServerPool:
             self._kill(server)  # a broken limit leaves no half-usable interpreter behind; the next starts afresh
             slot[0] = None
             self._count(entry, restarts=1)
-        return SandboxResult(
-            ok=bool(reply.get("ok")), result=reply.get("result"), error=reply.get("error"),
-            duration_s=time.monotonic() - start, stdout=str(reply.get("stdout") or ""),
-            stderr=str(reply.get("traceback") or ""), truncated=bool(reply.get("truncated")),
-        )  # fmt: skip
+        return reply
 
     def stats(self, key: str) -> ToolStats:
         """A copy of the key's counters."""
@@ -272,6 +317,32 @@ def check_files(access: ToolAccess, mode: str, sandbox_uid: int) -> None:
 
 def _error(start: float, error: str) -> SandboxResult:
     return SandboxResult(ok=False, result=None, error=error, duration_s=time.monotonic() - start)
+
+
+def _result(reply: dict[str, Any], start: float, duration_s: float | None = None) -> SandboxResult:
+    return SandboxResult(
+        ok=bool(reply.get("ok")), result=reply.get("result"), error=reply.get("error"),
+        duration_s=time.monotonic() - start if duration_s is None else duration_s,
+        stdout=str(reply.get("stdout") or ""), stderr=str(reply.get("traceback") or ""),
+        truncated=bool(reply.get("truncated")),
+    )  # fmt: skip
+
+
+def _is_arguments(arguments: Any) -> bool:
+    return isinstance(arguments, dict) and all(isinstance(k, str) for k in arguments)
+
+
+def _argument_problem(arguments: Any, limit_bytes: int) -> str | None:
+    """Why one batch item cannot be sent (not an object, not JSON, over the size limit), else None."""
+    if not _is_arguments(arguments):
+        return f"arguments must be an object of named values, got {arguments!r:.200}"
+    try:
+        size = len(json.dumps(arguments, ensure_ascii=False).encode())
+    except (TypeError, ValueError) as exc:
+        return f"arguments must be JSON values: {exc}"
+    if size > limit_bytes:
+        return f"the arguments are {size} bytes as JSON, over the {size_label(limit_bytes)} limit"
+    return None
 
 
 def run_tool_source(

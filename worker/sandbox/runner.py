@@ -159,29 +159,71 @@ def load(source: str, function: str) -> Callable[..., Any]:
     return fn  # type: ignore[no-any-return]
 
 
-def handle(request: dict[str, Any], state: dict[str, Any], limits: dict[str, Any]) -> dict[str, Any]:
-    """One request → one reply (`ok`, `result`, `error`, `traceback`, `truncated`, `fatal`)."""
+class ItemTimeout(Exception):
+    """One item of a batch ran past its share of the time limit (raised by SIGALRM in the user code)."""
+
+
+def _on_alarm(signum: int, frame: Any) -> None:
+    raise ItemTimeout
+
+
+def call_once(fn: Callable[..., Any], kind: str, arguments: dict[str, Any], limits: dict[str, Any]) -> dict[str, Any]:
+    """Call the user function once → a reply (`ok`, `result`, `error`, `traceback`, `truncated`, `fatal`)."""
     reply: dict[str, Any] = {"ok": False, "result": None, "error": None, "truncated": False, "fatal": False}
     try:
-        if request["op"] == "load":
-            state["fn"], state["kind"] = load(request["source"], request["function"]), request["kind"]
-            reply["ok"] = True
-        elif "fn" not in state:
-            raise RuntimeError("no function is loaded in this server")
+        value = fn(**arguments)
+        if kind == "reward":
+            reply["result"] = check_reward(value)
         else:
-            value = state["fn"](**request["arguments"])
-            if state["kind"] == "reward":
-                reply["result"] = check_reward(value)
-            else:
-                reply["result"], reply["truncated"] = cap_result(value, limits)
-            reply["ok"] = True
+            reply["result"], reply["truncated"] = cap_result(value, limits)
+        reply["ok"] = True
     except MemoryError:
         mib = int(limits["memory_bytes"]) // (1024 * 1024)
         reply.update(error=f"MemoryError: the code exceeded its memory limit of {mib} MiB", fatal=True)
+    except ItemTimeout:
+        reply["error"] = f"time limit exceeded: the call ran longer than {limits['item_time_s']:g} s and was stopped"
     except BaseException as exc:  # SystemExit and KeyboardInterrupt from user code are errors too
         reply["error"] = f"{type(exc).__name__}: {exc}"[:ERROR_CAP]
         reply["traceback"] = traceback.format_exc(limit=8)[-2 * ERROR_CAP :]
     return reply
+
+
+def call_batch(state: dict[str, Any], items: list[dict[str, Any]], limits: dict[str, Any]) -> dict[str, Any]:
+    """Every item in turn, each under its own time limit (SIGALRM; the host's deadline for the whole batch,
+    items x limit, stops code that swallows the alarm). A memory error stops the batch: the rest are not run."""
+    results: list[dict[str, Any]] = []
+    fatal = False
+    signal.signal(signal.SIGALRM, _on_alarm)
+    for i, arguments in enumerate(items):
+        if fatal:
+            results.append({"ok": False, "result": None, "error": f"not run: item {i - 1} broke the memory limit"})
+            continue
+        signal.setitimer(signal.ITIMER_REAL, float(limits["item_time_s"]))
+        try:
+            one = call_once(state["fn"], state["kind"], arguments, limits)
+        except ItemTimeout:  # the alarm fired after the user code returned
+            one = {"ok": False, "result": None, "error": "time limit exceeded", "fatal": False}
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        fatal = bool(one.pop("fatal", False))
+        results.append({k: one.get(k) for k in ("ok", "result", "error", "truncated")})
+    return {"ok": True, "result": None, "error": None, "truncated": False, "fatal": fatal, "results": results}
+
+
+def handle(request: dict[str, Any], state: dict[str, Any], limits: dict[str, Any]) -> dict[str, Any]:
+    """One request → one reply (`ok`, `result`, `error`, `traceback`, `truncated`, `fatal`; a batch: `results`)."""
+    try:
+        if request["op"] == "load":
+            state["fn"], state["kind"] = load(request["source"], request["function"]), request["kind"]
+            return {"ok": True, "result": None, "error": None, "truncated": False, "fatal": False}
+        if "fn" not in state:
+            raise RuntimeError("no function is loaded in this server")
+        if request["op"] == "call_batch":
+            return call_batch(state, list(request["items"]), limits)
+        return call_once(state["fn"], state["kind"], request["arguments"], limits)
+    except BaseException as exc:  # a bad source at load time, or a request without a loaded function
+        return {"ok": False, "result": None, "error": f"{type(exc).__name__}: {exc}"[:ERROR_CAP], "truncated": False,
+                "fatal": False, "traceback": traceback.format_exc(limit=8)[-2 * ERROR_CAP :]}  # fmt: skip
 
 
 def serve(limits: dict[str, Any]) -> None:

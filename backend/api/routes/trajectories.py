@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from backend.api.deps import LimitQuery, OffsetQuery, SessionDep
 from backend.crud import labels as labels_crud
+from backend.crud import runs as runs_crud
 from backend.crud import trajectories as traj_crud
 from backend.schemas.trajectory import LabelPublic, TrajectoriesPage, TrajectoryPublic, TrajectorySummary
 
@@ -42,5 +43,8 @@ def get_trajectory(session: SessionDep, trajectory_id: int) -> TrajectoryPublic:
     siblings = traj_crud.sibling_ids(session, trajectory=trajectory)
     scores = labels_crud.reward_model_scores(session, trajectory=trajectory)
     automatic = (trajectory.data.get("reward_breakdown") or {}).get("rubric", trajectory.reward)
+    run = runs_crud.get_run(session, run_id=trajectory.run_id)
     return TrajectoryPublic(**summary, data=trajectory.data, sibling_ids=siblings, labels=labels,
-                            reward_model_scores=scores, automatic_reward=automatic)  # fmt: skip
+                            reward_model_scores=scores, automatic_reward=automatic,
+                            environment_name=run.environment_name,
+                            environment_version=run.environment_version)  # fmt: skip

@@ -200,7 +200,11 @@ class ToolEnv:
         return StepResult(observation=observation, reward=reward, terminated=False, truncated=truncated, info=info)
 
     def score(self, trajectory: Trajectory, task: Task) -> RubricResult:
-        return self.rubric.score(trajectory, task)
+        return self.score_batch([trajectory], [task])[0]
+
+    def score_batch(self, trajectories: Sequence[Trajectory], tasks: Sequence[Task]) -> list[RubricResult]:
+        """Score many finished episodes at once (the rollout batches the episodes whose envs share a rubric)."""
+        return self.rubric.score_batch(trajectories, tasks)
 
     def close(self) -> None:
         """Release tool resources; safe to call more than once."""

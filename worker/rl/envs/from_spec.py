@@ -1,9 +1,11 @@
 """`env_from_spec`: the one way from an `EnvSpec` to a `ToolEnv` (train, rollout, eval, check, CLI).
 
 User tools and user reward functions are executed by an injected `tool_runner(key, arguments)`
-(the worker passes its sandboxed tool-server client; the core never runs user code itself), so
-`worker.rl` stays free of the worker glue. Data, corpus and retriever are loaded once per run
-(`load_env_data`, `build_retriever`) and shared by every env the factory makes.
+(the worker passes its sandboxed tool-server pool; the core never runs user code itself), so
+`worker.rl` stays free of the worker glue. A runner with `call_batch(key, items)` gets each user
+reward term's whole batch in one call (`run_batch`). Data, corpus, retriever and rubric are built
+once per run (`load_env_data`, `build_retriever`, `build_rubric`) and shared by every env the factory
+makes, so the rollout scores a step's episodes in one batch.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from worker.rl.envs.base import EnvConfig, ToolEnv
 from worker.rl.envs.qa import retrieved_recall
 from worker.rl.envs.spec import MAX_TOOL_RESULT_BYTES, TOOL_ALIASES, EnvSpec, RewardSpec, SpecError, ToolSpec
 from worker.rl.rewards import functions as rf
-from worker.rl.rewards.rubric import RewardTerm, Rubric
+from worker.rl.rewards.rubric import RewardTerm, Rubric, StepRewardTerm
 from worker.rl.tools.base import FunctionTool, ToolError
 from worker.rl.tools.calculator import calculator
 from worker.rl.tools.search import Retriever, SearchTool, build_index, corpus_from_tasks
@@ -46,7 +48,22 @@ class RunOutcome(Protocol):
 
 
 ToolRunner = Callable[[str, dict[str, Any]], RunOutcome]
-"""`runner(key, arguments) -> outcome`: runs the user code registered under `key` with keyword `arguments`."""
+"""`runner(key, arguments) -> outcome`: runs the user code registered under `key` with keyword `arguments`.
+A runner may also have `call_batch(key, items) -> outcomes` (one round trip for many calls, see `run_batch`)."""
+
+
+def run_batch(runner: ToolRunner, key: str, items: Sequence[dict[str, Any]]) -> list[RunOutcome]:
+    """Call `key` once per item: through `runner.call_batch` when it has one (one round trip), else one by one."""
+    if not items:
+        return []
+    batch = getattr(runner, "call_batch", None)
+    if not callable(batch):
+        return [runner(key, dict(item)) for item in items]
+    outcomes = list(batch(key, [dict(item) for item in items]))
+    if len(outcomes) != len(items):
+        raise RuntimeError(f"the tool runner gave {len(outcomes)} results for {len(items)} calls of {key}")
+    return outcomes
+
 
 BUILTIN_REWARD_FNS: dict[str, Callable[[Trajectory, Task], float]] = {
     "exact_match": rf.exact_match, "cover_exact_match": rf.cover_exact_match, "f1": rf.f1,
@@ -78,20 +95,67 @@ def _user_tool(spec: ToolSpec, runner: ToolRunner, timeout_s: float) -> Function
     return FunctionTool(spec.name, spec.description, params, call, timeout_s=timeout_s + 2.0)
 
 
-def _user_reward(spec: RewardSpec, runner: ToolRunner) -> Callable[[Trajectory, Task], float]:
-    key = str(spec.key)
+def _reward_value(outcome: RunOutcome) -> float | Exception:
+    if not outcome.ok:
+        return RuntimeError(outcome.error or "the reward function failed without a message")
+    value = outcome.result
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return TypeError(f"reward function returned {type(value).__name__} {value!r}; return a float")
+    return float(value)
 
-    def reward(trajectory: Trajectory, task: Task) -> float:
-        outcome = runner(key, {"answer": trajectory.final_answer or "", "gold": list(task.answers),
-                               "trajectory": slim_trajectory(trajectory)})  # fmt: skip
-        if not outcome.ok:
-            raise RuntimeError(outcome.error or "the reward function failed without a message")
-        value = outcome.result
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TypeError(f"reward function returned {type(value).__name__} {value!r}; return a float")
-        return float(value)
 
-    return reward
+class UserReward:
+    """A `kind="trajectory"` user function `reward(answer, gold, trajectory)`, one runner batch per rollout."""
+
+    def __init__(self, spec: RewardSpec, runner: ToolRunner) -> None:
+        self.key, self.runner = str(spec.key), runner
+
+    def score_batch(self, trajectories: Sequence[Trajectory], tasks: Sequence[Task]) -> list[float | Exception]:
+        items = [{"answer": t.final_answer or "", "gold": list(k.answers), "trajectory": slim_trajectory(t)}
+                 for t, k in zip(trajectories, tasks, strict=True)]  # fmt: skip
+        return [_reward_value(o) for o in run_batch(self.runner, self.key, items)]
+
+    def __call__(self, trajectory: Trajectory, task: Task) -> float:
+        value = self.score_batch([trajectory], [task])[0]
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+
+class UserStepReward:
+    """A `kind="step"` user function `reward(step, task)`: every tool turn of the batch in one runner call."""
+
+    def __init__(self, spec: RewardSpec, runner: ToolRunner) -> None:
+        self.key, self.runner = str(spec.key), runner
+
+    def score_steps(self, trajectories: Sequence[Trajectory], tasks: Sequence[Task]) -> list[dict[int, Any]]:
+        where: list[tuple[int, int]] = []
+        items: list[dict[str, Any]] = []
+        for i, (traj, task) in enumerate(zip(trajectories, tasks, strict=True)):
+            task_view = {"id": task.id, "question": task.question, "answers": list(task.answers)}
+            for step in tool_steps(traj):
+                where.append((i, int(step["index"])))
+                items.append({"step": step, "task": task_view})
+        rows: list[dict[int, Any]] = [{} for _ in trajectories]
+        for (i, turn), outcome in zip(where, run_batch(self.runner, self.key, items), strict=True):
+            rows[i][turn] = _reward_value(outcome)
+        return rows
+
+
+def tool_steps(trajectory: Trajectory) -> list[dict[str, Any]]:
+    """What a step reward function sees of each assistant turn that called tools: its index among the
+    assistant turns, its text, its calls and their results (in call order)."""
+    steps: list[dict[str, Any]] = []
+    index = -1
+    for turn in trajectory.turns:
+        if turn.role == "assistant":
+            index += 1
+            if turn.tool_calls:
+                calls = [{"name": c.name, "arguments": dict(c.arguments)} for c in turn.tool_calls]
+                steps.append({"index": index, "text": turn.text, "calls": calls, "results": []})
+        elif turn.role == "tool" and turn.name is not None and steps and steps[-1]["index"] == index:
+            steps[-1]["results"].append({"name": turn.name, "content": turn.text, "error": bool(turn.tool_error)})
+    return steps
 
 
 def slim_trajectory(trajectory: Trajectory) -> dict[str, Any]:
@@ -104,6 +168,7 @@ def slim_trajectory(trajectory: Trajectory) -> dict[str, Any]:
 
 def build_rubric(spec: EnvSpec, runner: ToolRunner | None) -> Rubric:
     terms: list[RewardTerm] = []
+    step_terms: list[StepRewardTerm] = []
     for term in spec.rubric:
         if term.is_reward_model:
             continue  # scored per step in batches by the trainer (`task.reward_models` of the resolved config)
@@ -112,8 +177,11 @@ def build_rubric(spec: EnvSpec, runner: ToolRunner | None) -> Rubric:
             continue
         if runner is None:
             raise SpecError(f"rubric.{term.name} is a user reward function; pass a tool_runner to run it")
-        terms.append(RewardTerm(term.name, _user_reward(term, runner), term.weight))
-    return Rubric(terms)
+        if term.is_step:
+            step_terms.append(StepRewardTerm(term.name, UserStepReward(term, runner), term.weight))
+        else:
+            terms.append(RewardTerm(term.name, UserReward(term, runner), term.weight))
+    return Rubric(terms, step_terms)
 
 
 def forced_call_prefill(tool_name: str, parameters: Mapping[str, Any]) -> str:
@@ -186,21 +254,24 @@ def env_config_of(spec: EnvSpec) -> EnvConfig:
     )  # fmt: skip
 
 
-def env_from_spec(spec: EnvSpec, *, tool_runner: ToolRunner | None = None,
-                  retriever: Retriever | None = None) -> ToolEnv:  # fmt: skip
-    """A fresh env of `spec`; user tools and rewards go through `tool_runner`, search through `retriever`."""
+def env_from_spec(spec: EnvSpec, *, tool_runner: ToolRunner | None = None, retriever: Retriever | None = None,
+                  rubric: Rubric | None = None) -> ToolEnv:  # fmt: skip
+    """A fresh env of `spec`; user tools and rewards go through `tool_runner`, search through `retriever`
+    (`rubric`: a shared one built by `build_rubric`, else a new one)."""
     tools = _tools(spec, tool_runner, retriever)
-    env = SpecEnv(spec, tools, config=env_config_of(spec), rubric=build_rubric(spec, tool_runner))
+    env = SpecEnv(spec, tools, config=env_config_of(spec), rubric=rubric or build_rubric(spec, tool_runner))
     env.toolset.max_result_bytes = MAX_TOOL_RESULT_BYTES
     return env
 
 
 def env_factory(spec: EnvSpec, *, tool_runner: ToolRunner | None = None, passages: Sequence[Passage] = (),
                 index_cache_dir: Path | None = None) -> Callable[[], ToolEnv]:  # fmt: skip
-    """A factory of fresh envs sharing one retriever (built once, cached by corpus hash)."""
+    """A factory of fresh envs sharing one retriever (built once, cached by corpus hash) and one rubric (so a
+    rollout scores all of its episodes in one batch per term)."""
     retriever = build_retriever(spec, passages, index_cache_dir)
-    env_from_spec(spec, tool_runner=tool_runner, retriever=retriever).close()  # fail early on a bad spec
-    return lambda: env_from_spec(spec, tool_runner=tool_runner, retriever=retriever)
+    rubric = build_rubric(spec, tool_runner)
+    env_from_spec(spec, tool_runner=tool_runner, retriever=retriever, rubric=rubric).close()  # fail early
+    return lambda: env_from_spec(spec, tool_runner=tool_runner, retriever=retriever, rubric=rubric)
 
 
 def build_retriever(spec: EnvSpec, passages: Sequence[Passage], cache_dir: Path | None) -> Retriever | None:

@@ -46,6 +46,10 @@ class LocalToolRunner:
             functions[str(key)] = fn
         return cls(functions)
 
+    def call_batch(self, key: str, items: list[dict[str, Any]]) -> list[LocalOutcome]:
+        """One outcome per item (in-process, so a batch is just a loop)."""
+        return [self(key, item) for item in items]
+
     def __call__(self, key: str, arguments: dict[str, Any]) -> LocalOutcome:
         fn = self._functions.get(key)
         if fn is None:

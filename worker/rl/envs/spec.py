@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from worker.rl.vocab import BUILTIN_REWARDS, BUILTIN_TOOLS, RETRIEVERS
+from worker.rl.vocab import BUILTIN_REWARDS, BUILTIN_TOOLS, RETRIEVERS, REWARD_KINDS
 from worker.rl.vocab import TOOL_ALIASES as TOOL_ALIASES  # re-exported for from_spec
 
 MAX_TOOL_RESULT_BYTES = 256 * 1024
@@ -84,10 +84,20 @@ class ToolSpec:
 
 @dataclass(frozen=True)
 class RewardSpec:
-    """One rubric term: a built-in reward (`builtin`), a user function `reward(answer, gold, trajectory)`
-    (`key`), or a trained reward model (`reward_model`: one score per trajectory; `step_reward_model`: a
-    step scorer whose per-turn scores are process rewards). Reward-model terms are scored by the trainer in
-    one batch per step: the run's resolved config carries them as `task.reward_models`."""
+    """One rubric term: a built-in reward (`builtin`), a user reward function (`key`), or a trained reward
+    model (`reward_model`: one score per trajectory; `step_reward_model`: a step scorer whose per-turn scores
+    are process rewards). Reward-model terms are scored by the trainer in one batch per step: the run's
+    resolved config carries them as `task.reward_models`.
+
+    A user function of `kind="trajectory"` (the default) is `reward(answer: str, gold: list[str],
+    trajectory: dict) -> float`, called once per episode; its weighted value joins the episode's reward.
+    One of `kind="step"` is `reward(step: dict, task: dict) -> float`, called for each assistant turn that
+    called tools: `step` = {"index" (the assistant turn, from 0), "text", "calls": [{"name", "arguments"}],
+    "results": [{"name", "content", "error"}]}, `task` = {"id", "question", "answers"}; its weighted value
+    joins that turn's `step_rewards` (process rewards: `algorithm.process_reward_weight` > 0), and the
+    breakdown shows its mean over the episode's tool turns. Both kinds are called in one batch per rollout
+    (all of a step's episodes or tool turns in one sandbox round trip); a failing item counts one
+    `reward/<name>/errors` and adds nothing (never a silent 0)."""
 
     name: str
     weight: float = 1.0
@@ -97,6 +107,8 @@ class RewardSpec:
     """The tool runner's key of a user reward function."""
     source: str = ""
     function: str = "reward"
+    kind: str = "trajectory"
+    """A user function's kind: 'trajectory' (once per episode) or 'step' (after each tool turn); see above."""
     reward_model: int | None = None
     """The studio's id of a trained reward model (`rubric term reward_model:<id>`)."""
     step_reward_model: int | None = None
@@ -112,9 +124,19 @@ class RewardSpec:
               f"rubric.{self.name}: set exactly one of builtin, key, reward_model or step_reward_model")  # fmt: skip
         _need(not self.normalize or self.is_reward_model,
               f"rubric.{self.name}: normalize applies to reward_model / step_reward_model terms only")  # fmt: skip
+        _need(self.kind in REWARD_KINDS, f"rubric.{self.name}: kind {self.kind!r} is not one of "
+              f"{', '.join(REWARD_KINDS)}")  # fmt: skip
+        _need(self.kind == "trajectory" or self.key is not None,
+              f"rubric.{self.name}: kind 'step' is for user reward functions (key); a trained step scorer is a "
+              "step_reward_model term")  # fmt: skip
         if self.builtin is not None:
             _need(self.builtin in BUILTIN_REWARDS, f"rubric.{self.name}: builtin {self.builtin!r} is not one of "
                   f"{', '.join(BUILTIN_REWARDS)}")  # fmt: skip
+
+    @property
+    def is_step(self) -> bool:
+        """A user function called after each tool turn (its values are process rewards)."""
+        return self.kind == "step"
 
     @property
     def is_reward_model(self) -> bool:

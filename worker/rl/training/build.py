@@ -259,6 +259,17 @@ def check_reward_model_terms(spec: EnvSpec, config: TrainConfig) -> None:
         )
 
 
+def check_step_terms(spec: EnvSpec, config: TrainConfig) -> None:
+    """Step reward functions give process rewards: without `algorithm.process_reward_weight` they would be lost."""
+    steps = [t.name for t in spec.rubric if t.is_step]
+    if steps and config.algorithm.process_reward_weight == 0.0:
+        raise ValueError(
+            f"the environment's step reward function(s) {', '.join(steps)} give process rewards but "
+            "algorithm.process_reward_weight is 0, so they would never reach the advantages; set "
+            "algorithm.process_reward_weight > 0 (e.g. 1.0; studio runs get 1.0 unless they set it)"
+        )
+
+
 def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -355,6 +366,7 @@ def build_components(
     env_spec = env_spec or env_spec_of(config)
     if env_spec is not None:
         check_reward_model_terms(env_spec, config)
+        check_step_terms(env_spec, config)
         data = spec_task_data(env_spec)
         if tool_runner is None and (env_spec.user_tools or env_spec.user_rewards):
             from worker.rl.envs.local_runner import LocalToolRunner
