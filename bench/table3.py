@@ -69,6 +69,7 @@ def run_table(args: argparse.Namespace) -> dict[str, Any]:
         "max_turns": args.max_turns,
         "max_new_tokens": args.max_new_tokens,
         "top_k": args.top_k,
+        "max_passage_chars": args.max_passage_chars,
         "force_first_search": not args.no_force_first_search,
         "answer_on_last_turn": args.answer_on_last_turn,
         "engine": args.engine,
@@ -113,7 +114,8 @@ def render_report(out: dict[str, Any]) -> str:
         "# Table 3 in miniature" + (" (smoke run: too few examples to read as the table)" if smoke else ""),
         "",
         f"Held-out sets: {', '.join(s['datasets'])}, {s['limit'] or 'all'} examples each (seed {s['seed']}); "
-        f"model {s['model']}; {s['max_turns']} turns, BM25 top-{s['top_k']}, forced first search "
+        f"model {s['model']}; {s['max_turns']} turns, BM25 top-{s['top_k']} "
+        f"({s.get('max_passage_chars', 400)} characters per passage), forced first search "
         f"{s['force_first_search']}, answer prefill on the last turn {s['answer_on_last_turn']}.",
         "",
         out["markdown"],
@@ -144,6 +146,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-turns", type=int, default=3)
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--top-k", type=int, default=3)
+    parser.add_argument("--max-passage-chars", type=int, default=400, help="The recipe's task.max_passage_chars.")
     parser.add_argument("--no-force-first-search", action="store_true")
     parser.add_argument("--answer-on-last-turn", action="store_true", help="The multihop recipe's answer prefill.")
     parser.add_argument("--engine", default="auto", choices=["auto", "hf", "vllm"])
