@@ -7,6 +7,9 @@ names the estimator, hence the paper row) or a checkpoint folder. Every row uses
 forced first search, answer prefill) and the same seeded examples of the protocol's held-out sets. Writes
 `report.md` + `report.json` (the table from `worker.rl.evaluation.comparison`, each row's wall time, the
 CPU model and flags, peak RSS) and every eval's own report and predictions under `<output-dir>/evals/`.
+
+`--reuse REPORT_JSON` (repeatable) takes the rows of an earlier `report.json` written with the same settings
+(e.g. the baselines, evaluated once while the runs train) into this table instead of evaluating them again.
 """
 
 from __future__ import annotations
@@ -60,6 +63,28 @@ def evaluate_entry(request: EvalRequest, *, label: str | None, out: Path, data_d
     return method_rows(report, label=label), wall_s
 
 
+def _jsonable(settings: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
+
+
+def load_reused(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """An earlier report.json whose settings match this table's; a clear error names what differs."""
+    if not path.is_file():
+        raise SystemExit(f"--reuse {path}: no such file; give the report.json of an earlier bench.table3 run")
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+        rows, entries, theirs = earlier["rows"], earlier["entries"], earlier["settings"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise SystemExit(f"--reuse {path}: not a bench.table3 report.json ({err})") from None
+    mine = _jsonable(settings)
+    differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+    if differ:
+        shown = ", ".join(f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in differ)
+        raise SystemExit(f"--reuse {path}: written with other settings ({shown}); rerun it with these flags")
+    return {"rows": rows, "entries": entries, "wall_s": float(earlier.get("wall_s", 0.0)),
+            "peak_rss_gb": float(earlier.get("peak_rss_gb", 0.0))}  # fmt: skip
+
+
 def run_table(args: argparse.Namespace) -> dict[str, Any]:
     shared = {
         "model": args.model,
@@ -74,6 +99,7 @@ def run_table(args: argparse.Namespace) -> dict[str, Any]:
         "answer_on_last_turn": args.answer_on_last_turn,
         "engine": args.engine,
     }
+    reused = [load_reused(Path(p), shared) for p in args.reuse]
     rows: list[ComparisonRow] = []
     entries: list[dict[str, Any]] = []
     started = time.perf_counter()
@@ -95,14 +121,19 @@ def run_table(args: argparse.Namespace) -> dict[str, Any]:
         )
         rows = new + rows
         entries.append({"label": ", ".join(baselines), "checkpoint": None, "estimator": None, "wall_s": wall_s})
+    for earlier in reused:
+        rows += [ComparisonRow(**r) for r in earlier["rows"]]
+        entries += [{**e, "reused": True} for e in earlier["entries"]]
+    rows = [r for r in rows if r.method != "agent"] + [r for r in rows if r.method == "agent"]  # baselines first
     return {
         "rows": [r.to_dict() for r in rows],
         "entries": entries,
-        "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in shared.items()},
-        "wall_s": time.perf_counter() - started,
+        "settings": _jsonable(shared),
+        "wall_s": time.perf_counter() - started + sum(e["wall_s"] for e in reused),
+        "reused": list(args.reuse),
         "cpu_model": cpu_model(),
         "cpu_flags": cpu_flags(),
-        "peak_rss_gb": peak_rss_gb(),
+        "peak_rss_gb": max([peak_rss_gb(), *(e["peak_rss_gb"] for e in reused)]),
         "markdown": render_markdown(rows),
     }
 
@@ -126,7 +157,9 @@ def render_report(out: dict[str, Any]) -> str:
             for e in out["entries"]
         ],
         "",
-        f"Total wall time {out['wall_s']:.1f} s; CPU {out['cpu_model']} "
+        f"Total wall time {out['wall_s']:.1f} s"
+        + (f" (summed over this run and {len(out['reused'])} reused report(s))" if out.get("reused") else "")
+        + f"; CPU {out['cpu_model']} "
         f"(flags: {', '.join(out['cpu_flags']) or 'none'}); peak RSS {out['peak_rss_gb']:.2f} GB.",
     ]
     return "\n".join(lines) + "\n"
@@ -151,9 +184,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--answer-on-last-turn", action="store_true", help="The multihop recipe's answer prefill.")
     parser.add_argument("--engine", default="auto", choices=["auto", "hf", "vllm"])
     parser.add_argument("--output-dir", type=Path, default=REPO / "docs" / "table3")
+    parser.add_argument(
+        "--reuse", action="append", default=[], help="report.json of an earlier run with the same settings (repeat)."
+    )
     args = parser.parse_args(argv)
-    if not args.checkpoint and not args.baselines:
-        parser.error("give at least one --checkpoint or baseline")
+    if not args.checkpoint and not args.baselines and not args.reuse:
+        parser.error("give at least one --checkpoint, baseline or --reuse report")
     if args.limit and args.limit < MIN_EXAMPLES:
         print(f"note: --limit {args.limit} is below {MIN_EXAMPLES} examples per set; a smoke run, not the table")
     return args
