@@ -3,6 +3,10 @@
 Run from the repo root: `python -m bench.plot_learning_curve RUN_DIR [--out docs/quickstart-learning-curve]`.
 Top panel: per-step train reward, answer exact match and format rate (with a moving average);
 bottom panel: the held-out greedy evaluations (`eval/...` rows, at the start and the end of the run).
+
+Several runs side by side (e.g. one per estimator): `python -m bench.plot_learning_curve RUN_A RUN_B ...
+--compare --label A --label B` draws one panel per metric of `COMPARE_SERIES` (reward, answer F1, tool calls
+per episode, parse-error rate) with one line per run.
 The PNG goes through kaleido, which drives a Chrome; Debian's chromium is used when present.
 """
 
@@ -22,6 +26,12 @@ logger = logging.getLogger(__name__)
 
 TRAIN_SERIES = (("reward/mean", "train reward"), ("reward/answer", "train answer EM"), ("reward/format_rate", "format"))
 EVAL_SERIES = (("eval/mean", "held-out reward"), ("eval/answer", "held-out answer EM"))
+COMPARE_SERIES = (
+    ("reward/mean", "train reward"),
+    ("reward/f1", "train answer F1"),
+    ("rollout/tool_calls_per_traj", "tool calls per episode"),
+    ("rollout/parse_error_rate", "parse-error rate (per assistant turn)"),
+)
 PALETTE = ("#1f77b4", "#2ca02c", "#ff7f0e", "#d62728", "#9467bd")
 BROWSER_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
 
@@ -134,6 +144,33 @@ def build_figure(rows: Sequence[dict[str, Any]], title: str, window: int = 5) ->
     return fig
 
 
+def build_comparison_figure(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], title: str, window: int = 5) -> Any:
+    """A 2x2 plotly figure: one panel per `COMPARE_SERIES` metric, one moving-average line per (label, rows) run."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    if not runs:
+        raise ValueError("give at least one run to compare")
+    fig = make_subplots(rows=2, cols=2, shared_xaxes=True, vertical_spacing=0.1, horizontal_spacing=0.08,
+                        subplot_titles=[name for _, name in COMPARE_SERIES])  # fmt: skip
+    for index, (key, _name) in enumerate(COMPARE_SERIES):
+        row, col = index // 2 + 1, index % 2 + 1
+        for (label, rows), color in zip(runs, PALETTE, strict=False):
+            curve = series(rows, key, label)
+            if curve.steps:
+                smooth = moving_average(curve.values, window)
+                line = go.Scatter(x=curve.steps, y=smooth, name=label, mode="lines", legendgroup=label,
+                                  line={"color": color, "width": 2}, showlegend=index == 0)  # fmt: skip
+                fig.add_trace(line, row=row, col=col)
+    fig.update_layout(
+        title={"text": f"{title}<br><sup>moving average over {window} steps</sup>"},
+        template="plotly_white", width=1000, height=700, legend={"orientation": "h", "y": -0.12},
+    )  # fmt: skip
+    fig.update_xaxes(title_text="training step", row=2, col=1)
+    fig.update_xaxes(title_text="training step", row=2, col=2)
+    return fig
+
+
 def _ensure_browser() -> None:
     """Point kaleido/choreographer at an installed Chrome (BROWSER_PATH) unless one is already set."""
     if os.environ.get("BROWSER_PATH"):
@@ -163,13 +200,28 @@ def write_outputs(fig: Any, out_stem: Path, *, png: bool = True) -> list[Path]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path, help="Run directory holding metrics.jsonl")
+    parser.add_argument(
+        "run_dir", type=Path, nargs="+", help="Run directory holding metrics.jsonl (several with --compare)"
+    )
+    parser.add_argument("--compare", action="store_true", help="One panel per metric, one line per run dir")
+    parser.add_argument("--label", action="append", default=[], help="Legend label per run dir (with --compare)")
     parser.add_argument("--out", type=Path, default=Path("docs/quickstart-learning-curve"), help="Output path stem")
     parser.add_argument("--title", default="Quickstart GRPO on SmolLM2-135M (demo KB, 2-core CPU)")
     parser.add_argument("--window", type=int, default=5, help="Moving-average window in steps")
     parser.add_argument("--no-png", action="store_true", help="Write only the HTML")
     args = parser.parse_args(argv)
-    rows = read_metrics(args.run_dir / "metrics.jsonl")
+    if args.compare:
+        if args.label and len(args.label) != len(args.run_dir):
+            parser.error(f"give one --label per run dir ({len(args.run_dir)}), or none; got {len(args.label)}")
+        labels = args.label or [d.name for d in args.run_dir]
+        runs = [(label, read_metrics(d / "metrics.jsonl")) for label, d in zip(labels, args.run_dir, strict=True)]
+        fig = build_comparison_figure(runs, args.title, window=args.window)
+        for path in write_outputs(fig, args.out, png=not args.no_png):
+            print(f"wrote {path}")
+        return
+    if len(args.run_dir) != 1:
+        parser.error("several run dirs need --compare")
+    rows = read_metrics(args.run_dir[0] / "metrics.jsonl")
     fig = build_figure(rows, args.title, window=args.window)
     for path in write_outputs(fig, args.out, png=not args.no_png):
         print(f"wrote {path}")

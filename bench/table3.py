@@ -10,6 +10,9 @@ forced first search, answer prefill) and the same seeded examples of the protoco
 CPU model and flags, peak RSS) and every eval's own report and predictions under `<output-dir>/evals/`.
 `--retriever` lists the retrievers (bm25, dense): every row is evaluated with each, and a row that did not
 search with BM25 carries its retriever in its label, e.g. `naive-rag (dense)`.
+
+`--reuse REPORT_JSON` (repeatable) takes the rows of an earlier `report.json` written with the same settings
+(e.g. the baselines, evaluated once while the runs train) into this table instead of evaluating them again.
 """
 
 from __future__ import annotations
@@ -74,6 +77,28 @@ def with_retriever(rows: list[ComparisonRow], retriever: str) -> list[Comparison
     return [dataclasses.replace(r, label=named(r.label, retriever)) for r in rows]
 
 
+def _jsonable(settings: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
+
+
+def load_reused(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """An earlier report.json whose settings match this table's; a clear error names what differs."""
+    if not path.is_file():
+        raise SystemExit(f"--reuse {path}: no such file; give the report.json of an earlier bench.table3 run")
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+        rows, entries, theirs = earlier["rows"], earlier["entries"], earlier["settings"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise SystemExit(f"--reuse {path}: not a bench.table3 report.json ({err})") from None
+    mine = _jsonable(settings)
+    differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+    if differ:
+        shown = ", ".join(f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in differ)
+        raise SystemExit(f"--reuse {path}: written with other settings ({shown}); rerun it with these flags")
+    return {"rows": rows, "entries": entries, "wall_s": float(earlier.get("wall_s", 0.0)),
+            "peak_rss_gb": float(earlier.get("peak_rss_gb", 0.0))}  # fmt: skip
+
+
 def run_table(args: argparse.Namespace) -> dict[str, Any]:
     shared = {
         "model": args.model,
@@ -83,10 +108,13 @@ def run_table(args: argparse.Namespace) -> dict[str, Any]:
         "max_turns": args.max_turns,
         "max_new_tokens": args.max_new_tokens,
         "top_k": args.top_k,
+        "max_passage_chars": args.max_passage_chars,
         "force_first_search": not args.no_force_first_search,
         "answer_on_last_turn": args.answer_on_last_turn,
         "engine": args.engine,
     }
+    # a reused piece must match every setting, the retriever list included (it is stored as "retrievers")
+    reused = [load_reused(Path(p), {**shared, "retrievers": tuple(args.retrievers)}) for p in args.reuse]
     rows: list[ComparisonRow] = []
     entries: list[dict[str, Any]] = []
     started = time.perf_counter()
@@ -116,14 +144,19 @@ def run_table(args: argparse.Namespace) -> dict[str, Any]:
                             "estimator": None, "retriever": retriever, "wall_s": wall_s})  # fmt: skip
         rows += baseline_rows + agent_rows
     shared["retrievers"] = tuple(args.retrievers)
+    for earlier in reused:
+        rows += [ComparisonRow(**r) for r in earlier["rows"]]
+        entries += [{**e, "reused": True} for e in earlier["entries"]]
+    rows = [r for r in rows if r.method != "agent"] + [r for r in rows if r.method == "agent"]  # baselines first
     return {
         "rows": [r.to_dict() for r in rows],
         "entries": entries,
-        "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in shared.items()},
-        "wall_s": time.perf_counter() - started,
+        "settings": _jsonable(shared),
+        "wall_s": time.perf_counter() - started + sum(e["wall_s"] for e in reused),
+        "reused": list(args.reuse),
         "cpu_model": cpu_model(),
         "cpu_flags": cpu_flags(),
-        "peak_rss_gb": peak_rss_gb(),
+        "peak_rss_gb": max([peak_rss_gb(), *(e["peak_rss_gb"] for e in reused)]),
         "markdown": render_markdown(rows),
     }
 
@@ -136,19 +169,22 @@ def render_report(out: dict[str, Any]) -> str:
         "",
         f"Held-out sets: {', '.join(s['datasets'])}, {s['limit'] or 'all'} examples each (seed {s['seed']}); "
         f"model {s['model']}; {s['max_turns']} turns, {' and '.join(s['retrievers'])} top-{s['top_k']} "
-        "(a row named '(dense)' searched with the bundled all-MiniLM-L6-v2 embeddings), forced first search "
+        f"({s.get('max_passage_chars', 400)} characters per passage; a row named '(dense)' searched with the bundled "
+        "all-MiniLM-L6-v2 embeddings), forced first search "
         f"{s['force_first_search']}, answer prefill on the last turn {s['answer_on_last_turn']}.",
         "",
         out["markdown"],
         "| Row | Checkpoint | Estimator | Retriever | Wall time (s) |",
         "|---|---|---|---|---|",
         *[
-            f"| {e['label']} | {e['checkpoint'] or '–'} | {e['estimator'] or '–'} | {e['retriever']} "
+            f"| {e['label']} | {e['checkpoint'] or '–'} | {e['estimator'] or '–'} | {e.get('retriever', 'bm25')} "
             f"| {e['wall_s']:.1f} |"
             for e in out["entries"]
         ],
         "",
-        f"Total wall time {out['wall_s']:.1f} s; CPU {out['cpu_model']} "
+        f"Total wall time {out['wall_s']:.1f} s"
+        + (f" (summed over this run and {len(out['reused'])} reused report(s))" if out.get("reused") else "")
+        + f"; CPU {out['cpu_model']} "
         f"(flags: {', '.join(out['cpu_flags']) or 'none'}); peak RSS {out['peak_rss_gb']:.2f} GB.",
     ]
     return "\n".join(lines) + "\n"
@@ -171,13 +207,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--retriever", default="bm25", help=f"Comma list of {', '.join(RETRIEVERS)}: every row once with each."
     )
+    parser.add_argument("--max-passage-chars", type=int, default=400, help="The recipe's task.max_passage_chars.")
     parser.add_argument("--no-force-first-search", action="store_true")
     parser.add_argument("--answer-on-last-turn", action="store_true", help="The multihop recipe's answer prefill.")
     parser.add_argument("--engine", default="auto", choices=["auto", "hf", "vllm"])
     parser.add_argument("--output-dir", type=Path, default=REPO / "docs" / "table3")
+    parser.add_argument(
+        "--reuse", action="append", default=[], help="report.json of an earlier run with the same settings (repeat)."
+    )
     args = parser.parse_args(argv)
-    if not args.checkpoint and not args.baselines:
-        parser.error("give at least one --checkpoint or baseline")
+    if not args.checkpoint and not args.baselines and not args.reuse:
+        parser.error("give at least one --checkpoint, baseline or --reuse report")
     args.retrievers = [r.strip() for r in args.retriever.split(",") if r.strip()]
     bad = [r for r in args.retrievers if r not in RETRIEVERS]
     if bad or not args.retrievers:

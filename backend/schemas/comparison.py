@@ -43,6 +43,7 @@ class ComparisonCreate(BaseModel):
     max_new_tokens: int = Field(default=96, ge=1, le=32_768)
     top_k: int = Field(default=3, ge=1, le=100)
     retriever: RetrieverKind = Field(default="bm25", description="bm25, or dense (the bundled all-MiniLM-L6-v2).")
+    max_passage_chars: int = Field(default=400, ge=20, le=100_000, description="Characters kept of each passage.")
     force_first_search: bool = Field(default=True, description="The agent's forced first search, for every row.")
     answer_on_last_turn: bool = Field(default=False, description="The recipe's answer prefill on the last turn.")
     engine: Literal["auto", "hf", "vllm"] = "auto"

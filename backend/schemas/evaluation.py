@@ -41,6 +41,7 @@ class EvalSpec(BaseModel):
     max_new_tokens: int = Field(default=96, ge=1, le=32_768)
     top_k: int = Field(default=3, ge=1, le=100)
     retriever: RetrieverKind = Field(default="bm25", description="bm25, or dense (the bundled all-MiniLM-L6-v2).")
+    max_passage_chars: int = Field(default=400, ge=20, le=100_000, description="Characters kept of each passage.")
     force_first_search: bool = False
     answer_on_last_turn: bool = Field(default=False, description="Prefill `<answer>` on the last allowed turn.")
     agent_algorithm: str = Field(default="GRPO", max_length=50)

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from bench.plot_learning_curve import build_figure, eval_summary, moving_average, read_metrics, series, write_outputs
+from bench.plot_learning_curve import (
+    build_comparison_figure,
+    build_figure,
+    eval_summary,
+    moving_average,
+    read_metrics,
+    series,
+    write_outputs,
+)
 
 
 def _write(run_dir: Path, rows: list[dict[str, float]]) -> Path:
@@ -61,3 +69,17 @@ def test_figure_and_html(tmp_path: Path) -> None:
     written = write_outputs(fig, tmp_path / "curve", png=False)
     assert written == [tmp_path / "curve.html"]
     assert "plotly" in written[0].read_text(encoding="utf-8").lower()
+
+
+def test_comparison_figure_has_one_line_per_run_and_metric() -> None:
+    rows_b = [
+        {**r, "reward/f1": 0.3, "rollout/tool_calls_per_traj": 1.5, "rollout/parse_error_rate": 0.1} for r in ROWS
+    ]
+    fig = build_comparison_figure([("a", ROWS), ("b", rows_b)], "t", window=1)
+    by_name = [trace.name for trace in fig.data]
+    # run a logs only reward/mean of the four; run b logs all four
+    assert by_name.count("a") == 1
+    assert by_name.count("b") == 4
+    assert next(t.y for t in fig.data if t.name == "b") == (0.1, 0.5)
+    with pytest.raises(ValueError, match="at least one run"):
+        build_comparison_figure([], "t")

@@ -70,3 +70,42 @@ def test_retriever_list_is_parsed_and_non_bm25_rows_are_named() -> None:
     row = ComparisonRow("naive-rag", "naive-rag", "Naive RAG", {}, None)
     assert [r.label for r in table3.with_retriever([row], "dense")] == ["naive-rag (dense)"]
     assert table3.with_retriever([row], "bm25") == [row]
+
+
+def _piece(path: Path, settings: dict[str, object], rows: list[dict[str, object]], wall_s: float) -> Path:
+    entries = [{"label": r["label"], "checkpoint": None, "estimator": None, "wall_s": wall_s} for r in rows]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    report = {"rows": rows, "entries": entries, "settings": settings, "wall_s": wall_s, "peak_rss_gb": 1.5}
+    path.write_text(json.dumps(report))
+    return path
+
+
+def _row(label: str, method: str) -> dict[str, object]:
+    score = {"em": 0.1, "cover_em": 0.2, "f1": 0.3, "paper_em": None, "n": 5.0}
+    return {"label": label, "method": method, "paper_row": None, "scores": {"hotpotqa": score, "average": score},
+            "tool_calls_per_question": 1.0, "run_id": None}  # fmt: skip
+
+
+def test_table3_reuse_merges_pieces_baselines_first(tmp_path: Path) -> None:
+    args = ["--datasets", "hotpotqa", "--limit", "5", "--data-dir", str(DATA)]
+    settings = table3._jsonable(
+        {"model": "smollm2-135m", "datasets": ["hotpotqa"], "limit": 5, "seed": 0, "max_turns": 3,
+         "max_new_tokens": 48, "top_k": 3, "max_passage_chars": 400, "force_first_search": True,
+         "answer_on_last_turn": False, "engine": "auto", "retrievers": ["bm25"]}
+    )  # fmt: skip
+    agent = _piece(tmp_path / "a" / "report.json", settings, [_row("run-a (grpo)", "agent")], 10.0)
+    base = _piece(tmp_path / "b" / "report.json", settings, [_row("naive-rag", "naive-rag")], 5.0)
+    out = tmp_path / "table"
+    table3.main([*args, "--baselines", "", "--reuse", str(agent), "--reuse", str(base), "--output-dir", str(out)])
+    report = json.loads((out / "report.json").read_text())
+    assert [r["label"] for r in report["rows"]] == ["naive-rag", "run-a (grpo)"]
+    assert report["wall_s"] >= 15.0
+    assert report["peak_rss_gb"] >= 1.5
+    assert all(e["reused"] for e in report["entries"])
+    assert "summed over this run and 2 reused report(s)" in (out / "report.md").read_text()
+
+    other = _piece(tmp_path / "c" / "report.json", {**settings, "limit": 50}, [_row("x", "agent")], 1.0)
+    with pytest.raises(SystemExit, match=r"limit: 50 there, 5 here"):
+        table3.main([*args, "--baselines", "", "--reuse", str(other), "--output-dir", str(out)])
+    with pytest.raises(SystemExit, match="no such file"):
+        table3.main([*args, "--baselines", "", "--reuse", str(tmp_path / "none.json"), "--output-dir", str(out)])

@@ -11,6 +11,7 @@ import pytest
 from tests.rl.conftest import SpyGenerator
 from worker.rl.envs.base import EnvConfig
 from worker.rl.envs.qa import QA_SYSTEM_PROMPT, QASearchEnv
+from worker.rl.evaluation.job import EvalRequest
 from worker.rl.evaluation.report import PAPER_EM, build_report, paper_row, render_markdown, write_report
 from worker.rl.evaluation.results import EvalResult, Prediction, summarize
 from worker.rl.evaluation.runner import BATCH_SIZE, evaluate, extract_prediction
@@ -254,7 +255,6 @@ def test_cli_retriever_flag_reaches_the_request_and_a_bad_value_is_one_line(
     from typer.testing import CliRunner
 
     from worker.rl.evaluation import cli
-    from worker.rl.evaluation.job import EvalRequest
 
     seen: list[tuple[EvalRequest, object]] = []
 
@@ -366,3 +366,42 @@ def test_cli_eval_bad_dataset_file_is_one_line_exit_2(tmp_path: Path, content: s
     assert len(lines) == 1, out.output
     assert str(bad) in lines[0]
     assert expected in lines[0]
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason=f"shared benchmark samples not found at {DATA}")
+def test_cli_eval_max_passage_chars_cuts_the_passages_the_model_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from worker.rl.evaluation import cli, job
+
+    prompts: list[str] = []
+
+    def engine(model: str, engine: str, max_batch_size: int) -> tuple[ScriptedGenerator, CharTokenizer]:
+        def reply(prompt: str) -> str:
+            prompts.append(prompt)
+            return "yes</answer>"
+
+        return ScriptedGenerator(CharTokenizer(), reply), CharTokenizer()
+
+    monkeypatch.setattr(job, "load_engine", engine)
+    lengths = {}
+    for chars in (400, 40):
+        prompts.clear()
+        args = ["eval", "--datasets", "hotpotqa", "--method", "naive-rag", "--limit", "3", "--data-dir", str(DATA),
+                "--output-dir", str(tmp_path / str(chars)), "--index-cache-dir", str(tmp_path / "indexes"),
+                "--max-passage-chars", str(chars)]  # fmt: skip
+        out = CliRunner().invoke(cli.app, args)
+        assert out.exit_code == 0, out.output
+        lengths[chars] = sum(len(p) for p in prompts)
+        passages = [line for p in prompts for line in p.splitlines() if line.startswith("Doc ")]
+        assert passages
+        if chars == 40:  # "Doc N (Title: ...) " + at most 40 characters of text (the cut ends in "...")
+            assert all(len(line.split(") ", 1)[1]) <= 40 for line in passages), passages[:3]
+    assert lengths[40] < lengths[400]
+
+
+def test_eval_request_refuses_a_tiny_passage_cut() -> None:
+    with pytest.raises(ValueError, match=r"max_passage_chars must be >= 20"):
+        EvalRequest(max_passage_chars=5)

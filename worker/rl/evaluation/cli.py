@@ -99,6 +99,9 @@ def eval_command(
     engine: Annotated[str, typer.Option(help="auto | hf | vllm")] = EvalRequest.engine,
     output_dir: Annotated[Path, typer.Option(help="Where report.json/.md and predictions go")] = Path("runs/eval"),
     top_k: Annotated[int, typer.Option(help="Passages per search")] = EvalRequest.top_k,
+    max_passage_chars: Annotated[
+        int, typer.Option(help="Characters kept of each passage (the recipe's task.max_passage_chars)")
+    ] = EvalRequest.max_passage_chars,
     max_turns: Annotated[int, typer.Option(help="Assistant turns per tool episode")] = EvalRequest.max_turns,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens per assistant turn")] = EvalRequest.max_new_tokens,
     max_batch_size: Annotated[int, typer.Option(help="Engine batch size")] = EvalRequest.max_batch_size,
@@ -137,6 +140,7 @@ def eval_command(
             max_new_tokens=max_new_tokens,
             top_k=top_k,
             retriever=retriever,
+            max_passage_chars=max_passage_chars,
             force_first_search=force_first_search,
             answer_on_last_turn=answer_on_last_turn,
             agent_algorithm=agent_algorithm,

@@ -67,6 +67,8 @@ class EvalRequest:
     """Passages per search."""
     retriever: str = "bm25"
     """How search ranks each dataset's corpus: bm25 | dense (the bundled all-MiniLM-L6-v2)."""
+    max_passage_chars: int = 400
+    """Characters kept of each passage a search returns (the recipe's `task.max_passage_chars`)."""
     force_first_search: bool = False
     """Prefill the first turn with a search call."""
     answer_on_last_turn: bool = False
@@ -88,6 +90,10 @@ class EvalRequest:
             raise ValueError(f"limit must be >= 1 (or null for all examples), got {self.limit}")
         if self.max_turns < 1 or self.max_new_tokens < 1 or self.top_k < 1 or self.max_batch_size < 1:
             raise ValueError("max_turns, max_new_tokens, top_k and max_batch_size must all be >= 1")
+        if self.max_passage_chars < 20:
+            raise ValueError(
+                f"max_passage_chars must be >= 20 (the recipe's task.max_passage_chars); got {self.max_passage_chars}"
+            )
         if self.agent_algorithm not in PAPER_EM:
             raise ValueError(f"agent_algorithm must be one of {', '.join(PAPER_EM)}; got {self.agent_algorithm!r}")
         if self.engine not in ENGINES:
@@ -319,6 +325,7 @@ def run_evaluation(
                 retriever_factory=factory,
                 limits=limits,
                 top_k=request.top_k,
+                max_passage_chars=request.max_passage_chars,
                 seed=request.seed,
                 progress=tracker,
                 env_config=env_config,
