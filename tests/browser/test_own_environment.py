@@ -22,7 +22,7 @@ from tests.browser.test_studio_browser import fill, set_code, stage, wait_run
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(1200)]  # ~4 min on an idle 2-core host; slack for busy ones
 
-UI_TIMEOUT_MS = 60_000
+UI_TIMEOUT_MS = 120_000
 JOB_TIMEOUT_S = 900.0
 NAMES = ["Zorvex", "Quillan", "Marbeck", "Tessaly", "Orvane", "Pellith", "Drumond", "Kestrel", "Vantor", "Solenne"]
 TOOL_SOURCE = '''import glob
@@ -86,7 +86,7 @@ def upload(page: Any, path: Path, kind: str) -> int:
     if clear.count():
         clear.first.click()
     page.locator("#env-upload-file input[type=file]").set_input_files(str(path))
-    page.locator("#env-upload-file", has_text=path.name).first.wait_for(timeout=UI_TIMEOUT_MS)
+    page.locator("#env-upload-file").get_by_text(path.name).first.wait_for(timeout=UI_TIMEOUT_MS)
     page.locator("#env-upload").click()
     status = page.locator("#env-status", has_text=re.compile(rf"Registered {re.escape(path.stem)}.*dataset #\d+"))
     status.wait_for(timeout=UI_TIMEOUT_MS)
