@@ -59,8 +59,15 @@ T = TypeVar("T")
 class StudioAPIError(Exception):
     """An API call failed; `str(error)` is the readable reason (the server's detail when it sent one)."""
 
-    def __init__(self, message: str, *, status_code: int | None = None, path: str = "", detail: str = "",
-                 retry_after_s: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        path: str = "",
+        detail: str = "",
+        retry_after_s: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status_code = status_code
@@ -94,8 +101,13 @@ def _error_from_response(response: httpx.Response) -> StudioAPIError:
     path = response.request.url.path
     message = f"{detail} (HTTP {response.status_code} on {response.request.method} {path})"
     retry = response.headers.get("retry-after", "")
-    return StudioAPIError(message, status_code=response.status_code, path=path, detail=detail,
-                          retry_after_s=int(retry) if retry.isdigit() else None)  # fmt: skip
+    return StudioAPIError(
+        message,
+        status_code=response.status_code,
+        path=path,
+        detail=detail,
+        retry_after_s=int(retry) if retry.isdigit() else None,
+    )
 
 
 class StudioClient:
@@ -122,9 +134,17 @@ class StudioClient:
 
     # ------------------------------------------------------------ plumbing
 
-    def _request(self, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None,
-                 files: dict[str, Any] | None = None, form: dict[str, Any] | None = None,
-                 headers: dict[str, str] | None = None) -> Any:  # fmt: skip
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: Any = None,
+        files: dict[str, Any] | None = None,
+        form: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
         clean = {k: v for k, v in (params or {}).items() if v is not None}
         try:
             if files is not None:  # multipart (uploads)
@@ -174,8 +194,9 @@ class StudioClient:
         `address`: the browser's address, which the UI forwards so lockouts count per browser, not per UI.
         """
         headers = {"X-Studio-Login-Address": address} if address else None
-        data = self._request("POST", "/auth/login", body=LoginRequest(name=name, secret=secret).model_dump(),
-                             headers=headers)  # fmt: skip
+        data = self._request(
+            "POST", "/auth/login", body=LoginRequest(name=name, secret=secret).model_dump(), headers=headers
+        )
         return self._parse(LoginPublic, data, "/auth/login")
 
     def whoami(self) -> Principal:
@@ -222,12 +243,29 @@ class StudioClient:
     def validate_environment(self, environment_id: int) -> RunPublic:
         return self._post(RunPublic, f"/environments/{environment_id}/validate")
 
-    def upload_dataset(self, filename: str, content: bytes, *, name: str = "", kind: str = "tasks",
-                       format: str = "auto", question_column: str = "question", answer_column: str = "answer",
-                       id_column: str = "", dry_run: bool = False) -> DatasetUploadPublic:  # fmt: skip
+    def upload_dataset(
+        self,
+        filename: str,
+        content: bytes,
+        *,
+        name: str = "",
+        kind: str = "tasks",
+        format: str = "auto",
+        question_column: str = "question",
+        answer_column: str = "answer",
+        id_column: str = "",
+        dry_run: bool = False,
+    ) -> DatasetUploadPublic:
         """Upload a task file or corpus (multipart); `dry_run` validates and previews without registering."""
-        form = {"name": name, "kind": kind, "format": format, "question_column": question_column,
-                "answer_column": answer_column, "id_column": id_column, "dry_run": str(dry_run).lower()}  # fmt: skip
+        form = {
+            "name": name,
+            "kind": kind,
+            "format": format,
+            "question_column": question_column,
+            "answer_column": answer_column,
+            "id_column": id_column,
+            "dry_run": str(dry_run).lower(),
+        }
         data = self._request("POST", "/datasets/upload", files={"file": (filename, content)}, form=form)
         return self._parse(DatasetUploadPublic, data, "/datasets/upload")
 

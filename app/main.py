@@ -172,9 +172,12 @@ def main() -> None:
     demo, options = build_secured_app(settings)
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=CONCURRENCY_LIMIT)
     logger.info(
-        "UI on http://%s:%s talking to %s (sign-in %s)", settings.ui_host, settings.ui_port,
-        settings.resolved_api_url, "required" if settings.login_required else "off: loopback only",
-    )  # fmt: skip
+        "UI on http://%s:%s talking to %s (sign-in %s)",
+        settings.ui_host,
+        settings.ui_port,
+        settings.resolved_api_url,
+        "required" if settings.login_required else "off: loopback only",
+    )
     demo.launch(server_name=settings.ui_host, server_port=settings.ui_port, footer_links=["api"], **options)
 
 

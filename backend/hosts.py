@@ -58,8 +58,10 @@ def parse_host_entry(entry: str) -> tuple[str, int | None]:
     """
     text = entry.strip()
     if not text or "/" in text or "@" in text or any(c.isspace() for c in text):
-        raise ValueError(f"{entry!r} is not a host[:port] (write e.g. 'api.example.com' or 'api.example.com:8443', "
-                         "no scheme or path)")  # fmt: skip
+        raise ValueError(
+            f"{entry!r} is not a host[:port] (write e.g. 'api.example.com' or 'api.example.com:8443', "
+            "no scheme or path)"
+        )
     host, port_text = split_host(text)
     port: int | None = None
     if port_text:

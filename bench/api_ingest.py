@@ -26,20 +26,44 @@ def make_trajectory(rng: random.Random, group: int, tokens: int) -> dict[str, An
     for k in range(5):
         role = "assistant" if k % 2 == 0 else "tool"
         length = tokens // 5
-        calls = [{"name": "search", "arguments": {"query": f"q{rng.randint(0, 999)}"}, "id": ""}] if k < 4 and \
-            role == "assistant" else []  # fmt: skip
-        turns.append({"role": role, "text": "x" * 80, "token_start": start, "token_end": start + length,
-                      "tool_calls": calls, "name": "search" if role == "tool" else None, "step_reward": 0.0,
-                      "parse_error": "bad json" if rng.random() < 0.05 else None,
-                      "tool_error": role == "tool" and rng.random() < 0.05})  # fmt: skip
+        calls = (
+            [{"name": "search", "arguments": {"query": f"q{rng.randint(0, 999)}"}, "id": ""}]
+            if k < 4 and role == "assistant"
+            else []
+        )
+        turns.append(
+            {
+                "role": role,
+                "text": "x" * 80,
+                "token_start": start,
+                "token_end": start + length,
+                "tool_calls": calls,
+                "name": "search" if role == "tool" else None,
+                "step_reward": 0.0,
+                "parse_error": "bad json" if rng.random() < 0.05 else None,
+                "tool_error": role == "tool" and rng.random() < 0.05,
+            }
+        )
         start += length
     mask = [int(rng.random() < 0.5) for _ in range(tokens)]
     ids = [rng.randint(0, 49151) for _ in range(tokens)]
-    return {"task_id": f"task-{group}", "group_id": f"{group}", "token_ids": ids,
-            "loss_mask": mask, "logprobs": [round(-rng.random(), 4) if m else None for m in mask],
-            "prompt_length": 40, "turns": turns, "reward": rng.choice([0.0, 0.2, 0.5, 1.0]),
-            "reward_breakdown": {"exact_match": 1.0}, "step_rewards": [0.0, 0.0, 1.0], "terminated": True,
-            "truncated": rng.random() < 0.1, "finish_reason": "answer", "final_answer": "x", "metrics": {}}  # fmt: skip
+    return {
+        "task_id": f"task-{group}",
+        "group_id": f"{group}",
+        "token_ids": ids,
+        "loss_mask": mask,
+        "logprobs": [round(-rng.random(), 4) if m else None for m in mask],
+        "prompt_length": 40,
+        "turns": turns,
+        "reward": rng.choice([0.0, 0.2, 0.5, 1.0]),
+        "reward_breakdown": {"exact_match": 1.0},
+        "step_rewards": [0.0, 0.0, 1.0],
+        "terminated": True,
+        "truncated": rng.random() < 0.1,
+        "finish_reason": "answer",
+        "final_answer": "x",
+        "metrics": {},
+    }
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -78,8 +102,14 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     args = parser.parse_args()
     data_dir = Path(tempfile.mkdtemp(prefix="studio-bench-"))
-    os.environ.update({"STUDIO_DATA_DIR": str(data_dir), "STUDIO_DATABASE_URL": "", "STUDIO_API_TOKEN": "",
-                       "STUDIO_API_HOST": "127.0.0.1"})  # fmt: skip
+    os.environ.update(
+        {
+            "STUDIO_DATA_DIR": str(data_dir),
+            "STUDIO_DATABASE_URL": "",
+            "STUDIO_API_TOKEN": "",
+            "STUDIO_API_HOST": "127.0.0.1",
+        }
+    )
     from alembic import command
     from fastapi.testclient import TestClient
 
@@ -93,8 +123,10 @@ def main() -> None:
         run_id = runs_crud.create_job_run(s, kind="rollout", name="bench", config={}).id
     seconds = ingest(run_id, args.n, args.batch, args.tokens)
     size_mb = (data_dir / "studio.db").stat().st_size / 1e6
-    print(f"ingest: {args.n} trajectories ({args.tokens} tokens, 3 assistant turns) in {seconds:.1f} s "
-          f"= {args.n / seconds:,.0f} traj/s; db {size_mb:,.0f} MB")  # fmt: skip
+    print(
+        f"ingest: {args.n} trajectories ({args.tokens} tokens, 3 assistant turns) in {seconds:.1f} s "
+        f"= {args.n / seconds:,.0f} traj/s; db {size_mb:,.0f} MB"
+    )
     rng = random.Random(1)
     with TestClient(create_app()) as client:
         filters = ["", "&min_reward=0.5", "&has_tool_error=true", "&labeled=false", "&step=7"]

@@ -85,9 +85,12 @@ def main() -> None:
     parser.add_argument("--engine", default="hf", choices=["hf", "vllm", "auto"])
     parser.add_argument("--no-gradient-checkpointing", action="store_true", help="Keep every activation (more memory).")
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="Extra config override, e.g. --set algorithm.share_prefix=false (repeatable).",
-    )  # fmt: skip
+    )
     parser.add_argument("--no-prefix-cache", action="store_true", help="HF engine: today's full re-prefill path.")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     args = parser.parse_args()
@@ -124,8 +127,10 @@ def main() -> None:
     peak_rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # ru_maxrss is KiB on Linux
 
     cache = "" if engine is None else f" ({'full re-prefill' if args.no_prefix_cache else 'prefix-shared'})"
-    print(f"reference GRPO config, engine={args.engine}{cache}, compute dtype {config.model.compute_dtype}, "
-          f"{args.steps} steps, total {total_s:.1f} s")  # fmt: skip
+    print(
+        f"reference GRPO config, engine={args.engine}{cache}, compute dtype {config.model.compute_dtype}, "
+        f"{args.steps} steps, total {total_s:.1f} s"
+    )
     if engine is not None and peak is not None:
         print(peak.describe())
         print("HF engine over all steps (prompt/prefill token counts in each step's row are cumulative):")

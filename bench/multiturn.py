@@ -48,9 +48,15 @@ def run_rollout_comparison(*, repeats: int, overrides: list[str]) -> None:
             )
             started = time.perf_counter()
             batch = collect_trajectories(
-                comps.env_factory, engine, comps.chat, tasks, group_size=r.group_size, params=params,
-                limits=rollout_limits(config), seed=rep,
-            )  # fmt: skip
+                comps.env_factory,
+                engine,
+                comps.chat,
+                tasks,
+                group_size=r.group_size,
+                params=params,
+                limits=rollout_limits(config),
+                seed=rep,
+            )
             took = time.perf_counter() - started
             seconds[share].append(took)
             ids[share] = [t.token_ids for t in batch.trajectories]

@@ -102,10 +102,22 @@ def _add_train_traces(fig: Any, rows: Sequence[dict[str, Any]], window: int) -> 
         curve = series(rows, key, name)
         if not curve.steps:
             continue
-        raw = go.Scatter(x=curve.steps, y=curve.values, name=f"{name} (raw)", mode="lines",
-                         line={"color": color, "dash": "dot", "width": 1}, opacity=0.5, showlegend=False)  # fmt: skip
-        smooth = go.Scatter(x=curve.steps, y=moving_average(curve.values, window), name=name, mode="lines",
-                            line={"color": color, "width": 2})  # fmt: skip
+        raw = go.Scatter(
+            x=curve.steps,
+            y=curve.values,
+            name=f"{name} (raw)",
+            mode="lines",
+            line={"color": color, "dash": "dot", "width": 1},
+            opacity=0.5,
+            showlegend=False,
+        )
+        smooth = go.Scatter(
+            x=curve.steps,
+            y=moving_average(curve.values, window),
+            name=name,
+            mode="lines",
+            line={"color": color, "width": 2},
+        )
         fig.add_trace(raw, row=1, col=1)
         fig.add_trace(smooth, row=1, col=1)
 
@@ -117,9 +129,16 @@ def _add_eval_traces(fig: Any, rows: Sequence[dict[str, Any]]) -> None:
     for (key, name), color, where in zip(EVAL_SERIES, PALETTE[3:], ("top center", "bottom center"), strict=False):
         curve = series(rows, key, name)
         if curve.steps:
-            trace = go.Scatter(x=curve.steps, y=curve.values, name=name, mode="lines+markers+text",
-                               text=[f"{v:.2f}" for v in curve.values], textposition=where,
-                               line={"color": color, "width": 2}, marker={"size": 9})  # fmt: skip
+            trace = go.Scatter(
+                x=curve.steps,
+                y=curve.values,
+                name=name,
+                mode="lines+markers+text",
+                text=[f"{v:.2f}" for v in curve.values],
+                textposition=where,
+                line={"color": color, "width": 2},
+                marker={"size": 9},
+            )
             fig.add_trace(trace, row=2, col=1)
 
 
@@ -128,16 +147,22 @@ def build_figure(rows: Sequence[dict[str, Any]], title: str, window: int = 5) ->
     from plotly.subplots import make_subplots
 
     fig = make_subplots(
-        rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.08,
         subplot_titles=("training rollouts (per step, dotted = raw, solid = moving average)", "held-out, greedy"),
-    )  # fmt: skip
+    )
     _add_train_traces(fig, rows, window)
     _add_eval_traces(fig, rows)
     subtitle = eval_summary(rows)
     fig.update_layout(
         title={"text": f"{title}<br><sup>{subtitle}</sup>" if subtitle else title},
-        template="plotly_white", width=1000, height=700, legend={"orientation": "h", "y": -0.12},
-    )  # fmt: skip
+        template="plotly_white",
+        width=1000,
+        height=700,
+        legend={"orientation": "h", "y": -0.12},
+    )
     fig.update_yaxes(range=[-0.02, 1.12], row=1, col=1)
     fig.update_yaxes(range=[-0.02, 1.12], row=2, col=1)
     fig.update_xaxes(title_text="training step", row=2, col=1)
@@ -151,21 +176,37 @@ def build_comparison_figure(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]]
 
     if not runs:
         raise ValueError("give at least one run to compare")
-    fig = make_subplots(rows=2, cols=2, shared_xaxes=True, vertical_spacing=0.1, horizontal_spacing=0.08,
-                        subplot_titles=[name for _, name in COMPARE_SERIES])  # fmt: skip
+    fig = make_subplots(
+        rows=2,
+        cols=2,
+        shared_xaxes=True,
+        vertical_spacing=0.1,
+        horizontal_spacing=0.08,
+        subplot_titles=[name for _, name in COMPARE_SERIES],
+    )
     for index, (key, _name) in enumerate(COMPARE_SERIES):
         row, col = index // 2 + 1, index % 2 + 1
         for (label, rows), color in zip(runs, PALETTE, strict=False):
             curve = series(rows, key, label)
             if curve.steps:
                 smooth = moving_average(curve.values, window)
-                line = go.Scatter(x=curve.steps, y=smooth, name=label, mode="lines", legendgroup=label,
-                                  line={"color": color, "width": 2}, showlegend=index == 0)  # fmt: skip
+                line = go.Scatter(
+                    x=curve.steps,
+                    y=smooth,
+                    name=label,
+                    mode="lines",
+                    legendgroup=label,
+                    line={"color": color, "width": 2},
+                    showlegend=index == 0,
+                )
                 fig.add_trace(line, row=row, col=col)
     fig.update_layout(
         title={"text": f"{title}<br><sup>moving average over {window} steps</sup>"},
-        template="plotly_white", width=1000, height=700, legend={"orientation": "h", "y": -0.12},
-    )  # fmt: skip
+        template="plotly_white",
+        width=1000,
+        height=700,
+        legend={"orientation": "h", "y": -0.12},
+    )
     fig.update_xaxes(title_text="training step", row=2, col=1)
     fig.update_xaxes(title_text="training step", row=2, col=2)
     return fig

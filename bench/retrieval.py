@@ -53,9 +53,19 @@ def measure(datasets: Sequence[str], retrievers: Sequence[str], *, top_k: int, d
                 factory(name, tasks)  # the same corpus again: from the cache
                 cached_s = time.perf_counter() - started
             recall, all_found, query_s = recall_at_k(retriever, gold, top_k)
-            rows.append({"dataset": name, "retriever": kind, "questions": len(gold),
-                         "passages": len(retriever.passages), f"recall@{top_k}": recall, "all_found": all_found,
-                         "build_s": build_s, "cached_build_s": cached_s, "query_s": query_s})  # fmt: skip
+            rows.append(
+                {
+                    "dataset": name,
+                    "retriever": kind,
+                    "questions": len(gold),
+                    "passages": len(retriever.passages),
+                    f"recall@{top_k}": recall,
+                    "all_found": all_found,
+                    "build_s": build_s,
+                    "cached_build_s": cached_s,
+                    "query_s": query_s,
+                }
+            )
     return {"top_k": top_k, "rows": rows, "cpu_model": cpu_model(), "cpu_flags": cpu_flags()}
 
 

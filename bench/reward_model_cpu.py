@@ -27,13 +27,16 @@ def trajectory(question: str, query: str, answer: str) -> dict[str, Any]:
     return {
         "turns": [
             {"role": "user", "text": question},
-            {"role": "assistant", "text": "<tool_call>", "tool_calls": [{"name": "search",
-                                                                         "arguments": {"query": query}}]},
+            {
+                "role": "assistant",
+                "text": "<tool_call>",
+                "tool_calls": [{"name": "search", "arguments": {"query": query}}],
+            },
             {"role": "tool", "text": "passages"},
             {"role": "assistant", "text": f"<answer>{answer}</answer>", "tool_calls": []},
         ],
         "final_answer": answer,
-    }  # fmt: skip
+    }
 
 
 def scripted_records(pairs: int, seed: int = 0) -> list[dict[str, Any]]:
@@ -49,8 +52,18 @@ def scripted_records(pairs: int, seed: int = 0) -> list[dict[str, Any]]:
         good, bad = trajectory(task.question, subject, answer), trajectory(task.question, bad_query, answer)
         first_good = rng.random() < 0.5
         a, b = (good, bad) if first_good else (bad, good)
-        records.append({"label_id": i + 1, "kind": "pairwise", "choice": "a" if first_good else "b", "trajectory": a,
-                        "other_trajectory": b, "run_id": 1, "step": 1, "group_id": f"g{i}"})  # fmt: skip
+        records.append(
+            {
+                "label_id": i + 1,
+                "kind": "pairwise",
+                "choice": "a" if first_good else "b",
+                "trajectory": a,
+                "other_trajectory": b,
+                "run_id": 1,
+                "step": 1,
+                "group_id": f"g{i}",
+            }
+        )
     return records
 
 
@@ -66,11 +79,19 @@ def main() -> None:
         t0 = time.perf_counter()
         report = train_reward_model(scripted_records(args.pairs), config, Path(tmp) / "rm", provenance={})
         wall = time.perf_counter() - t0
-    figures = {"pairs": args.pairs, "epochs": args.epochs, "train_layers": args.train_layers, "wall_s": round(wall, 1),
-               "train_s": round(report.train_s, 1), "heldout_accuracy": report.heldout_accuracy,
-               "heldout_ece": round(report.heldout_ece, 4), "train_accuracy": report.train_accuracy,
-               "heldout_pairs": report.heldout_pairs, "trainable_params": report.trainable_params,
-               "total_params": report.total_params}  # fmt: skip
+    figures = {
+        "pairs": args.pairs,
+        "epochs": args.epochs,
+        "train_layers": args.train_layers,
+        "wall_s": round(wall, 1),
+        "train_s": round(report.train_s, 1),
+        "heldout_accuracy": report.heldout_accuracy,
+        "heldout_ece": round(report.heldout_ece, 4),
+        "train_accuracy": report.train_accuracy,
+        "heldout_pairs": report.heldout_pairs,
+        "trainable_params": report.trainable_params,
+        "total_params": report.total_params,
+    }
     print(json.dumps(figures, indent=2))
 
 

@@ -80,9 +80,12 @@ def main() -> None:
     parser.add_argument("--rollout", action="store_true", help="time the reference multi-turn rollout instead")
     parser.add_argument("--repeats", type=int, default=2, help="--rollout: old/new pairs to run")
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="--rollout: config override on top of the reference, e.g. --set rollout.max_turns=2 (repeatable)",
-    )  # fmt: skip
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.manual_seed(0)
@@ -104,8 +107,10 @@ def main() -> None:
         add_special_tokens=False,
     )
     params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=1.0, seed=0)
-    print(f"SmolLM2-135M (float32 weights), prompt {len(prompt)} tokens, {args.max_new_tokens} new tokens/row, "
-          f"native bf16: {cpu_has_native_bf16()}")  # fmt: skip
+    print(
+        f"SmolLM2-135M (float32 weights), prompt {len(prompt)} tokens, {args.max_new_tokens} new tokens/row, "
+        f"native bf16: {cpu_has_native_bf16()}"
+    )
     rates: dict[tuple[str, int], float] = {}
     for dtype in dtypes:
         tag = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(dtype, dtype)

@@ -95,8 +95,12 @@ def load_reused(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
     if differ:
         shown = ", ".join(f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in differ)
         raise SystemExit(f"--reuse {path}: written with other settings ({shown}); rerun it with these flags")
-    return {"rows": rows, "entries": entries, "wall_s": float(earlier.get("wall_s", 0.0)),
-            "peak_rss_gb": float(earlier.get("peak_rss_gb", 0.0))}  # fmt: skip
+    return {
+        "rows": rows,
+        "entries": entries,
+        "wall_s": float(earlier.get("wall_s", 0.0)),
+        "peak_rss_gb": float(earlier.get("peak_rss_gb", 0.0)),
+    }
 
 
 def run_table(args: argparse.Namespace) -> dict[str, Any]:
@@ -126,13 +130,21 @@ def run_table(args: argparse.Namespace) -> dict[str, Any]:
             checkpoint, estimator = resolve_checkpoint(Path(raw))
             paper_row = paper_row_for_estimator(estimator)
             label = f"{Path(raw).name} ({estimator or 'grpo'})"
-            request = EvalRequest(**settings, methods=("agent",), checkpoint_path=str(checkpoint),
-                                  agent_algorithm=paper_row)  # fmt: skip
+            request = EvalRequest(
+                **settings, methods=("agent",), checkpoint_path=str(checkpoint), agent_algorithm=paper_row
+            )
             out = args.output_dir / "evals" / f"agent-{index}{suffix}"
             new, wall_s = evaluate_entry(request, label=label, out=out, data_dir=args.data_dir)
             agent_rows += with_retriever(new, retriever)
-            entries.append({"label": named(label, retriever), "checkpoint": str(checkpoint), "estimator": estimator,
-                            "retriever": retriever, "wall_s": wall_s})  # fmt: skip
+            entries.append(
+                {
+                    "label": named(label, retriever),
+                    "checkpoint": str(checkpoint),
+                    "estimator": estimator,
+                    "retriever": retriever,
+                    "wall_s": wall_s,
+                }
+            )
         baselines = tuple(b for b in args.baselines.split(",") if b)
         baseline_rows: list[ComparisonRow] = []
         if baselines:
@@ -140,8 +152,15 @@ def run_table(args: argparse.Namespace) -> dict[str, Any]:
             out = args.output_dir / "evals" / f"baselines{suffix}"
             new, wall_s = evaluate_entry(request, label=None, out=out, data_dir=args.data_dir)
             baseline_rows = with_retriever(new, retriever)
-            entries.append({"label": ", ".join(r.label for r in baseline_rows), "checkpoint": None,
-                            "estimator": None, "retriever": retriever, "wall_s": wall_s})  # fmt: skip
+            entries.append(
+                {
+                    "label": ", ".join(r.label for r in baseline_rows),
+                    "checkpoint": None,
+                    "estimator": None,
+                    "retriever": retriever,
+                    "wall_s": wall_s,
+                }
+            )
         rows += baseline_rows + agent_rows
     shared["retrievers"] = tuple(args.retrievers)
     for earlier in reused:

@@ -69,8 +69,9 @@ def corpus() -> tuple[list[tuple[str, str]], list[str]]:
     return list(seen), [r["question"] for r in records]
 
 
-def measure(pool: ToolServerPool, key: str, arguments: list[dict[str, object]], seconds: float,
-            concurrency: int) -> dict[str, float]:  # fmt: skip
+def measure(
+    pool: ToolServerPool, key: str, arguments: list[dict[str, object]], seconds: float, concurrency: int
+) -> dict[str, float]:
     """Calls/s and latency percentiles of `concurrency` threads calling `key` for `seconds`."""
     for result in pool.call_many(key, arguments[:concurrency]):  # start every server before timing
         if not result.ok:
@@ -98,8 +99,13 @@ def measure(pool: ToolServerPool, key: str, arguments: list[dict[str, object]], 
     elapsed = time.monotonic() - start
     ordered = sorted(latencies)
     p95_ms = 1000 * ordered[int(0.95 * (len(ordered) - 1))]
-    return {"calls": len(latencies), "calls_per_s": len(latencies) / elapsed, "errors": errors[0],
-            "p50_ms": 1000 * statistics.median(ordered), "p95_ms": p95_ms}  # fmt: skip
+    return {
+        "calls": len(latencies),
+        "calls_per_s": len(latencies) / elapsed,
+        "errors": errors[0],
+        "p50_ms": 1000 * statistics.median(ordered),
+        "p95_ms": p95_ms,
+    }
 
 
 REWARD = "def reward(answer, gold, trajectory):\n    return float(answer in gold) + 0.01 * len(trajectory['turns'])\n"
@@ -108,8 +114,10 @@ REWARD = "def reward(answer, gold, trajectory):\n    return float(answer in gold
 def measure_reward_batches(pool: ToolServerPool, batch_size: int, seconds: float) -> tuple[float, float]:
     """Scored episodes/s of a reward function over batches of `batch_size`: (one call each, one call_batch)."""
     turns = [{"role": r, "text": "x" * 200, "name": None, "tool_error": False} for r in ("user", "assistant") * 3]
-    items = [{"answer": str(i % 7), "gold": ["3"], "trajectory": {"turns": turns, "num_tool_calls": 2}}
-             for i in range(batch_size)]  # fmt: skip
+    items = [
+        {"answer": str(i % 7), "gold": ["3"], "trajectory": {"turns": turns, "num_tool_calls": 2}}
+        for i in range(batch_size)
+    ]
     rates = []
     for batched in (False, True):
         done, stop = 0, time.monotonic() + seconds
@@ -136,8 +144,10 @@ def main() -> None:
         print(f"sandbox: {pool.mode}; {args.processes} server(s) per tool; {args.concurrency} calling threads")
         pool.add_tool("echo", ECHO, "echo")
         trivial = measure(pool, "echo", [{"x": i} for i in range(1000)], args.seconds, args.concurrency)
-        print("trivial tool (echo):     {calls_per_s:8.1f} calls/s  p50 {p50_ms:.2f} ms  p95 {p95_ms:.2f} ms  "
-              "({calls:.0f} calls, {errors:.0f} errors)".format(**trivial))  # fmt: skip
+        print(
+            "trivial tool (echo):     {calls_per_s:8.1f} calls/s  p50 {p50_ms:.2f} ms  p95 {p95_ms:.2f} ms  "
+            "({calls:.0f} calls, {errors:.0f} errors)".format(**trivial)
+        )
         started = time.monotonic()
         pool.add_tool("search", f"CORPUS = {json.dumps(passages)!r}\n{SEARCH_TEMPLATE}", "search")
         print(
@@ -145,8 +155,10 @@ def main() -> None:
             f"{time.monotonic() - started:.2f} s"
         )
         search = measure(pool, "search", [{"query": q} for q in questions], args.seconds, args.concurrency)
-        print("search tool (BM25):      {calls_per_s:8.1f} calls/s  p50 {p50_ms:.2f} ms  p95 {p95_ms:.2f} ms  "
-              "({calls:.0f} calls, {errors:.0f} errors)".format(**search))  # fmt: skip
+        print(
+            "search tool (BM25):      {calls_per_s:8.1f} calls/s  p50 {p50_ms:.2f} ms  p95 {p95_ms:.2f} ms  "
+            "({calls:.0f} calls, {errors:.0f} errors)".format(**search)
+        )
         pool.add_function("reward", REWARD, "reward")
         for size in (16, 64):
             each, batch = measure_reward_batches(pool, size, args.seconds)

@@ -49,8 +49,9 @@ class RestartBudget:
         return True
 
 
-def keep_alive(supervisor: Supervisor, redis: EmbeddedRedis | None, budget: RestartBudget,
-               console: Console) -> str | None:  # fmt: skip
+def keep_alive(
+    supervisor: Supervisor, redis: EmbeddedRedis | None, budget: RestartBudget, console: Console
+) -> str | None:
     """One watch round: restart a dead embedded Redis or worker; the name of a dead part that ends the studio."""
     if redis is not None and not redis.is_running():
         if not budget.allow("redis"):

@@ -40,9 +40,18 @@ def upgrade(settings: Settings, revision: str = "head") -> None:
 
 def api_args(settings: Settings) -> list[str]:
     return [
-        sys.executable, "-m", "uvicorn", "backend.main:create_app", "--factory",
-        "--host", settings.api_host, "--port", str(settings.api_port), "--log-level", "warning",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "backend.main:create_app",
+        "--factory",
+        "--host",
+        settings.api_host,
+        "--port",
+        str(settings.api_port),
+        "--log-level",
+        "warning",
+    ]
 
 
 def worker_args(settings: Settings, queues: str | None = None) -> list[str]:
@@ -52,10 +61,23 @@ def worker_args(settings: Settings, queues: str | None = None) -> list[str]:
     gpus = visible_gpus()
     concurrency = worker_concurrency(settings.worker_concurrency, queue_list, gpus, settings.worker_gpus_per_job)
     return [
-        sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
-        "-Q", ",".join(queue_list), "-c", str(concurrency),
-        "-n", f"studio-{os.getpid()}@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "worker",
+        "-Q",
+        ",".join(queue_list),
+        "-c",
+        str(concurrency),
+        "-n",
+        f"studio-{os.getpid()}@%h",
+        "--loglevel",
+        "INFO",
+        "--without-gossip",
+        "--without-mingle",
+    ]
 
 
 def ui_args() -> list[str]:

@@ -195,11 +195,13 @@ def check_environment_spec(env: EnvironmentSpec) -> dict[str, Any]:
     dataset = env.dataset or {}
     limits = env.limits or {}
     request = validation.EnvValidationRequest(
-        dataset_kind=dataset.get("kind"), dataset_location=dataset.get("location"),
+        dataset_kind=dataset.get("kind"),
+        dataset_location=dataset.get("location"),
         dataset_format=str(dataset.get("format") or "auto"),
         builtin_tools=tuple(t.source for t in env.tools if t.kind == "builtin"),
-        max_turns=int(limits.get("max_turns", 3)), top_k=int(limits.get("top_k", 3)),
-    )  # fmt: skip
+        max_turns=int(limits.get("max_turns", 3)),
+        top_k=int(limits.get("top_k", 3)),
+    )
     report: dict[str, Any] = validation.validate_environment(request)
     python_tools = [t.name for t in env.tools if t.kind == "python"]
     if python_tools:
@@ -292,9 +294,12 @@ def resolve_env_config(spec: RunSpec, env_spec: Any) -> Any:
     base = config_from_dict(preset_data(spec.preset or BASE_RECIPE)).to_dict()
     limits = env_spec.limits
     base["task"] = {"env": "qa_search", "source": f"environment:{env_spec.name}"}
-    base["rollout"] = {**base.get("rollout", {}), "max_turns": limits.max_turns,
-                       "max_new_tokens_per_turn": limits.max_new_tokens_per_turn,
-                       "max_total_tokens": limits.max_total_tokens}  # fmt: skip
+    base["rollout"] = {
+        **base.get("rollout", {}),
+        "max_turns": limits.max_turns,
+        "max_new_tokens_per_turn": limits.max_new_tokens_per_turn,
+        "max_total_tokens": limits.max_total_tokens,
+    }
     env_terms = [dataclasses.asdict(t) for t in environment_reward_models(env_spec)]
     has_steps = any(t["step"] for t in env_terms) or any(t.is_step for t in env_spec.rubric)
     if has_steps and not base["algorithm"].get("process_reward_weight"):
@@ -308,10 +313,16 @@ def resolve_env_config(spec: RunSpec, env_spec: Any) -> Any:
 
 def environment_summary(env_spec: Any, version: EnvironmentVersionSpec, components: Any) -> dict[str, Any]:
     """What the run trained in (stored in its result): tools, dataset sizes, rubric, the pinned version."""
-    return {"version_id": version.id, "environment_id": version.environment_id, "version": version.version,
-            "name": env_spec.name, "tools": [t.name for t in env_spec.tools],
-            "train_tasks": len(components.train_tasks), "heldout_tasks": len(components.eval_tasks),
-            "rubric": {t.name: t.weight for t in env_spec.rubric}}  # fmt: skip
+    return {
+        "version_id": version.id,
+        "environment_id": version.environment_id,
+        "version": version.version,
+        "name": env_spec.name,
+        "tools": [t.name for t in env_spec.tools],
+        "train_tasks": len(components.train_tasks),
+        "heldout_tasks": len(components.eval_tasks),
+        "rubric": {t.name: t.weight for t in env_spec.rubric},
+    }
 
 
 _STEP_DIGITS = re.compile(r"(\d+)$")
@@ -444,23 +455,34 @@ def _run_core(
         store.save_resolved_config(run_id, config.to_dict())
         run_dir = runs_dir / f"run-{run_id}"
         resume = has_resume_state(run_dir)
-        recorder = StepRecorder(store, run_id, run_dir=run_dir, total_steps=_total_steps(config),
-                                decode=decoder(config), owner=spec.owner_token)  # fmt: skip
+        recorder = StepRecorder(
+            store,
+            run_id,
+            run_dir=run_dir,
+            total_steps=_total_steps(config),
+            decode=decoder(config),
+            owner=spec.owner_token,
+        )
         pool = pool_for_spec(env_spec, limits=sandbox_limits()) if env_spec is not None else None
         extra: dict[str, Any] = {}
         try:
             if env_spec is not None and pool is not None:
                 from worker.rl.training.build import build_components
 
-                extra["components"] = build_components(config, env_spec=env_spec, tool_runner=pool,
-                                                       index_cache_dir=index_cache_dir())  # fmt: skip
+                extra["components"] = build_components(
+                    config, env_spec=env_spec, tool_runner=pool, index_cache_dir=index_cache_dir()
+                )
                 if ranks and config.parallel.nproc > 1:  # the other ranks build their own (own tool pool)
                     limits, cache = sandbox_limits(), index_cache_dir()
                     extra["components_factory"] = EnvironmentComponents(config, env_spec, limits, cache)
             result = entry(
-                config, run_dir=run_dir, resume_from=run_dir if resume else None,
-                on_step=recorder.on_step, should_stop=recorder.should_stop, **extra,
-            )  # fmt: skip
+                config,
+                run_dir=run_dir,
+                resume_from=run_dir if resume else None,
+                on_step=recorder.on_step,
+                should_stop=recorder.should_stop,
+                **extra,
+            )
         finally:
             if pool is not None:
                 pool.close()
@@ -537,12 +559,16 @@ def _evaluate_in_environment(spec: RunSpec, store: RunStore, *, runs_dir: Path) 
     pool = pool_for_spec(env_spec, limits=sandbox_limits())
     try:
         report: dict[str, Any] = evaluate_environment(
-            env_spec, model=model, tool_runner=pool, output_dir=runs_dir / f"run-{spec.id}" / "eval",
-            checkpoint_path=request.get("checkpoint_path"), limit=request.get("limit"),
+            env_spec,
+            model=model,
+            tool_runner=pool,
+            output_dir=runs_dir / f"run-{spec.id}" / "eval",
+            checkpoint_path=request.get("checkpoint_path"),
+            limit=request.get("limit"),
             seed=int(request.get("seed") or 0),
             index_cache_dir=index_cache_dir(),
             progress=lambda done, total: store.set_progress(spec.id, step=done, total_steps=total),
-        )  # fmt: skip
+        )
     finally:
         pool.close()
     report["environment"]["version_id"] = version.id
@@ -611,15 +637,18 @@ def with_reward_model_paths(config: Any, runs_dir: Path) -> Any:
         if term.path is None and term.id is not None:
             path = reward_model_dir(runs_dir, term.id)
             if not (path / "reward_model.json").is_file():
-                raise FileNotFoundError(f"task.reward_models: reward model {term.id} has no artifact at {path}; "
-                                        "train it first (POST /reward-models) or give its path")  # fmt: skip
+                raise FileNotFoundError(
+                    f"task.reward_models: reward model {term.id} has no artifact at {path}; "
+                    "train it first (POST /reward-models) or give its path"
+                )
             term = dataclasses.replace(term, path=str(path))
         filled.append(term)
     return dataclasses.replace(config, task=dataclasses.replace(config.task, reward_models=tuple(filled)))
 
 
-def rm_train_job(run_id: int, store: RewardModelStore, *, hostname: str, runs_dir: Path,
-                 score_limit: int = RM_SCORE_LIMIT) -> dict[str, Any]:  # fmt: skip
+def rm_train_job(
+    run_id: int, store: RewardModelStore, *, hostname: str, runs_dir: Path, score_limit: int = RM_SCORE_LIMIT
+) -> dict[str, Any]:
     """Train a reward model on the labels of `config.label_run_ids`; its result holds metrics, provenance, scores.
 
     The artifact goes to `reward_model_dir(runs_dir, run_id)`; a redelivered job replaces its own half-done dir.
@@ -646,11 +675,15 @@ def rm_train_job(run_id: int, store: RewardModelStore, *, hostname: str, runs_di
         trajectories = store.load_trajectory_data(run_ids, score_limit) if config.kind == "trajectory" else []
         scores = scorer.score_texts([pairs_mod.record_text(data, scorer.view) for _, data in trajectories])
         result = {
-            "artifact_dir": str(out_dir), "metrics": dataclasses.asdict(report), "base_model": config.base_model,
-            "kind": config.kind, "input": "text",
-            "tokenizer": scorer.meta.get("tokenizer"), "label_ids": scorer.meta.get("label_ids", []),
+            "artifact_dir": str(out_dir),
+            "metrics": dataclasses.asdict(report),
+            "base_model": config.base_model,
+            "kind": config.kind,
+            "input": "text",
+            "tokenizer": scorer.meta.get("tokenizer"),
+            "label_ids": scorer.meta.get("label_ids", []),
             "scores": {str(i): s for (i, _), s in zip(trajectories, scores, strict=True)},
-        }  # fmt: skip
+        }
         store.save_result(run_id, result)
     store.set_status(run_id, "succeeded", owner=spec.owner_token)
     return result

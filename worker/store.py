@@ -123,8 +123,18 @@ class SqlRunStore:
         with session_scope() as s:
             r = runs_crud.get_run(s, run_id=run_id)
             eval_spec = dict(r.eval_spec) if r.eval_spec is not None else None
-            return RunSpec(r.id, r.kind, r.name, r.status, r.preset, dict(r.requested_config), r.environment_id,
-                           eval_spec, r.owner_token, r.environment_version_id)  # fmt: skip
+            return RunSpec(
+                r.id,
+                r.kind,
+                r.name,
+                r.status,
+                r.preset,
+                dict(r.requested_config),
+                r.environment_id,
+                eval_spec,
+                r.owner_token,
+                r.environment_version_id,
+            )
 
     def load_tool(self, tool_id: int) -> ToolSpec:
         with session_scope() as s:
@@ -260,12 +270,29 @@ class MemoryRunStore:
         """Labels in the export format, for `rm_train` (`load_label_records` filters them by run)."""
         self._lock = threading.Lock()
 
-    def add_run(self, kind: str, *, config: JSON | None = None, preset: str | None = None,
-                environment_id: int | None = None, eval_spec: JSON | None = None,
-                environment_version_id: int | None = None) -> int:  # fmt: skip
+    def add_run(
+        self,
+        kind: str,
+        *,
+        config: JSON | None = None,
+        preset: str | None = None,
+        environment_id: int | None = None,
+        eval_spec: JSON | None = None,
+        environment_version_id: int | None = None,
+    ) -> int:
         run_id = len(self.runs) + 1
-        spec = RunSpec(run_id, kind, f"{kind}-{run_id}", "queued", preset, dict(config or {}), environment_id,
-                       eval_spec, None, environment_version_id)  # fmt: skip
+        spec = RunSpec(
+            run_id,
+            kind,
+            f"{kind}-{run_id}",
+            "queued",
+            preset,
+            dict(config or {}),
+            environment_id,
+            eval_spec,
+            None,
+            environment_version_id,
+        )
         self.runs[run_id] = MemoryRun(spec)
         return run_id
 
@@ -378,6 +405,9 @@ class MemoryRunStore:
 
     def load_trajectory_data(self, run_ids: Sequence[int], limit: int) -> list[tuple[int, JSON]]:
         """Ids are `run_id * 1_000_000 + position` (memory runs have no trajectory ids)."""
-        out = [(run_id * 1_000_000 + i, data) for run_id in run_ids
-               for i, (_, data) in enumerate(self.runs[run_id].trajectories)]  # fmt: skip
+        out = [
+            (run_id * 1_000_000 + i, data)
+            for run_id in run_ids
+            for i, (_, data) in enumerate(self.runs[run_id].trajectories)
+        ]
         return out[-limit:]

@@ -67,8 +67,13 @@ def resend_lost_tasks(
     return resent
 
 
-def sweep_once(store: RunStore, settings: Settings, *, send: Send = queue.enqueue,
-               live_task_ids: Callable[[], set[str] | None] = queue.live_task_ids) -> SweepReport:  # fmt: skip
+def sweep_once(
+    store: RunStore,
+    settings: Settings,
+    *,
+    send: Send = queue.enqueue,
+    live_task_ids: Callable[[], set[str] | None] = queue.live_task_ids,
+) -> SweepReport:
     """One round: stale runs first (their resumes are then sent like any queued run with no task)."""
     stale = store.sweep_stale_runs(settings.heartbeat_timeout_s, settings.auto_resume_attempts)
     if stale.failed:

@@ -41,8 +41,9 @@ class RunTask(Task):  # type: ignore[misc]
             logger.warning("%s: %s", self.name, exc)
             return None
 
-    def on_failure(self, exc: BaseException, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-                   einfo: Any) -> None:  # fmt: skip
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any], einfo: Any
+    ) -> None:
         run_id = int(args[0]) if args else int(kwargs["run_id"])
         logger.error("task %s for run %s failed: %s", self.name, run_id, exc)
         error = f"{type(exc).__name__}: {exc}"

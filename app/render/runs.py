@@ -60,7 +60,7 @@ def progress_bar(fraction: float, width: int = 20) -> str:
 
 
 def environment_label(name: str | None, version: int | None) -> str:
-    """"environment <name> v<version>" for a run pinned to an environment version; "" otherwise."""
+    """ "environment <name> v<version>" for a run pinned to an environment version; "" otherwise."""
     if version is None:
         return ""
     return f"environment {name or '(unnamed)'} v{version}"

@@ -40,8 +40,10 @@ EXAMPLE_STEP_REWARD = '''def reward(step: dict, task: dict) -> float:
     and results [{name, content, error}]; task has id, question, answers. Here: 0.1 per call that worked."""
     return 0.1 * sum(not r["error"] for r in step["results"])
 '''
-REWARD_KIND_CHOICES = [("Once per episode: reward(answer, gold, trajectory)", "trajectory"),
-                       ("After each tool turn: reward(step, task) → step rewards", "step")]  # fmt: skip
+REWARD_KIND_CHOICES = [
+    ("Once per episode: reward(answer, gold, trajectory)", "trajectory"),
+    ("After each tool turn: reward(step, task) → step rewards", "step"),
+]
 ACCESS_LABEL = (
     'Tool network and files, per user tool (default: none). {"my_tool": {"network": ["api.example.com", '
     '"db.example.com:8443"], "files": [DATASET_ID]}}: only the listed hosts are reachable (through a filtering '
@@ -68,17 +70,33 @@ class EnvironmentsTab:
 # -------------------------------------------------------------------- data
 
 
-def upload_file(client: StudioClient, path: str | None, kind: str, fmt: str, question: str, answer: str,
-                id_column: str, name: str, dry_run: bool) -> tuple[Any, str]:  # fmt: skip
+def upload_file(
+    client: StudioClient,
+    path: str | None,
+    kind: str,
+    fmt: str,
+    question: str,
+    answer: str,
+    id_column: str,
+    name: str,
+    dry_run: bool,
+) -> tuple[Any, str]:
     """Preview (dry run) or register an uploaded file: (preview JSON, status)."""
     if not path:
         return gr.skip(), error_markdown(ValueError("choose a file first"))
     file = Path(path)
     try:
-        out = client.upload_dataset(file.name, file.read_bytes(), name=name.strip(), kind=kind, format=fmt,
-                                    question_column=question.strip() or "question",
-                                    answer_column=answer.strip() or "answer", id_column=id_column.strip(),
-                                    dry_run=dry_run)  # fmt: skip
+        out = client.upload_dataset(
+            file.name,
+            file.read_bytes(),
+            name=name.strip(),
+            kind=kind,
+            format=fmt,
+            question_column=question.strip() or "question",
+            answer_column=answer.strip() or "answer",
+            id_column=id_column.strip(),
+            dry_run=dry_run,
+        )
     except (StudioAPIError, OSError) as exc:
         return gr.skip(), error_markdown(exc)
     preview = {"columns": out.columns, "format": out.format, "records": out.total, "first_rows": out.rows}
@@ -96,8 +114,9 @@ def refresh_choices(client: StudioClient) -> tuple[Any, ...]:
         envs, tools, datasets = client.list_environments(), client.list_tools(), client.list_datasets()
     except StudioAPIError as exc:
         return gr.skip(), gr.skip(), gr.skip(), gr.skip(), error_markdown(exc)
-    tasks = [(f"#{d.id} {d.name} ({d.counts.get('records', '?')} records)", d.id) for d in datasets
-             if d.kind != "corpus"]  # fmt: skip
+    tasks = [
+        (f"#{d.id} {d.name} ({d.counts.get('records', '?')} records)", d.id) for d in datasets if d.kind != "corpus"
+    ]
     corpora = [
         (f"#{d.id} {d.name} ({d.counts.get('records', '?')} docs)", d.id) for d in datasets if d.kind == "corpus"
     ]
@@ -135,36 +154,75 @@ def reward_model_terms(picks: list[str] | None, weight: float | None, normalize:
         kind, _, ident = str(pick).partition(":")
         if not ident.isdigit():
             raise ValueError(f"reward model choice {pick!r} is not '<kind>:<id>'; press Refresh lists")
-        terms.append(RewardModelTerm(reward_model_id=int(ident), step=kind == "step",
-                                     weight=1.0 if weight is None else float(weight), normalize=normalize))  # fmt: skip
+        terms.append(
+            RewardModelTerm(
+                reward_model_id=int(ident),
+                step=kind == "step",
+                weight=1.0 if weight is None else float(weight),
+                normalize=normalize,
+            )
+        )
     return terms
 
 
-def compose(tool_ids: list[int], dataset_id: int | None, corpus_id: int | None, weights_json: str,
-            reward_name: str, reward_weight: float | None, reward_source: str, max_turns: float,
-            max_new_tokens: float, tool_timeout_s: float, system_prompt: str, force_first_call: str,
-            answer_after_tool: bool, heldout_fraction: float | None, tool_access_json: str = "",
-            reward_model_picks: list[str] | None = None, reward_model_weight: float | None = 1.0,
-            reward_model_normalize: bool = False, retriever: str = "bm25",
-            reward_kind: str = "trajectory") -> EnvironmentCreate:  # fmt: skip
+def compose(
+    tool_ids: list[int],
+    dataset_id: int | None,
+    corpus_id: int | None,
+    weights_json: str,
+    reward_name: str,
+    reward_weight: float | None,
+    reward_source: str,
+    max_turns: float,
+    max_new_tokens: float,
+    tool_timeout_s: float,
+    system_prompt: str,
+    force_first_call: str,
+    answer_after_tool: bool,
+    heldout_fraction: float | None,
+    tool_access_json: str = "",
+    reward_model_picks: list[str] | None = None,
+    reward_model_weight: float | None = 1.0,
+    reward_model_normalize: bool = False,
+    retriever: str = "bm25",
+    reward_kind: str = "trajectory",
+) -> EnvironmentCreate:
     """The form as an `EnvironmentCreate` (ValueError names a bad field)."""
     weights = {k: float(v) for k, v in parse_json_object(weights_json, "rubric weights").items()}
     access = parse_json_object(tool_access_json or "{}", "tool network and files")
     functions = []
     if reward_source.strip() and reward_name.strip():
-        functions.append(RewardFunction(name=reward_name.strip(), weight=float(reward_weight or 0.0),
-                                        source=reward_source, kind=reward_kind or "trajectory"))  # fmt: skip
-    settings = EnvironmentSettings(system_prompt=system_prompt, force_first_call=force_first_call.strip() or None,
-                                   answer_after_tool=answer_after_tool,
-                                   heldout_fraction=heldout_fraction or None,
-                                   tool_access=access, retriever=retriever or "bm25")  # fmt: skip
+        functions.append(
+            RewardFunction(
+                name=reward_name.strip(),
+                weight=float(reward_weight or 0.0),
+                source=reward_source,
+                kind=reward_kind or "trajectory",
+            )
+        )
+    settings = EnvironmentSettings(
+        system_prompt=system_prompt,
+        force_first_call=force_first_call.strip() or None,
+        answer_after_tool=answer_after_tool,
+        heldout_fraction=heldout_fraction or None,
+        tool_access=access,
+        retriever=retriever or "bm25",
+    )
     return EnvironmentCreate(
-        name="environment", tool_ids=[int(t) for t in tool_ids or []], dataset_id=dataset_id or None,
-        corpus_id=corpus_id or None, rubric=RubricSpec(weights=weights, functions=functions,
-        reward_models=reward_model_terms(reward_model_picks, reward_model_weight, reward_model_normalize)),
-        limits=EnvLimits(max_turns=int(max_turns), max_new_tokens_per_turn=int(max_new_tokens),
-                         tool_timeout_s=float(tool_timeout_s)), settings=settings,
-    )  # fmt: skip
+        name="environment",
+        tool_ids=[int(t) for t in tool_ids or []],
+        dataset_id=dataset_id or None,
+        corpus_id=corpus_id or None,
+        rubric=RubricSpec(
+            weights=weights,
+            functions=functions,
+            reward_models=reward_model_terms(reward_model_picks, reward_model_weight, reward_model_normalize),
+        ),
+        limits=EnvLimits(
+            max_turns=int(max_turns), max_new_tokens_per_turn=int(max_new_tokens), tool_timeout_s=float(tool_timeout_s)
+        ),
+        settings=settings,
+    )
 
 
 def example_for_kind(kind: str, source: str) -> Any:
@@ -185,8 +243,9 @@ def save_environment(client: StudioClient, environment_id: int | None, name: str
         else:
             env = client.create_environment(env_in)
         rows = version_rows(client, env.id)
-        picker = gr.update(choices=[(f"#{e.id} {e.name} (v{e.version})", e.id) for e in client.list_environments()],
-                           value=env.id)  # fmt: skip
+        picker = gr.update(
+            choices=[(f"#{e.id} {e.name} (v{e.version})", e.id) for e in client.list_environments()], value=env.id
+        )
     except (StudioAPIError, ValueError) as exc:
         return gr.skip(), gr.skip(), gr.skip(), error_markdown(exc)
     return env.id, picker, rows, f"✅ Saved **{env.name}** as version {env.version}."
@@ -196,8 +255,10 @@ def version_rows(client: StudioClient, environment_id: int) -> list[list[str]]:
     rows = []
     for v in sorted(client.list_environment_versions(environment_id), key=lambda v: -v.version):
         tools = ", ".join(str(t.get("name")) for t in v.spec.get("tools") or [])
-        rubric = ", ".join(f"{t.get('name')}×{t.get('weight', 1.0)}" + (" (step)" if t.get("kind") == "step" else "")
-                           for t in v.spec.get("rubric") or [])  # fmt: skip
+        rubric = ", ".join(
+            f"{t.get('name')}×{t.get('weight', 1.0)}" + (" (step)" if t.get("kind") == "step" else "")
+            for t in v.spec.get("rubric") or []
+        )
         rows.append([str(v.version), v.created_at.strftime("%Y-%m-%d %H:%M"), tools, rubric, access_summary(v.spec)])
     return rows
 
@@ -227,12 +288,32 @@ def load_environment(client: StudioClient, environment_id: int | None) -> tuple[
     fn = env.rubric.functions[0] if env.rubric.functions else None
     s, lim, rms = env.settings, env.limits, env.rubric.reward_models
     picks = [f"{'step' if t.step else 'trajectory'}:{t.reward_model_id}" for t in rms]
-    return (env.id, env.name, env.tool_ids, env.dataset_id or 0, env.corpus_id or 0, json.dumps(env.rubric.weights),
-            fn.name if fn else "", fn.weight if fn else 0.0, fn.source if fn else EXAMPLE_REWARD, lim.max_turns,
-            lim.max_new_tokens_per_turn, lim.tool_timeout_s, s.system_prompt, s.force_first_call or "",
-            s.answer_after_tool, s.heldout_fraction, access_json(env.settings.tool_access), picks,
-            rms[0].weight if rms else 1.0, rms[0].normalize if rms else False, s.retriever,
-            fn.kind if fn else "trajectory", rows, f"Loaded **{env.name}** v{env.version}.")  # fmt: skip
+    return (
+        env.id,
+        env.name,
+        env.tool_ids,
+        env.dataset_id or 0,
+        env.corpus_id or 0,
+        json.dumps(env.rubric.weights),
+        fn.name if fn else "",
+        fn.weight if fn else 0.0,
+        fn.source if fn else EXAMPLE_REWARD,
+        lim.max_turns,
+        lim.max_new_tokens_per_turn,
+        lim.tool_timeout_s,
+        s.system_prompt,
+        s.force_first_call or "",
+        s.answer_after_tool,
+        s.heldout_fraction,
+        access_json(env.settings.tool_access),
+        picks,
+        rms[0].weight if rms else 1.0,
+        rms[0].normalize if rms else False,
+        s.retriever,
+        fn.kind if fn else "trajectory",
+        rows,
+        f"Loaded **{env.name}** v{env.version}.",
+    )
 
 
 def access_json(tool_access: dict[str, Any]) -> str:
@@ -323,26 +404,41 @@ def build_environments_tab(client: StudioClient, *, poll_interval_s: float = 1.0
             picker = gr.Dropdown(label="Saved environments", choices=[], value=None, scale=3)
             refresh = gr.Button("Refresh lists", scale=1, elem_id="env-refresh")
         name = gr.Textbox(label="Name", elem_id="env-name")
-        tools = gr.CheckboxGroup(label="Tools (saved on the Tools tab; several at once)", choices=[],
-                                 elem_id="env-tools")  # fmt: skip
+        tools = gr.CheckboxGroup(
+            label="Tools (saved on the Tools tab; several at once)", choices=[], elem_id="env-tools"
+        )
         with gr.Row():
             dataset = gr.Dropdown(label="Tasks", choices=[("Built-in demo KB", 0)], value=0, elem_id="env-dataset")
-            corpus = gr.Dropdown(label="Corpus for the search tool", choices=[("None", 0)], value=0,
-                                 elem_id="env-corpus")  # fmt: skip
-            retriever = gr.Dropdown(list(get_args(RetrieverKind)), value="bm25", elem_id="env-retriever",
-                                    label="Search ranks it with (dense: the bundled all-MiniLM-L6-v2)")  # fmt: skip
-        weights = gr.Code('{"exact_match": 1.0, "format": 0.1}', language="json", lines=2,
-                          label="Built-in reward weights (0 = metric only)", elem_id="env-weights")  # fmt: skip
+            corpus = gr.Dropdown(
+                label="Corpus for the search tool", choices=[("None", 0)], value=0, elem_id="env-corpus"
+            )
+            retriever = gr.Dropdown(
+                list(get_args(RetrieverKind)),
+                value="bm25",
+                elem_id="env-retriever",
+                label="Search ranks it with (dense: the bundled all-MiniLM-L6-v2)",
+            )
+        weights = gr.Code(
+            '{"exact_match": 1.0, "format": 0.1}',
+            language="json",
+            lines=2,
+            label="Built-in reward weights (0 = metric only)",
+            elem_id="env-weights",
+        )
         with gr.Row():
             reward_name = gr.Textbox("", label="User reward term name (empty: none)", elem_id="env-reward-name")
             reward_weight = gr.Number(0.5, label="Its weight", elem_id="env-reward-weight")
-            reward_kind = gr.Radio(REWARD_KIND_CHOICES, value="trajectory", label="Called",
-                                   elem_id="env-reward-kind")  # fmt: skip
-        reward_source = gr.Code(EXAMPLE_REWARD, language="python", lines=6, label="User reward function",
-                                elem_id="env-reward-source")  # fmt: skip
+            reward_kind = gr.Radio(REWARD_KIND_CHOICES, value="trajectory", label="Called", elem_id="env-reward-kind")
+        reward_source = gr.Code(
+            EXAMPLE_REWARD, language="python", lines=6, label="User reward function", elem_id="env-reward-source"
+        )
         with gr.Row():
-            reward_models = gr.CheckboxGroup(label="Trained reward models as rubric terms (Label tab → Train)",
-                                             choices=[], elem_id="env-reward-models", scale=3)  # fmt: skip
+            reward_models = gr.CheckboxGroup(
+                label="Trained reward models as rubric terms (Label tab → Train)",
+                choices=[],
+                elem_id="env-reward-models",
+                scale=3,
+            )
             rm_weight = gr.Number(1.0, label="Their weight", scale=1)
             rm_normalize = gr.Checkbox(True, label="Z-score per step", scale=1)
         with gr.Row():
@@ -353,8 +449,9 @@ def build_environments_tab(client: StudioClient, *, poll_interval_s: float = 1.0
         system_prompt = gr.Textbox("", lines=4, label="System prompt ({answer_tag} is replaced; empty: default)")
         with gr.Row():
             forced = gr.Textbox("", label="Force the first call to this tool (prefill)", elem_id="env-forced")
-            answer_prefill = gr.Checkbox(False, label="Prefill the answer tag after tool results",
-                                         elem_id="env-answer-prefill")  # fmt: skip
+            answer_prefill = gr.Checkbox(
+                False, label="Prefill the answer tag after tool results", elem_id="env-answer-prefill"
+            )
         tool_access = gr.Code("{}", language="json", lines=3, elem_id="env-tool-access", label=ACCESS_LABEL)
         save = gr.Button("Save environment (new version)", variant="primary", elem_id="env-save")
         versions = gr.Dataframe(headers=VERSION_HEADERS, label="Versions", interactive=False)
@@ -371,31 +468,71 @@ def build_environments_tab(client: StudioClient, *, poll_interval_s: float = 1.0
         file_text = gr.Code("", language="json", lines=10, label="Environment file")
     environment_id, check_run_id = gr.State(None), gr.State(None)
     timer = gr.Timer(poll_interval_s, active=False)
-    form = [tools, dataset, corpus, weights, reward_name, reward_weight, reward_source, max_turns, max_new, timeout,
-            system_prompt, forced, answer_prefill, heldout, tool_access, reward_models, rm_weight,
-            rm_normalize, retriever, reward_kind]  # fmt: skip
+    form = [
+        tools,
+        dataset,
+        corpus,
+        weights,
+        reward_name,
+        reward_weight,
+        reward_source,
+        max_turns,
+        max_new,
+        timeout,
+        system_prompt,
+        forced,
+        answer_prefill,
+        heldout,
+        tool_access,
+        reward_models,
+        rm_weight,
+        rm_normalize,
+        retriever,
+        reward_kind,
+    ]
     upload_inputs = [upload, kind, fmt, question, answer, id_column, data_name]
-    preview_btn.click(functools.partial(upload_file, client, dry_run=True), upload_inputs, [preview, status],
-                      api_visibility="private")  # fmt: skip
-    upload_btn.click(functools.partial(upload_file, client, dry_run=False), upload_inputs, [preview, status],
-                     api_name="upload_dataset").then(
-        functools.partial(refresh_lists, client), None, [picker, tools, dataset, corpus],
-        api_visibility="private")  # fmt: skip
-    refresh.click(functools.partial(refresh_choices, client), None, [picker, tools, dataset, corpus, status],
-                  api_visibility="private").then(
-        functools.partial(reward_model_choices, client), None, [reward_models], api_visibility="private")  # fmt: skip
+    preview_btn.click(
+        functools.partial(upload_file, client, dry_run=True), upload_inputs, [preview, status], api_visibility="private"
+    )
+    upload_btn.click(
+        functools.partial(upload_file, client, dry_run=False),
+        upload_inputs,
+        [preview, status],
+        api_name="upload_dataset",
+    ).then(functools.partial(refresh_lists, client), None, [picker, tools, dataset, corpus], api_visibility="private")
+    refresh.click(
+        functools.partial(refresh_choices, client),
+        None,
+        [picker, tools, dataset, corpus, status],
+        api_visibility="private",
+    ).then(functools.partial(reward_model_choices, client), None, [reward_models], api_visibility="private")
     reward_kind.input(example_for_kind, [reward_kind, reward_source], [reward_source], api_visibility="private")
-    save.click(functools.partial(save_environment, client), [environment_id, name, *form],
-               [environment_id, picker, versions, status], api_name="save_environment")  # fmt: skip
-    picker.input(functools.partial(load_environment, client), [picker],
-                 [environment_id, name, *form, versions, status], api_visibility="private")  # fmt: skip
-    prompt_btn.click(functools.partial(show_prompt, client), [environment_id], [shown, check_status],
-                     api_visibility="private")  # fmt: skip
-    check_btn.click(functools.partial(start_check, client), [environment_id],
-                    [check_run_id, check_status, shown, timer], api_name="check_environment")  # fmt: skip
-    timer.tick(functools.partial(poll_check, client), [check_run_id], [check_status, shown, timer],
-               api_visibility="private")  # fmt: skip
-    export_btn.click(functools.partial(export_environment, client), [environment_id], [file_text, status],
-                     api_visibility="private")  # fmt: skip
+    save.click(
+        functools.partial(save_environment, client),
+        [environment_id, name, *form],
+        [environment_id, picker, versions, status],
+        api_name="save_environment",
+    )
+    picker.input(
+        functools.partial(load_environment, client),
+        [picker],
+        [environment_id, name, *form, versions, status],
+        api_visibility="private",
+    )
+    prompt_btn.click(
+        functools.partial(show_prompt, client), [environment_id], [shown, check_status], api_visibility="private"
+    )
+    check_btn.click(
+        functools.partial(start_check, client),
+        [environment_id],
+        [check_run_id, check_status, shown, timer],
+        api_name="check_environment",
+    )
+    timer.tick(
+        functools.partial(poll_check, client), [check_run_id], [check_status, shown, timer], api_visibility="private"
+    )
+    export_btn.click(
+        functools.partial(export_environment, client), [environment_id], [file_text, status], api_visibility="private"
+    )
     import_btn.click(functools.partial(import_environment, client), [file_text], [status], api_visibility="private")
     return EnvironmentsTab(picker, tools, dataset, corpus, status, environment_id, check_run_id, timer, reward_models)

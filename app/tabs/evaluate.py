@@ -67,8 +67,13 @@ def build_eval_request(
     if n is not None and n < 1:
         raise ValueError("limit must be at least 1 example per dataset (or empty for all)")
     name_or_path = (model or "").strip() or BASE_MODEL
-    request: dict[str, Any] = {"model": name_or_path, "datasets": list(datasets), "methods": list(methods),
-                               "limit": n, "seed": 0}  # fmt: skip
+    request: dict[str, Any] = {
+        "model": name_or_path,
+        "datasets": list(datasets),
+        "methods": list(methods),
+        "limit": n,
+        "seed": 0,
+    }
     label = with_newest_checkpoint(client, request, source_run) or name_or_path
     name = f"eval {label} · {','.join(methods)} · {','.join(datasets)}"[:200]
     return EvaluationCreate(name=name, **request)
@@ -120,8 +125,10 @@ def poll_env_evaluation(client: StudioClient, run_id: int | None) -> tuple[Any, 
     report = run.result or {}
     card = run_card(run)
     if "correctness" in report:
-        card += f"\n\n**Correctness {report['correctness']:.3f}** over {report.get('n')} held-out tasks " \
-                f"(mean reward {report.get('reward_mean', 0.0):.3f})."  # fmt: skip
+        card += (
+            f"\n\n**Correctness {report['correctness']:.3f}** over {report.get('n')} held-out tasks "
+            f"(mean reward {report.get('reward_mean', 0.0):.3f})."
+        )
     return card, report, gr.Timer(active=False)
 
 
@@ -228,8 +235,10 @@ def build_evaluate_tab(client: StudioClient, *, poll_interval_s: float = 2.0) ->
 
 
 def _build_env_section(client: StudioClient, source_run: Any, model: Any, limit: Any, poll_interval_s: float) -> None:
-    gr.Markdown("#### On your environment's held-out split\nThe same checkpoint and base model, one greedy episode "
-                "per held-out task of the environment's current version (user tools run sandboxed).")  # fmt: skip
+    gr.Markdown(
+        "#### On your environment's held-out split\nThe same checkpoint and base model, one greedy episode "
+        "per held-out task of the environment's current version (user tools run sandboxed)."
+    )
     with gr.Row():
         environment = gr.Dropdown([], label="Environment", scale=3, elem_id="eval-env-picker")
         refresh = gr.Button("Refresh", scale=1, elem_id="eval-env-refresh")
@@ -238,7 +247,12 @@ def _build_env_section(client: StudioClient, source_run: Any, model: Any, limit:
     report = gr.JSON(label="Held-out report", elem_id="eval-env-report")
     run_id, timer = gr.State(None), gr.Timer(poll_interval_s, active=False)
     refresh.click(functools.partial(environment_picker, client), None, [environment], api_visibility="private")
-    start.click(functools.partial(start_env_evaluation, client), [environment, source_run, model, limit],
-                [run_id, card, timer], api_name="start_env_evaluation")  # fmt: skip
-    timer.tick(functools.partial(poll_env_evaluation, client), [run_id], [card, report, timer],
-               api_visibility="private")  # fmt: skip
+    start.click(
+        functools.partial(start_env_evaluation, client),
+        [environment, source_run, model, limit],
+        [run_id, card, timer],
+        api_name="start_env_evaluation",
+    )
+    timer.tick(
+        functools.partial(poll_env_evaluation, client), [run_id], [card, report, timer], api_visibility="private"
+    )

@@ -136,16 +136,22 @@ def parse_step_marks(text: str) -> list[StepMark]:
 
 
 def submit_label(
-    client: StudioClient, session: LabelSession, score: float, step_scores: str, note: str, labeler: str,
+    client: StudioClient,
+    session: LabelSession,
+    score: float,
+    step_scores: str,
+    note: str,
+    labeler: str,
     step_marks: str = "",
-) -> tuple[Any, ...]:  # fmt: skip
+) -> tuple[Any, ...]:
     """POST the label (and step marks) for the current item and show the next: (session, progress, view, …, note)."""
     if session.current is None:
         return session, error_markdown(ValueError("load a queue first")), gr.skip(), gr.skip(), gr.skip(), gr.skip()
     try:
         name = (labeler or "").strip() or "anonymous"
-        label = LabelCreate(score=float(score), step_scores=parse_step_scores(step_scores), note=note or "",
-                            labeler=name)  # fmt: skip
+        label = LabelCreate(
+            score=float(score), step_scores=parse_step_scores(step_scores), note=note or "", labeler=name
+        )
         marks = parse_step_marks(step_marks)
         client.create_label(session.current, label)
         if marks:
@@ -158,9 +164,14 @@ def submit_label(
 
 
 def submit_quick(
-    client: StudioClient, value: float, session: LabelSession, step_scores: str, note: str, labeler: str,
+    client: StudioClient,
+    value: float,
+    session: LabelSession,
+    step_scores: str,
+    note: str,
+    labeler: str,
     step_marks: str = "",
-) -> tuple[Any, ...]:  # fmt: skip
+) -> tuple[Any, ...]:
     """The 👍/👎 buttons: submit with a fixed score."""
     return submit_label(client, session, value, step_scores, note, labeler, step_marks)
 
@@ -204,8 +215,11 @@ def build_score_panel(client: StudioClient) -> LabelTab:
             with gr.Column(scale=1):
                 score = gr.Slider(-1, 1, 1, step=0.25, label="Score for the whole trajectory")
                 step_scores = gr.Textbox(label="Per-step scores")
-                step_marks = gr.Textbox(label="Step marks (+ good, - bad, . unmarked; one per assistant turn)",
-                                        placeholder="+-", elem_id="label-step-marks")  # fmt: skip
+                step_marks = gr.Textbox(
+                    label="Step marks (+ good, - bad, . unmarked; one per assistant turn)",
+                    placeholder="+-",
+                    elem_id="label-step-marks",
+                )
                 note = gr.Textbox(label="Note", lines=3)
                 labeler = gr.Textbox(
                     "anonymous", label="Your name", info="When signed in, your account name is used instead."
@@ -216,8 +230,9 @@ def build_score_panel(client: StudioClient) -> LabelTab:
                     bad = gr.Button("👎 Bad (0)", elem_id="label-bad")
                 skip = gr.Button("Skip (n)", elem_id="label-skip")
     session = gr.State(LabelSession())
-    tab = LabelTab(run_id, load, progress, view, score, step_scores, step_marks, note, labeler, good, bad, skip,
-                   submit, session)  # fmt: skip
+    tab = LabelTab(
+        run_id, load, progress, view, score, step_scores, step_marks, note, labeler, good, bad, skip, submit, session
+    )
     shown = [tab.session, tab.progress, tab.view, tab.step_scores]
     tab.load.click(functools.partial(load_queue, client), [tab.run_id], shown, api_name="load_label_queue")
     form = [tab.session, tab.step_scores, tab.note, tab.labeler, tab.step_marks]

@@ -21,8 +21,17 @@ from backend.schemas.reward_model import RewardModelCreate, RewardModelPublic
 from backend.schemas.trajectory import LabelCreate, LabelStats
 
 PAIR_QUEUE_SIZE = 50
-RM_HEADERS = ["id", "name", "status", "base model", "runs", "held-out accuracy", "ECE", "pairs (train/held-out)",
-              "use as"]  # fmt: skip
+RM_HEADERS = [
+    "id",
+    "name",
+    "status",
+    "base model",
+    "runs",
+    "held-out accuracy",
+    "ECE",
+    "pairs (train/held-out)",
+    "use as",
+]
 
 
 @dataclass
@@ -62,8 +71,10 @@ def stats_text(stats: LabelStats) -> str:
     for name, k in (("pairwise", stats.pairwise_kappa), ("step", stats.step_kappa)):
         value = f"κ {fmt_num(k.kappa, 2)} on {k.items} shared item(s)" if k.items else "no item labeled twice"
         kappas.append(f"{name}: {value}")
-    return (f"{stats.labeled_trajectories}/{stats.trajectories} trajectories labeled · {kinds} · by {by} · "
-            f"agreement {'; '.join(kappas)}")  # fmt: skip
+    return (
+        f"{stats.labeled_trajectories}/{stats.trajectories} trajectories labeled · {kinds} · by {by} · "
+        f"agreement {'; '.join(kappas)}"
+    )
 
 
 def _show(client: StudioClient, session: PairSession) -> tuple[Any, ...]:
@@ -77,8 +88,9 @@ def _show(client: StudioClient, session: PairSession) -> tuple[Any, ...]:
     if session.current is None:
         return session, progress, "<p>🎉 No unlabeled pairs left in this run.</p>"
     a_id, b_id, reason = session.current
-    view = f"<p><i>why this pair: {reason}</i></p>" + render_pair(client.get_trajectory(a_id),
-                                                                   client.get_trajectory(b_id))  # fmt: skip
+    view = f"<p><i>why this pair: {reason}</i></p>" + render_pair(
+        client.get_trajectory(a_id), client.get_trajectory(b_id)
+    )
     return session, progress, view
 
 
@@ -98,8 +110,13 @@ def choose(client: StudioClient, choice: str, session: PairSession, note: str, l
         return session, error_markdown(ValueError("load a pair queue first")), gr.skip(), gr.skip()
     a_id, b_id, _ = session.current
     try:
-        label = LabelCreate(kind="pairwise", other_trajectory_id=b_id, choice=choice, note=note or "",  # type: ignore[arg-type]
-                            labeler=(labeler or "").strip() or "anonymous")  # fmt: skip
+        label = LabelCreate(
+            kind="pairwise",
+            other_trajectory_id=b_id,
+            choice=choice,
+            note=note or "",  # type: ignore[arg-type]
+            labeler=(labeler or "").strip() or "anonymous",
+        )
         client.create_label(a_id, label)
         session.queue.pop(0)
         session.done += 1
@@ -122,8 +139,10 @@ def skip_pair(client: StudioClient, session: PairSession) -> tuple[Any, ...]:
 def build_pairwise_panel(client: StudioClient) -> PairTab:
     """The pairwise mode (call inside a `gr.Tab` of the Label tab)."""
     with gr.Column(elem_id="pair-panel"):
-        gr.Markdown("Compare two samples of the same task. Keys: **a** A better · **b** B better · **t** tie · "
-                    "**n** skip (when no text box has focus). Rewards are hidden so they don't sway you.")  # fmt: skip
+        gr.Markdown(
+            "Compare two samples of the same task. Keys: **a** A better · **b** B better · **t** tie · "
+            "**n** skip (when no text box has focus). Rewards are hidden so they don't sway you."
+        )
         with gr.Row():
             run_id = gr.Number(label="Run id", precision=0, elem_id="pair-run-id")
             load = gr.Button("Load pairs", variant="primary", elem_id="pair-load")
@@ -141,8 +160,12 @@ def build_pairwise_panel(client: StudioClient) -> PairTab:
     shown = [tab.session, tab.progress, tab.view]
     tab.load.click(functools.partial(load_pairs, client), [tab.run_id], shown, api_name="load_pair_queue")
     for button, choice in ((tab.a, "a"), (tab.b, "b"), (tab.tie, "tie")):
-        button.click(functools.partial(choose, client, choice), [tab.session, tab.note, tab.labeler],
-                     [*shown, tab.note], api_name=f"choose_{choice}")  # fmt: skip
+        button.click(
+            functools.partial(choose, client, choice),
+            [tab.session, tab.note, tab.labeler],
+            [*shown, tab.note],
+            api_name=f"choose_{choice}",
+        )
     tab.skip.click(functools.partial(skip_pair, client), [tab.session], shown, api_visibility="private")
     return tab
 
@@ -166,12 +189,19 @@ def parse_run_ids(text: str) -> list[int]:
 
 def rm_rows(models: list[RewardModelPublic]) -> list[list[Any]]:
     return [
-        [m.id, m.name, m.status if not m.error else f"{m.status}: {m.error}", m.base_model,
-         ", ".join(str(i) for i in m.label_run_ids), fmt_num(m.heldout_accuracy, 3), fmt_num(m.heldout_ece, 3),
-         f"{m.train_pairs or '–'}/{m.heldout_pairs or '–'}",
-         f"{'step_reward_model' if m.kind == 'step' else 'reward_model'}:{m.id}"]
+        [
+            m.id,
+            m.name,
+            m.status if not m.error else f"{m.status}: {m.error}",
+            m.base_model,
+            ", ".join(str(i) for i in m.label_run_ids),
+            fmt_num(m.heldout_accuracy, 3),
+            fmt_num(m.heldout_ece, 3),
+            f"{m.train_pairs or '–'}/{m.heldout_pairs or '–'}",
+            f"{'step_reward_model' if m.kind == 'step' else 'reward_model'}:{m.id}",
+        ]
         for m in models
-    ]  # fmt: skip
+    ]
 
 
 def refresh_reward_models(client: StudioClient) -> tuple[Any, str]:
@@ -188,17 +218,21 @@ def refresh_reward_models(client: StudioClient) -> tuple[Any, str]:
     return rm_rows(models), hint
 
 
-def train_reward_model(client: StudioClient, run_ids: str, base_model: str, epochs: Any,
-                       kind: str = "trajectory") -> tuple[Any, str]:  # fmt: skip
+def train_reward_model(
+    client: StudioClient, run_ids: str, base_model: str, epochs: Any, kind: str = "trajectory"
+) -> tuple[Any, str]:
     """POST /reward-models; the table refreshes with the queued model (or the error says what is missing).
 
     `kind` 'step' trains a step scorer on the step marks (a process reward) instead of a trajectory model.
     """
     try:
         config = {"epochs": int(epochs)} if epochs else {}
-        rm_in = RewardModelCreate(label_run_ids=parse_run_ids(run_ids), base_model=(base_model or "").strip()
-                                  or "smollm2-135m", config=config,
-                                  kind="step" if kind == "step" else "trajectory")  # fmt: skip
+        rm_in = RewardModelCreate(
+            label_run_ids=parse_run_ids(run_ids),
+            base_model=(base_model or "").strip() or "smollm2-135m",
+            config=config,
+            kind="step" if kind == "step" else "trajectory",
+        )
         rm = client.create_reward_model(rm_in)
     except (StudioAPIError, ValueError) as exc:
         return gr.skip(), error_markdown(exc)
@@ -207,21 +241,30 @@ def train_reward_model(client: StudioClient, run_ids: str, base_model: str, epoc
 
 
 def build_reward_models_panel(client: StudioClient) -> None:
-    gr.Markdown("Train a reward model (Bradley–Terry, TRL `RewardTrainer`) on the labels of one or more runs. "
-                "It scores question + tool queries + answer, so any causal LM works as a base.")  # fmt: skip
+    gr.Markdown(
+        "Train a reward model (Bradley–Terry, TRL `RewardTrainer`) on the labels of one or more runs. "
+        "It scores question + tool queries + answer, so any causal LM works as a base."
+    )
     with gr.Row():
         run_ids = gr.Textbox(label="Runs whose labels to use", placeholder="3, 5", elem_id="rm-run-ids")
         base_model = gr.Textbox("smollm2-135m", label="Base model", elem_id="rm-base-model")
         epochs = gr.Number(3, label="Epochs", precision=0)
-        kind = gr.Dropdown([("Trajectory (pairwise + score labels)", "trajectory"),
-                            ("Step scorer (good/bad step marks)", "step")], value="trajectory", label="Scores",
-                           elem_id="rm-kind")  # fmt: skip
+        kind = gr.Dropdown(
+            [("Trajectory (pairwise + score labels)", "trajectory"), ("Step scorer (good/bad step marks)", "step")],
+            value="trajectory",
+            label="Scores",
+            elem_id="rm-kind",
+        )
         train = gr.Button("Train reward model", variant="primary", elem_id="rm-train")
     status = gr.Markdown(elem_id="rm-status")
     refresh = gr.Button("Refresh", elem_id="rm-refresh")
     table = gr.Dataframe(headers=RM_HEADERS, interactive=False, label="Reward models", elem_id="rm-table")
-    train.click(functools.partial(train_reward_model, client), [run_ids, base_model, epochs, kind], [table, status],
-                api_name="train_reward_model")  # fmt: skip
+    train.click(
+        functools.partial(train_reward_model, client),
+        [run_ids, base_model, epochs, kind],
+        [table, status],
+        api_name="train_reward_model",
+    )
     refresh.click(
         functools.partial(refresh_reward_models, client), None, [table, status], api_name="list_reward_models"
     )

@@ -99,8 +99,12 @@ def summarize_launch(preset: str, environment_id: int | None, *values: Any) -> s
         return f"⚠️ {exc}"
     v = dict(zip([f"{s}.{k}" for s, k in FIELDS], field_values, strict=True))
     episodes = int(v["rollout.group_size"] or 0) * int(v["rollout.prompts_per_step"] or 0)
-    env = (f"environment #{environment_id} (its current version: tools, data, rubric and limits; the preset "
-           "supplies the model and training recipe)" if environment_id else "the preset's built-in task")  # fmt: skip
+    env = (
+        f"environment #{environment_id} (its current version: tools, data, rubric and limits; the preset "
+        "supplies the model and training recipe)"
+        if environment_id
+        else "the preset's built-in task"
+    )
     changed = (
         ", ".join(
             f"`{s}.{k}={val}`" for s, body in overrides.items() if isinstance(body, dict) for k, val in body.items()
@@ -167,9 +171,11 @@ def describe_environment(client: StudioClient, environment_id: int | None) -> st
     size = f"{data.name}: {data.counts.get('records', '?')} tasks" if data else "the built-in demo KB"
     fraction = (spec.get("data") or {}).get("heldout_fraction")
     held = f", {fraction:.0%} held out (seeded)" if isinstance(fraction, float) else ""
-    return (f"**Environment #{env.id} {env.name} v{env.version}** · tools {tools} · data {size}{held} · "
-            f"rubric {rubric} · prompt {prompt.chars} characters at turn 1 "
-            f"(limits: {env.limits.max_turns} turns, {env.limits.max_new_tokens_per_turn} tokens/turn)")  # fmt: skip
+    return (
+        f"**Environment #{env.id} {env.name} v{env.version}** · tools {tools} · data {size}{held} · "
+        f"rubric {rubric} · prompt {prompt.chars} characters at turn 1 "
+        f"(limits: {env.limits.max_turns} turns, {env.limits.max_new_tokens_per_turn} tokens/turn)"
+    )
 
 
 def _field_inputs(values: dict[str, Any]) -> tuple[Any, ...]:
@@ -253,8 +259,9 @@ def build_train_tab(client: StudioClient) -> TrainTab:
     tab = TrainTab(name, preset, environment, fields, advanced, summary, launch, status, launched_run)
     form = [tab.preset, tab.environment, *tab.fields, tab.advanced]
     tab.preset.change(fill_from_preset, [tab.preset], list(tab.fields), api_visibility="private")
-    tab.environment.change(functools.partial(describe_environment, client), [tab.environment], [env_summary],
-                           api_visibility="private")  # fmt: skip
+    tab.environment.change(
+        functools.partial(describe_environment, client), [tab.environment], [env_summary], api_visibility="private"
+    )
     for component in form:
         component.change(summarize_launch, form, [tab.summary], api_visibility="private")
     tab.launch.click(

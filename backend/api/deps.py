@@ -74,8 +74,14 @@ def _check_int64(request: Request) -> None:
     for where, params in (("path", request.path_params), ("query", request.query_params)):
         for name, value in params.items():
             if isinstance(value, str) and _INTEGER.match(value.strip()) and abs(int(value)) > INT64_MAX:
-                errors.append({"type": "less_than_equal", "loc": [where, name], "input": value,
-                               "msg": f"Input should be between -{INT64_MAX} and {INT64_MAX}"})  # fmt: skip
+                errors.append(
+                    {
+                        "type": "less_than_equal",
+                        "loc": [where, name],
+                        "input": value,
+                        "msg": f"Input should be between -{INT64_MAX} and {INT64_MAX}",
+                    }
+                )
     if errors:
         raise RequestValidationError(errors)
 

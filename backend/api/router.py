@@ -21,6 +21,18 @@ from backend.api.routes import (
 )
 
 api_router = APIRouter(dependencies=[Depends(authorize)])
-for module in (health, auth, users, tools, datasets, environments, runs, trajectories, labels, evaluations,
-               comparisons, reward_models):  # fmt: skip
+for module in (
+    health,
+    auth,
+    users,
+    tools,
+    datasets,
+    environments,
+    runs,
+    trajectories,
+    labels,
+    evaluations,
+    comparisons,
+    reward_models,
+):
     api_router.include_router(module.router)

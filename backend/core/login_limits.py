@@ -40,8 +40,14 @@ class _Record:
 class LoginLimiter:
     """`retry_after(name, address)` before checking a secret; `failed` / `succeeded` after."""
 
-    def __init__(self, *, free_attempts: int = 5, lockout_s: float = 30.0, max_lockout_s: float = 900.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        free_attempts: int = 5,
+        lockout_s: float = 30.0,
+        max_lockout_s: float = 900.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if free_attempts < 1 or lockout_s <= 0 or max_lockout_s < lockout_s:
             raise ValueError("login limits: free_attempts >= 1 and 0 < lockout_s <= max_lockout_s")
         self.free_attempts = free_attempts
@@ -53,8 +59,11 @@ class LoginLimiter:
 
     @classmethod
     def from_settings(cls, settings: _LimitSettings) -> LoginLimiter:
-        return cls(free_attempts=settings.login_free_attempts, lockout_s=settings.login_lockout_s,
-                   max_lockout_s=settings.login_max_lockout_s)  # fmt: skip
+        return cls(
+            free_attempts=settings.login_free_attempts,
+            lockout_s=settings.login_lockout_s,
+            max_lockout_s=settings.login_max_lockout_s,
+        )
 
     @staticmethod
     def _keys(name: str, address: str) -> tuple[tuple[str, str], tuple[str, str]]:

@@ -89,9 +89,19 @@ def delete_dataset(session: Session, *, dataset_id: int) -> None:
     session.flush()
 
 
-def register_upload(session: Session, *, name: str, kind: str, filename: str, data: bytes, fmt: str,
-                    question: str, answer: str, id_column: str | None, dry_run: bool) -> tuple[Dataset | None,
-                    uploads.Normalised]:  # fmt: skip
+def register_upload(
+    session: Session,
+    *,
+    name: str,
+    kind: str,
+    filename: str,
+    data: bytes,
+    fmt: str,
+    question: str,
+    answer: str,
+    id_column: str | None,
+    dry_run: bool,
+) -> tuple[Dataset | None, uploads.Normalised]:
     """Validate an uploaded file fully, write it (temp name, then rename) and register it in one transaction."""
     settings = get_settings()
     if len(data) > settings.max_upload_mb * 1024 * 1024:
@@ -99,17 +109,24 @@ def register_upload(session: Session, *, name: str, kind: str, filename: str, da
     if kind == "corpus":
         normalised = uploads.normalise_corpus(filename, data)
     else:
-        normalised = uploads.normalise_tasks(filename, data, fmt=fmt, question=question, answer=answer,
-                                             id_column=id_column)  # fmt: skip
+        normalised = uploads.normalise_tasks(
+            filename, data, fmt=fmt, question=question, answer=answer, id_column=id_column
+        )
     if dry_run:
         return None, normalised
     suffix, payload = uploads.stored_payload(filename, data, normalised)
     digest = uploads.content_hash(payload)
-    path = uploads.write_atomically(settings.uploads_dir, f"{uploads.safe_stem(filename)}-{digest[:12]}{suffix}",
-                                    payload)  # fmt: skip
-    dataset = Dataset(name=name, kind="corpus" if kind == "corpus" else "file", location=str(path.resolve()),
-                      format=normalised.format, counts={"records": len(normalised.records), "source": filename},
-                      content_hash=digest)  # fmt: skip
+    path = uploads.write_atomically(
+        settings.uploads_dir, f"{uploads.safe_stem(filename)}-{digest[:12]}{suffix}", payload
+    )
+    dataset = Dataset(
+        name=name,
+        kind="corpus" if kind == "corpus" else "file",
+        location=str(path.resolve()),
+        format=normalised.format,
+        counts={"records": len(normalised.records), "source": filename},
+        content_hash=digest,
+    )
     session.add(dataset)
     try:
         session.flush()
@@ -119,8 +136,9 @@ def register_upload(session: Session, *, name: str, kind: str, filename: str, da
     return dataset, normalised
 
 
-def _check_refs(session: Session, *, tool_ids: list[int] | None, dataset_id: int | None,
-                corpus_id: int | None = None) -> None:  # fmt: skip
+def _check_refs(
+    session: Session, *, tool_ids: list[int] | None, dataset_id: int | None, corpus_id: int | None = None
+) -> None:
     for tool_id in tool_ids or []:
         tool = session.get(Tool, tool_id)
         if tool is None:
@@ -163,17 +181,26 @@ def import_environment(session: Session, *, name: str, spec: dict[str, Any]) -> 
             continue
         kind = term.get("kind", "trajectory")
         if kind != "trajectory" and not term.get("key"):
-            raise InvalidInputError(f"spec.rubric[{i}].kind", f"{kind!r} is for user reward functions (with a key "
-                                    "and an inlined source); remove it from this term")  # fmt: skip
+            raise InvalidInputError(
+                f"spec.rubric[{i}].kind",
+                f"{kind!r} is for user reward functions (with a key and an inlined source); remove it from this term",
+            )
         if term.get("key"):
-            versions_crud.check_reward_source(str(term.get("name")), str(term.get("source") or ""), str(kind),
-                                              where="spec.rubric")  # fmt: skip
+            versions_crud.check_reward_source(
+                str(term.get("name")), str(term.get("source") or ""), str(kind), where="spec.rubric"
+            )
     versions_crud.tool_versions_exist(session, spec)
     versions_crud.check_imported_access(session, spec)
     rm_crud.check_spec_reward_models(session, spec=spec)
     limits = spec.get("limits") or {}
-    env = Environment(name=name, tool_ids=[], rubric={}, limits=limits if isinstance(limits, dict) else {},
-                      settings={"imported": True}, version=1)  # fmt: skip
+    env = Environment(
+        name=name,
+        tool_ids=[],
+        rubric={},
+        limits=limits if isinstance(limits, dict) else {},
+        settings={"imported": True},
+        version=1,
+    )
     session.add(env)
     session.flush()
     versions_crud.write_version(session, env, version=1, spec={**spec, "name": name})

@@ -61,10 +61,15 @@ def _tool_entry(tool: Tool, settings: EnvironmentSettings) -> dict[str, Any]:
         return {"name": builtin, "builtin": builtin, "params": params, "tool_id": tool.id, "version": tool.version}
     schema = dict(tool.tool_schema)
     return {
-        "name": tool.name, "key": f"tool-{tool.id}-v{tool.version}", "description": schema.get("description", ""),
-        "parameters": schema.get("parameters") or {"type": "object", "properties": {}}, "source": tool.source,
-        "function": schema.get("name") or tool.name, "tool_id": tool.id, "version": tool.version,
-    }  # fmt: skip
+        "name": tool.name,
+        "key": f"tool-{tool.id}-v{tool.version}",
+        "description": schema.get("description", ""),
+        "parameters": schema.get("parameters") or {"type": "object", "properties": {}},
+        "source": tool.source,
+        "function": schema.get("name") or tool.name,
+        "tool_id": tool.id,
+        "version": tool.version,
+    }
 
 
 def check_network(where: str, hosts: list[str]) -> list[str]:
@@ -107,8 +112,11 @@ def _with_access(session: Session, tools: list[dict[str, Any]], settings: Enviro
     user_tools = {t["name"]: t for t in tools if t.get("key")}
     unknown = sorted(set(settings.tool_access) - set(user_tools))
     if unknown:
-        raise InvalidInputError("settings.tool_access", f"{', '.join(unknown)}: not a user tool of this environment "
-                                f"(user tools: {', '.join(user_tools) or 'none'})")  # fmt: skip
+        raise InvalidInputError(
+            "settings.tool_access",
+            f"{', '.join(unknown)}: not a user tool of this environment "
+            f"(user tools: {', '.join(user_tools) or 'none'})",
+        )
     for name, access in settings.tool_access.items():
         user_tools[name]["network"] = check_network(f"settings.tool_access.{name}.network", access.network)
         user_tools[name]["files"] = _tool_files(session, name, access.files)
@@ -125,8 +133,9 @@ def check_imported_access(session: Session, spec: dict[str, Any]) -> None:
         if "network" in tool:
             tool["network"] = check_network(f"spec.tools[{i}].network", network)
         if "files" in tool:
-            tool["files"] = {name: _registered_file(session, f"spec.tools[{i}].files.{name}", p)
-                             for name, p in files.items()}  # fmt: skip
+            tool["files"] = {
+                name: _registered_file(session, f"spec.tools[{i}].files.{name}", p) for name, p in files.items()
+            }
 
 
 def _registered_file(session: Session, where: str, path: str) -> str:
@@ -145,8 +154,13 @@ def _data_entry(dataset: Dataset | None, settings: EnvironmentSettings) -> dict[
         return {"source": "demo", "location": location, "seed": settings.split_seed}
     if dataset.kind == "corpus":
         raise InvalidInputError("dataset_id", f"dataset {dataset.id} is a corpus; attach it as corpus_id")
-    return {"source": dataset.kind, "location": dataset.location, "format": dataset.format,
-            "heldout_fraction": fraction, "seed": settings.split_seed}  # fmt: skip
+    return {
+        "source": dataset.kind,
+        "location": dataset.location,
+        "format": dataset.format,
+        "heldout_fraction": fraction,
+        "seed": settings.split_seed,
+    }
 
 
 def resolve_spec(session: Session, env: Environment, *, version: int) -> dict[str, Any]:
@@ -158,39 +172,65 @@ def resolve_spec(session: Session, env: Environment, *, version: int) -> dict[st
     _with_access(session, tools, settings)
     unknown = sorted(set(rubric.weights) - set(BUILTIN_REWARDS))
     if unknown:
-        raise InvalidInputError("rubric.weights", f"unknown term(s) {', '.join(unknown)}; built-ins are "
-                                f"{', '.join(BUILTIN_REWARDS)}")  # fmt: skip
+        raise InvalidInputError(
+            "rubric.weights", f"unknown term(s) {', '.join(unknown)}; built-ins are {', '.join(BUILTIN_REWARDS)}"
+        )
     terms: list[dict[str, Any]] = [{"name": k, "weight": w, "builtin": k} for k, w in rubric.weights.items()]
     for fn in rubric.functions:
         check_reward_source(fn.name, fn.source, fn.kind)
-        terms.append({"name": fn.name, "weight": fn.weight, "key": f"reward-{env.id}-v{version}-{fn.name}",
-                      "source": fn.source, "function": "reward", "kind": fn.kind})  # fmt: skip
+        terms.append(
+            {
+                "name": fn.name,
+                "weight": fn.weight,
+                "key": f"reward-{env.id}-v{version}-{fn.name}",
+                "source": fn.source,
+                "function": "reward",
+                "kind": fn.kind,
+            }
+        )
     for i, rm in enumerate(rubric.reward_models):
         check_reward_model(session, ident=rm.reward_model_id, step=rm.step, field=f"rubric.reward_models[{i}]")
         key = "step_reward_model" if rm.step else "reward_model"
-        terms.append({"name": f"{key}-{rm.reward_model_id}", "weight": rm.weight, key: rm.reward_model_id,
-                      "normalize": rm.normalize})  # fmt: skip
+        terms.append(
+            {
+                "name": f"{key}-{rm.reward_model_id}",
+                "weight": rm.weight,
+                key: rm.reward_model_id,
+                "normalize": rm.normalize,
+            }
+        )
     names = [t["name"] for t in terms]
     if len(set(names)) != len(names) or not terms:
         raise InvalidInputError("rubric", f"term names must be unique and at least one given, got {names}")
     tool_names = [t["name"] for t in tools]
     if settings.force_first_call is not None and settings.force_first_call not in tool_names:
-        raise InvalidInputError("settings.force_first_call", f"{settings.force_first_call!r} is not one of the "
-                                f"environment's tools ({', '.join(tool_names) or 'none'})")  # fmt: skip
+        raise InvalidInputError(
+            "settings.force_first_call",
+            f"{settings.force_first_call!r} is not one of the environment's tools ({', '.join(tool_names) or 'none'})",
+        )
     dataset = _live(session, Dataset, env.dataset_id, "dataset_id") if env.dataset_id is not None else None
     corpus = _live(session, Dataset, env.corpus_id, "corpus_id") if env.corpus_id is not None else None
     if corpus is not None and corpus.kind != "corpus":
         raise InvalidInputError("corpus_id", f"dataset {corpus.id} is a {corpus.kind} dataset, not a corpus")
     return {
-        "name": env.name, "environment_id": env.id, "version": version, "tools": tools,
-        "data": _data_entry(dataset, settings), "corpus": {"location": corpus.location if corpus else None,
-                                                            "retriever": settings.retriever},
-        "rubric": terms, "answer_tag": rubric.answer_tag,
-        "limits": limits.model_dump(), "system_prompt": settings.system_prompt,
-        "question_template": settings.question_template, "show_tool_schemas": settings.show_tool_schemas,
-        "prefill": {"force_first_call": settings.force_first_call, "first_turn_prefill": settings.first_turn_prefill,
-                    "answer_after_tool": settings.answer_after_tool},
-    }  # fmt: skip
+        "name": env.name,
+        "environment_id": env.id,
+        "version": version,
+        "tools": tools,
+        "data": _data_entry(dataset, settings),
+        "corpus": {"location": corpus.location if corpus else None, "retriever": settings.retriever},
+        "rubric": terms,
+        "answer_tag": rubric.answer_tag,
+        "limits": limits.model_dump(),
+        "system_prompt": settings.system_prompt,
+        "question_template": settings.question_template,
+        "show_tool_schemas": settings.show_tool_schemas,
+        "prefill": {
+            "force_first_call": settings.force_first_call,
+            "first_turn_prefill": settings.first_turn_prefill,
+            "answer_after_tool": settings.answer_after_tool,
+        },
+    }
 
 
 def _live(session: Session, model: type[Any], ident: int | None, field: str) -> Any:
@@ -203,8 +243,9 @@ def _live(session: Session, model: type[Any], ident: int | None, field: str) -> 
 def write_version(session: Session, env: Environment, *, version: int, spec: dict[str, Any] | None = None) -> Any:
     """Freeze `env` as version `version` (the resolved spec, or `spec` as imported)."""
     frozen = spec if spec is not None else resolve_spec(session, env, version=version)
-    row = EnvironmentVersion(environment_id=env.id, version=version, spec={**frozen, "version": version,
-                                                                           "environment_id": env.id})  # fmt: skip
+    row = EnvironmentVersion(
+        environment_id=env.id, version=version, spec={**frozen, "version": version, "environment_id": env.id}
+    )
     env.version = version
     session.add(row)
     session.flush()
@@ -219,8 +260,11 @@ def current_version(session: Session, *, environment_id: int) -> EnvironmentVers
 
 
 def get_version(session: Session, *, environment_id: int, version: int) -> EnvironmentVersion:
-    row = session.scalar(select(EnvironmentVersion).where(EnvironmentVersion.environment_id == environment_id,
-                                                          EnvironmentVersion.version == version))  # fmt: skip
+    row = session.scalar(
+        select(EnvironmentVersion).where(
+            EnvironmentVersion.environment_id == environment_id, EnvironmentVersion.version == version
+        )
+    )
     if row is None:
         raise NotFoundError("environment version", f"{environment_id}/v{version}")
     return row
@@ -242,8 +286,11 @@ def tool_versions_exist(session: Session, spec: dict[str, Any]) -> None:
     """Every pinned tool version of an imported spec that names a studio tool still exists (else it is inlined)."""
     for tool in spec.get("tools") or []:
         if tool.get("tool_id") is not None and tool.get("version") is not None:
-            found = session.scalar(select(ToolVersion).where(ToolVersion.tool_id == tool["tool_id"],
-                                                             ToolVersion.version == tool["version"]))  # fmt: skip
+            found = session.scalar(
+                select(ToolVersion).where(
+                    ToolVersion.tool_id == tool["tool_id"], ToolVersion.version == tool["version"]
+                )
+            )
             if found is None:
                 tool["tool_id"] = None  # the inlined source is the truth
 
@@ -265,16 +312,20 @@ def prompt_preview(spec: dict[str, Any], *, environment_id: int, version: int) -
     schemas = []
     for tool in spec.get("tools") or []:
         if tool.get("builtin") == "search":
-            params = {"type": "object", "properties": {"query": {"type": "string", "description": "What to look up"}},
-                      "required": ["query"]}  # fmt: skip
+            params = {
+                "type": "object",
+                "properties": {"query": {"type": "string", "description": "What to look up"}},
+                "required": ["query"],
+            }
             desc = "Search the knowledge base for passages relevant to a query."
         elif tool.get("builtin") == "calculator":
             params = {"type": "object", "properties": {"expression": {"type": "string"}}, "required": ["expression"]}
             desc = "Evaluate an arithmetic expression and return the result."
         else:
             params, desc = tool.get("parameters") or {}, str(tool.get("description") or "")
-        schemas.append({"type": "function", "function": {"name": tool.get("name"), "description": desc,
-                                                         "parameters": params}})  # fmt: skip
+        schemas.append(
+            {"type": "function", "function": {"name": tool.get("name"), "description": desc, "parameters": params}}
+        )
     shown = schemas if spec.get("show_tool_schemas", True) else []
     prefill = spec.get("prefill") or {}
     first = str(prefill.get("first_turn_prefill") or "")
@@ -282,5 +333,13 @@ def prompt_preview(spec: dict[str, Any], *, environment_id: int, version: int) -
         first = '<tool_call>{"name": "' + str(prefill["force_first_call"]) + '", "arguments": {'
     chars = len(system) + len(user) + sum(len(str(s)) for s in shown) + len(first)
     note = "token count: run Check (the worker counts tokens with the model's tokenizer and chat template)"
-    return PromptPreview(environment_id=environment_id, version=version, system_prompt=system, user_message=user,
-                         tool_schemas=shown, first_turn_prefill=first, chars=chars, note=note)  # fmt: skip
+    return PromptPreview(
+        environment_id=environment_id,
+        version=version,
+        system_prompt=system,
+        user_message=user,
+        tool_schemas=shown,
+        first_turn_prefill=first,
+        chars=chars,
+        note=note,
+    )

@@ -42,8 +42,11 @@ def add_label(session: Session, *, trajectory_id: int, label_in: LabelCreate) ->
     if label_in.kind == "pairwise":
         assert label_in.other_trajectory_id is not None  # checked by the schema
         other = get_trajectory(session, trajectory_id=label_in.other_trajectory_id)
-        same_group = (other.run_id, other.step, other.group_id) == (trajectory.run_id, trajectory.step,
-                                                                      trajectory.group_id)  # fmt: skip
+        same_group = (other.run_id, other.step, other.group_id) == (
+            trajectory.run_id,
+            trajectory.step,
+            trajectory.group_id,
+        )
         if other.id == trajectory.id or not same_group:
             raise InvalidInputError(
                 "other_trajectory_id",
@@ -56,14 +59,21 @@ def add_label(session: Session, *, trajectory_id: int, label_in: LabelCreate) ->
         turns = _assistant_turns(trajectory.data)
         bad = [m.turn for m in label_in.step_marks if m.turn >= turns]
         if bad:
-            raise InvalidInputError("step_marks", f"turn(s) {bad} out of range: the trajectory has {turns} "
-                                    "assistant turn(s), numbered from 0")  # fmt: skip
+            raise InvalidInputError(
+                "step_marks",
+                f"turn(s) {bad} out of range: the trajectory has {turns} assistant turn(s), numbered from 0",
+            )
     values = label_in.model_dump(exclude={"step_marks"})
     label = Label(
-        **values, trajectory_id=trajectory.id, step_marks=[m.model_dump() for m in label_in.step_marks],
+        **values,
+        trajectory_id=trajectory.id,
+        step_marks=[m.model_dump() for m in label_in.step_marks],
         run_id=trajectory.run_id,
-        step=trajectory.step, group_id=trajectory.group_id, task_id=trajectory.task_id, snapshot=snapshot,
-    )  # fmt: skip
+        step=trajectory.step,
+        group_id=trajectory.group_id,
+        task_id=trajectory.task_id,
+        snapshot=snapshot,
+    )
     session.add(label)
     session.flush()
     return label
@@ -146,8 +156,12 @@ def label_queue(session: Session, *, run_id: int, limit: int = 20) -> list[Traje
     disagreement = {k: abs(auto_rank[k] - rm_rank[k]) for k in scored}
 
     def key(row: Trajectory) -> tuple[float, ...]:
-        return (-float((row.step, row.group_id) in mixed), -disagreement.get(row.id, 0.0),
-                abs(row.reward - 0.5), float(row.id))  # fmt: skip
+        return (
+            -float((row.step, row.group_id) in mixed),
+            -disagreement.get(row.id, 0.0),
+            abs(row.reward - 0.5),
+            float(row.id),
+        )
 
     return sorted((r for r in rows if r.id not in labeled), key=key)[:limit]
 
@@ -160,8 +174,9 @@ def pair_queue(session: Session, *, run_id: int, limit: int = 20) -> list[tuple[
     (|sigmoid(score_a - score_b) - 0.5| ascending); without a model, pairs of rewards nearest 0.5.
     """
     _require_run(session, run_id)
-    pairs = select(Label.trajectory_id, Label.other_trajectory_id).where(Label.run_id == run_id,
-                                                                          Label.kind == "pairwise")  # fmt: skip
+    pairs = select(Label.trajectory_id, Label.other_trajectory_id).where(
+        Label.run_id == run_id, Label.kind == "pairwise"
+    )
     done = {frozenset(p) for p in session.execute(pairs)}
     rm = current_rm_scores(session, run_id=run_id)
     candidates: list[tuple[tuple[float, ...], Trajectory, Trajectory, str]] = []
@@ -241,11 +256,13 @@ def label_stats(session: Session, *, run_id: int) -> dict[str, Any]:
     labeled = {i for x in labels for i in (x.trajectory_id, x.other_trajectory_id) if i is not None}
     kappas = agreement(labels)
     return {
-        "run_id": run_id, "trajectories": total, "labeled_trajectories": len(labeled),
+        "run_id": run_id,
+        "trajectories": total,
+        "labeled_trajectories": len(labeled),
         "labels_by_kind": dict(Counter(x.kind for x in labels)),
         "labels_by_labeler": dict(Counter(x.labeler for x in labels)),
         **{f"{k}_kappa": {"kappa": v[0], "items": v[1], "agreement": v[2]} for k, v in kappas.items()},
-    }  # fmt: skip
+    }
 
 
 # ------------------------------------------------------------------ export / import (one record format)
@@ -255,14 +272,27 @@ def label_record(label: Label) -> dict[str, Any]:
     """One JSONL line of `LABEL_FORMAT`: the label and the snapshot of what it judged."""
     snap = label.snapshot or {}
     return {
-        "format": LABEL_FORMAT, "label_id": label.id, "kind": label.kind, "trajectory_id": label.trajectory_id,
-        "other_trajectory_id": label.other_trajectory_id, "score": label.score, "choice": label.choice,
-        "step_scores": list(label.step_scores or []), "step_marks": list(label.step_marks or []),
-        "note": label.note, "labeler": label.labeler, "labeled_at": label.created_at.isoformat(),
-        "run_id": label.run_id, "step": label.step, "group_id": label.group_id, "task_id": label.task_id,
-        "reward": snap.get("reward"), "other_reward": snap.get("other_reward"),
-        "trajectory": snap.get("trajectory") or {}, "other_trajectory": snap.get("other_trajectory"),
-    }  # fmt: skip
+        "format": LABEL_FORMAT,
+        "label_id": label.id,
+        "kind": label.kind,
+        "trajectory_id": label.trajectory_id,
+        "other_trajectory_id": label.other_trajectory_id,
+        "score": label.score,
+        "choice": label.choice,
+        "step_scores": list(label.step_scores or []),
+        "step_marks": list(label.step_marks or []),
+        "note": label.note,
+        "labeler": label.labeler,
+        "labeled_at": label.created_at.isoformat(),
+        "run_id": label.run_id,
+        "step": label.step,
+        "group_id": label.group_id,
+        "task_id": label.task_id,
+        "reward": snap.get("reward"),
+        "other_reward": snap.get("other_reward"),
+        "trajectory": snap.get("trajectory") or {},
+        "other_trajectory": snap.get("other_trajectory"),
+    }
 
 
 def iter_label_records(session: Session, *, run_ids: Sequence[int], batch_size: int = 200) -> Iterator[dict[str, Any]]:
@@ -286,16 +316,20 @@ def _parse_record(line_no: int, record: Any) -> tuple[LabelCreate, dict[str, Any
         raise InvalidInputError(f"line {line_no}", f'expected a JSON object with "format": "{LABEL_FORMAT}"')
     if not isinstance(record.get("trajectory"), dict) or not record.get("trajectory"):
         raise InvalidInputError(f"line {line_no}", "`trajectory` (the snapshot of what was labeled) is missing")
-    fields = {k: record.get(k) for k in ("kind", "score", "choice", "other_trajectory_id", "note", "labeler")
-              if record.get(k) is not None}  # fmt: skip
+    fields = {
+        k: record.get(k)
+        for k in ("kind", "score", "choice", "other_trajectory_id", "note", "labeler")
+        if record.get(k) is not None
+    }
     if record.get("kind") == "pairwise":
         if not isinstance(record.get("other_trajectory"), dict) or not record.get("other_trajectory"):
             raise InvalidInputError(f"line {line_no}", "a pairwise label needs `other_trajectory` (B's snapshot)")
         fields.setdefault("other_trajectory_id", 0)  # B may be gone; its snapshot is what counts
     try:
         marks = [StepMark.model_validate(m).model_dump() for m in record.get("step_marks") or ()]
-        label_in = LabelCreate.model_validate(fields | {"step_marks": marks,
-                                                        "step_scores": record.get("step_scores") or []})  # fmt: skip
+        label_in = LabelCreate.model_validate(
+            fields | {"step_marks": marks, "step_scores": record.get("step_scores") or []}
+        )
     except ValueError as exc:
         raise InvalidInputError(f"line {line_no}", str(exc).replace("\n", " ")) from None
     return label_in, record
@@ -317,17 +351,30 @@ def import_labels(session: Session, *, records: Sequence[Any]) -> tuple[int, int
         ids = (record.get("trajectory_id"), record.get("other_trajectory_id"))
         present = [_same_trajectory(session, i, record) for i in ids]
         linked += int(present[0])
-        snapshot = {k: record.get(v) for k, v in (("trajectory", "trajectory"), ("reward", "reward"),
-                    ("other_trajectory", "other_trajectory"), ("other_reward", "other_reward"))}  # fmt: skip
+        snapshot = {
+            k: record.get(v)
+            for k, v in (
+                ("trajectory", "trajectory"),
+                ("reward", "reward"),
+                ("other_trajectory", "other_trajectory"),
+                ("other_reward", "other_reward"),
+            )
+        }
         created = record.get("labeled_at")
         when = {"created_at": datetime.fromisoformat(created)} if isinstance(created, str) else {}
-        session.add(Label(
-            **label_in.model_dump(exclude={"step_marks", "other_trajectory_id"}),
-            step_marks=[m.model_dump() for m in label_in.step_marks],
-            trajectory_id=ids[0] if present[0] else None, other_trajectory_id=ids[1] if present[1] else None,
-            run_id=record.get("run_id"), step=record.get("step"), group_id=str(record.get("group_id") or ""),
-            task_id=str(record.get("task_id") or ""), snapshot=snapshot,
-            **when,
-        ))  # fmt: skip
+        session.add(
+            Label(
+                **label_in.model_dump(exclude={"step_marks", "other_trajectory_id"}),
+                step_marks=[m.model_dump() for m in label_in.step_marks],
+                trajectory_id=ids[0] if present[0] else None,
+                other_trajectory_id=ids[1] if present[1] else None,
+                run_id=record.get("run_id"),
+                step=record.get("step"),
+                group_id=str(record.get("group_id") or ""),
+                task_id=str(record.get("task_id") or ""),
+                snapshot=snapshot,
+                **when,
+            )
+        )
     session.flush()
     return len(parsed), linked

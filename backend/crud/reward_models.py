@@ -84,23 +84,35 @@ def to_public(run: Run) -> RewardModelPublic:
     config, result = run.requested_config or {}, run.result or {}
     metrics = result.get("metrics") or {}
     return RewardModelPublic(
-        id=run.id, name=run.name, status=run.status, error=run.error,  # type: ignore[arg-type]
+        id=run.id,
+        name=run.name,
+        status=run.status,  # type: ignore[arg-type]
+        error=run.error,
         base_model=str((config.get("reward_model") or {}).get("base_model", "")),
         kind=str((config.get("reward_model") or {}).get("kind") or "trajectory"),
-        label_run_ids=list(config.get("label_run_ids") or []), tokenizer=result.get("tokenizer"),
-        artifact_dir=result.get("artifact_dir"), heldout_accuracy=metrics.get("heldout_accuracy"),
-        heldout_ece=metrics.get("heldout_ece"), train_pairs=metrics.get("train_pairs"),
-        heldout_pairs=metrics.get("heldout_pairs"), label_ids=list(result.get("label_ids") or []),
-        metrics=metrics, created_at=run.created_at, finished_at=run.finished_at,
-    )  # fmt: skip
+        label_run_ids=list(config.get("label_run_ids") or []),
+        tokenizer=result.get("tokenizer"),
+        artifact_dir=result.get("artifact_dir"),
+        heldout_accuracy=metrics.get("heldout_accuracy"),
+        heldout_ece=metrics.get("heldout_ece"),
+        train_pairs=metrics.get("train_pairs"),
+        heldout_pairs=metrics.get("heldout_pairs"),
+        label_ids=list(result.get("label_ids") or []),
+        metrics=metrics,
+        created_at=run.created_at,
+        finished_at=run.finished_at,
+    )
 
 
 def check_reward_model(session: Session, *, ident: Any, step: bool, field: str) -> Run:
     """`ident` names a succeeded reward model of the right kind (a step scorer for `step`); 422 names `field`."""
     run = session.get(Run, ident) if isinstance(ident, int) and not isinstance(ident, bool) else None
     if run is None or run.kind != RM_TRAIN_KIND:
-        raise InvalidInputError(field, f"reward model {ident} does not exist; see GET /reward-models for the "
-                                "trained ones (or train one from labels: POST /reward-models)")  # fmt: skip
+        raise InvalidInputError(
+            field,
+            f"reward model {ident} does not exist; see GET /reward-models for the "
+            "trained ones (or train one from labels: POST /reward-models)",
+        )
     if run.status != "succeeded":
         raise InvalidInputError(field, f"reward model {ident} is {run.status}; use one whose training succeeded")
     kind = to_public(run).kind

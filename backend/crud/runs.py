@@ -87,8 +87,9 @@ def _pinned_version(session: Session, *, environment_id: int | None, version_id:
     if version_id is not None:
         row = session.get(EnvironmentVersion, version_id)
         if row is None or (environment_id is not None and row.environment_id != environment_id):
-            raise InvalidInputError("environment_version_id", f"version {version_id} does not "
-                                    f"exist for environment {environment_id}")  # fmt: skip
+            raise InvalidInputError(
+                "environment_version_id", f"version {version_id} does not exist for environment {environment_id}"
+            )
         return row.id
     if environment_id is None:
         return None

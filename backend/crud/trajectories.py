@@ -13,10 +13,20 @@ from backend.core.errors import NotFoundError
 from backend.models.trajectory import Label, Trajectory, TrajectoryData
 
 SUMMARY_COLUMNS = (
-    Trajectory.id, Trajectory.run_id, Trajectory.step, Trajectory.group_id, Trajectory.task_id, Trajectory.reward,
-    Trajectory.has_parse_error, Trajectory.has_tool_error, Trajectory.truncated, Trajectory.finish_reason,
-    Trajectory.num_turns, Trajectory.num_tool_calls, Trajectory.created_at,
-)  # fmt: skip
+    Trajectory.id,
+    Trajectory.run_id,
+    Trajectory.step,
+    Trajectory.group_id,
+    Trajectory.task_id,
+    Trajectory.reward,
+    Trajectory.has_parse_error,
+    Trajectory.has_tool_error,
+    Trajectory.truncated,
+    Trajectory.finish_reason,
+    Trajectory.num_turns,
+    Trajectory.num_tool_calls,
+    Trajectory.created_at,
+)
 
 
 @dataclass(frozen=True)
@@ -69,9 +79,12 @@ def _labeled_clause() -> Any:
 
 def _filtered(query: Select[Any], flt: TrajectoryFilter) -> Select[Any]:
     equal = {
-        Trajectory.run_id: flt.run_id, Trajectory.step: flt.step, Trajectory.has_parse_error: flt.has_parse_error,
-        Trajectory.has_tool_error: flt.has_tool_error, Trajectory.truncated: flt.truncated,
-    }  # fmt: skip
+        Trajectory.run_id: flt.run_id,
+        Trajectory.step: flt.step,
+        Trajectory.has_parse_error: flt.has_parse_error,
+        Trajectory.has_tool_error: flt.has_tool_error,
+        Trajectory.truncated: flt.truncated,
+    }
     for column, value in equal.items():
         if value is not None:
             query = query.where(column == value)

@@ -20,8 +20,11 @@ from typing import Any
 
 from backend.core.errors import InvalidInputError
 
-BENCHMARK_KEYS = {"hotpotqa": ("context", "supporting_facts"), "2wiki": ("context", "supporting_facts"),
-                  "musique": ("paragraphs",)}  # fmt: skip
+BENCHMARK_KEYS = {
+    "hotpotqa": ("context", "supporting_facts"),
+    "2wiki": ("context", "supporting_facts"),
+    "musique": ("paragraphs",),
+}
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 
@@ -44,8 +47,9 @@ def iter_rows(filename: str, data: bytes) -> Iterator[tuple[str, Any]]:
     """`(location, record)` of a JSONL, JSON array, CSV or Parquet file; locations read "line 7" / "record 3"."""
     suffix = Path(filename).suffix.lower()
     if suffix not in SUFFIXES:
-        raise InvalidInputError("file", f"{filename}: unsupported file type {suffix or '(none)'}; use "
-                                f"{', '.join(SUFFIXES)}")  # fmt: skip
+        raise InvalidInputError(
+            "file", f"{filename}: unsupported file type {suffix or '(none)'}; use {', '.join(SUFFIXES)}"
+        )
     if suffix == ".parquet":
         yield from _parquet_rows(filename, data)
         return
@@ -104,8 +108,9 @@ def _answers(value: Any, filename: str, where: str, column: str) -> list[str]:
     raise _bad(filename, where, f"field {column!r} must be a non-empty string or list of strings, got {value!r}")
 
 
-def normalise_tasks(filename: str, data: bytes, *, fmt: str, question: str, answer: str,
-                    id_column: str | None) -> Normalised:  # fmt: skip
+def normalise_tasks(
+    filename: str, data: bytes, *, fmt: str, question: str, answer: str, id_column: str | None
+) -> Normalised:
     """Validate every record of a task file (see the module docstring)."""
     rows = list(iter_rows(filename, data))
     if not rows:
@@ -195,6 +200,8 @@ def check_under_roots(path: Path, roots: list[Path]) -> Path:
     resolved = path.expanduser().resolve()
     if not any(resolved.is_relative_to(root) for root in roots):
         shown = ", ".join(str(r) for r in roots)
-        raise InvalidInputError("location", f"{path} is outside the data roots ({shown}); upload the file or "
-                                "add its folder to STUDIO_DATA_ROOTS")  # fmt: skip
+        raise InvalidInputError(
+            "location",
+            f"{path} is outside the data roots ({shown}); upload the file or add its folder to STUDIO_DATA_ROOTS",
+        )
     return resolved

@@ -61,7 +61,6 @@ class Run(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
-
     @property
     def environment_name(self) -> str | None:
         """The pinned environment version's name (as it was named in that version)."""

@@ -55,14 +55,16 @@ class ToolAccessSettings(BaseModel):
     """What one user tool may reach from its sandbox; nothing by default (no network, no files)."""
 
     network: list[str] = Field(
-        default_factory=list, max_length=32,
+        default_factory=list,
+        max_length=32,
         description="Allow-listed `host`, `host:port` or `*.domain[:port]` (a bare host: ports 80 and 443); the tool "
         "reaches them only through a filtering proxy (HTTP(S)_PROXY), every other host is refused.",
-    )  # fmt: skip
+    )
     files: list[DbId] = Field(
-        default_factory=list, max_length=16,
+        default_factory=list,
+        max_length=16,
         description="Dataset ids whose files are mounted read-only at /data/<file name> in the tool's sandbox.",
-    )  # fmt: skip
+    )
 
 
 class EnvironmentSettings(BaseModel):

@@ -269,8 +269,14 @@ class FakeStudioClient:
     def create_evaluation(self, evaluation: EvaluationCreate) -> RunPublic:
         self._call("create_evaluation", evaluation)
         spec = evaluation.spec().model_dump(mode="json")
-        new = make_run(len(self.runs) + 1, name=evaluation.name or "eval", kind="eval", status="queued", preset=None,
-                       eval_spec=spec)  # fmt: skip
+        new = make_run(
+            len(self.runs) + 1,
+            name=evaluation.name or "eval",
+            kind="eval",
+            status="queued",
+            preset=None,
+            eval_spec=spec,
+        )
         self.runs[new.id] = new
         return new
 
@@ -380,26 +386,38 @@ class FakeStudioClient:
         members = sorted((t for t in self.trajectories.values() if t.run_id == run_id), key=lambda t: t.id)
         pairs = [(a, b) for i, a in enumerate(members) for b in members[i + 1 :] if frozenset((a.id, b.id)) not in done]
         summary = TrajectorySummary.model_validate
-        return [LabelPair(a=summary(a.model_dump()), b=summary(b.model_dump()), reason="mixed rewards")
-                for a, b in pairs][:limit]  # fmt: skip
+        return [
+            LabelPair(a=summary(a.model_dump()), b=summary(b.model_dump()), reason="mixed rewards") for a, b in pairs
+        ][:limit]
 
     def label_stats(self, run_id: int) -> LabelStats:
         self._call("label_stats", run_id)
         kinds: dict[str, int] = {}
         for _, label in self.labels:
             kinds[label.kind] = kinds.get(label.kind, 0) + 1
-        return LabelStats(run_id=run_id, trajectories=len(self.trajectories),
-                          labeled_trajectories=len({t for t, _ in self.labels}), labels_by_kind=kinds,
-                          labels_by_labeler={"ann": len(self.labels)} if self.labels else {},
-                          pairwise_kappa=KappaPublic(kappa=0.5, items=2, agreement=0.75),
-                          step_kappa=KappaPublic(kappa=None, items=0, agreement=None))  # fmt: skip
+        return LabelStats(
+            run_id=run_id,
+            trajectories=len(self.trajectories),
+            labeled_trajectories=len({t for t, _ in self.labels}),
+            labels_by_kind=kinds,
+            labels_by_labeler={"ann": len(self.labels)} if self.labels else {},
+            pairwise_kappa=KappaPublic(kappa=0.5, items=2, agreement=0.75),
+            step_kappa=KappaPublic(kappa=None, items=0, agreement=None),
+        )
 
     def create_reward_model(self, rm_in: RewardModelCreate) -> RewardModelPublic:
         self._call("create_reward_model", rm_in)
-        rm = RewardModelPublic(id=100 + len(self.reward_models), name=rm_in.name or "rm", status="queued", error=None,
-                               base_model=rm_in.base_model, kind=rm_in.kind, label_run_ids=rm_in.label_run_ids,
-                               created_at=NOW,
-                               finished_at=None)  # fmt: skip
+        rm = RewardModelPublic(
+            id=100 + len(self.reward_models),
+            name=rm_in.name or "rm",
+            status="queued",
+            error=None,
+            base_model=rm_in.base_model,
+            kind=rm_in.kind,
+            label_run_ids=rm_in.label_run_ids,
+            created_at=NOW,
+            finished_at=None,
+        )
         self.reward_models.append(rm)
         return rm
 

@@ -10,10 +10,21 @@ from tests.app._fakes import NOW, make_trajectory
 
 
 def test_judgements_put_human_label_reward_model_and_automatic_reward_side_by_side() -> None:
-    label = LabelPublic(id=1, kind="score", trajectory_id=10, other_trajectory_id=None, score=0.0, choice=None,
-                        step_scores=[], note="", labeler="ann", created_at=NOW)  # fmt: skip
-    traj = make_trajectory(10, reward=1.7, labels=[label], reward_model_scores={"reward_model:3": 2.25},
-                           automatic_reward=1.0)  # fmt: skip
+    label = LabelPublic(
+        id=1,
+        kind="score",
+        trajectory_id=10,
+        other_trajectory_id=None,
+        score=0.0,
+        choice=None,
+        step_scores=[],
+        note="",
+        labeler="ann",
+        created_at=NOW,
+    )
+    traj = make_trajectory(
+        10, reward=1.7, labels=[label], reward_model_scores={"reward_model:3": 2.25}, automatic_reward=1.0
+    )
     html = render_judgements(traj)
     assert "<th>Human label</th><th>Reward model score</th><th>Automatic reward</th>" in html
     assert "reward_model:3: 2.250" in html
@@ -27,8 +38,18 @@ def test_judgements_put_human_label_reward_model_and_automatic_reward_side_by_si
 
 
 def test_curves_plot_reward_model_scores_against_the_automatic_reward() -> None:
-    points = [MetricPoint(step=s, values={"reward/mean": 0.1 * s, "reward/rubric": 0.2, "reward/reward_model:3": s,
-                                          "reward/step_reward_model:4": -s}) for s in (1, 2)]  # fmt: skip
+    points = [
+        MetricPoint(
+            step=s,
+            values={
+                "reward/mean": 0.1 * s,
+                "reward/rubric": 0.2,
+                "reward/reward_model:3": s,
+                "reward/step_reward_model:4": -s,
+            },
+        )
+        for s in (1, 2)
+    ]
     fig = metrics_figure(points)
     panel = [t for t in fig.data if t.name in ("reward/rubric", "reward/reward_model:3", "reward/step_reward_model:4")]
     assert [t.name for t in panel] == ["reward/rubric", "reward/reward_model:3", "reward/step_reward_model:4"]

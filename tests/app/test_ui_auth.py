@@ -54,8 +54,14 @@ def api(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """A real API (uvicorn, loopback, `require_auth`) on a migrated SQLite DB: (url, database url)."""
     database_url = f"sqlite:///{tmp_path / 'studio.db'}"
     command.upgrade(alembic_config(database_url), "head")
-    settings = Settings(data_dir=tmp_path, database_url=database_url, redis_url="", api_token="", require_auth=True,
-                        login_free_attempts=3)  # fmt: skip
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url=database_url,
+        redis_url="",
+        api_token="",
+        require_auth=True,
+        login_free_attempts=3,
+    )
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -143,8 +149,14 @@ def test_loopback_ui_refuses_rebinding_hosts_and_cross_site_posts() -> None:
     demo.queue()
     port = _free_port()
     guard = middleware_kwargs(SessionTokens(), require_login=False, allowed_hosts=[])
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                app_kwargs=guard, **launch_options())  # fmt: skip
+    demo.launch(
+        server_name="127.0.0.1",
+        server_port=port,
+        prevent_thread_lock=True,
+        quiet=True,
+        app_kwargs=guard,
+        **launch_options(),
+    )
     ui = f"http://127.0.0.1:{port}"
     body = {"data": ["evil", "", TOOL_SOURCE]}
     try:
@@ -159,8 +171,7 @@ def test_loopback_ui_refuses_rebinding_hosts_and_cross_site_posts() -> None:
         # the studio's own page (same origin) still works
         table, _hint = Client(ui, verbose=False).predict("all", "all", api_name="/refresh_runs")
         assert table["data"][0][:2] == ["1", "guarded"]
-        same = httpx.post(f"{ui}/gradio_api/call/refresh_runs", json={"data": ["all", "all"]},
-                          headers={"Origin": ui})  # fmt: skip
+        same = httpx.post(f"{ui}/gradio_api/call/refresh_runs", json={"data": ["all", "all"]}, headers={"Origin": ui})
         assert same.status_code == 200
     finally:
         demo.close()

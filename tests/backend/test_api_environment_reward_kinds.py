@@ -58,8 +58,10 @@ def test_import_refuses_bad_kinds_naming_the_term(client: TestClient) -> None:
     assert refused.status_code == 422
     assert refused.json()["detail"] == "spec.rubric.in_gold.kind: 'turn' is not one of trajectory, step"
     exported["rubric"][user]["kind"] = "step"  # a trajectory function's source under the step kind
-    assert "a 'step' reward takes (step, task)" in client.post(f"{API}/environments/import",
-                                                               json={"spec": exported}).json()["detail"]  # fmt: skip
+    assert (
+        "a 'step' reward takes (step, task)"
+        in client.post(f"{API}/environments/import", json={"spec": exported}).json()["detail"]
+    )
     exported["rubric"][user]["kind"] = "trajectory"
     exported["rubric"][0]["kind"] = "step"  # a built-in term
     refused = client.post(f"{API}/environments/import", json={"spec": exported})

@@ -32,16 +32,18 @@ def _upload(client: TestClient, filename: str, data: bytes, **form: str) -> Any:
 
 
 def test_upload_csv_with_column_mapping_preview_and_normalised_file(client: TestClient, studio_env: Path) -> None:
-    dry = _upload(client, "units.csv", CSV.encode(), question_column="q", answer_column="a", id_column="qid",
-                  dry_run="true")  # fmt: skip
+    dry = _upload(
+        client, "units.csv", CSV.encode(), question_column="q", answer_column="a", id_column="qid", dry_run="true"
+    )
     assert dry.status_code == 201, dry.text
     dry = dry.json()
     assert dry["dataset"] is None
     assert dry["columns"] == ["a", "q", "qid"]
     assert dry["rows"][0] == {"id": "1", "question": "How many miles are 10 km?", "answer": ["6.21"]}
     assert client.get(f"{API}/datasets").json() == []  # a dry run registers nothing
-    response = _upload(client, "units.csv", CSV.encode(), name="units", question_column="q", answer_column="a",
-                       id_column="qid")  # fmt: skip
+    response = _upload(
+        client, "units.csv", CSV.encode(), name="units", question_column="q", answer_column="a", id_column="qid"
+    )
     assert response.status_code == 201, response.text
     body = response.json()
     dataset = body["dataset"]
@@ -87,13 +89,21 @@ def _environment(client: TestClient) -> tuple[dict, dict, dict]:
     tool = client.post(f"{API}/tools", json={"name": "km_to_miles", "source": TOOL_SOURCE}).json()
     tasks = _upload(client, "u.csv", CSV.encode(), question_column="q", answer_column="a").json()["dataset"]
     body = {
-        "name": "units", "tool_ids": [tool["id"]], "dataset_id": tasks["id"],
-        "rubric": {"weights": {"exact_match": 1.0, "format": 0.0},
-                   "functions": [{"name": "in_gold", "weight": 0.5, "source": REWARD_SOURCE}]},
+        "name": "units",
+        "tool_ids": [tool["id"]],
+        "dataset_id": tasks["id"],
+        "rubric": {
+            "weights": {"exact_match": 1.0, "format": 0.0},
+            "functions": [{"name": "in_gold", "weight": 0.5, "source": REWARD_SOURCE}],
+        },
         "limits": {"max_turns": 2, "tool_timeout_s": 3},
-        "settings": {"system_prompt": "Use km_to_miles. Answer in <{answer_tag}></{answer_tag}>.",
-                     "force_first_call": "km_to_miles", "answer_after_tool": True, "heldout_fraction": 0.34},
-    }  # fmt: skip
+        "settings": {
+            "system_prompt": "Use km_to_miles. Answer in <{answer_tag}></{answer_tag}>.",
+            "force_first_call": "km_to_miles",
+            "answer_after_tool": True,
+            "heldout_fraction": 0.34,
+        },
+    }
     created = client.post(f"{API}/environments", json=body)
     assert created.status_code == 201, created.text
     return created.json(), tool, tasks
@@ -107,8 +117,14 @@ def test_environment_versions_are_immutable_and_pin_tool_versions(client: TestCl
     assert v1["tools"][0]["source"] == TOOL_SOURCE
     assert v1["data"]["heldout_fraction"] == 0.34
     assert v1["data"]["location"] == tasks["location"]
-    assert v1["rubric"][2] == {"name": "in_gold", "weight": 0.5, "key": f"reward-{env['id']}-v1-in_gold",
-                               "source": REWARD_SOURCE, "function": "reward", "kind": "trajectory"}  # fmt: skip
+    assert v1["rubric"][2] == {
+        "name": "in_gold",
+        "weight": 0.5,
+        "key": f"reward-{env['id']}-v1-in_gold",
+        "source": REWARD_SOURCE,
+        "function": "reward",
+        "kind": "trajectory",
+    }
     assert v1["prefill"]["force_first_call"] == "km_to_miles"
     edited_tool = TOOL_SOURCE.replace("0.621371", "0.6214")
     client.patch(f"{API}/tools/{tool['id']}", json={"source": edited_tool})
@@ -121,8 +137,9 @@ def test_environment_versions_are_immutable_and_pin_tool_versions(client: TestCl
     assert versions[1]["spec"]["limits"]["max_turns"] == 3
     run = client.post(f"{API}/runs", json={"environment_id": env["id"], "preset": None}).json()
     assert run["environment_version_id"] == versions[1]["id"]
-    pinned = client.post(f"{API}/runs", json={"environment_id": env["id"],
-                                              "environment_version_id": versions[0]["id"]}).json()  # fmt: skip
+    pinned = client.post(
+        f"{API}/runs", json={"environment_id": env["id"], "environment_version_id": versions[0]["id"]}
+    ).json()
     assert pinned["environment_version_id"] == versions[0]["id"]
     check = client.post(f"{API}/environments/{env['id']}/validate").json()
     assert check["environment_version_id"] == versions[1]["id"]
@@ -171,7 +188,9 @@ def test_tool_network_allow_list_and_files_go_into_the_spec(client: TestClient, 
     assert spec["tools"][0]["network"] == ["api.example.com", "*.rates.example.org:8443"]
     assert spec["tools"][0]["files"] == {name: str(Path(tasks["location"]).resolve())}
     assert client.get(f"{API}/environments/{env['id']}").json()["settings"]["tool_access"]["km_to_miles"] == {
-        "network": ["API.example.com", "*.rates.example.org:8443"], "files": [tasks["id"]]}  # fmt: skip
+        "network": ["API.example.com", "*.rates.example.org:8443"],
+        "files": [tasks["id"]],
+    }
     # an exported file carries them; an import re-checks them
     exported = client.get(f"{API}/environments/{env['id']}/export").json()["environment"]
     assert client.post(f"{API}/environments/import", json={"spec": exported}).status_code == 201
@@ -201,13 +220,21 @@ def test_tool_access_errors_name_the_field(client: TestClient) -> None:
     def patch(access: dict) -> Any:
         return client.patch(f"{API}/environments/{env['id']}", json={"settings": {"tool_access": access}})
 
-    assert patch({"nope": {"network": ["a.example.com"]}}).json()["detail"].startswith(
-        "settings.tool_access: nope: not a user tool of this environment (user tools: km_to_miles)")  # fmt: skip
+    assert (
+        patch({"nope": {"network": ["a.example.com"]}})
+        .json()["detail"]
+        .startswith("settings.tool_access: nope: not a user tool of this environment (user tools: km_to_miles)")
+    )
     bad_port = patch({"km_to_miles": {"network": ["a.example.com:99999"]}}).json()["detail"]
-    assert bad_port == "settings.tool_access.km_to_miles.network: 'a.example.com:99999': the port must be a number " \
-        "from 1 to 65535"  # fmt: skip
-    assert patch({"km_to_miles": {"files": [10**6]}}).json()["detail"].startswith(
-        "settings.tool_access.km_to_miles.files: dataset 1000000 does not exist")  # fmt: skip
+    assert (
+        bad_port == "settings.tool_access.km_to_miles.network: 'a.example.com:99999': the port must be a number "
+        "from 1 to 65535"
+    )
+    assert (
+        patch({"km_to_miles": {"files": [10**6]}})
+        .json()["detail"]
+        .startswith("settings.tool_access.km_to_miles.files: dataset 1000000 does not exist")
+    )
     twice = patch({"km_to_miles": {"files": [tasks["id"], tasks["id"]]}}).json()["detail"]
     assert "two files are named" in twice
     assert client.get(f"{API}/environments/{env['id']}").json()["version"] == 1

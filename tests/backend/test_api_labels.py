@@ -18,8 +18,13 @@ from tests.backend.test_api_runs import API, traj_dict
 def _seed(client: TestClient, session: Session) -> tuple[int, list[int]]:
     """A run with group g1 = (1.0, 0.0, 0.0) and g2 = (0.5, 0.5); returns (run id, trajectory ids)."""
     run_id = client.post(f"{API}/runs", json={"kind": "rollout"}).json()["id"]
-    batch = [traj_dict("g1", 1.0), traj_dict("g1", 0.0), traj_dict("g1", 0.0), traj_dict("g2", 0.5),
-             traj_dict("g2", 0.5)]  # fmt: skip
+    batch = [
+        traj_dict("g1", 1.0),
+        traj_dict("g1", 0.0),
+        traj_dict("g1", 0.0),
+        traj_dict("g2", 0.5),
+        traj_dict("g2", 0.5),
+    ]
     traj_crud.bulk_insert(session, run_id=run_id, step=1, trajectories=batch)
     session.commit()
     ids = sorted(t["id"] for t in client.get(f"{API}/trajectories", params={"run_id": run_id}).json()["items"])
@@ -87,8 +92,9 @@ def test_pairwise_and_step_labels_keep_a_snapshot(client: TestClient, session: S
         ({"kind": "score"}, 422, "score"),
     ],
 )
-def test_label_errors_name_the_problem(client: TestClient, session: Session, body: dict, status: int,
-                                       needle: str) -> None:  # fmt: skip
+def test_label_errors_name_the_problem(
+    client: TestClient, session: Session, body: dict, status: int, needle: str
+) -> None:
     _, ids = _seed(client, session)
     other = {"G2": ids[3], "SELF": ids[0]}
     if body.get("other_trajectory_id") in other:
@@ -99,8 +105,9 @@ def test_label_errors_name_the_problem(client: TestClient, session: Session, bod
 
 
 def test_label_on_missing_trajectory_is_404_with_message(client: TestClient) -> None:
-    response = client.post(f"{API}/trajectories/424242/labels", json={"kind": "pairwise", "other_trajectory_id": 1,
-                                                                        "choice": "a"})  # fmt: skip
+    response = client.post(
+        f"{API}/trajectories/424242/labels", json={"kind": "pairwise", "other_trajectory_id": 1, "choice": "a"}
+    )
     assert response.status_code == 404
     assert response.json()["detail"] == "trajectory 424242 not found"
 
@@ -143,8 +150,10 @@ def test_stats_progress_labelers_and_kappa(client: TestClient, session: Session)
     _pair(client, ids[3], ids[4], "tie", "ann")
     _pair(client, ids[4], ids[3], "tie", "bob")
     for labeler, good in (("ann", True), ("bob", True)):
-        client.post(f"{API}/trajectories/{ids[0]}/labels",
-                    json={"kind": "step", "labeler": labeler, "step_marks": [{"turn": 0, "good": good}]})  # fmt: skip
+        client.post(
+            f"{API}/trajectories/{ids[0]}/labels",
+            json={"kind": "step", "labeler": labeler, "step_marks": [{"turn": 0, "good": good}]},
+        )
     client.post(f"{API}/trajectories/{ids[0]}/labels", json={"score": 1.0, "labeler": "ann"})
     stats = client.get(f"{API}/runs/{run_id}/labels/stats").json()
     assert stats["trajectories"] == 5
@@ -178,6 +187,9 @@ def test_export_import_round_trip_and_bad_lines(client: TestClient, session: Ses
     assert report.json() == {"imported": 2, "linked": 2}
     again = [json.loads(x) for x in client.get(f"{API}/runs/{run_id}/labels/export").text.splitlines()]
     assert [(x["kind"], x["labeler"], x["score"], x["choice"]) for x in again] == [
-        ("pairwise", "ann", None, "a"), ("score", "bob", -0.5, None), ("pairwise", "ann", None, "a"),
-        ("score", "bob", -0.5, None)]  # fmt: skip
+        ("pairwise", "ann", None, "a"),
+        ("score", "bob", -0.5, None),
+        ("pairwise", "ann", None, "a"),
+        ("score", "bob", -0.5, None),
+    ]
     assert again[2]["other_trajectory"] == again[0]["other_trajectory"]

@@ -13,8 +13,9 @@ from tests.backend.test_api_labels import _pair, _seed
 from tests.backend.test_api_runs import API, traj_dict
 
 
-def _trained(session: Session, client: TestClient, run_id: int, kind: str = "trajectory",
-             scores: dict[str, float] | None = None) -> int:  # fmt: skip
+def _trained(
+    session: Session, client: TestClient, run_id: int, kind: str = "trajectory", scores: dict[str, float] | None = None
+) -> int:
     """A reward model whose rm_train run succeeded (the worker's result written as rm_train_job writes it)."""
     rm = client.post(f"{API}/reward-models", json={"label_run_ids": [run_id], "min_pairs": 2, "kind": kind})
     assert rm.status_code == 201, rm.text

@@ -33,12 +33,18 @@ def test_create_list_get_and_use_in_a_run(client: TestClient, session: Session, 
     for _ in range(2):
         _pair(client, ids[0], ids[1], "a", "ann")
         _pair(client, ids[0], ids[2], "a", "bob")
-    response = client.post(f"{API}/reward-models", json={"label_run_ids": [run_id], "min_pairs": 4,
-                                                         "config": {"epochs": 1}, "name": "prefers-g1"})  # fmt: skip
+    response = client.post(
+        f"{API}/reward-models",
+        json={"label_run_ids": [run_id], "min_pairs": 4, "config": {"epochs": 1}, "name": "prefers-g1"},
+    )
     assert response.status_code == 201, response.text
     rm = response.json()
-    assert (rm["status"], rm["base_model"], rm["label_run_ids"], rm["name"]) == ("queued", "smollm2-135m", [run_id],
-                                                                                 "prefers-g1")  # fmt: skip
+    assert (rm["status"], rm["base_model"], rm["label_run_ids"], rm["name"]) == (
+        "queued",
+        "smollm2-135m",
+        [run_id],
+        "prefers-g1",
+    )
     assert enqueued[-1] == (TaskName.RM_TRAIN, rm["id"])
     assert QUEUE_OF[TaskName.RM_TRAIN] == "gpu"
     # a run may not use it until it trained
@@ -47,14 +53,25 @@ def test_create_list_get_and_use_in_a_run(client: TestClient, session: Session, 
     assert refused.status_code == 422
     assert f"reward model {rm['id']} is queued" in refused.json()["detail"]
     # the worker's result (what rm_train_job saves) shows up as metrics and provenance
-    runs_crud.save_result(session, run_id=rm["id"], result={
-        "artifact_dir": "/data/runs/reward-models/rm-2", "tokenizer": "smollm2", "label_ids": [1, 2, 3, 4],
-        "metrics": {"heldout_accuracy": 0.9, "heldout_ece": 0.05, "train_pairs": 3, "heldout_pairs": 1}})  # fmt: skip
+    runs_crud.save_result(
+        session,
+        run_id=rm["id"],
+        result={
+            "artifact_dir": "/data/runs/reward-models/rm-2",
+            "tokenizer": "smollm2",
+            "label_ids": [1, 2, 3, 4],
+            "metrics": {"heldout_accuracy": 0.9, "heldout_ece": 0.05, "train_pairs": 3, "heldout_pairs": 1},
+        },
+    )
     runs_crud.set_status(session, run_id=rm["id"], status="succeeded")
     session.commit()
     got = client.get(f"{API}/reward-models/{rm['id']}").json()
     assert (got["heldout_accuracy"], got["heldout_ece"], got["label_ids"], got["tokenizer"]) == (
-        0.9, 0.05, [1, 2, 3, 4], "smollm2")  # fmt: skip
+        0.9,
+        0.05,
+        [1, 2, 3, 4],
+        "smollm2",
+    )
     assert [x["id"] for x in client.get(f"{API}/reward-models").json()] == [rm["id"]]
     assert client.post(f"{API}/runs", json=launch).status_code == 201
     unknown = {"kind": "train", "config": {"task": {"reward_models": [{"id": 4242}]}}}

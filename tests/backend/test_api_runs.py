@@ -14,14 +14,26 @@ API = "/api/v1"
 
 def traj_dict(group: str, reward: float, *, parse_error: bool = False, truncated: bool = False) -> dict:
     turns = [
-        {"role": "assistant", "text": "<tool_call>", "tool_calls": [{"name": "search", "arguments": {}}],
-         "parse_error": "bad json" if parse_error else None},
+        {
+            "role": "assistant",
+            "text": "<tool_call>",
+            "tool_calls": [{"name": "search", "arguments": {}}],
+            "parse_error": "bad json" if parse_error else None,
+        },
         {"role": "tool", "text": "result", "tool_error": False},
         {"role": "assistant", "text": "<answer>x</answer>", "tool_calls": []},
-    ]  # fmt: skip
-    return {"task_id": f"t-{group}", "group_id": group, "token_ids": [1, 2, 3], "loss_mask": [0, 1, 1],
-            "logprobs": [None, -0.1, -0.2], "turns": turns, "reward": reward, "truncated": truncated,
-            "finish_reason": "answer"}  # fmt: skip
+    ]
+    return {
+        "task_id": f"t-{group}",
+        "group_id": group,
+        "token_ids": [1, 2, 3],
+        "loss_mask": [0, 1, 1],
+        "logprobs": [None, -0.1, -0.2],
+        "turns": turns,
+        "reward": reward,
+        "truncated": truncated,
+        "finish_reason": "answer",
+    }
 
 
 def test_create_list_get_cancel_resume(client: TestClient, enqueued: list, session: Session) -> None:
@@ -110,8 +122,13 @@ def test_metrics_incremental_and_checkpoints(client: TestClient, session: Sessio
 
 def _seed_trajectories(client: TestClient, session: Session) -> int:
     run_id = client.post(f"{API}/runs", json={"kind": "rollout"}).json()["id"]
-    batch = [traj_dict("g1", 1.0), traj_dict("g1", 0.0, parse_error=True), traj_dict("g2", 0.4),
-             traj_dict("g2", 0.4, truncated=True), traj_dict("g3", 0.9)]  # fmt: skip
+    batch = [
+        traj_dict("g1", 1.0),
+        traj_dict("g1", 0.0, parse_error=True),
+        traj_dict("g2", 0.4),
+        traj_dict("g2", 0.4, truncated=True),
+        traj_dict("g3", 0.9),
+    ]
     assert traj_crud.bulk_insert(session, run_id=run_id, step=1, trajectories=batch) == 5
     session.commit()
     return run_id
@@ -149,8 +166,13 @@ def test_label_queue_order_and_export(client: TestClient, session: Session) -> N
     run_id = _seed_trajectories(client, session)
     queue = client.get(f"{API}/runs/{run_id}/label-queue").json()
     # g1 is the only mixed group (1.0 vs 0.0) so it comes first; then |reward - 0.5|: 0.4, 0.4, 0.9
-    assert [(t["group_id"], t["reward"]) for t in queue] == [("g1", 1.0), ("g1", 0.0), ("g2", 0.4), ("g2", 0.4),
-                                                             ("g3", 0.9)]  # fmt: skip
+    assert [(t["group_id"], t["reward"]) for t in queue] == [
+        ("g1", 1.0),
+        ("g1", 0.0),
+        ("g2", 0.4),
+        ("g2", 0.4),
+        ("g3", 0.9),
+    ]
     client.post(f"{API}/trajectories/{queue[0]['id']}/labels", json={"score": 1.0, "labeler": "ann"})
     after = client.get(f"{API}/runs/{run_id}/label-queue", params={"limit": 2}).json()
     assert [t["id"] for t in after] == [queue[1]["id"], queue[2]["id"]]
@@ -177,8 +199,15 @@ def test_evaluation_with_reference(client: TestClient, session: Session) -> None
 
 
 def test_evaluations_have_a_typed_request(client: TestClient, enqueued: list) -> None:
-    body = {"datasets": ["hotpotqa", "2wiki"], "methods": ["agent"], "limit": 3, "checkpoint_path": "/c/step_2",
-            "checkpoint_run_id": 1, "checkpoint_step": 2, "name": "eval me"}  # fmt: skip
+    body = {
+        "datasets": ["hotpotqa", "2wiki"],
+        "methods": ["agent"],
+        "limit": 3,
+        "checkpoint_path": "/c/step_2",
+        "checkpoint_run_id": 1,
+        "checkpoint_step": 2,
+        "name": "eval me",
+    }
     created = client.post(f"{API}/evaluations", json=body)
     assert created.status_code == 201
     run = created.json()
@@ -199,8 +228,11 @@ def test_evaluations_have_a_typed_request(client: TestClient, enqueued: list) ->
 
 
 def test_private_config_keys_are_refused_by_name(client: TestClient, enqueued: list) -> None:
-    for config, key in [({"_auto_resumes": -1000}, "_auto_resumes"), ({"_eval": {}}, "_eval"),
-                        ({"rollout": {"_resume": True}}, "rollout._resume")]:  # fmt: skip
+    for config, key in [
+        ({"_auto_resumes": -1000}, "_auto_resumes"),
+        ({"_eval": {}}, "_eval"),
+        ({"rollout": {"_resume": True}}, "rollout._resume"),
+    ]:
         response = client.post(f"{API}/runs", json={"kind": "train", "config": config})
         assert response.status_code == 422, config
         assert repr(key) in str(response.json()["detail"])

@@ -105,12 +105,16 @@ def test_labeler_reads_and_labels_but_cannot_train(auth_client: TestClient, sess
     traj_id = auth_client.get(f"{API}/trajectories", params={"run_id": run_id}, headers=labeler).json()["items"][0][
         "id"
     ]
-    label = auth_client.post(f"{API}/trajectories/{traj_id}/labels", json={"score": 1.0, "labeler": "mallory"},
-                             headers=labeler)  # fmt: skip
+    label = auth_client.post(
+        f"{API}/trajectories/{traj_id}/labels", json={"score": 1.0, "labeler": "mallory"}, headers=labeler
+    )
     assert label.status_code == 201, label.text
     assert label.json()["labeler"] == "lara"
-    assert auth_client.get(f"{API}/auth/me", headers=labeler).json() == {"name": "lara", "role": "labeler",
-                                                                         "authenticated": True}  # fmt: skip
+    assert auth_client.get(f"{API}/auth/me", headers=labeler).json() == {
+        "name": "lara",
+        "role": "labeler",
+        "authenticated": True,
+    }
 
 
 def test_legacy_api_token_is_an_admin(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -152,8 +156,13 @@ def test_rebinding_host_and_cross_site_writes_are_refused(client: TestClient) ->
     assert "DNS-rebinding" in evil.json()["detail"]
     assert client.get(f"{API}/runs", headers={"Host": "localhost:8000"}).status_code == 200
     bare = TestClient(client.app, base_url=LOOPBACK_URL)  # no X-Studio-Client header: like a browser form
-    for path in ("/runs/ping", "/runs/1/cancel", "/runs/1/resume", "/environments/1/validate",
-                 "/runs/1/checkpoints/1/export"):  # fmt: skip
+    for path in (
+        "/runs/ping",
+        "/runs/1/cancel",
+        "/runs/1/resume",
+        "/environments/1/validate",
+        "/runs/1/checkpoints/1/export",
+    ):
         response = bare.post(f"{API}{path}")
         assert response.status_code == 403, (path, response.text)
         assert "CSRF" in response.json()["detail"]
@@ -183,15 +192,32 @@ def _free_port() -> int:
 def test_uvicorn_bound_to_all_interfaces_requires_a_token(db_url: str, studio_env: Path) -> None:
     """The setting says loopback, the actual bind is 0.0.0.0: requests still need a token."""
     port = _free_port()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("STUDIO_")}, "STUDIO_DATA_DIR": str(studio_env),
-           "STUDIO_API_HOST": "127.0.0.1"}  # fmt: skip
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("STUDIO_")},
+        "STUDIO_DATA_DIR": str(studio_env),
+        "STUDIO_API_HOST": "127.0.0.1",
+    }
     with Session(engine_for(db_url)) as session:
         token = _user(session, "ops", "admin")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "backend.main:create_app", "--factory", "--host", "0.0.0.0",
-         "--port", str(port), "--log-level", "warning"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "backend.main:create_app",
+            "--factory",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         url = f"http://127.0.0.1:{port}{API}/runs"
         deadline = time.monotonic() + 60

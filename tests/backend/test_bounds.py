@@ -24,9 +24,17 @@ TOOL_SOURCE = '''def echo(text: str) -> str:
 
 @pytest.mark.parametrize(
     "path",
-    [f"/runs/{BIG}", f"/runs/{BIG}/metrics", f"/tools/{BIG}", f"/trajectories/{BIG}", f"/datasets/{BIG}",
-     f"/environments/{BIG}", f"/runs/1/checkpoints/{BIG}/export", f"/runs/-{BIG}"],
-)  # fmt: skip
+    [
+        f"/runs/{BIG}",
+        f"/runs/{BIG}/metrics",
+        f"/tools/{BIG}",
+        f"/trajectories/{BIG}",
+        f"/datasets/{BIG}",
+        f"/environments/{BIG}",
+        f"/runs/1/checkpoints/{BIG}/export",
+        f"/runs/-{BIG}",
+    ],
+)
 def test_path_ids_beyond_64_bits_are_422_not_500(client: TestClient, path: str) -> None:
     method = client.post if path.endswith("export") else client.get
     response = method(f"{API}{path}")
@@ -78,8 +86,15 @@ def test_list_endpoints_page_with_a_maximum(client: TestClient) -> None:
         source = TOOL_SOURCE.replace("def echo", f"def echo{i}")
         assert client.post(f"{API}/tools", json={"name": f"t{i}", "source": source}).status_code == 201
     assert [t["name"] for t in client.get(f"{API}/tools", params={"offset": 1, "limit": 1}).json()] == ["t1"]
-    for path in ("/tools", "/datasets", "/environments", "/runs", "/trajectories", "/runs/1/checkpoints",
-                 "/tools/1/versions"):  # fmt: skip
+    for path in (
+        "/tools",
+        "/datasets",
+        "/environments",
+        "/runs",
+        "/trajectories",
+        "/runs/1/checkpoints",
+        "/tools/1/versions",
+    ):
         assert client.get(f"{API}{path}", params={"limit": 501}).status_code == 422, path
 
 
@@ -108,6 +123,7 @@ def test_small_streamed_body_still_reaches_the_route(client: TestClient) -> None
     import json
 
     payload = json.dumps({"name": "chunked", "source": TOOL_SOURCE}).encode()
-    response = client.post(f"{API}/tools", content=iter([payload[:10], payload[10:]]),
-                           headers={"Content-Type": "application/json"})  # fmt: skip
+    response = client.post(
+        f"{API}/tools", content=iter([payload[:10], payload[10:]]), headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 201, response.text

@@ -73,6 +73,7 @@ def test_login_answers_429_with_retry_after_before_checking_the_secret(client: T
     assert login("right-password", address="203.0.113.7").status_code == 200
     assert login("guess", name="bob").status_code == 401
     # the header counts only from loopback: a remote client cannot pick a fresh address per guess
-    forged = client.post(f"{API}/auth/login", json={"name": "ann", "secret": "x"},
-                         headers={"X-Studio-Login-Address": "198.51.100.1"})  # fmt: skip
+    forged = client.post(
+        f"{API}/auth/login", json={"name": "ann", "secret": "x"}, headers={"X-Studio-Login-Address": "198.51.100.1"}
+    )
     assert forged.status_code == 429

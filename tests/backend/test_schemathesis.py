@@ -38,8 +38,13 @@ def test_no_input_makes_a_server_error(client: TestClient) -> None:
         both = st.one_of(operation.as_strategy(GenerationMode.POSITIVE), operation.as_strategy(GenerationMode.NEGATIVE))
 
         @given(case=both)
-        @settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None,
-                  derandomize=True)  # fmt: skip
+        @settings(
+            max_examples=MAX_EXAMPLES,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            database=None,
+            derandomize=True,
+        )
         def fuzz(case: schemathesis.Case) -> None:
             try:
                 response = case.call(base_url=BASE_URL, headers=HEADERS)

@@ -34,8 +34,22 @@ def studio(client: TestClient) -> StudioClient:
 
 
 def _form(tool_id: int, dataset_id: int) -> list[object]:
-    return [[tool_id], dataset_id, 0, '{"exact_match": 1.0}', "near", 0.5, tab.EXAMPLE_REWARD, 2, 32, 5,
-            "Use the tool. Answer in <{answer_tag}></{answer_tag}>.", "km_to_miles", True, 0.25]  # fmt: skip
+    return [
+        [tool_id],
+        dataset_id,
+        0,
+        '{"exact_match": 1.0}',
+        "near",
+        0.5,
+        tab.EXAMPLE_REWARD,
+        2,
+        32,
+        5,
+        "Use the tool. Answer in <{answer_tag}></{answer_tag}>.",
+        "km_to_miles",
+        True,
+        0.25,
+    ]
 
 
 def test_new_user_flow_upload_compose_prompt_check_export_import(

@@ -28,9 +28,15 @@ def _write(run_dir: Path, rows: list[dict[str, float]]) -> Path:
 ROWS = [
     {"step": 0, "eval/mean": 0.2, "eval/answer": 0.1},
     {"step": 1, "reward/mean": 0.1, "reward/answer": 0.0, "reward/format_rate": 1.0},
-    {"step": 2, "reward/mean": 0.5, "reward/answer": 0.4, "reward/format_rate": 1.0, "eval/mean": 0.6,
-     "eval/answer": 0.5},
-]  # fmt: skip
+    {
+        "step": 2,
+        "reward/mean": 0.5,
+        "reward/answer": 0.4,
+        "reward/format_rate": 1.0,
+        "eval/mean": 0.6,
+        "eval/answer": 0.5,
+    },
+]
 
 
 def test_read_metrics_keeps_eval_only_row_and_last_rewrite(tmp_path: Path) -> None:

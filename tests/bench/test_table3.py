@@ -82,17 +82,34 @@ def _piece(path: Path, settings: dict[str, object], rows: list[dict[str, object]
 
 def _row(label: str, method: str) -> dict[str, object]:
     score = {"em": 0.1, "cover_em": 0.2, "f1": 0.3, "paper_em": None, "n": 5.0}
-    return {"label": label, "method": method, "paper_row": None, "scores": {"hotpotqa": score, "average": score},
-            "tool_calls_per_question": 1.0, "run_id": None}  # fmt: skip
+    return {
+        "label": label,
+        "method": method,
+        "paper_row": None,
+        "scores": {"hotpotqa": score, "average": score},
+        "tool_calls_per_question": 1.0,
+        "run_id": None,
+    }
 
 
 def test_table3_reuse_merges_pieces_baselines_first(tmp_path: Path) -> None:
     args = ["--datasets", "hotpotqa", "--limit", "5", "--data-dir", str(DATA)]
     settings = table3._jsonable(
-        {"model": "smollm2-135m", "datasets": ["hotpotqa"], "limit": 5, "seed": 0, "max_turns": 3,
-         "max_new_tokens": 48, "top_k": 3, "max_passage_chars": 400, "force_first_search": True,
-         "answer_on_last_turn": False, "engine": "auto", "retrievers": ["bm25"]}
-    )  # fmt: skip
+        {
+            "model": "smollm2-135m",
+            "datasets": ["hotpotqa"],
+            "limit": 5,
+            "seed": 0,
+            "max_turns": 3,
+            "max_new_tokens": 48,
+            "top_k": 3,
+            "max_passage_chars": 400,
+            "force_first_search": True,
+            "answer_on_last_turn": False,
+            "engine": "auto",
+            "retrievers": ["bm25"],
+        }
+    )
     agent = _piece(tmp_path / "a" / "report.json", settings, [_row("run-a (grpo)", "agent")], 10.0)
     base = _piece(tmp_path / "b" / "report.json", settings, [_row("naive-rag", "naive-rag")], 5.0)
     out = tmp_path / "table"

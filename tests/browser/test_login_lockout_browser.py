@@ -21,8 +21,7 @@ def test_login_page_shows_the_lockout_message(api: tuple[str, str]) -> None:  # 
 
     api_url, database_url = api
     _add_user(database_url, "tina", "trainer", "trainer-password")
-    demo, options = build_secured_app(UISettings(api_url=api_url, ui_host="127.0.0.1", require_auth=True,
-                                                 api_token=""))  # fmt: skip
+    demo, options = build_secured_app(UISettings(api_url=api_url, ui_host="127.0.0.1", require_auth=True, api_token=""))
     port = _free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **options)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -66,10 +66,15 @@ def api(stack: Stack, path: str, **params: Any) -> Any:
 def write_files(folder: Path) -> tuple[Path, Path]:
     tasks = folder / "codes.jsonl"
     corpus = folder / "docs.jsonl"
-    tasks.write_text("".join(json.dumps({"question": f"What is the code of {n}?", "answer": str(4100 + i)}) + "\n"
-                             for i, n in enumerate(NAMES)))  # fmt: skip
-    corpus.write_text("".join(json.dumps({"title": n, "text": f"The code of {n} is {4100 + i}."}) + "\n"
-                              for i, n in enumerate(NAMES)))  # fmt: skip
+    tasks.write_text(
+        "".join(
+            json.dumps({"question": f"What is the code of {n}?", "answer": str(4100 + i)}) + "\n"
+            for i, n in enumerate(NAMES)
+        )
+    )
+    corpus.write_text(
+        "".join(json.dumps({"title": n, "text": f"The code of {n} is {4100 + i}."}) + "\n" for i, n in enumerate(NAMES))
+    )
     return tasks, corpus
 
 
@@ -98,8 +103,10 @@ def tool_trajectory(stack: Stack, run_id: int) -> dict[str, Any]:
     page = api(stack, "/trajectories", run_id=run_id, limit=100)
     for item in page["items"]:
         detail = api(stack, f"/trajectories/{item['id']}")
-        if any(t["role"] == "tool" and t.get("name") == "lookup" and not t.get("tool_error")
-               for t in detail["data"]["turns"]):  # fmt: skip
+        if any(
+            t["role"] == "tool" and t.get("name") == "lookup" and not t.get("tool_error")
+            for t in detail["data"]["turns"]
+        ):
             return detail  # type: ignore[no-any-return]
     raise AssertionError(f"none of the run's {page['total']} trajectories called lookup successfully")
 

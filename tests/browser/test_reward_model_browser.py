@@ -33,12 +33,17 @@ def tiny_config(model_dir: Path) -> dict[str, Any]:
         "model": {"name_or_path": str(model_dir), "device": "cpu"},
         "engine": {"backend": "hf"},
         "task": {"source": "demo", "eval_size": 2, "force_first_search": True, "top_k": 1, "max_passage_chars": 60},
-        "rollout": {"prompts_per_step": 4, "group_size": 3, "max_turns": 2, "max_new_tokens_per_turn": 8,
-                    "max_total_tokens": 4096},
+        "rollout": {
+            "prompts_per_step": 4,
+            "group_size": 3,
+            "max_turns": 2,
+            "max_new_tokens_per_turn": 8,
+            "max_total_tokens": 4096,
+        },
         "optim": {"total_steps": 1},
         "eval": {"num_tasks": 0, "at_start": False},
         "logging": {"save_every_steps": 0},
-    }  # fmt: skip
+    }
 
 
 def api(stack: Stack, method: str, path: str, **kw: Any) -> Any:
@@ -57,8 +62,9 @@ def press(page: Any, key: str, progress_id: str, text: str) -> None:
 def test_label_train_reward_model_and_run_on_it(studio_stack: Stack, browser_page: Any, tmp_path: Path) -> None:
     page, stack = browser_page, studio_stack
     model_dir = save_tiny_model(tmp_path / "tiny-llama")
-    rollout = api(stack, "POST", "/runs", json={"kind": "rollout", "name": "rm-rollouts",
-                                                "config": tiny_config(model_dir)})  # fmt: skip
+    rollout = api(
+        stack, "POST", "/runs", json={"kind": "rollout", "name": "rm-rollouts", "config": tiny_config(model_dir)}
+    )
     done = wait_run(stack, rollout["id"], JOB_TIMEOUT_S)
     assert done["status"] == "succeeded", done["error"]
     run_id = rollout["id"]

@@ -35,12 +35,26 @@ def save_tiny_model(folder: Path) -> Path:
     core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     core.decoder = decoders.Fuse()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>",
-                                        eos_token="<|im_end|>", additional_special_tokens=["<|im_start|>"])  # fmt: skip
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        eos_token="<|im_end|>",
+        additional_special_tokens=["<|im_start|>"],
+    )
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192,
-                         pad_token_id=0, bos_token_id=2, eos_token_id=3)  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=8192,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
+    )
     LlamaForCausalLM(config).save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     return folder
@@ -70,14 +84,31 @@ class Stack:
 
     def spawn(self, name: str, args: list[str], **env: str) -> None:
         log = (self.logs / f"{name}-{self.worker_starts}.log").open("wb")
-        self.processes[name] = subprocess.Popen(args, cwd=REPO_ROOT, env={**self.env, **env}, stdout=log,
-                                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        self.processes[name] = subprocess.Popen(
+            args, cwd=REPO_ROOT, env={**self.env, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def start_worker(self, **env: str) -> None:
         self.worker_starts += 1
         name = f"e2e-{self.worker_starts}@%h"
-        args = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", "cpu,gpu", "-c", "1",
-                "-n", name, "--loglevel", "INFO", "--without-gossip", "--without-mingle"]  # fmt: skip
+        args = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.celery_app",
+            "worker",
+            "-Q",
+            "cpu,gpu",
+            "-c",
+            "1",
+            "-n",
+            name,
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+        ]
         self.spawn("worker", args, **env)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -133,16 +164,38 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     command.upgrade(alembic_config(database_url), "head")
     redis = EmbeddedRedis(data_dir)
     api_port = _free_port()
-    env = {**os.environ, "STUDIO_DATA_DIR": str(data_dir), "STUDIO_DATABASE_URL": database_url,
-           "STUDIO_REDIS_URL": redis.start(), "STUDIO_API_HOST": "127.0.0.1", "STUDIO_API_PORT": str(api_port),
-           "STUDIO_API_TOKEN": "", "STUDIO_HEARTBEAT_TIMEOUT_S": "4", "STUDIO_SWEEP_INTERVAL_S": "1",
-           "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
+    env = {
+        **os.environ,
+        "STUDIO_DATA_DIR": str(data_dir),
+        "STUDIO_DATABASE_URL": database_url,
+        "STUDIO_REDIS_URL": redis.start(),
+        "STUDIO_API_HOST": "127.0.0.1",
+        "STUDIO_API_PORT": str(api_port),
+        "STUDIO_API_TOKEN": "",
+        "STUDIO_HEARTBEAT_TIMEOUT_S": "4",
+        "STUDIO_SWEEP_INTERVAL_S": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     logs = tmp_path / "logs"
     logs.mkdir()
     result = Stack(data_dir, env, f"http://127.0.0.1:{api_port}", logs)
     try:
-        result.spawn("api", [sys.executable, "-m", "uvicorn", "backend.main:create_app", "--factory",
-                             "--host", "127.0.0.1", "--port", str(api_port), "--log-level", "warning"])  # fmt: skip
+        result.spawn(
+            "api",
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "backend.main:create_app",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(api_port),
+                "--log-level",
+                "warning",
+            ],
+        )
         _wait_api(result)
         yield result
     finally:

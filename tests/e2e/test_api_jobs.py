@@ -28,13 +28,18 @@ def tiny_run(model_dir: Path, total_steps: int) -> dict[str, Any]:
         "model": {"name_or_path": str(model_dir), "device": "cpu"},
         "engine": {"backend": "hf"},
         "task": {"source": "demo", "eval_size": 2, "force_first_search": True, "top_k": 1, "max_passage_chars": 80},
-        "rollout": {"prompts_per_step": 1, "group_size": PER_STEP, "max_turns": 2, "max_new_tokens_per_turn": 6,
-                    "max_total_tokens": 4096},
+        "rollout": {
+            "prompts_per_step": 1,
+            "group_size": PER_STEP,
+            "max_turns": 2,
+            "max_new_tokens_per_turn": 6,
+            "max_total_tokens": 4096,
+        },
         "algorithm": {"minibatch_size": 2},
         "optim": {"total_steps": total_steps, "lr": 1e-3},
         "eval": {"num_tasks": 0, "at_start": False},
         "logging": {"save_every_steps": 1, "keep_last_checkpoints": 2},
-    }  # fmt: skip
+    }
     return {"kind": "train", "name": "e2e tiny", "preset": None, "config": config}
 
 

@@ -136,9 +136,14 @@ def test_three_grpo_steps_with_the_hf_engine_on_cuda(tmp_path: Path) -> None:
     tasks = [Task(id=f"t{i}", question=f"What is {i}+{i}?", answers=(str(2 * i),)) for i in range(4)]
     env_cfg = EnvConfig(max_turns=1, system_prompt="Answer in <answer></answer>.")
     comps = TrainComponents(
-        model=model, tokenizer=tokenizer, generator=HFGenerator(model, tokenizer), chat=ChatFormat(tokenizer),
-        env_factory=lambda: CalculatorEnv(config=env_cfg, rubric=parity_rubric()), train_tasks=tasks, eval_tasks=[],
-    )  # fmt: skip
+        model=model,
+        tokenizer=tokenizer,
+        generator=HFGenerator(model, tokenizer),
+        chat=ChatFormat(tokenizer),
+        env_factory=lambda: CalculatorEnv(config=env_cfg, rubric=parity_rubric()),
+        train_tasks=tasks,
+        eval_tasks=[],
+    )
     cfg = TrainConfig(
         model=ModelConfig(dtype="float32", compute_dtype="bfloat16", device=CUDA),
         rollout=RolloutConfig(prompts_per_step=2, group_size=4, max_turns=1, max_new_tokens_per_turn=12),

@@ -19,8 +19,20 @@ from backend.core.db import alembic_config
 from backend.models.registry import metadata
 
 VERSIONS = Path(__file__).resolve().parents[2] / "migrations" / "versions"
-TABLES = {"tools", "tool_versions", "datasets", "environments", "runs", "metrics", "trajectories", "labels",
-          "checkpoints", "evaluations", "trajectory_data", "comparisons"}  # fmt: skip
+TABLES = {
+    "tools",
+    "tool_versions",
+    "datasets",
+    "environments",
+    "runs",
+    "metrics",
+    "trajectories",
+    "labels",
+    "checkpoints",
+    "evaluations",
+    "trajectory_data",
+    "comparisons",
+}
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
@@ -92,9 +104,13 @@ def test_env_versions_revision_carries_existing_environments_over(tmp_path: Path
             ),
             {"schema": '{"name": "double", "parameters": {"type": "object", "properties": {}}}'},
         )
-        conn.execute(text("INSERT INTO environments (id, name, tool_ids, rubric, limits, created_at) VALUES "
-                          "(1, 'old', '[1]', '{\"weights\": {\"f1\": 0.5}}', '{\"max_turns\": 2}', "
-                          "CURRENT_TIMESTAMP)"))  # fmt: skip
+        conn.execute(
+            text(
+                "INSERT INTO environments (id, name, tool_ids, rubric, limits, created_at) VALUES "
+                "(1, 'old', '[1]', '{\"weights\": {\"f1\": 0.5}}', '{\"max_turns\": 2}', "
+                "CURRENT_TIMESTAMP)"
+            )
+        )
     command.upgrade(config, "head")
     with engine.connect() as conn:
         version, spec = conn.execute(text("SELECT version, spec FROM environment_versions")).one()

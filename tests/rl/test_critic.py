@@ -271,8 +271,14 @@ def _run(tmp: Path, stop_after: int | None, resume: bool = False) -> list[dict[s
         return stop_after is not None and calls["n"] >= stop_after
 
     config = _config(3, new_tokens=24, value_head_lr=1e-2)
-    train(config, run_dir=tmp, components=comps, on_step=lambda s, m, t: out.append(m),
-          should_stop=stop, resume_from=tmp if resume else None)  # fmt: skip
+    train(
+        config,
+        run_dir=tmp,
+        components=comps,
+        on_step=lambda s, m, t: out.append(m),
+        should_stop=stop,
+        resume_from=tmp if resume else None,
+    )
     return out
 
 

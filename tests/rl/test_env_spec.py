@@ -39,13 +39,22 @@ CALL = '<tool_call>{"name": "km_to_miles", "arguments": {"km": 10}}</tool_call>'
 def _spec(**overrides: Any) -> EnvSpec:
     data: dict[str, Any] = {
         "name": "units",
-        "tools": [{"name": "km_to_miles", "key": "tool-1-v1", "description": "Convert km to miles.",
-                   "parameters": SCHEMA, "source": TOOL_SOURCE}],
-        "rubric": [{"name": "exact_match", "weight": 1.0, "builtin": "exact_match"},
-                   {"name": "used_tool", "weight": 0.5, "key": "reward-1", "source": REWARD_SOURCE}],
+        "tools": [
+            {
+                "name": "km_to_miles",
+                "key": "tool-1-v1",
+                "description": "Convert km to miles.",
+                "parameters": SCHEMA,
+                "source": TOOL_SOURCE,
+            }
+        ],
+        "rubric": [
+            {"name": "exact_match", "weight": 1.0, "builtin": "exact_match"},
+            {"name": "used_tool", "weight": 0.5, "key": "reward-1", "source": REWARD_SOURCE},
+        ],
         "limits": {"max_turns": 3},
         "system_prompt": "Use the tool. Answer in <{answer_tag}></{answer_tag}>.",
-    }  # fmt: skip
+    }
     data.update(overrides)
     return EnvSpec.from_dict(data)
 
@@ -67,8 +76,15 @@ def _rollout(spec: EnvSpec, runner: Any, replies: list[str], max_total_tokens: i
     task = Task(id="t1", question="How many miles are 10 km?", answers=("6.21",))
     params = SamplingParams(max_new_tokens=400, temperature=1.0)
     limits = RolloutLimits(max_turns=3, max_new_tokens_per_turn=400, max_total_tokens=max_total_tokens)
-    return collect_trajectories(lambda: env_from_spec(spec, tool_runner=runner), gen, ChatFormat(tokenizer), [task],
-                                group_size=1, params=params, limits=limits)  # fmt: skip
+    return collect_trajectories(
+        lambda: env_from_spec(spec, tool_runner=runner),
+        gen,
+        ChatFormat(tokenizer),
+        [task],
+        group_size=1,
+        params=params,
+        limits=limits,
+    )
 
 
 def test_spec_round_trips_and_names_bad_fields() -> None:
@@ -149,13 +165,16 @@ def test_spec_without_runner_refuses_user_code() -> None:
 
 def test_file_data_heldout_split_and_corpus(tmp_path: Path) -> None:
     tasks = tmp_path / "tasks.jsonl"
-    tasks.write_text("".join(json.dumps({"id": f"q{i}", "question": f"question {i}?", "answer": [str(i)]}) + "\n"
-                             for i in range(20)))  # fmt: skip
+    tasks.write_text(
+        "".join(json.dumps({"id": f"q{i}", "question": f"question {i}?", "answer": [str(i)]}) + "\n" for i in range(20))
+    )
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text(json.dumps({"title": "Paris", "text": "Paris is in France."}) + "\n")
-    spec = _spec(data={"source": "file", "location": str(tasks), "format": "flat", "heldout_fraction": 0.25,
-                       "seed": 3}, corpus={"location": str(corpus)},
-                 tools=[{"name": "search", "builtin": "search"}])  # fmt: skip
+    spec = _spec(
+        data={"source": "file", "location": str(tasks), "format": "flat", "heldout_fraction": 0.25, "seed": 3},
+        corpus={"location": str(corpus)},
+        tools=[{"name": "search", "builtin": "search"}],
+    )
     data = load_env_data(spec)
     assert (len(data.train), len(data.heldout)) == (15, 5)
     assert not {t.id for t in data.train} & {t.id for t in data.heldout}
@@ -205,8 +224,13 @@ def test_reward_errors_are_counted_in_the_step_metrics() -> None:
 def test_tool_network_and_files_round_trip_and_resolve_beside_the_file(tmp_path: Path) -> None:
     from worker.rl.envs.spec import load_spec_file
 
-    tool = {"name": "lookup", "key": "tool-1-v1", "source": "def lookup():\n    return 1\n",
-            "network": ["api.example.com"], "files": {"prices.jsonl": "data/prices.jsonl"}}  # fmt: skip
+    tool = {
+        "name": "lookup",
+        "key": "tool-1-v1",
+        "source": "def lookup():\n    return 1\n",
+        "network": ["api.example.com"],
+        "files": {"prices.jsonl": "data/prices.jsonl"},
+    }
     (tmp_path / "env.json").write_text(json.dumps({"name": "e", "tools": [tool]}))
     spec = load_spec_file(tmp_path / "env.json")
     assert spec.tools[0].network == ("api.example.com",)

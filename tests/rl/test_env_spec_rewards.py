@@ -38,15 +38,24 @@ CALL = '<tool_call>{{"name": "km_to_miles", "arguments": {{"km": {km}}}}}</tool_
 
 
 def _spec(step_source: str = STEP_REWARD, step_weight: float = 2.0) -> EnvSpec:
-    return EnvSpec.from_dict({
-        "name": "units",
-        "tools": [{"name": "km_to_miles", "key": "tool-1", "parameters": SCHEMA, "source": TOOL}],
-        "rubric": [{"name": "exact_match", "builtin": "exact_match"},
-                   {"name": "answered", "weight": 0.5, "key": "reward-answer", "source": ANSWER_REWARD},
-                   {"name": "good_call", "weight": step_weight, "key": "reward-step", "source": step_source,
-                    "kind": "step"}],
-        "limits": {"max_turns": 3},
-    })  # fmt: skip
+    return EnvSpec.from_dict(
+        {
+            "name": "units",
+            "tools": [{"name": "km_to_miles", "key": "tool-1", "parameters": SCHEMA, "source": TOOL}],
+            "rubric": [
+                {"name": "exact_match", "builtin": "exact_match"},
+                {"name": "answered", "weight": 0.5, "key": "reward-answer", "source": ANSWER_REWARD},
+                {
+                    "name": "good_call",
+                    "weight": step_weight,
+                    "key": "reward-step",
+                    "source": step_source,
+                    "kind": "step",
+                },
+            ],
+            "limits": {"max_turns": 3},
+        }
+    )
 
 
 class CountingRunner:
@@ -71,10 +80,14 @@ class CountingRunner:
 def _rollout(spec: EnvSpec, runner: Any, replies: list[str], tasks: list[Task], group_size: int = 1) -> RolloutBatch:
     tokenizer = CharTokenizer()
     return collect_trajectories(
-        env_factory(spec, tool_runner=runner), ScriptedGenerator(tokenizer, replies), ChatFormat(tokenizer), tasks,
-        group_size=group_size, params=SamplingParams(max_new_tokens=400, temperature=1.0),
+        env_factory(spec, tool_runner=runner),
+        ScriptedGenerator(tokenizer, replies),
+        ChatFormat(tokenizer),
+        tasks,
+        group_size=group_size,
+        params=SamplingParams(max_new_tokens=400, temperature=1.0),
         limits=RolloutLimits(max_turns=3, max_new_tokens_per_turn=400, max_total_tokens=20_000),
-    )  # fmt: skip
+    )
 
 
 TASK = Task(id="t1", question="How many miles are 10 km?", answers=("6.21",))
@@ -101,8 +114,9 @@ def test_step_reward_values_reach_step_rewards_and_the_breakdown() -> None:
 def test_failing_step_items_are_counted_one_each_and_add_nothing() -> None:
     source = "def reward(step, task):\n    if step['index'] == 1:\n        raise KeyError('no')\n    return 1.0\n"
     spec = _spec(step_source=source)
-    batch = _rollout(spec, LocalToolRunner.from_spec(spec),
-                     [CALL.format(km=1), CALL.format(km=2), "<answer>6.21</answer>"], [TASK])  # fmt: skip
+    batch = _rollout(
+        spec, LocalToolRunner.from_spec(spec), [CALL.format(km=1), CALL.format(km=2), "<answer>6.21</answer>"], [TASK]
+    )
     traj = batch.trajectories[0]
     assert traj.step_rewards == (2.0, 0.0, 0.0)
     assert traj.metrics["reward/good_call/errors"] == 1.0

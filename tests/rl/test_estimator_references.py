@@ -43,9 +43,14 @@ def _batch(seed: int, *, flat: bool = False) -> TrainBatch:
 def _inputs(batch: TrainBatch, seed: int, **kw: float) -> AdvantageInputs:
     values = torch.randn(batch.loss_mask.shape, generator=torch.Generator().manual_seed(seed))  # (N, T)
     return AdvantageInputs(
-        token_rewards=batch.token_rewards, response_mask=batch.loss_mask, group_ids=batch.group_ids,
-        values=values, step_rewards=batch.step_rewards, step_mask=batch.step_mask, **kw,
-    )  # fmt: skip
+        token_rewards=batch.token_rewards,
+        response_mask=batch.loss_mask,
+        group_ids=batch.group_ids,
+        values=values,
+        step_rewards=batch.step_rewards,
+        step_mask=batch.step_mask,
+        **kw,
+    )
 
 
 def _rows(t: torch.Tensor) -> list[list[float]]:

@@ -50,9 +50,14 @@ class CharTokenizer:
 
 
 def _task(i: int, answer: str, title: str, text: str) -> Task:
-    return Task(id=f"q{i}", question=f"Where was {title} born?", answers=(answer,),
-                context=(Passage(title, text), Passage(f"Other {i}", "Unrelated filler text.")),
-                supporting_titles=(title,), metadata={"dataset": "toy"})  # fmt: skip
+    return Task(
+        id=f"q{i}",
+        question=f"Where was {title} born?",
+        answers=(answer,),
+        context=(Passage(title, text), Passage(f"Other {i}", "Unrelated filler text.")),
+        supporting_titles=(title,),
+        metadata={"dataset": "toy"},
+    )
 
 
 TASKS = [
@@ -94,8 +99,15 @@ def test_direct_method_scores_and_table_math() -> None:
             {"Ana Vell": "Paris</answer>", "Bo Trask": "Milan</answer>", "Cy Dorn": "in Oslo town</answer>"}
         ),
     )
-    result = evaluate({"toy": TASKS}, method="direct", generator=gen, tokenizer=CharTokenizer(),
-                      retriever_factory=None, limits=LIMITS, seed=0)  # fmt: skip
+    result = evaluate(
+        {"toy": TASKS},
+        method="direct",
+        generator=gen,
+        tokenizer=CharTokenizer(),
+        retriever_factory=None,
+        limits=LIMITS,
+        seed=0,
+    )
     (row,) = result.metrics
     assert [p.prediction for p in result.predictions] == ["Paris", "Milan", "in Oslo town"]
     assert row.n == 3
@@ -114,8 +126,15 @@ def test_naive_rag_puts_passages_in_prompt_and_measures_recall() -> None:
         return "Paris</answer>"
 
     gen = ScriptedGenerator(CharTokenizer(), reply)
-    result = evaluate({"toy": TASKS[:1]}, method="naive-rag", generator=gen, tokenizer=CharTokenizer(),
-                      retriever_factory=_factory, limits=LIMITS, top_k=1)  # fmt: skip
+    result = evaluate(
+        {"toy": TASKS[:1]},
+        method="naive-rag",
+        generator=gen,
+        tokenizer=CharTokenizer(),
+        retriever_factory=_factory,
+        limits=LIMITS,
+        top_k=1,
+    )
     assert "Doc 1 (Title: Ana Vell) Ana Vell was born in Paris." in seen[0]
     assert result.predictions[0].retrieval_recall == 1.0
     assert result.metrics[0].em == 1.0
@@ -131,8 +150,16 @@ def test_base_tool_call_runs_multi_turn_episodes() -> None:
         return f"<answer>{answer if name != 'Cy Dorn' else 'Bergen'}</answer>"
 
     gen = ScriptedGenerator(CharTokenizer(), reply)
-    result = evaluate({"toy": TASKS}, method="base-tool-call", generator=gen, tokenizer=CharTokenizer(),
-                      retriever_factory=_factory, limits=LIMITS, top_k=1, seed=3)  # fmt: skip
+    result = evaluate(
+        {"toy": TASKS},
+        method="base-tool-call",
+        generator=gen,
+        tokenizer=CharTokenizer(),
+        retriever_factory=_factory,
+        limits=LIMITS,
+        top_k=1,
+        seed=3,
+    )
     (row,) = result.metrics
     assert row.em == pytest.approx(2 / 3)
     assert row.avg_turns == 2.0
@@ -158,22 +185,37 @@ def test_tool_episodes_match_the_rollout_loop_they_replaced() -> None:
         return f"<answer>City{names.index(name) if names.index(name) % 3 else 0}</answer>"
 
     new = SpyGenerator(CharTokenizer(), reply)
-    result = evaluate({"toy": tasks}, method="base-tool-call", generator=new, tokenizer=CharTokenizer(),
-                      retriever_factory=_factory, limits=LIMITS, top_k=1, seed=5)  # fmt: skip
+    result = evaluate(
+        {"toy": tasks},
+        method="base-tool-call",
+        generator=new,
+        tokenizer=CharTokenizer(),
+        retriever_factory=_factory,
+        limits=LIMITS,
+        top_k=1,
+        seed=5,
+    )
 
     old = SpyGenerator(CharTokenizer(), reply)
     chat = ChatFormat(CharTokenizer())
     retriever = _factory("toy", tasks)
     env_config = EnvConfig(system_prompt=QA_SYSTEM_PROMPT, max_turns=LIMITS.max_turns)
-    params = SamplingParams(max_new_tokens=LIMITS.max_new_tokens_per_turn, temperature=0.0, stop=chat.stop_strings,
-                            seed=5)  # fmt: skip
+    params = SamplingParams(
+        max_new_tokens=LIMITS.max_new_tokens_per_turn, temperature=0.0, stop=chat.stop_strings, seed=5
+    )
     reference = []
     for start in range(0, len(tasks), BATCH_SIZE):
         batch = collect_trajectories(
-            lambda: QASearchEnv(retriever, top_k=1, max_passage_chars=400, config=env_config), old, chat,
-            tasks[start : start + BATCH_SIZE], group_size=1, params=params, limits=LIMITS, seed=5 + start,
+            lambda: QASearchEnv(retriever, top_k=1, max_passage_chars=400, config=env_config),
+            old,
+            chat,
+            tasks[start : start + BATCH_SIZE],
+            group_size=1,
+            params=params,
+            limits=LIMITS,
+            seed=5 + start,
             group_prefix="eval-toy-",
-        )  # fmt: skip
+        )
         reference.extend(batch.trajectories)
 
     assert (new.prompts, new.params) == (old.prompts, old.params)
@@ -186,17 +228,39 @@ def test_tool_episodes_match_the_rollout_loop_they_replaced() -> None:
 def test_evaluate_validates_method_and_retriever() -> None:
     gen = ScriptedGenerator(CharTokenizer(), ["x"])
     with pytest.raises(ValueError, match="method must be one of"):
-        evaluate({"toy": TASKS}, method="oracle", generator=gen, tokenizer=CharTokenizer(),  # type: ignore[arg-type]
-                 retriever_factory=None, limits=LIMITS)  # fmt: skip
+        evaluate(
+            {"toy": TASKS},
+            method="oracle",
+            generator=gen,
+            tokenizer=CharTokenizer(),  # type: ignore[arg-type]
+            retriever_factory=None,
+            limits=LIMITS,
+        )
     with pytest.raises(ValueError, match="needs a retriever_factory"):
-        evaluate({"toy": TASKS}, method="naive-rag", generator=gen, tokenizer=CharTokenizer(),
-                 retriever_factory=None, limits=LIMITS)  # fmt: skip
+        evaluate(
+            {"toy": TASKS},
+            method="naive-rag",
+            generator=gen,
+            tokenizer=CharTokenizer(),
+            retriever_factory=None,
+            limits=LIMITS,
+        )
 
 
 def _pred(dataset: str, em: float, cover: float, f1: float, recall: float | None, turns: int = 1) -> Prediction:
-    return Prediction(dataset=dataset, method="base-tool-call", task_id="t", question="q", golds=("a",),
-                      prediction="a", scores=QAScores(em, cover, f1), num_turns=turns, num_tool_calls=turns - 1,
-                      retrieval_recall=recall, generated_tokens=10)  # fmt: skip
+    return Prediction(
+        dataset=dataset,
+        method="base-tool-call",
+        task_id="t",
+        question="q",
+        golds=("a",),
+        prediction="a",
+        scores=QAScores(em, cover, f1),
+        num_turns=turns,
+        num_tool_calls=turns - 1,
+        retrieval_recall=recall,
+        generated_tokens=10,
+    )
 
 
 def test_summarize_and_report(tmp_path: Path) -> None:
@@ -389,9 +453,23 @@ def test_cli_eval_max_passage_chars_cuts_the_passages_the_model_reads(
     lengths = {}
     for chars in (400, 40):
         prompts.clear()
-        args = ["eval", "--datasets", "hotpotqa", "--method", "naive-rag", "--limit", "3", "--data-dir", str(DATA),
-                "--output-dir", str(tmp_path / str(chars)), "--index-cache-dir", str(tmp_path / "indexes"),
-                "--max-passage-chars", str(chars)]  # fmt: skip
+        args = [
+            "eval",
+            "--datasets",
+            "hotpotqa",
+            "--method",
+            "naive-rag",
+            "--limit",
+            "3",
+            "--data-dir",
+            str(DATA),
+            "--output-dir",
+            str(tmp_path / str(chars)),
+            "--index-cache-dir",
+            str(tmp_path / "indexes"),
+            "--max-passage-chars",
+            str(chars),
+        ]
         out = CliRunner().invoke(cli.app, args)
         assert out.exit_code == 0, out.output
         lengths[chars] = sum(len(p) for p in prompts)

@@ -40,10 +40,17 @@ def _batch() -> TrainBatch:
     zeros = torch.zeros(n, t)
     adv = torch.tensor([1.0, -1.0, 0.5, -0.5])[:, None] * mask
     return TrainBatch(
-        input_ids=ids, attention_mask=torch.ones(n, t, dtype=torch.long), loss_mask=mask, old_logprobs=zeros - 4.0,
-        token_rewards=zeros, step_rewards=zeros, step_mask=zeros, group_ids=torch.arange(n), rewards=torch.zeros(n),
+        input_ids=ids,
+        attention_mask=torch.ones(n, t, dtype=torch.long),
+        loss_mask=mask,
+        old_logprobs=zeros - 4.0,
+        token_rewards=zeros,
+        step_rewards=zeros,
+        step_mask=zeros,
+        group_ids=torch.arange(n),
+        rewards=torch.zeros(n),
         advantages=adv,
-    )  # fmt: skip
+    )
 
 
 def _small_weights(model: torch.nn.Module) -> torch.nn.Module:

@@ -35,9 +35,17 @@ def _ragged_batch(seed: int = 0) -> TrainBatch:
     adv = torch.randn(n, 1, generator=g).expand(n, t) * mask
     zeros = torch.zeros(n, t)
     return TrainBatch(
-        input_ids=ids, attention_mask=attention, loss_mask=mask, old_logprobs=zeros, token_rewards=zeros,
-        step_rewards=zeros, step_mask=zeros, group_ids=torch.arange(n), rewards=torch.zeros(n), advantages=adv,
-    )  # fmt: skip
+        input_ids=ids,
+        attention_mask=attention,
+        loss_mask=mask,
+        old_logprobs=zeros,
+        token_rewards=zeros,
+        step_rewards=zeros,
+        step_mask=zeros,
+        group_ids=torch.arange(n),
+        rewards=torch.zeros(n),
+        advantages=adv,
+    )
 
 
 def test_rows_are_packed_longest_first_within_the_budget() -> None:
@@ -135,9 +143,16 @@ def _reference_update(batch: TrainBatch, cfg: TrainConfig, lr: float) -> dict[st
             lp, _ = token_logprobs(model, mb.input_ids, mb.attention_mask, mb.loss_mask)  # (B, T)
             assert mb.advantages is not None
             loss, _ = clipped_policy_loss(
-                lp, mb.old_logprobs, mb.advantages, mb.loss_mask, clip_low=alg.clip_low, clip_high=alg.clip_high,
-                dual_clip_c=alg.dual_clip_c, agg=alg.loss_agg_mode, norm_tokens=cfg.norm_tokens,
-            )  # fmt: skip
+                lp,
+                mb.old_logprobs,
+                mb.advantages,
+                mb.loss_mask,
+                clip_low=alg.clip_low,
+                clip_high=alg.clip_high,
+                dual_clip_c=alg.dual_clip_c,
+                agg=alg.loss_agg_mode,
+                norm_tokens=cfg.norm_tokens,
+            )
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -146,9 +161,14 @@ def _reference_update(batch: TrainBatch, cfg: TrainConfig, lr: float) -> dict[st
 
 @pytest.mark.parametrize(
     ("agg", "budget"),
-    [("token-mean", 0), ("token-mean", 20), ("seq-mean-token-mean", 20), ("seq-mean-token-sum", 20),
-     ("seq-mean-token-sum-norm", 20)],
-)  # fmt: skip
+    [
+        ("token-mean", 0),
+        ("token-mean", 20),
+        ("seq-mean-token-mean", 20),
+        ("seq-mean-token-sum", 20),
+        ("seq-mean-token-sum-norm", 20),
+    ],
+)
 def test_packed_micro_batched_epochs_equal_the_written_out_algorithm(agg: str, budget: int) -> None:
     """Several minibatches, two epochs, multi-member groups through the packed (shared-prefix) path."""
     batch = _grouped_batch()

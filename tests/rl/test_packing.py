@@ -39,10 +39,17 @@ def _batch() -> TrainBatch:
     adv = torch.randn(n, 1, generator=g).expand(n, t) * mask
     zeros = torch.zeros(n, t)
     return TrainBatch(
-        input_ids=input_ids, attention_mask=attention, loss_mask=mask, old_logprobs=zeros, token_rewards=zeros,
-        step_rewards=zeros, step_mask=zeros, group_ids=torch.tensor([g for g, _ in ROWS]), rewards=torch.zeros(n),
+        input_ids=input_ids,
+        attention_mask=attention,
+        loss_mask=mask,
+        old_logprobs=zeros,
+        token_rewards=zeros,
+        step_rewards=zeros,
+        step_mask=zeros,
+        group_ids=torch.tensor([g for g, _ in ROWS]),
+        rewards=torch.zeros(n),
         advantages=adv,
-    )  # fmt: skip
+    )
 
 
 def test_common_prefix_and_packed_length() -> None:

@@ -30,8 +30,16 @@ from worker.rl.types import ToolCall, Trajectory, Turn
 
 def step_record(label_id: int, group: str, query: str, good: bool, question: str) -> dict[str, Any]:
     data = {"turns": turns(question, query, "<answer>x</answer>"), "final_answer": "x"}
-    return {"label_id": label_id, "kind": "step", "step_marks": [{"turn": 0, "good": good}], "trajectory": data,
-            "trajectory_id": label_id, "run_id": 1, "step": 0, "group_id": group}  # fmt: skip
+    return {
+        "label_id": label_id,
+        "kind": "step",
+        "step_marks": [{"turn": 0, "good": good}],
+        "trajectory": data,
+        "trajectory_id": label_id,
+        "run_id": 1,
+        "step": 0,
+        "group_id": group,
+    }
 
 
 def scripted_step_records(n_groups: int, seed: int = 0) -> list[dict[str, Any]]:
@@ -49,8 +57,10 @@ def scripted_step_records(n_groups: int, seed: int = 0) -> list[dict[str, Any]]:
 def test_prefix_texts_and_step_pairs_by_hand() -> None:
     two = turns("Where is Rome?", "Rome", "<answer>Italy</answer>")
     texts = prefix_texts(two, "Italy")
-    assert texts == ["Question: Where is Rome?\nTool search: Rome\nAnswer: (no answer) <tool_call>",
-                     "Question: Where is Rome?\nTool search: Rome\nAnswer: Italy"]  # fmt: skip
+    assert texts == [
+        "Question: Where is Rome?\nTool search: Rome\nAnswer: (no answer) <tool_call>",
+        "Question: Where is Rome?\nTool search: Rome\nAnswer: Italy",
+    ]
     records = scripted_step_records(2)
     # the same trajectory marked twice: the newest mark per (trajectory, turn) counts
     records.append(
@@ -125,9 +135,16 @@ def test_swapped_tokenizer_in_an_artifact_is_refused(tiny_base: Path, tmp_path: 
 
 def trajectory_of(turn_dicts: list[dict[str, Any]]) -> Trajectory:
     """A core trajectory with these turns' text and calls (token fields unused by text scoring)."""
-    made = tuple(Turn(role=t["role"], text=t["text"], token_start=0, token_end=0,
-                      tool_calls=tuple(ToolCall.from_dict(c) for c in t.get("tool_calls") or ()))
-                 for t in turn_dicts)  # fmt: skip
+    made = tuple(
+        Turn(
+            role=t["role"],
+            text=t["text"],
+            token_start=0,
+            token_end=0,
+            tool_calls=tuple(ToolCall.from_dict(c) for c in t.get("tool_calls") or ()),
+        )
+        for t in turn_dicts
+    )
     return Trajectory("t", "g", (), (), (), 0, made, reward=0.5, final_answer="x")
 
 
@@ -156,9 +173,14 @@ def test_step_terms_add_weighted_and_normalised_process_rewards() -> None:
     assert [round(s, 4) for s in out[0].step_rewards] == [-0.5, 1.0]  # 0.5 + (-1), 0 + 1
 
 
-SPEC = {"name": "e", "rubric": [{"name": "em", "builtin": "exact_match"},
-                                {"name": "rm-3", "reward_model": 3, "weight": 0.5, "normalize": True},
-                                {"name": "prm-4", "step_reward_model": 4}]}  # fmt: skip
+SPEC = {
+    "name": "e",
+    "rubric": [
+        {"name": "em", "builtin": "exact_match"},
+        {"name": "rm-3", "reward_model": 3, "weight": 0.5, "normalize": True},
+        {"name": "prm-4", "step_reward_model": 4},
+    ],
+}
 
 
 def test_environment_rubric_reward_model_terms_go_through_task_reward_models() -> None:
@@ -167,9 +189,12 @@ def test_environment_rubric_reward_model_terms_go_through_task_reward_models() -
     assert [t.name for t in build_rubric(spec, None).terms] == ["em"]  # model terms are batch-scored instead
     terms = environment_reward_models(spec)
     assert [(t.name, t.weight, t.normalize) for t in terms] == [
-        ("reward_model:3", 0.5, True), ("step_reward_model:4", 1.0, False)]  # fmt: skip
-    config = config_from_dict({"algorithm": {"process_reward_weight": 1.0},
-                               "task": {"reward_models": [dataclasses.asdict(t) for t in terms]}})  # fmt: skip
+        ("reward_model:3", 0.5, True),
+        ("step_reward_model:4", 1.0, False),
+    ]
+    config = config_from_dict(
+        {"algorithm": {"process_reward_weight": 1.0}, "task": {"reward_models": [dataclasses.asdict(t) for t in terms]}}
+    )
     check_reward_model_terms(spec, config)
     with pytest.raises(ValueError, match=r"uses reward_model:3, step_reward_model:4, which the run's task"):
         check_reward_model_terms(spec, config_from_dict({}))

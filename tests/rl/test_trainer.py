@@ -132,8 +132,14 @@ def _run(tmp: Path, steps_stop: int | None, resume: bool = False) -> list[dict[s
         done["n"] += 1
         return steps_stop is not None and done["n"] >= steps_stop
 
-    train(_config(3, light=True), run_dir=tmp, components=comps, on_step=lambda s, m, t: out.append({"step": s, **m}),
-          should_stop=stop, resume_from=tmp if resume else None)  # fmt: skip
+    train(
+        _config(3, light=True),
+        run_dir=tmp,
+        components=comps,
+        on_step=lambda s, m, t: out.append({"step": s, **m}),
+        should_stop=stop,
+        resume_from=tmp if resume else None,
+    )
     return out
 
 
@@ -196,10 +202,17 @@ def _hand_batch(advantages: list[list[float]]) -> TrainBatch:
     zeros = torch.zeros(n, t)
     adv = torch.tensor([[0.0, 0.0, 0.0, *row] for row in advantages])
     return TrainBatch(
-        input_ids=ids, attention_mask=torch.ones(n, t, dtype=torch.long), loss_mask=mask, old_logprobs=zeros,
-        token_rewards=zeros, step_rewards=torch.zeros(n, 1), step_mask=torch.zeros(n, 1), group_ids=torch.arange(n),
-        rewards=torch.zeros(n), advantages=adv,
-    )  # fmt: skip
+        input_ids=ids,
+        attention_mask=torch.ones(n, t, dtype=torch.long),
+        loss_mask=mask,
+        old_logprobs=zeros,
+        token_rewards=zeros,
+        step_rewards=torch.zeros(n, 1),
+        step_mask=torch.zeros(n, 1),
+        group_ids=torch.arange(n),
+        rewards=torch.zeros(n),
+        advantages=adv,
+    )
 
 
 def _update_once(batch: TrainBatch, *, drop: bool) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
@@ -236,6 +249,12 @@ def test_flat_rows_stay_when_another_loss_term_needs_them() -> None:
     cfg = dataclasses.replace(_config(1), algorithm=AlgorithmConfig(minibatch_size=8, entropy_coef=0.01))
     with torch.no_grad():
         lp, _ = token_logprobs(model, mixed.input_ids, mixed.attention_mask, mixed.loss_mask)
-    stats = update_policy(model, mixed.with_(old_logprobs=lp), cfg, torch.optim.SGD(model.parameters(), lr=0.1),
-                          Accelerator(cpu=True), step=1)  # fmt: skip
+    stats = update_policy(
+        model,
+        mixed.with_(old_logprobs=lp),
+        cfg,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        Accelerator(cpu=True),
+        step=1,
+    )
     assert stats.metrics()["train/rows_updated_frac"] == 1.0

@@ -25,14 +25,19 @@ def _free_port() -> int:
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STUDIO_")}
-    env.update(STUDIO_DATA_DIR=str(tmp_path / "data"), STUDIO_API_PORT=str(_free_port()),
-               STUDIO_UI_PORT=str(_free_port()), **extra)  # fmt: skip
+    env.update(
+        STUDIO_DATA_DIR=str(tmp_path / "data"),
+        STUDIO_API_PORT=str(_free_port()),
+        STUDIO_UI_PORT=str(_free_port()),
+        **extra,
+    )
     return env
 
 
 def _studio(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "studio.cli", *args], env=env, cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "studio.cli", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _assert_one_clear_line(result: subprocess.CompletedProcess[str], needle: str) -> None:
@@ -70,8 +75,14 @@ def test_public_bind_without_token_is_refused(tmp_path: Path) -> None:
 
 def _up_until_healthy(env: dict[str, str], log: Path, timeout_s: float = 240) -> tuple[subprocess.Popen[str], set[int]]:
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "studio.cli", "up"], env=env, cwd=REPO, text=True,
-                                stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "studio.cli", "up"],
+            env=env,
+            cwd=REPO,
+            text=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     api = f"http://127.0.0.1:{env['STUDIO_API_PORT']}/api/v1/health"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -20,8 +20,15 @@ REPO = Path(__file__).resolve().parents[2]
 def _studio(args: list[str], data_dir: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STUDIO_")}
     env["STUDIO_DATA_DIR"] = str(data_dir)
-    return subprocess.run([sys.executable, "-m", "studio.cli", *args], env=env, cwd=REPO, capture_output=True,
-                          text=True, timeout=120, input=stdin)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "studio.cli", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        input=stdin,
+    )
 
 
 def test_users_add_list_disable(tmp_path: Path) -> None:
@@ -64,16 +71,23 @@ def test_up_with_require_auth_needs_an_account_then_guards_api_and_ui(tmp_path: 
 
     env = _env(tmp_path, STUDIO_REQUIRE_AUTH="1")
     data_dir = Path(env["STUDIO_DATA_DIR"])
-    refused = subprocess.run([sys.executable, "-m", "studio.cli", "up"], env=env, cwd=REPO, capture_output=True,
-                             text=True, timeout=120)  # fmt: skip
+    refused = subprocess.run(
+        [sys.executable, "-m", "studio.cli", "up"], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert refused.returncode != 0
     assert "no account exists" in refused.stderr
     assert _studio(["db", "upgrade"], data_dir).returncode == 0
     token = _studio(["users", "add", "tom", "--role", "trainer"], data_dir).stdout.strip().splitlines()[-1]
     log = tmp_path / "up.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "studio.cli", "up"], env=env, cwd=REPO, text=True,
-                                stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "studio.cli", "up"],
+            env=env,
+            cwd=REPO,
+            text=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     api = f"http://127.0.0.1:{env['STUDIO_API_PORT']}/api/v1"
     deadline = time.monotonic() + 240
     while "Agent Studio is up" not in log.read_text():

@@ -19,11 +19,16 @@ def tiny_config(model_dir: Path, total_steps: int) -> dict[str, Any]:
         "model": {"name_or_path": str(model_dir), "device": "cpu"},
         "engine": {"backend": "hf"},
         "task": {"source": "demo", "eval_size": 2, "force_first_search": True, "top_k": 1, "max_passage_chars": 60},
-        "rollout": {"prompts_per_step": 1, "group_size": 2, "max_turns": 2, "max_new_tokens_per_turn": 4,
-                    "max_total_tokens": 4096},
+        "rollout": {
+            "prompts_per_step": 1,
+            "group_size": 2,
+            "max_turns": 2,
+            "max_new_tokens_per_turn": 4,
+            "max_total_tokens": 4096,
+        },
         "optim": {"total_steps": total_steps},
         "eval": {"num_tasks": 0, "at_start": False},
-    }  # fmt: skip
+    }
 
 
 def test_rollout_job_stores_steps_with_token_texts_and_resumes(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -114,9 +114,16 @@ def test_labels_to_reward_model_to_grpo_raise_the_hidden_preference(db_url: str,
         rm = client.get(f"{API}/reward-models/{rm_id}").json()
         assert rm["heldout_accuracy"] >= 0.8, rm
         # 4. GRPO whose only reward is the reward model
-        grpo = {**ROLLOUT, "task": {"format_reward_weight": 0.0, "env_reward_weight": 0.0,
-                                    "reward_models": [{"id": rm_id, "weight": 1.0, "normalize": True}]},
-                "optim": {"total_steps": GRPO_STEPS}, "logging": {"save_every_steps": 0}}  # fmt: skip
+        grpo = {
+            **ROLLOUT,
+            "task": {
+                "format_reward_weight": 0.0,
+                "env_reward_weight": 0.0,
+                "reward_models": [{"id": rm_id, "weight": 1.0, "normalize": True}],
+            },
+            "optim": {"total_steps": GRPO_STEPS},
+            "logging": {"save_every_steps": 0},
+        }
         train = client.post(f"{API}/runs", json={"kind": "train", "preset": "quickstart", "config": grpo})
         assert train.status_code == 201, train.text
         train_id = train.json()["id"]

@@ -31,9 +31,17 @@ def episode(group: str, city: str, quotes_title: bool, reward: float) -> dict[st
         {"role": "tool", "text": f"{city}: a city.", "name": "search"},
         {"role": "assistant", "text": f"<answer>{answer}</answer>", "tool_calls": []},
     ]
-    return {"task_id": f"t-{group}", "group_id": group, "token_ids": [1, 2, 3], "loss_mask": [0, 1, 1],
-            "logprobs": [None, -0.1, -0.2], "turns": turns, "reward": reward, "final_answer": answer,
-            "finish_reason": "answer"}  # fmt: skip
+    return {
+        "task_id": f"t-{group}",
+        "group_id": group,
+        "token_ids": [1, 2, 3],
+        "loss_mask": [0, 1, 1],
+        "logprobs": [None, -0.1, -0.2],
+        "turns": turns,
+        "reward": reward,
+        "final_answer": answer,
+        "finish_reason": "answer",
+    }
 
 
 def prefers(data: dict[str, Any]) -> bool:
@@ -56,8 +64,9 @@ def label_pairs(client: TestClient, run_id: int) -> int:
     return posted
 
 
-def test_scripted_labels_train_a_reward_model_far_above_chance(db_url: str, tiny_model_dir: Path,
-                                                                tmp_path: Path) -> None:  # fmt: skip
+def test_scripted_labels_train_a_reward_model_far_above_chance(
+    db_url: str, tiny_model_dir: Path, tmp_path: Path
+) -> None:
     rng = random.Random(0)
     app = create_app()
     app.dependency_overrides[get_enqueue] = lambda: lambda task, run_id, **_: f"task-{run_id}"

@@ -28,8 +28,10 @@ def test_environment_reward_model_terms_train_through_task_reward_models(tiny_mo
     step_result = jobs.rm_train_job(step_id, store, hostname="w", runs_dir=runs_dir)
     assert (step_result["kind"], step_result["scores"]) == ("step", {})  # a step scorer scores turns, not runs
     spec = user_env_spec(tmp_path)
-    spec["rubric"] += [{"name": "rm", "reward_model": rm_id, "weight": 0.5},
-                       {"name": "prm", "step_reward_model": step_id, "normalize": True}]  # fmt: skip
+    spec["rubric"] += [
+        {"name": "rm", "reward_model": rm_id, "weight": 0.5},
+        {"name": "prm", "step_reward_model": step_id, "normalize": True},
+    ]
     version_id = store.add_environment_version(spec, environment_id=7, version=1)
     config = tiny_config(tiny_model_dir, total_steps=1)
     del config["task"]
@@ -38,13 +40,20 @@ def test_environment_reward_model_terms_train_through_task_reward_models(tiny_mo
     run = store.runs[run_id]
     assert run.status == "succeeded", run.error
     terms = run.resolved_config["task"]["reward_models"]
-    assert [(t["id"], t["step"], t["weight"], t["normalize"]) for t in terms] == [(rm_id, False, 0.5, False),
-                                                                                (step_id, True, 1.0, True)]  # fmt: skip
+    assert [(t["id"], t["step"], t["weight"], t["normalize"]) for t in terms] == [
+        (rm_id, False, 0.5, False),
+        (step_id, True, 1.0, True),
+    ]
     assert terms[1]["path"] == str(jobs.reward_model_dir(runs_dir, step_id))
     assert run.resolved_config["algorithm"]["process_reward_weight"] == 1.0  # a step scorer turns process rewards on
     metrics = run.metrics[1]
-    for key in (f"reward/reward_model:{rm_id}", f"reward/step_reward_model:{step_id}", "reward/rubric",
-                "perf/reward_model_s", "perf/step_reward_model_s"):  # fmt: skip
+    for key in (
+        f"reward/reward_model:{rm_id}",
+        f"reward/step_reward_model:{step_id}",
+        "reward/rubric",
+        "perf/reward_model_s",
+        "perf/step_reward_model_s",
+    ):
         assert key in metrics, key
     assert metrics["perf/reward_model_texts"] > 0
     _, first = run.trajectories[0]

@@ -21,8 +21,11 @@ def _rm_config(base: Path) -> dict[str, object]:
 def test_rm_train_job_then_train_with_only_that_reward(tiny_model_dir: Path, tmp_path: Path) -> None:
     store = MemoryRunStore()
     labeled = store.add_run("train")
-    store.save_trajectories(labeled, 1, [{**snapshot("Q?", "Rome", "Rome [Rome]"), "reward": 1.0},
-                                         {**snapshot("Q?", "Rome", "Rome"), "reward": 0.0}])  # fmt: skip
+    store.save_trajectories(
+        labeled,
+        1,
+        [{**snapshot("Q?", "Rome", "Rome [Rome]"), "reward": 1.0}, {**snapshot("Q?", "Rome", "Rome"), "reward": 0.0}],
+    )
     store.label_records = scripted_records(24)  # run_id 1 = `labeled`
     rm_id = store.add_run("rm_train", config={"label_run_ids": [labeled], "reward_model": _rm_config(tiny_model_dir)})
     result = jobs.rm_train_job(rm_id, store, hostname="w", runs_dir=tmp_path)

@@ -33,9 +33,25 @@ def worker_process(studio_env: Path) -> Iterator[subprocess.Popen[bytes]]:
     procs: list[subprocess.Popen[bytes]] = []
 
     def start() -> subprocess.Popen[bytes]:
-        cmd = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", "cpu,gpu", "-c", "1",
-               "--pool=solo", "-n", f"test-{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle",
-               "-l", "WARNING"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.celery_app",
+            "worker",
+            "-Q",
+            "cpu,gpu",
+            "-c",
+            "1",
+            "--pool=solo",
+            "-n",
+            f"test-{uuid.uuid4().hex[:6]}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            "WARNING",
+        ]
         log = open(studio_env / "worker.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
         procs.append(proc)

@@ -65,9 +65,12 @@ def test_non_json_results_come_back_as_repr(pool: ToolServerPool) -> None:
 
 
 def test_reward_functions_must_return_finite_numbers(pool: ToolServerPool) -> None:
-    pool.add_function("reward", "def reward(answer: str, gold: list) -> object:\n"
-                                "    return {'half': 0.5, 'yes': True, 'nan': float('nan'), 'text': 'x'}[answer]\n",
-                      "reward")  # fmt: skip
+    pool.add_function(
+        "reward",
+        "def reward(answer: str, gold: list) -> object:\n"
+        "    return {'half': 0.5, 'yes': True, 'nan': float('nan'), 'text': 'x'}[answer]\n",
+        "reward",
+    )
     half, yes, nan, text = pool.call_many("reward", [{"answer": a, "gold": []} for a in ("half", "yes", "nan", "text")])
     assert (half.ok, half.result, yes.result) == (True, 0.5, 1.0)
     assert not nan.ok

@@ -59,8 +59,10 @@ def test_bad_items_fail_alone_and_an_empty_batch_is_empty(pool: ToolServerPool) 
 
 
 def test_code_that_swallows_the_alarm_is_stopped_by_the_batch_deadline() -> None:
-    source = "def reward(x):\n    while True:\n        try:\n            while True:\n                pass\n" \
-             "        except BaseException:\n            pass\n"  # fmt: skip
+    source = (
+        "def reward(x):\n    while True:\n        try:\n            while True:\n                pass\n"
+        "        except BaseException:\n            pass\n"
+    )
     with ToolServerPool(LIMITS, processes=1) as own:
         own.add_function("spin", source, "reward")
         start = time.monotonic()

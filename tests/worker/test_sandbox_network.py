@@ -180,8 +180,11 @@ def test_the_worker_refuses_to_mount_studio_state_or_files_outside_the_data_root
 
     access = tool_access(tool(**{"table.jsonl": str(upload)}), settings)
     assert access.files == (("table.jsonl", str(upload.resolve())),)
-    for path, message in ((data / "studio.db", "is studio state"), (outside, "outside the data roots"),
-                          (data / "datasets" / "gone.jsonl", "not an existing file")):  # fmt: skip
+    for path, message in (
+        (data / "studio.db", "is studio state"),
+        (outside, "outside the data roots"),
+        (data / "datasets" / "gone.jsonl", "not an existing file"),
+    ):
         with pytest.raises(ToolLoadError, match=message):
             tool_access(tool(x=str(path)), settings)
     with pytest.raises(ToolLoadError, match=r"network allow-list: 'https://api\.example\.com' is not a host"):

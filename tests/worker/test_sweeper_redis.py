@@ -61,10 +61,31 @@ def test_runs_queued_while_redis_restarts_still_run(db_url: str, redis: Embedded
     shutil.rmtree(redis.directory)
     redis.start()
     assert sent_task not in (queue.live_task_ids() or set())
-    env = {**os.environ, "PYTHONPATH": str(REPO), "STUDIO_DATABASE_URL": db_url,
-           "STUDIO_SWEEP_INTERVAL_S": "1", "STUDIO_REQUEUE_AFTER_S": "1"}  # fmt: skip
-    args = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", "cpu", "-c", "1",
-            "-n", "sweep-test@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle"]  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "STUDIO_DATABASE_URL": db_url,
+        "STUDIO_SWEEP_INTERVAL_S": "1",
+        "STUDIO_REQUEUE_AFTER_S": "1",
+    }
+    args = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "worker",
+        "-Q",
+        "cpu",
+        "-c",
+        "1",
+        "-n",
+        "sweep-test@%h",
+        "--loglevel",
+        "INFO",
+        "--without-gossip",
+        "--without-mingle",
+    ]
     log = (tmp_path / "worker.log").open("wb")
     worker = subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:

@@ -36,21 +36,33 @@ def define_unit_env_via_api(client: TestClient) -> int:
     csv = io.StringIO()
     csv.write("question,answer\n")
     csv.writelines(f"{r['question']},{r['answer'][0]}\n" for r in rows)
-    upload = client.post(f"{API}/datasets/upload", files={"file": ("units.csv", csv.getvalue().encode())},
-                         data={"name": "unit conversion"})  # fmt: skip
+    upload = client.post(
+        f"{API}/datasets/upload",
+        files={"file": ("units.csv", csv.getvalue().encode())},
+        data={"name": "unit conversion"},
+    )
     assert upload.status_code == 201, upload.text
     tool_src = spec["tools"][0]["source"]
     tool = client.post(f"{API}/tools", json={"name": "convert", "source": tool_src})
     assert tool.status_code == 201, tool.text
     reward = next(t for t in spec["rubric"] if t.get("key"))
     body = {
-        "name": "unit conversion", "tool_ids": [tool.json()["id"]], "dataset_id": upload.json()["dataset"]["id"],
-        "rubric": {"weights": {"exact_match": 1.0, "format": 0.1},
-                   "functions": [{"name": reward["name"], "weight": 0.0, "source": reward["source"]}]},
+        "name": "unit conversion",
+        "tool_ids": [tool.json()["id"]],
+        "dataset_id": upload.json()["dataset"]["id"],
+        "rubric": {
+            "weights": {"exact_match": 1.0, "format": 0.1},
+            "functions": [{"name": reward["name"], "weight": 0.0, "source": reward["source"]}],
+        },
         "limits": {"max_turns": 2, "max_new_tokens_per_turn": 24, "max_total_tokens": 512, "tool_timeout_s": 5},
-        "settings": {"system_prompt": spec["system_prompt"], "question_template": spec["question_template"],
-                     "show_tool_schemas": False, "force_first_call": "convert", "answer_after_tool": True},
-    }  # fmt: skip
+        "settings": {
+            "system_prompt": spec["system_prompt"],
+            "question_template": spec["question_template"],
+            "show_tool_schemas": False,
+            "force_first_call": "convert",
+            "answer_after_tool": True,
+        },
+    }
     env = client.post(f"{API}/environments", json=body)
     assert env.status_code == 201, env.text
     return int(env.json()["id"])

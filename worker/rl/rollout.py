@@ -252,8 +252,9 @@ def _trajectory(episode: _Episode) -> Trajectory:
 def _scored(traj: Trajectory, scored: RubricResult) -> Trajectory:
     """A trajectory with its rubric result: reward, breakdown, error counts, step terms added to its steps."""
     errors = {k: v for k, v in scored.metrics().items() if k.endswith("/errors")}
-    out = replace(traj, reward=scored.total, reward_breakdown=dict(scored.breakdown),
-                  metrics={**traj.metrics, **errors})  # fmt: skip
+    out = replace(
+        traj, reward=scored.total, reward_breakdown=dict(scored.breakdown), metrics={**traj.metrics, **errors}
+    )
     if not scored.step_rewards:
         return out
     steps = tuple(a + b for a, b in zip(traj.step_rewards, scored.step_rewards, strict=True))
@@ -288,8 +289,15 @@ def _merge(into: dict[str, float], metrics: Mapping[str, float]) -> None:
         into[key] = into.get(key, 0.0) + value
 
 
-def _run_turns(episodes: list[_Episode], generator: Generator, chat: ChatFormat, params: SamplingParams,
-               limits: RolloutLimits, seed: int, stop: tuple[str, ...]) -> None:  # fmt: skip
+def _run_turns(
+    episodes: list[_Episode],
+    generator: Generator,
+    chat: ChatFormat,
+    params: SamplingParams,
+    limits: RolloutLimits,
+    seed: int,
+    stop: tuple[str, ...],
+) -> None:
     """The turn loop: one batched engine call per turn over the episodes still running, then env steps."""
     with ThreadPoolExecutor(max_workers=8, thread_name_prefix="env-step") as pool:
         for turn in range(limits.max_turns):

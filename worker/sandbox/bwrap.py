@@ -105,8 +105,13 @@ def _env_args(access: ToolAccess | None) -> list[str]:
     return ["--clearenv", *(arg for key, value in env.items() for arg in ("--setenv", key, value))]
 
 
-def sandbox_command(limits: SandboxLimits, bwrap: str, argv: list[str], access: ToolAccess | None = None,
-                    proxy_socket: str | None = None) -> list[str]:  # fmt: skip
+def sandbox_command(
+    limits: SandboxLimits,
+    bwrap: str,
+    argv: list[str],
+    access: ToolAccess | None = None,
+    proxy_socket: str | None = None,
+) -> list[str]:
     """The full command running `argv` isolated (the nested form when the worker is root).
 
     The network namespace is always new and empty (`--unshare-net`): a tool with an allow-list
@@ -115,17 +120,66 @@ def sandbox_command(limits: SandboxLimits, bwrap: str, argv: list[str], access: 
     uid = str(limits.sandbox_uid)
     view = [*view_args(), *access_args(access, proxy_socket)]
     if os.geteuid() != 0:
-        return [bwrap, "--unshare-user", "--unshare-pid", *_namespace_args(), "--disable-userns", "--new-session",
-                "--uid", uid, "--gid", uid, *_env_args(access), *view, *_scratch_args(limits), *argv]  # fmt: skip
+        return [
+            bwrap,
+            "--unshare-user",
+            "--unshare-pid",
+            *_namespace_args(),
+            "--disable-userns",
+            "--new-session",
+            "--uid",
+            uid,
+            "--gid",
+            uid,
+            *_env_args(access),
+            *view,
+            *_scratch_args(limits),
+            *argv,
+        ]
     setpriv = shutil.which("setpriv")
     if setpriv is None:
         raise SandboxUnavailable("a root worker drops to an unprivileged uid with `setpriv`: install util-linux")
-    inner = [setpriv, "--reuid", uid, "--regid", uid, "--clear-groups", "--inh-caps=-all", "--bounding-set=-all",
-             "--no-new-privs", bwrap, "--unshare-user", "--disable-userns", *_namespace_args(), "--uid", uid,
-             "--gid", uid, "--ro-bind", "/", "/", "--dev-bind", "/dev", "/dev", "--bind", SCRATCH, SCRATCH,
-             "--chdir", SCRATCH]  # fmt: skip
-    return [bwrap, "--unshare-pid", *_namespace_args(), "--new-session", *_env_args(access), *view,
-            *_scratch_args(limits), *inner, *argv]  # fmt: skip
+    inner = [
+        setpriv,
+        "--reuid",
+        uid,
+        "--regid",
+        uid,
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--no-new-privs",
+        bwrap,
+        "--unshare-user",
+        "--disable-userns",
+        *_namespace_args(),
+        "--uid",
+        uid,
+        "--gid",
+        uid,
+        "--ro-bind",
+        "/",
+        "/",
+        "--dev-bind",
+        "/dev",
+        "/dev",
+        "--bind",
+        SCRATCH,
+        SCRATCH,
+        "--chdir",
+        SCRATCH,
+    ]
+    return [
+        bwrap,
+        "--unshare-pid",
+        *_namespace_args(),
+        "--new-session",
+        *_env_args(access),
+        *view,
+        *_scratch_args(limits),
+        *inner,
+        *argv,
+    ]
 
 
 def server_argv(limits: SandboxLimits, *, proxied: bool = False) -> list[str]:
@@ -144,12 +198,19 @@ def _probe(bwrap: str, euid: int, sandbox_uid: int) -> str | None:
     """None when an isolated interpreter starts here, else why not (bwrap's own message)."""
     del euid  # part of the cache key: the command differs for root
     limits = SandboxLimits(sandbox_uid=sandbox_uid)
-    probe = ("import os, socket\ntry:\n    socket.create_connection(('10.255.255.1', 9), timeout=1)\n"
-             "    print('the network is reachable')\nexcept OSError:\n"
-             "    print('isolated' if os.getpid() < 10 else 'no PID namespace')")  # fmt: skip
+    probe = (
+        "import os, socket\ntry:\n    socket.create_connection(('10.255.255.1', 9), timeout=1)\n"
+        "    print('the network is reachable')\nexcept OSError:\n"
+        "    print('isolated' if os.getpid() < 10 else 'no PID namespace')"
+    )
     try:
-        done = subprocess.run(sandbox_command(limits, bwrap, [sys.executable, "-I", "-c", probe]),
-                              capture_output=True, text=True, timeout=60, env=sandbox_env())  # fmt: skip
+        done = subprocess.run(
+            sandbox_command(limits, bwrap, [sys.executable, "-I", "-c", probe]),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=sandbox_env(),
+        )
     except (OSError, subprocess.TimeoutExpired, SandboxUnavailable) as exc:
         return str(exc)
     if done.stdout.strip() == "isolated":

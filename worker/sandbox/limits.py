@@ -70,9 +70,16 @@ class SandboxLimits:
             raise ValueError("time_limit_s must be > 0 (e.g. 10)")
         if self.memory_limit_mb < 64:
             raise ValueError("memory_limit_mb must be >= 64; the interpreter and the server need ~30 MiB")
-        minimums = {"cpu_time_limit_s": 1, "max_processes": 4, "max_open_files": 16, "max_file_size_mb": 1,
-                    "scratch_size_mb": 1, "result_limit_bytes": 256, "stdout_limit_bytes": 0,
-                     "argument_limit_bytes": 1024}  # fmt: skip
+        minimums = {
+            "cpu_time_limit_s": 1,
+            "max_processes": 4,
+            "max_open_files": 16,
+            "max_file_size_mb": 1,
+            "scratch_size_mb": 1,
+            "result_limit_bytes": 256,
+            "stdout_limit_bytes": 0,
+            "argument_limit_bytes": 1024,
+        }
         for name, low in minimums.items():
             if getattr(self, name) < low:
                 raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
@@ -83,21 +90,27 @@ class SandboxLimits:
     def from_settings(cls, settings: _SandboxSettings) -> SandboxLimits:
         """The studio's configured limits (`STUDIO_TOOL_TIME_LIMIT_S`, `STUDIO_BWRAP_PATH`, ...)."""
         return cls(
-            time_limit_s=settings.tool_time_limit_s, memory_limit_mb=max(64, settings.tool_memory_limit_mb),
-            bwrap_path=settings.bwrap_path, allow_unsandboxed=settings.allow_unsandboxed_code,
+            time_limit_s=settings.tool_time_limit_s,
+            memory_limit_mb=max(64, settings.tool_memory_limit_mb),
+            bwrap_path=settings.bwrap_path,
+            allow_unsandboxed=settings.allow_unsandboxed_code,
             network_allow_private=settings.tool_network_allow_private,
-        )  # fmt: skip
+        )
 
     def runner_limits(self) -> dict[str, int | float | str]:
         """The rlimits the in-sandbox runner applies to itself before it reads any user code, and the time
         limit of one item of a batch call (`item_time_s`, enforced inside by SIGALRM)."""
         return {
             "item_time_s": self.time_limit_s,
-            "memory_bytes": self.memory_limit_mb * MIB, "cpu_s": self.cpu_time_limit_s,
-            "processes": self.max_processes, "open_files": self.max_open_files,
-            "file_size_bytes": self.max_file_size_mb * MIB, "result_bytes": self.result_limit_bytes,
-            "stdout_bytes": self.stdout_limit_bytes, "result_label": size_label(self.result_limit_bytes),
-        }  # fmt: skip
+            "memory_bytes": self.memory_limit_mb * MIB,
+            "cpu_s": self.cpu_time_limit_s,
+            "processes": self.max_processes,
+            "open_files": self.max_open_files,
+            "file_size_bytes": self.max_file_size_mb * MIB,
+            "result_bytes": self.result_limit_bytes,
+            "stdout_bytes": self.stdout_limit_bytes,
+            "result_label": size_label(self.result_limit_bytes),
+        }
 
 
 _MOUNT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")

@@ -139,8 +139,10 @@ class ToolServerPool:
                 raise ToolLoadError(f"the sandbox could not be started: {exc}") from exc
             self._servers.add(server)
         try:
-            reply = server.request({"op": "load", "source": entry.source, "function": entry.function,
-                                    "kind": entry.kind}, self.limits.time_limit_s + STARTUP_GRACE_S)  # fmt: skip
+            reply = server.request(
+                {"op": "load", "source": entry.source, "function": entry.function, "kind": entry.kind},
+                self.limits.time_limit_s + STARTUP_GRACE_S,
+            )
         except ServerBroken as exc:
             self._kill(server)
             raise ToolLoadError(f"loading {entry.function!r} in the sandbox failed: {exc}") from exc
@@ -214,12 +216,14 @@ class ToolServerPool:
                 else:
                     results[i] = _result(replies[n], start, duration_s=per_item)
         done = [r for r in results if r is not None]
-        self._count(entry, calls=len(done), truncated=sum(r.truncated for r in done),
-                    errors=sum(not r.ok for r in done))  # fmt: skip
+        self._count(
+            entry, calls=len(done), truncated=sum(r.truncated for r in done), errors=sum(not r.ok for r in done)
+        )
         return done
 
-    def _in_slot(self, entry: _Entry, payload: dict[str, Any], timeout_s: float,
-                 start: float) -> dict[str, Any] | SandboxResult:  # fmt: skip
+    def _in_slot(
+        self, entry: _Entry, payload: dict[str, Any], timeout_s: float, start: float
+    ) -> dict[str, Any] | SandboxResult:
         slot = entry.idle.get()
         try:
             return self._request_in(entry, slot, payload, timeout_s, start)
@@ -234,8 +238,9 @@ class ToolServerPool:
         with ThreadPoolExecutor(max_workers=self.processes) as executor:
             return list(executor.map(lambda args: self.call(key, args), arguments))
 
-    def _request_in(self, entry: _Entry, slot: list[ToolServer | None], payload: dict[str, Any], timeout_s: float,
-                    start: float) -> dict[str, Any] | SandboxResult:  # fmt: skip
+    def _request_in(
+        self, entry: _Entry, slot: list[ToolServer | None], payload: dict[str, Any], timeout_s: float, start: float
+    ) -> dict[str, Any] | SandboxResult:
         """The server's reply to `payload`, or an error result (a crash, a timeout, bad arguments)."""
         server = slot[0]
         if server is None or not server.alive:
@@ -254,8 +259,7 @@ class ToolServerPool:
             slot[0] = None
             self._count(entry, restarts=1, timeouts=int(exc.timed_out))
             if exc.timed_out:
-                return _error(start, f"time limit exceeded: the call ran longer than {timeout_s:g} s "
-                                     "and was stopped")  # fmt: skip
+                return _error(start, f"time limit exceeded: the call ran longer than {timeout_s:g} s and was stopped")
             return _error(start, f"the sandboxed code crashed: {exc}")
         except ArgumentsTooLarge as exc:
             return _error(start, str(exc))
@@ -308,11 +312,13 @@ def check_files(access: ToolAccess, mode: str, sandbox_uid: int) -> None:
     for name, path in access.files:
         resolved = Path(path)
         if not resolved.is_absolute() or not resolved.is_file():
-            raise ToolLoadError(f"file {name!r}: {path} is not an existing file (re-upload it, or remove it from the "
-                                "tool's files)")  # fmt: skip
+            raise ToolLoadError(
+                f"file {name!r}: {path} is not an existing file (re-upload it, or remove it from the tool's files)"
+            )
         if mode == "bwrap" and os.geteuid() == 0 and not resolved.stat().st_mode & stat.S_IROTH:
-            raise ToolLoadError(f"file {name!r}: {path} is not readable by the sandbox user (uid {sandbox_uid}): "
-                                f"`chmod o+r {path}`")  # fmt: skip
+            raise ToolLoadError(
+                f"file {name!r}: {path} is not readable by the sandbox user (uid {sandbox_uid}): `chmod o+r {path}`"
+            )
 
 
 def _error(start: float, error: str) -> SandboxResult:
@@ -321,11 +327,14 @@ def _error(start: float, error: str) -> SandboxResult:
 
 def _result(reply: dict[str, Any], start: float, duration_s: float | None = None) -> SandboxResult:
     return SandboxResult(
-        ok=bool(reply.get("ok")), result=reply.get("result"), error=reply.get("error"),
+        ok=bool(reply.get("ok")),
+        result=reply.get("result"),
+        error=reply.get("error"),
         duration_s=time.monotonic() - start if duration_s is None else duration_s,
-        stdout=str(reply.get("stdout") or ""), stderr=str(reply.get("traceback") or ""),
+        stdout=str(reply.get("stdout") or ""),
+        stderr=str(reply.get("traceback") or ""),
         truncated=bool(reply.get("truncated")),
-    )  # fmt: skip
+    )
 
 
 def _is_arguments(arguments: Any) -> bool:
@@ -346,9 +355,12 @@ def _argument_problem(arguments: Any, limit_bytes: int) -> str | None:
 
 
 def run_tool_source(
-    source: str, function: str, arguments: dict[str, Any], limits: SandboxLimits | None = None,
+    source: str,
+    function: str,
+    arguments: dict[str, Any],
+    limits: SandboxLimits | None = None,
     access: ToolAccess | None = None,
-) -> SandboxResult:  # fmt: skip
+) -> SandboxResult:
     """Call `function(**arguments)` defined by `source` once, in a fresh sandbox that is gone afterwards."""
     start = time.monotonic()
     with ToolServerPool(limits, processes=1) as pool:

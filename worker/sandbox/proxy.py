@@ -198,8 +198,13 @@ class NetworkProxy:
 
     @staticmethod
     def _reply(client: socket.socket, status: int, message: str) -> None:
-        reason = {400: "Bad Request", 403: "Forbidden", 431: "Request Header Fields Too Large",
-                  502: "Bad Gateway", 503: "Service Unavailable"}.get(status, "Error")  # fmt: skip
+        reason = {
+            400: "Bad Request",
+            403: "Forbidden",
+            431: "Request Header Fields Too Large",
+            502: "Bad Gateway",
+            503: "Service Unavailable",
+        }.get(status, "Error")
         body = (message + "\n").encode()
         head = f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
         with contextlib.suppress(OSError):

@@ -30,9 +30,14 @@ ERROR_CAP = 4096
 
 def apply_limits(limits: dict[str, Any]) -> None:
     """Hard rlimits (soft = hard, so user code cannot raise them back)."""
-    pairs = [(resource.RLIMIT_AS, limits["memory_bytes"]), (resource.RLIMIT_CPU, limits["cpu_s"]),
-             (resource.RLIMIT_NPROC, limits["processes"]), (resource.RLIMIT_NOFILE, limits["open_files"]),
-             (resource.RLIMIT_FSIZE, limits["file_size_bytes"]), (resource.RLIMIT_CORE, 0)]  # fmt: skip
+    pairs = [
+        (resource.RLIMIT_AS, limits["memory_bytes"]),
+        (resource.RLIMIT_CPU, limits["cpu_s"]),
+        (resource.RLIMIT_NPROC, limits["processes"]),
+        (resource.RLIMIT_NOFILE, limits["open_files"]),
+        (resource.RLIMIT_FSIZE, limits["file_size_bytes"]),
+        (resource.RLIMIT_CORE, 0),
+    ]
     for which, value in pairs:
         resource.setrlimit(which, (value, value))
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over the file size limit a write fails (EFBIG), not the process
@@ -222,8 +227,14 @@ def handle(request: dict[str, Any], state: dict[str, Any], limits: dict[str, Any
             return call_batch(state, list(request["items"]), limits)
         return call_once(state["fn"], state["kind"], request["arguments"], limits)
     except BaseException as exc:  # a bad source at load time, or a request without a loaded function
-        return {"ok": False, "result": None, "error": f"{type(exc).__name__}: {exc}"[:ERROR_CAP], "truncated": False,
-                "fatal": False, "traceback": traceback.format_exc(limit=8)[-2 * ERROR_CAP :]}  # fmt: skip
+        return {
+            "ok": False,
+            "result": None,
+            "error": f"{type(exc).__name__}: {exc}"[:ERROR_CAP],
+            "truncated": False,
+            "fatal": False,
+            "traceback": traceback.format_exc(limit=8)[-2 * ERROR_CAP :],
+        }
 
 
 def serve(limits: dict[str, Any]) -> None:

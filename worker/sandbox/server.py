@@ -38,14 +38,21 @@ class ArgumentsTooLarge(ValueError):
 class ToolServer:
     """A live sandboxed interpreter holding one user function (`kind` 'tool' or 'reward')."""
 
-    def __init__(self, limits: SandboxLimits, mode: str, bwrap: str | None, access: ToolAccess | None = None,
-                 proxy_socket: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        limits: SandboxLimits,
+        mode: str,
+        bwrap: str | None,
+        access: ToolAccess | None = None,
+        proxy_socket: str | None = None,
+    ) -> None:
         self.limits = limits
         self._scratch = tempfile.mkdtemp(prefix="studio-unsandboxed-") if mode == "unsandboxed" else None
         env = sandbox_env(access)
         if self._scratch is None:
-            command = sandbox_command(limits, str(bwrap), server_argv(limits, proxied=proxy_socket is not None),
-                                      access, proxy_socket)  # fmt: skip
+            command = sandbox_command(
+                limits, str(bwrap), server_argv(limits, proxied=proxy_socket is not None), access, proxy_socket
+            )
         else:  # no isolation (explicit opt-in): the files are linked in the scratch dir, the network is open
             command = server_argv(limits)
             env.update(HOME=self._scratch, TMPDIR=self._scratch)
@@ -58,9 +65,15 @@ class ToolServer:
                 env["STUDIO_TOOL_DATA"] = str(data)
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server; closed by kill()
         self._proc = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env,
-            cwd=self._scratch, start_new_session=True, bufsize=0,
-        )  # fmt: skip
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env=env,
+            cwd=self._scratch,
+            start_new_session=True,
+            bufsize=0,
+        )
         self._buffer = b""
         self._next_id = 0
         self.cpu_s = 0.0
@@ -77,8 +90,10 @@ class ToolServer:
         self._next_id += 1
         line = (json.dumps({**payload, "id": self._next_id}, ensure_ascii=False) + "\n").encode()
         if payload.get("op") == "call" and len(line) > self.limits.argument_limit_bytes:
-            raise ArgumentsTooLarge(f"the arguments are {len(line)} bytes as JSON, over the "
-                                    f"{size_label(self.limits.argument_limit_bytes)} limit")  # fmt: skip
+            raise ArgumentsTooLarge(
+                f"the arguments are {len(line)} bytes as JSON, over the "
+                f"{size_label(self.limits.argument_limit_bytes)} limit"
+            )
         deadline = time.monotonic() + timeout_s
         self._write(line, deadline)
         reply = self._read_line(deadline)

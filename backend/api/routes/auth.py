@@ -32,8 +32,11 @@ def limiter_of(request: Request) -> LoginLimiter:
 
 def _locked(wait_s: int) -> HTTPException:
     minutes = f"{wait_s} s" if wait_s < 120 else f"{math.ceil(wait_s / 60)} min"
-    return HTTPException(status_code=429, headers={"Retry-After": str(wait_s)},
-                         detail=f"too many failed sign-ins for this name: try again in {minutes}")  # fmt: skip
+    return HTTPException(
+        status_code=429,
+        headers={"Retry-After": str(wait_s)},
+        detail=f"too many failed sign-ins for this name: try again in {minutes}",
+    )
 
 
 @router.post("/login", responses={429: {"description": "Too many failed sign-ins; wait `Retry-After` seconds"}})

@@ -52,13 +52,26 @@ def upload_dataset(
     filename = file.filename or "upload"
     data = file.file.read()
     dataset, normalised = datasets_crud.register_upload(
-        session, name=name or filename, kind=kind, filename=filename, data=data, fmt=format,
-        question=question_column, answer=answer_column, id_column=id_column or None, dry_run=dry_run,
-    )  # fmt: skip
+        session,
+        name=name or filename,
+        kind=kind,
+        filename=filename,
+        data=data,
+        fmt=format,
+        question=question_column,
+        answer=answer_column,
+        id_column=id_column or None,
+        dry_run=dry_run,
+    )
     session.commit()
     public = DatasetPublic.model_validate(dataset) if dataset is not None else None
-    return DatasetUploadPublic(dataset=public, columns=normalised.columns, rows=normalised.records[:preview_rows],
-                               total=len(normalised.records), format=normalised.format)  # fmt: skip
+    return DatasetUploadPublic(
+        dataset=public,
+        columns=normalised.columns,
+        rows=normalised.records[:preview_rows],
+        total=len(normalised.records),
+        format=normalised.format,
+    )
 
 
 @router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT)

@@ -20,8 +20,12 @@ router = APIRouter(tags=["health"])
 
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
-    for dist, key in [("agent-studio", "studio"), ("fastapi", "fastapi"), ("sqlalchemy", "sqlalchemy"),
-                      ("celery", "celery")]:  # fmt: skip
+    for dist, key in [
+        ("agent-studio", "studio"),
+        ("fastapi", "fastapi"),
+        ("sqlalchemy", "sqlalchemy"),
+        ("celery", "celery"),
+    ]:
         try:
             out[key] = version(dist)
         except PackageNotFoundError:

@@ -106,7 +106,8 @@ def export_checkpoint(session: SessionDep, enqueue: EnqueueDep, run_id: int, che
     """Queue an export of the checkpoint as a `from_pretrained` folder; the path lands in the job's result."""
     checkpoint = runs_crud.get_checkpoint(session, run_id=run_id, checkpoint_id=checkpoint_id)
     config = {"run_id": run_id, "checkpoint_id": checkpoint.id, "checkpoint_path": checkpoint.path}
-    job = runs_crud.create_job_run(session, kind="export", name=f"export run {run_id} step {checkpoint.step}",
-                                   config=config)  # fmt: skip
+    job = runs_crud.create_job_run(
+        session, kind="export", name=f"export run {run_id} step {checkpoint.step}", config=config
+    )
     session.commit()
     return RunPublic.model_validate(enqueue_committed(session, enqueue, TaskName.EXPORT_CHECKPOINT, job))

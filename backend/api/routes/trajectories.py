@@ -28,9 +28,15 @@ def list_trajectories(
     limit: LimitQuery = 50,
 ) -> TrajectoriesPage:
     flt = traj_crud.TrajectoryFilter(
-        run_id=run_id, step=step, min_reward=min_reward, max_reward=max_reward, has_parse_error=has_parse_error,
-        has_tool_error=has_tool_error, truncated=truncated, labeled=labeled,
-    )  # fmt: skip
+        run_id=run_id,
+        step=step,
+        min_reward=min_reward,
+        max_reward=max_reward,
+        has_parse_error=has_parse_error,
+        has_tool_error=has_tool_error,
+        truncated=truncated,
+        labeled=labeled,
+    )
     rows, total = traj_crud.list_trajectories(session, flt=flt, offset=offset, limit=limit)
     return TrajectoriesPage(items=[TrajectorySummary.model_validate(t) for t in rows], total=total)
 
@@ -44,7 +50,13 @@ def get_trajectory(session: SessionDep, trajectory_id: int) -> TrajectoryPublic:
     scores = labels_crud.reward_model_scores(session, trajectory=trajectory)
     automatic = (trajectory.data.get("reward_breakdown") or {}).get("rubric", trajectory.reward)
     run = runs_crud.get_run(session, run_id=trajectory.run_id)
-    return TrajectoryPublic(**summary, data=trajectory.data, sibling_ids=siblings, labels=labels,
-                            reward_model_scores=scores, automatic_reward=automatic,
-                            environment_name=run.environment_name,
-                            environment_version=run.environment_version)  # fmt: skip
+    return TrajectoryPublic(
+        **summary,
+        data=trajectory.data,
+        sibling_ids=siblings,
+        labels=labels,
+        reward_model_scores=scores,
+        automatic_reward=automatic,
+        environment_name=run.environment_name,
+        environment_version=run.environment_version,
+    )

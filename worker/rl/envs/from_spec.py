@@ -66,10 +66,14 @@ def run_batch(runner: ToolRunner, key: str, items: Sequence[dict[str, Any]]) -> 
 
 
 BUILTIN_REWARD_FNS: dict[str, Callable[[Trajectory, Task], float]] = {
-    "exact_match": rf.exact_match, "cover_exact_match": rf.cover_exact_match, "f1": rf.f1,
-    "format": rf.format_reward, "called_tool": rf.called_tool, "tool_error_penalty": rf.tool_error_penalty,
+    "exact_match": rf.exact_match,
+    "cover_exact_match": rf.cover_exact_match,
+    "f1": rf.f1,
+    "format": rf.format_reward,
+    "called_tool": rf.called_tool,
+    "tool_error_penalty": rf.tool_error_penalty,
     "retrieval_recall": retrieved_recall,
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)
@@ -111,8 +115,10 @@ class UserReward:
         self.key, self.runner = str(spec.key), runner
 
     def score_batch(self, trajectories: Sequence[Trajectory], tasks: Sequence[Task]) -> list[float | Exception]:
-        items = [{"answer": t.final_answer or "", "gold": list(k.answers), "trajectory": slim_trajectory(t)}
-                 for t, k in zip(trajectories, tasks, strict=True)]  # fmt: skip
+        items = [
+            {"answer": t.final_answer or "", "gold": list(k.answers), "trajectory": slim_trajectory(t)}
+            for t, k in zip(trajectories, tasks, strict=True)
+        ]
         return [_reward_value(o) for o in run_batch(self.runner, self.key, items)]
 
     def __call__(self, trajectory: Trajectory, task: Task) -> float:
@@ -160,10 +166,16 @@ def tool_steps(trajectory: Trajectory) -> list[dict[str, Any]]:
 
 def slim_trajectory(trajectory: Trajectory) -> dict[str, Any]:
     """What a user reward function sees: the turns' text (no token ids), the answer and call counts."""
-    turns = [{"role": t.role, "text": t.text, "name": t.name, "tool_error": bool(t.tool_error)}
-             for t in trajectory.turns]  # fmt: skip
-    return {"task_id": trajectory.task_id, "final_answer": trajectory.final_answer, "turns": turns,
-            "num_tool_calls": trajectory.num_tool_calls, "finish_reason": trajectory.finish_reason}  # fmt: skip
+    turns = [
+        {"role": t.role, "text": t.text, "name": t.name, "tool_error": bool(t.tool_error)} for t in trajectory.turns
+    ]
+    return {
+        "task_id": trajectory.task_id,
+        "final_answer": trajectory.final_answer,
+        "turns": turns,
+        "num_tool_calls": trajectory.num_tool_calls,
+        "finish_reason": trajectory.finish_reason,
+    }
 
 
 def build_rubric(spec: EnvSpec, runner: ToolRunner | None) -> Rubric:
@@ -248,14 +260,21 @@ def env_config_of(spec: EnvSpec) -> EnvConfig:
             params = calculator.parameters
         first = forced_call_prefill(tool_.name, params)
     return EnvConfig(
-        max_turns=spec.limits.max_turns, answer_tag=spec.answer_tag, first_turn_prefill=first,
+        max_turns=spec.limits.max_turns,
+        answer_tag=spec.answer_tag,
+        first_turn_prefill=first,
         answer_prefill_after_tool=f"<{spec.answer_tag}>" if prefill.answer_after_tool else "",
         answer_prefill_on_last_turn=prefill.answer_on_last_turn,
-    )  # fmt: skip
+    )
 
 
-def env_from_spec(spec: EnvSpec, *, tool_runner: ToolRunner | None = None, retriever: Retriever | None = None,
-                  rubric: Rubric | None = None) -> ToolEnv:  # fmt: skip
+def env_from_spec(
+    spec: EnvSpec,
+    *,
+    tool_runner: ToolRunner | None = None,
+    retriever: Retriever | None = None,
+    rubric: Rubric | None = None,
+) -> ToolEnv:
     """A fresh env of `spec`; user tools and rewards go through `tool_runner`, search through `retriever`
     (`rubric`: a shared one built by `build_rubric`, else a new one)."""
     tools = _tools(spec, tool_runner, retriever)
@@ -264,8 +283,13 @@ def env_from_spec(spec: EnvSpec, *, tool_runner: ToolRunner | None = None, retri
     return env
 
 
-def env_factory(spec: EnvSpec, *, tool_runner: ToolRunner | None = None, passages: Sequence[Passage] = (),
-                index_cache_dir: Path | None = None) -> Callable[[], ToolEnv]:  # fmt: skip
+def env_factory(
+    spec: EnvSpec,
+    *,
+    tool_runner: ToolRunner | None = None,
+    passages: Sequence[Passage] = (),
+    index_cache_dir: Path | None = None,
+) -> Callable[[], ToolEnv]:
     """A factory of fresh envs sharing one retriever (built once, cached by corpus hash) and one rubric (so a
     rollout scores all of its episodes in one batch per term)."""
     retriever = build_retriever(spec, passages, index_cache_dir)

@@ -66,20 +66,30 @@ class ToolSpec:
     def __post_init__(self) -> None:
         _need(bool(_NAME.fullmatch(self.name)), f"tools: name {self.name!r} must be letters, digits, '_' or '-'")
         _need((self.builtin is None) != (self.key is None), f"tools.{self.name}: set exactly one of builtin or key")
-        _need(isinstance(self.network, list | tuple) and all(isinstance(h, str) and h.strip() for h in self.network),
-              f"tools.{self.name}: network must be a list of host[:port] strings")  # fmt: skip
+        _need(
+            isinstance(self.network, list | tuple) and all(isinstance(h, str) and h.strip() for h in self.network),
+            f"tools.{self.name}: network must be a list of host[:port] strings",
+        )
         object.__setattr__(self, "network", tuple(self.network))
-        _need(isinstance(self.files, Mapping) and all(isinstance(p, str) and _FILE_NAME.fullmatch(n)
-                                                      for n, p in self.files.items()),
-              f"tools.{self.name}: files must map names (letters, digits, '.', '_', '-') to paths")  # fmt: skip
-        _need(self.builtin is None or (not self.network and not self.files),
-              f"tools.{self.name}: network and files are for user tools; built-ins need neither")  # fmt: skip
+        _need(
+            isinstance(self.files, Mapping)
+            and all(isinstance(p, str) and _FILE_NAME.fullmatch(n) for n, p in self.files.items()),
+            f"tools.{self.name}: files must map names (letters, digits, '.', '_', '-') to paths",
+        )
+        _need(
+            self.builtin is None or (not self.network and not self.files),
+            f"tools.{self.name}: network and files are for user tools; built-ins need neither",
+        )
         if self.builtin is not None:
-            _need(self.builtin in BUILTIN_TOOLS, f"tools.{self.name}: builtin {self.builtin!r} is not one of "
-                  f"{', '.join(BUILTIN_TOOLS)}")  # fmt: skip
+            _need(
+                self.builtin in BUILTIN_TOOLS,
+                f"tools.{self.name}: builtin {self.builtin!r} is not one of {', '.join(BUILTIN_TOOLS)}",
+            )
         else:
-            _need(self.parameters.get("type", "object") == "object",
-                  f"tools.{self.name}: parameters must be a JSON object schema")  # fmt: skip
+            _need(
+                self.parameters.get("type", "object") == "object",
+                f"tools.{self.name}: parameters must be a JSON object schema",
+            )
 
 
 @dataclass(frozen=True)
@@ -120,18 +130,27 @@ class RewardSpec:
         _need(bool(_NAME.fullmatch(self.name)), f"rubric: term name {self.name!r} must be letters, digits, '_', '-'")
         _need(math.isfinite(self.weight), f"rubric.{self.name}: weight must be a finite number")
         kinds = (self.builtin, self.key, self.reward_model, self.step_reward_model)
-        _need(sum(k is not None for k in kinds) == 1,
-              f"rubric.{self.name}: set exactly one of builtin, key, reward_model or step_reward_model")  # fmt: skip
-        _need(not self.normalize or self.is_reward_model,
-              f"rubric.{self.name}: normalize applies to reward_model / step_reward_model terms only")  # fmt: skip
-        _need(self.kind in REWARD_KINDS, f"rubric.{self.name}: kind {self.kind!r} is not one of "
-              f"{', '.join(REWARD_KINDS)}")  # fmt: skip
-        _need(self.kind == "trajectory" or self.key is not None,
-              f"rubric.{self.name}: kind 'step' is for user reward functions (key); a trained step scorer is a "
-              "step_reward_model term")  # fmt: skip
+        _need(
+            sum(k is not None for k in kinds) == 1,
+            f"rubric.{self.name}: set exactly one of builtin, key, reward_model or step_reward_model",
+        )
+        _need(
+            not self.normalize or self.is_reward_model,
+            f"rubric.{self.name}: normalize applies to reward_model / step_reward_model terms only",
+        )
+        _need(
+            self.kind in REWARD_KINDS, f"rubric.{self.name}: kind {self.kind!r} is not one of {', '.join(REWARD_KINDS)}"
+        )
+        _need(
+            self.kind == "trajectory" or self.key is not None,
+            f"rubric.{self.name}: kind 'step' is for user reward functions (key); a trained step scorer is a "
+            "step_reward_model term",
+        )
         if self.builtin is not None:
-            _need(self.builtin in BUILTIN_REWARDS, f"rubric.{self.name}: builtin {self.builtin!r} is not one of "
-                  f"{', '.join(BUILTIN_REWARDS)}")  # fmt: skip
+            _need(
+                self.builtin in BUILTIN_REWARDS,
+                f"rubric.{self.name}: builtin {self.builtin!r} is not one of {', '.join(BUILTIN_REWARDS)}",
+            )
 
     @property
     def is_step(self) -> bool:
@@ -176,8 +195,9 @@ class CorpusSpec:
     """How the search tool ranks it: 'bm25' (sparse) or 'dense' (the bundled MiniLM embeddings)."""
 
     def __post_init__(self) -> None:
-        _need(self.retriever in RETRIEVERS,
-              f"corpus.retriever {self.retriever!r} is not one of {', '.join(RETRIEVERS)}")  # fmt: skip
+        _need(
+            self.retriever in RETRIEVERS, f"corpus.retriever {self.retriever!r} is not one of {', '.join(RETRIEVERS)}"
+        )
 
 
 @dataclass(frozen=True)
@@ -238,8 +258,10 @@ class EnvSpec:
             dup = sorted({n for n in names if names.count(n) > 1})
             _need(not dup, f"{kind}: names must be unique; repeated: {', '.join(dup)}")
         forced = self.prefill.force_first_call
-        _need(forced is None or forced in {t.name for t in self.tools},
-              f"prefill.force_first_call {forced!r} must name one of the environment's tools")  # fmt: skip
+        _need(
+            forced is None or forced in {t.name for t in self.tools},
+            f"prefill.force_first_call {forced!r} must name one of the environment's tools",
+        )
 
     @property
     def user_tools(self) -> tuple[ToolSpec, ...]:
@@ -266,8 +288,7 @@ class EnvSpec:
         raw["tools"] = tuple(_build(ToolSpec, t, f"tools[{i}]") for i, t in enumerate(raw.get("tools") or ()))
         if "rubric" in raw:
             raw["rubric"] = tuple(_build(RewardSpec, r, f"rubric[{i}]") for i, r in enumerate(raw["rubric"]))
-        for key, kind in (("data", DataSpec), ("corpus", CorpusSpec), ("limits", LimitsSpec),
-                          ("prefill", PrefillSpec)):  # fmt: skip
+        for key, kind in (("data", DataSpec), ("corpus", CorpusSpec), ("limits", LimitsSpec), ("prefill", PrefillSpec)):
             if key in raw:
                 raw[key] = _build(kind, raw[key], key)
         spec: EnvSpec = _build(cls, raw, "")
@@ -313,7 +334,10 @@ def load_spec_file(path: str | Path) -> EnvSpec:
         data_loc = str((p.parent / data_loc).resolve())
     if corpus_loc and not Path(corpus_loc).is_absolute():
         corpus_loc = str((p.parent / corpus_loc).resolve())
-    tools = tuple(replace(t, files={n: str((p.parent / f).resolve()) for n, f in t.files.items()}) if t.files else t
-                  for t in spec.tools)  # fmt: skip
-    return replace(spec, tools=tools, data=replace(spec.data, location=data_loc),
-                   corpus=replace(spec.corpus, location=corpus_loc))  # fmt: skip
+    tools = tuple(
+        replace(t, files={n: str((p.parent / f).resolve()) for n, f in t.files.items()}) if t.files else t
+        for t in spec.tools
+    )
+    return replace(
+        spec, tools=tools, data=replace(spec.data, location=data_loc), corpus=replace(spec.corpus, location=corpus_loc)
+    )

@@ -22,19 +22,35 @@ logger = logging.getLogger(__name__)
 def _gold_trajectory(task: Task, answer_tag: str) -> Trajectory:
     gold = task.answers[0] if task.answers else ""
     text = f"<{answer_tag}>{gold}</{answer_tag}>"
-    return Trajectory(task_id=task.id, group_id="check", token_ids=(), loss_mask=(), logprobs=(), prompt_length=0,
-                      turns=(Turn("assistant", text, 0, 0),), terminated=True, final_answer=gold)  # fmt: skip
+    return Trajectory(
+        task_id=task.id,
+        group_id="check",
+        token_ids=(),
+        loss_mask=(),
+        logprobs=(),
+        prompt_length=0,
+        turns=(Turn("assistant", text, 0, 0),),
+        terminated=True,
+        final_answer=gold,
+    )
 
 
-def check_spec(spec: EnvSpec, *, tool_runner: ToolRunner | None, num_tasks: int = 3,
-               index_cache_dir: Path | None = None) -> dict[str, Any]:  # fmt: skip
+def check_spec(
+    spec: EnvSpec, *, tool_runner: ToolRunner | None, num_tasks: int = 3, index_cache_dir: Path | None = None
+) -> dict[str, Any]:
     """`{"ok", "env_name", "tasks_checked", "passed", "failures", "notes", "counts", "gold_scores"}`."""
     try:
         data = load_env_data(spec)
         make_env = env_factory(spec, tool_runner=tool_runner, passages=data.passages, index_cache_dir=index_cache_dir)
     except Exception as exc:  # a bad file, corpus or spec is a failed check the user must see, not a crash
-        return {"ok": False, "env_name": spec.name, "tasks_checked": 0, "passed": [], "notes": [],
-                "failures": [f"building the environment failed: {type(exc).__name__}: {exc}"]}  # fmt: skip
+        return {
+            "ok": False,
+            "env_name": spec.name,
+            "tasks_checked": 0,
+            "passed": [],
+            "notes": [],
+            "failures": [f"building the environment failed: {type(exc).__name__}: {exc}"],
+        }
     tasks = (data.heldout or data.train)[:num_tasks]
     failures: list[str] = []
     passed: set[str] = set()
@@ -46,11 +62,24 @@ def check_spec(spec: EnvSpec, *, tool_runner: ToolRunner | None, num_tasks: int 
         env = make_env()
         scored = env.score(_gold_trajectory(task, spec.answer_tag), task)
         env.close()
-        gold_scores.append({"task_id": task.id, "total": scored.total, "breakdown": dict(scored.breakdown),
-                            "errors": dict(scored.errors)})  # fmt: skip
+        gold_scores.append(
+            {
+                "task_id": task.id,
+                "total": scored.total,
+                "breakdown": dict(scored.breakdown),
+                "errors": dict(scored.errors),
+            }
+        )
         failures.extend(f"task {task.id}: reward term {name!r} failed: {err}" for name, err in scored.errors.items())
     counts = {"train": len(data.train), "heldout": len(data.heldout), "passages": len(data.passages)}
     logger.info("spec check of %s on %d task(s): %d failure(s)", spec.name, len(tasks), len(failures))
-    return {"ok": not failures and bool(tasks), "env_name": spec.name, "tasks_checked": len(tasks),
-            "passed": sorted(passed), "failures": failures or ([] if tasks else ["the dataset gave no tasks"]),
-            "notes": [], "counts": counts, "gold_scores": gold_scores}  # fmt: skip
+    return {
+        "ok": not failures and bool(tasks),
+        "env_name": spec.name,
+        "tasks_checked": len(tasks),
+        "passed": sorted(passed),
+        "failures": failures or ([] if tasks else ["the dataset gave no tasks"]),
+        "notes": [],
+        "counts": counts,
+        "gold_scores": gold_scores,
+    }

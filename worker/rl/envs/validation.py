@@ -77,8 +77,14 @@ def validate_environment(request: EnvValidationRequest) -> dict[str, Any]:
     try:
         tasks, passages = _load(request)
     except Exception as exc:  # a bad file or hub id is a validation failure the user must see, not a crash
-        return {"ok": False, "env_name": "QASearchEnv", "tasks_checked": 0, "passed": [],
-                "failures": [f"loading the dataset failed: {type(exc).__name__}: {exc}"], "notes": notes}  # fmt: skip
+        return {
+            "ok": False,
+            "env_name": "QASearchEnv",
+            "tasks_checked": 0,
+            "passed": [],
+            "failures": [f"loading the dataset failed: {type(exc).__name__}: {exc}"],
+            "notes": notes,
+        }
     failures: list[str] = []
     if not tasks:
         failures.append("the dataset gave no tasks; check its location and format")
@@ -93,5 +99,11 @@ def validate_environment(request: EnvValidationRequest) -> dict[str, Any]:
             passed.update(report.passed)
             failures.extend(f"task {task.id}: {failure}" for failure in report.failures)
     logger.info("environment check on %d task(s): %d failure(s)", len(tasks), len(failures))
-    return {"ok": not failures, "env_name": "QASearchEnv", "tasks_checked": len(tasks), "passed": sorted(passed),
-            "failures": failures, "notes": notes}  # fmt: skip
+    return {
+        "ok": not failures,
+        "env_name": "QASearchEnv",
+        "tasks_checked": len(tasks),
+        "passed": sorted(passed),
+        "failures": failures,
+        "notes": notes,
+    }

@@ -194,9 +194,12 @@ class HFGenerator:
             attention = torch.cat([attention, attention.new_ones((len(active), 1))], dim=-1)  # (A, T+1)
             positions = attention.sum(-1, keepdim=True) - 1  # (A, 1)
             out = self.model(
-                input_ids=tokens[:, None], attention_mask=attention, position_ids=positions,
-                past_key_values=cache, use_cache=True,
-            )  # fmt: skip
+                input_ids=tokens[:, None],
+                attention_mask=attention,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+            )
             logits, cache = out.logits[:, -1, :], out.past_key_values  # (A, V)
             self._count_decode(len(active), attention.shape[1])
         self.stats.decode_s += time.perf_counter() - decode_started

@@ -138,9 +138,13 @@ class IncrementalChunk:
         part = SlabCache(slab[:, :, rows.start : rows.stop], end - width)  # a view: writes land in `slab`
         mask = prefill_mask(valid[rows.start : rows.stop], end - width, width, self.dtype, self.boolean_mask)
         out = self.model(
-            input_ids=input_ids.to(self.device), attention_mask=mask, position_ids=positions.to(self.device),
-            past_key_values=part, use_cache=True, logits_to_keep=1,
-        )  # fmt: skip
+            input_ids=input_ids.to(self.device),
+            attention_mask=mask,
+            position_ids=positions.to(self.device),
+            past_key_values=part,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         part.advance(width)
         self.stats.prefill_positions += len(rows) * width
         logits: Tensor = out.logits[:, -1, :]  # (u, V)
@@ -183,9 +187,12 @@ class IncrementalChunk:
             valid[:, cache.length] = True
             mask = decode_mask(valid, cache.length + 1, self.dtype, self.boolean_mask)  # (A, 1, 1, T+1)
             out = self.model(
-                input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos[:, None],
-                past_key_values=cache, use_cache=True,
-            )  # fmt: skip
+                input_ids=tokens[:, None],
+                attention_mask=mask,
+                position_ids=next_pos[:, None],
+                past_key_values=cache,
+                use_cache=True,
+            )
             cache.advance(1)
             next_pos = next_pos + 1
             logits = out.logits[:, -1, :]  # (A, V)

@@ -64,8 +64,9 @@ def prefix_texts(
     The last assistant turn's view carries the final answer; earlier ones end with that turn's own text.
     """
     ends = [i for i, t in enumerate(turns) if t.get("role") == "assistant"]
-    return [text_view(turns[: end + 1], final_answer if k == len(ends) - 1 else None, view)
-            for k, end in enumerate(ends)]  # fmt: skip
+    return [
+        text_view(turns[: end + 1], final_answer if k == len(ends) - 1 else None, view) for k, end in enumerate(ends)
+    ]
 
 
 def trajectory_text(trajectory: Trajectory, view: TextView = TextView()) -> str:
@@ -187,8 +188,9 @@ HOW_TO_GET_PAIRS = {
 """What to label for more pairs, by reward-model kind (the too-few-labels message)."""
 
 
-def split_pairs(pairs: Sequence[PreferencePair], *, heldout_fraction: float, min_pairs: int, seed: int,
-                kind: str = "trajectory") -> PairSet:  # fmt: skip
+def split_pairs(
+    pairs: Sequence[PreferencePair], *, heldout_fraction: float, min_pairs: int, seed: int, kind: str = "trajectory"
+) -> PairSet:
     """Hold out whole groups (by a seeded hash) so no group is in both halves; refuse too few pairs."""
     if len(pairs) < min_pairs:
         what = "reward model" if kind == "trajectory" else "step scorer"

@@ -72,8 +72,9 @@ def find_decoder_layers(model: Any) -> torch.nn.ModuleList:
 class RewardModelScorer:
     """Scores text views with a sequence-classification model (one logit per text)."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, view: TextView = TextView(), max_length: int = 256,
-                 batch_size: int = 16) -> None:  # fmt: skip
+    def __init__(
+        self, model: Any, tokenizer: Any, *, view: TextView = TextView(), max_length: int = 256, batch_size: int = 16
+    ) -> None:
         self.model, self.tokenizer, self.view = model, tokenizer, view
         self.max_length, self.batch_size = max_length, batch_size
         self.meta: dict[str, Any] = {}
@@ -92,15 +93,22 @@ class RewardModelScorer:
             )
         meta = json.loads(meta_path.read_text())
         if meta.get("artifact_version") != ARTIFACT_VERSION:
-            raise ValueError(f"reward model artifact {root} has version {meta.get('artifact_version')}, "
-                             f"this code reads version {ARTIFACT_VERSION}; retrain it")  # fmt: skip
+            raise ValueError(
+                f"reward model artifact {root} has version {meta.get('artifact_version')}, "
+                f"this code reads version {ARTIFACT_VERSION}; retrain it"
+            )
         tokenizer = AutoTokenizer.from_pretrained(root / MODEL_DIR)
         model = AutoModelForSequenceClassification.from_pretrained(root / MODEL_DIR, dtype=torch.float32)
         check_tokenizer(meta, tokenizer, model, str(root))
         model = model.to(device).eval()
         config = meta.get("config") or {}
-        scorer = cls(model, tokenizer, view=TextView(**(config.get("view") or {})),
-                     max_length=int(config.get("max_length", 256)), batch_size=batch_size)  # fmt: skip
+        scorer = cls(
+            model,
+            tokenizer,
+            view=TextView(**(config.get("view") or {})),
+            max_length=int(config.get("max_length", 256)),
+            batch_size=batch_size,
+        )
         scorer.meta = meta
         return scorer
 

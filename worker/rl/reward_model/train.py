@@ -73,11 +73,16 @@ class RewardModelConfig:
 
     def __post_init__(self) -> None:
         checks = {
-            "train_layers": self.train_layers >= 0, "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1,
-            "learning_rate": self.learning_rate > 0, "max_length": self.max_length >= 16,
-            "heldout_fraction": 0.0 < self.heldout_fraction < 1.0, "min_pairs": self.min_pairs >= 2,
-            "device": self.device in ("auto", "cpu", "cuda"), "kind": self.kind in REWARD_MODEL_KINDS,
-        }  # fmt: skip
+            "train_layers": self.train_layers >= 0,
+            "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 1,
+            "learning_rate": self.learning_rate > 0,
+            "max_length": self.max_length >= 16,
+            "heldout_fraction": 0.0 < self.heldout_fraction < 1.0,
+            "min_pairs": self.min_pairs >= 2,
+            "device": self.device in ("auto", "cpu", "cuda"),
+            "kind": self.kind in REWARD_MODEL_KINDS,
+        }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(
@@ -149,10 +154,12 @@ def _freeze_backbone(model: Any, train_layers: int) -> tuple[int, int]:
 def _dataset(pairs: Sequence[Any], tokenizer: Any, max_length: int) -> Any:
     from datasets import Dataset
 
-    return Dataset.from_dict({
-        "chosen_ids": [encode_text(tokenizer, p.chosen, max_length) for p in pairs],
-        "rejected_ids": [encode_text(tokenizer, p.rejected, max_length) for p in pairs],
-    })  # fmt: skip
+    return Dataset.from_dict(
+        {
+            "chosen_ids": [encode_text(tokenizer, p.chosen, max_length) for p in pairs],
+            "rejected_ids": [encode_text(tokenizer, p.rejected, max_length) for p in pairs],
+        }
+    )
 
 
 def _score_pairs(scorer: RewardModelScorer, pairs: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,8 +179,13 @@ def train_reward_model(
     from worker.rl.generation.loading import resolve_model_path
 
     build_pairs = step_pairs_from_labels if config.kind == "step" else pairs_from_labels
-    pairs = split_pairs(build_pairs(records, config.view), heldout_fraction=config.heldout_fraction,
-                        min_pairs=config.min_pairs, seed=config.seed, kind=config.kind)  # fmt: skip
+    pairs = split_pairs(
+        build_pairs(records, config.view),
+        heldout_fraction=config.heldout_fraction,
+        min_pairs=config.min_pairs,
+        seed=config.seed,
+        kind=config.kind,
+    )
     device = "cuda" if config.device == "auto" and torch.cuda.is_available() else config.device.replace("auto", "cpu")
     source = resolve_model_path(config.base_model)
     tokenizer = AutoTokenizer.from_pretrained(source)
@@ -186,11 +198,23 @@ def train_reward_model(
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="rm-train-") as scratch:
         args = RewardConfig(
-            output_dir=scratch, num_train_epochs=config.epochs, per_device_train_batch_size=config.batch_size,
-            learning_rate=config.learning_rate, max_length=config.max_length, seed=config.seed, bf16=False,
-            gradient_checkpointing=False, save_strategy="no", report_to=[], logging_steps=10, disable_tqdm=True,
-            use_cpu=device == "cpu", lr_scheduler_type="constant", warmup_steps=0, dataloader_num_workers=0,
-        )  # fmt: skip
+            output_dir=scratch,
+            num_train_epochs=config.epochs,
+            per_device_train_batch_size=config.batch_size,
+            learning_rate=config.learning_rate,
+            max_length=config.max_length,
+            seed=config.seed,
+            bf16=False,
+            gradient_checkpointing=False,
+            save_strategy="no",
+            report_to=[],
+            logging_steps=10,
+            disable_tqdm=True,
+            use_cpu=device == "cpu",
+            lr_scheduler_type="constant",
+            warmup_steps=0,
+            dataloader_num_workers=0,
+        )
         dataset = _dataset(pairs.train, tokenizer, config.max_length)
         trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
         trainer.train()
@@ -199,31 +223,46 @@ def train_reward_model(
     scorer = RewardModelScorer(model, tokenizer, view=config.view, max_length=config.max_length)
     accuracy, ece = pairwise_metrics(*_score_pairs(scorer, pairs.heldout))
     train_accuracy, _ = pairwise_metrics(*_score_pairs(scorer, pairs.train))
-    report = RewardModelReport(accuracy, ece, train_accuracy, len(pairs.train), len(pairs.heldout), train_s,
-                               trainable, total)  # fmt: skip
+    report = RewardModelReport(
+        accuracy, ece, train_accuracy, len(pairs.train), len(pairs.heldout), train_s, trainable, total
+    )
     _save(out_dir, model, tokenizer, config, report, pairs, {**provenance, "base_model_path": str(source)})
-    logger.info("reward model: held-out accuracy %.3f, ECE %.3f on %d pairs (%.0fs)", accuracy, ece,
-                len(pairs.heldout), train_s)  # fmt: skip
+    logger.info(
+        "reward model: held-out accuracy %.3f, ECE %.3f on %d pairs (%.0fs)", accuracy, ece, len(pairs.heldout), train_s
+    )
     return report
 
 
-def _save(out_dir: Path, model: Any, tokenizer: Any, config: RewardModelConfig, report: RewardModelReport,
-          pairs: PairSet, provenance: dict[str, Any]) -> None:  # fmt: skip
+def _save(
+    out_dir: Path,
+    model: Any,
+    tokenizer: Any,
+    config: RewardModelConfig,
+    report: RewardModelReport,
+    pairs: PairSet,
+    provenance: dict[str, Any],
+) -> None:
     """Write `model/` and `reward_model.json` into a temp dir, then rename it into place (no half artifacts)."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     model.save_pretrained(tmp / MODEL_DIR)
     tokenizer.save_pretrained(tmp / MODEL_DIR)
     meta = {
-        "artifact_version": ARTIFACT_VERSION, "created_at": datetime.now(UTC).isoformat(),
-        "base_model": config.base_model, "kind": config.kind, "input": "text",
+        "artifact_version": ARTIFACT_VERSION,
+        "created_at": datetime.now(UTC).isoformat(),
+        "base_model": config.base_model,
+        "kind": config.kind,
+        "input": "text",
         "tokenizer": str(getattr(tokenizer, "name_or_path", "")),
         "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer),
-        "label_ids": list(pairs.label_ids), "config": dataclasses.asdict(config),
-        "metrics": dataclasses.asdict(report), "provenance": provenance,
-        "pair_sources": {s: sum(1 for p in (*pairs.train, *pairs.heldout) if p.source == s)
-                         for s in ("pairwise", "scores", "steps")},
-    }  # fmt: skip
+        "label_ids": list(pairs.label_ids),
+        "config": dataclasses.asdict(config),
+        "metrics": dataclasses.asdict(report),
+        "provenance": provenance,
+        "pair_sources": {
+            s: sum(1 for p in (*pairs.train, *pairs.heldout) if p.source == s) for s in ("pairwise", "scores", "steps")
+        },
+    }
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
     if out_dir.exists():
         raise FileExistsError(f"reward model artifact {out_dir} already exists; artifacts are never overwritten")

@@ -237,5 +237,11 @@ class _Parts:
 
     def result(self) -> RubricResult:
         counts = {k: v for k, v in self.error_counts.items() if v > 1}
-        return RubricResult(total=self.total, breakdown=self.breakdown, errors=self.errors, pending=tuple(self.pending),
-                            step_rewards=tuple(self.steps), error_counts=counts)  # fmt: skip
+        return RubricResult(
+            total=self.total,
+            breakdown=self.breakdown,
+            errors=self.errors,
+            pending=tuple(self.pending),
+            step_rewards=tuple(self.steps),
+            error_counts=counts,
+        )

@@ -176,17 +176,26 @@ def spec_from_config(config: TrainConfig) -> EnvSpec:
     from worker.rl.envs.qa import DEMO_SYSTEM_PROMPT, QA_SYSTEM_PROMPT
 
     task, rollout = config.task, config.rollout
-    limits = LimitsSpec(max_turns=rollout.max_turns, max_new_tokens_per_turn=rollout.max_new_tokens_per_turn,
-                        max_total_tokens=max(16, rollout.max_total_tokens))  # fmt: skip
+    limits = LimitsSpec(
+        max_turns=rollout.max_turns,
+        max_new_tokens_per_turn=rollout.max_new_tokens_per_turn,
+        max_total_tokens=max(16, rollout.max_total_tokens),
+    )
     prefill = PrefillSpec(first_turn_prefill=task.first_turn_prefill or "")
     if task.env == "calculator":
         return EnvSpec(
-            name="calculator", tools=(ToolSpec("calculator", builtin="calculator"),), limits=limits, prefill=prefill,
+            name="calculator",
+            tools=(ToolSpec("calculator", builtin="calculator"),),
+            limits=limits,
+            prefill=prefill,
             system_prompt=CALCULATOR_SYSTEM_PROMPT.format(answer_tag="{answer_tag}"),
-            rubric=(RewardSpec("exact_match", 1.0, builtin="exact_match"), RewardSpec("format", 0.1, builtin="format"),
-                    RewardSpec("called_tool", 0.0, builtin="called_tool"),
-                    RewardSpec("tool_error_penalty", 0.0, builtin="tool_error_penalty")),
-        )  # fmt: skip
+            rubric=(
+                RewardSpec("exact_match", 1.0, builtin="exact_match"),
+                RewardSpec("format", 0.1, builtin="format"),
+                RewardSpec("called_tool", 0.0, builtin="called_tool"),
+                RewardSpec("tool_error_penalty", 0.0, builtin="tool_error_penalty"),
+            ),
+        )
     if task.env != "qa_search":
         raise ValueError(f"task.env {task.env!r} has no environment spec; use qa_search, calculator or an environment")
     demo = uses_demo_prompt(config)
@@ -200,21 +209,32 @@ def spec_from_config(config: TrainConfig) -> EnvSpec:
     search_params = {"top_k": task.top_k, "max_passage_chars": task.max_passage_chars}
     search = ToolSpec("search", builtin="search", params=search_params)
     rubric = (
-        RewardSpec("exact_match", 1.0, builtin="exact_match"), RewardSpec("f1", task.f1_reward_weight, builtin="f1"),
+        RewardSpec("exact_match", 1.0, builtin="exact_match"),
+        RewardSpec("f1", task.f1_reward_weight, builtin="f1"),
         RewardSpec("format", task.format_reward_weight, builtin="format"),
         RewardSpec("cover_exact_match", task.cover_em_reward_weight, builtin="cover_exact_match"),
         RewardSpec("tool_error_penalty", 0.0, builtin="tool_error_penalty"),
         RewardSpec("called_tool", 0.0, builtin="called_tool"),
         RewardSpec("retrieval_recall", 0.0, builtin="retrieval_recall"),
-    )  # fmt: skip
+    )
     prompt = (DEMO_SYSTEM_PROMPT if demo else QA_SYSTEM_PROMPT).format(answer_tag="{answer_tag}")
-    return EnvSpec(name=f"qa_search/{task.source}", tools=(search,), data=data, rubric=rubric, limits=limits,
-                   corpus=CorpusSpec(retriever=task.retriever), system_prompt=prompt,
-                   question_template="Question: {question}", prefill=prefill, show_tool_schemas=not demo)  # fmt: skip
+    return EnvSpec(
+        name=f"qa_search/{task.source}",
+        tools=(search,),
+        data=data,
+        rubric=rubric,
+        limits=limits,
+        corpus=CorpusSpec(retriever=task.retriever),
+        system_prompt=prompt,
+        question_template="Question: {question}",
+        prefill=prefill,
+        show_tool_schemas=not demo,
+    )
 
 
-def make_env_factory(config: TrainConfig, passages: Sequence[Passage],
-                     index_cache_dir: Path | None = None) -> Callable[[], ToolEnv]:  # fmt: skip
+def make_env_factory(
+    config: TrainConfig, passages: Sequence[Passage], index_cache_dir: Path | None = None
+) -> Callable[[], ToolEnv]:
     """A factory of fresh envs of the preset task, through `env_from_spec` (one retriever, built once and
     cached under `index_cache_dir`)."""
     from worker.rl.envs.from_spec import env_factory
@@ -372,8 +392,9 @@ def build_components(
             from worker.rl.envs.local_runner import LocalToolRunner
 
             tool_runner = LocalToolRunner.from_spec(env_spec)
-        make_envs = env_factory(env_spec, tool_runner=tool_runner, passages=data.passages,
-                                index_cache_dir=index_cache_dir)  # fmt: skip
+        make_envs = env_factory(
+            env_spec, tool_runner=tool_runner, passages=data.passages, index_cache_dir=index_cache_dir
+        )
     else:
         data = load_task_data(config.task)
         make_envs = make_env_factory(config, data.passages, index_cache_dir)

@@ -51,14 +51,18 @@ def load_reward_models(task: TaskConfig) -> list[LoadedRewardModel]:
     loaded = []
     for term in task.reward_models:
         if not term.path:
-            raise ValueError(f"task.reward_models: {term.name} has no path; the studio worker fills it in from the id, "
-                             "the CLI needs path = '<artifact dir>'")  # fmt: skip
+            raise ValueError(
+                f"task.reward_models: {term.name} has no path; the studio worker fills it in from the id, "
+                "the CLI needs path = '<artifact dir>'"
+            )
         scorer = RewardModelScorer.load(term.path, device=term.device)
         wanted = "step" if term.step else "trajectory"
         if scorer.kind != wanted:
             other = "step_reward_model" if scorer.kind == "step" else "reward_model"
-            raise ValueError(f"task.reward_models: {term.name} is a {scorer.kind} reward model; use it as "
-                             f"{other}:<id> (step = {scorer.kind == 'step'}) or train a {wanted} model")  # fmt: skip
+            raise ValueError(
+                f"task.reward_models: {term.name} is a {scorer.kind} reward model; use it as "
+                f"{other}:<id> (step = {scorer.kind == 'step'}) or train a {wanted} model"
+            )
         loaded.append(LoadedRewardModel(term, scorer))
     return loaded
 
@@ -69,8 +73,9 @@ def _zscore(values: Sequence[float]) -> list[float]:
     return [(v - mean) / (std + 1e-6) for v in values]
 
 
-def apply_reward_models(trajectories: Sequence[Trajectory], models: Sequence[LoadedRewardModel],
-                        env_weight: float = 1.0) -> tuple[list[Trajectory], dict[str, float]]:  # fmt: skip
+def apply_reward_models(
+    trajectories: Sequence[Trajectory], models: Sequence[LoadedRewardModel], env_weight: float = 1.0
+) -> tuple[list[Trajectory], dict[str, float]]:
     """Rescore a step's trajectories: batch-score per model, weight, add; → (trajectories, perf metrics)."""
     if not models and env_weight == 1.0:
         return list(trajectories), {}
@@ -100,6 +105,8 @@ def apply_reward_models(trajectories: Sequence[Trajectory], models: Sequence[Loa
             totals[i] += model.term.weight * u
         perf["perf/reward_model_s"] += time.perf_counter() - t0
         perf["perf/reward_model_texts"] += len(raw)
-    out = [dataclasses.replace(t, reward=total, reward_breakdown=b, step_rewards=tuple(s))
-           for t, total, b, s in zip(trajectories, totals, breakdowns, steps, strict=True)]  # fmt: skip
+    out = [
+        dataclasses.replace(t, reward=total, reward_breakdown=b, step_rewards=tuple(s))
+        for t, total, b, s in zip(trajectories, totals, breakdowns, steps, strict=True)
+    ]
     return out, perf if models else {}
