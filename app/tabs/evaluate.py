@@ -17,6 +17,7 @@ from app.client import StudioAPIError, StudioClient
 from app.render.evaluation import TABLE_HEADERS, evaluation_figure, has_results, report_rows
 from app.render.runs import is_finished, run_card
 from app.tabs.common import error_markdown, parse_optional_int, poll_job_run, run_choices
+from app.tabs.search_scaffold import SearchControls, search_controls, search_fields
 from backend.schemas.evaluation import EvaluationCreate
 from backend.schemas.run import EvaluationPublic, RunPublic
 
@@ -35,6 +36,9 @@ class EvaluateTab:
     source_run: gr.Dropdown
     model: gr.Textbox
     limit: gr.Number
+    search: SearchControls
+    force_first_search: gr.Checkbox
+    answer_on_last_turn: gr.Checkbox
     start: gr.Button
     card: gr.Markdown
     table: gr.Dataframe
@@ -56,9 +60,22 @@ def with_newest_checkpoint(client: StudioClient, request: dict[str, Any], source
 
 
 def build_eval_request(
-    client: StudioClient, datasets: list[str], methods: list[str], source_run: int | None, model: str, limit: Any
+    client: StudioClient,
+    datasets: list[str],
+    methods: list[str],
+    source_run: int | None,
+    model: str,
+    limit: Any,
+    retriever: Any = None,
+    top_k: Any = None,
+    max_passage_chars: Any = None,
+    force_first_search: bool = False,
+    answer_on_last_turn: bool = False,
 ) -> EvaluationCreate:
-    """The eval run to launch; a trained run contributes its newest checkpoint as the `agent` model."""
+    """The eval run to launch; a trained run contributes its newest checkpoint as the `agent` model.
+
+    The search settings and scaffold (forced first search, answer prefill) apply to every method that searches.
+    """
     if not datasets:
         raise ValueError("datasets: tick at least one of hotpotqa, 2wiki, musique")
     if not methods:
@@ -73,6 +90,9 @@ def build_eval_request(
         "methods": list(methods),
         "limit": n,
         "seed": 0,
+        **search_fields(retriever, top_k, max_passage_chars),
+        "force_first_search": bool(force_first_search),
+        "answer_on_last_turn": bool(answer_on_last_turn),
     }
     label = with_newest_checkpoint(client, request, source_run) or name_or_path
     name = f"eval {label} · {','.join(methods)} · {','.join(datasets)}"[:200]
@@ -80,11 +100,18 @@ def build_eval_request(
 
 
 def start_evaluation(
-    client: StudioClient, datasets: list[str], methods: list[str], source_run: int | None, model: str, limit: Any
+    client: StudioClient,
+    datasets: list[str],
+    methods: list[str],
+    source_run: int | None,
+    model: str,
+    limit: Any,
+    *scaffold: Any,
 ) -> tuple[Any, ...]:
-    """Launch: (run_id, card, timer)."""
+    """Launch: (run_id, card, timer); `scaffold` = retriever, top-k, passage chars, forced search, prefill."""
     try:
-        run = client.create_evaluation(build_eval_request(client, datasets, methods, source_run, model, limit))
+        request = build_eval_request(client, datasets, methods, source_run, model, limit, *scaffold)
+        run = client.create_evaluation(request)
     except (StudioAPIError, ValueError) as exc:
         return gr.skip(), error_markdown(exc), gr.Timer(active=False)
     return run.id, run_card(run), gr.Timer(active=True)
@@ -209,6 +236,11 @@ def build_evaluate_tab(client: StudioClient, *, poll_interval_s: float = 2.0) ->
         )
         model = gr.Textbox(BASE_MODEL, label="Base model")
         limit = gr.Number(10, label="Examples per dataset", precision=0, minimum=1, elem_id="eval-limit")
+    with gr.Accordion("Search and scaffold (every method that searches)", open=False):
+        search = search_controls("eval")
+        with gr.Row():
+            force = gr.Checkbox(False, label="Forced first search", elem_id="eval-force-first-search")
+            answer_last = gr.Checkbox(False, label="<answer> prefilled on the last turn", elem_id="eval-answer-last")
     start = gr.Button("Evaluate", variant="primary", elem_id="eval-start")
     card = gr.Markdown(elem_id="eval-card")
     table = gr.Dataframe(
@@ -216,8 +248,10 @@ def build_evaluate_tab(client: StudioClient, *, poll_interval_s: float = 2.0) ->
     )
     plot = gr.Plot(label="Cover-EM beside the paper")
     run_id, timer = gr.State(None), gr.Timer(poll_interval_s, active=False)
-    tab = EvaluateTab(datasets, methods, source_run, model, limit, start, card, table, plot, run_id, timer)
-    inputs = [tab.datasets, tab.methods, tab.source_run, tab.model, tab.limit]
+    tab = EvaluateTab(
+        datasets, methods, source_run, model, limit, search, force, answer_last, start, card, table, plot, run_id, timer
+    )
+    inputs = [tab.datasets, tab.methods, tab.source_run, tab.model, tab.limit, *search.inputs, force, answer_last]
     tab.start.click(
         functools.partial(start_evaluation, client),
         inputs,

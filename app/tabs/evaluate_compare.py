@@ -24,6 +24,7 @@ from app.render.comparison import (
     trajectory_columns,
 )
 from app.tabs.common import error_markdown, parse_optional_int
+from app.tabs.search_scaffold import SearchControls, search_controls, search_fields
 from backend.schemas.comparison import ComparisonCheckpoint, ComparisonCreate, ComparisonPublic
 
 BASELINES = ["direct", "naive-rag", "base-tool-call"]
@@ -46,6 +47,7 @@ class CompareSection:
     model: gr.Textbox
     force_first_search: gr.Checkbox
     answer_on_last_turn: gr.Checkbox
+    search: SearchControls
     start: gr.Button
     card: gr.Markdown
     table: gr.Dataframe
@@ -83,6 +85,9 @@ def build_comparison_request(
     model: str,
     force_first_search: bool,
     answer_on_last_turn: bool = False,
+    retriever: Any = None,
+    top_k: Any = None,
+    max_passage_chars: Any = None,
 ) -> ComparisonCreate:
     """The comparison to launch; every row shares datasets, examples and scaffold."""
     if not checkpoints and not baselines:
@@ -104,6 +109,7 @@ def build_comparison_request(
         model=(model or "").strip() or BASE_MODEL,
         force_first_search=bool(force_first_search),
         answer_on_last_turn=bool(answer_on_last_turn),
+        **search_fields(retriever, top_k, max_passage_chars),
     )
 
 
@@ -150,10 +156,11 @@ def start_comparison(
     model: str,
     force: bool,
     answer_last: bool = False,
+    *search: Any,
 ) -> tuple[Any, ...]:
-    """Launch: (comparison id, card, timer)."""
+    """Launch: (comparison id, card, timer); `search` = retriever, top-k, passage chars."""
     try:
-        request = build_comparison_request(checkpoints, baselines, datasets, limit, model, force, answer_last)
+        request = build_comparison_request(checkpoints, baselines, datasets, limit, model, force, answer_last, *search)
         comparison = client.create_comparison(request)
     except (StudioAPIError, ValueError) as exc:
         return gr.skip(), error_markdown(exc), gr.Timer(active=False)
@@ -217,6 +224,8 @@ def build_compare_section(client: StudioClient, *, poll_interval_s: float = 2.0)
         force = gr.Checkbox(True, label="Forced first search (every row)")
         answer_last = gr.Checkbox(False, label="<answer> prefilled on the last turn (every row)")
         refresh = gr.Button("Refresh lists", scale=0, elem_id="cmp-refresh")
+    with gr.Accordion("Search (every row)", open=False):
+        search = search_controls("cmp")
     start = gr.Button("Compare", variant="primary", elem_id="cmp-start")
     with gr.Row():
         past = gr.Dropdown([], label="Stored comparisons", elem_id="cmp-past", scale=3)
@@ -241,6 +250,7 @@ def build_compare_section(client: StudioClient, *, poll_interval_s: float = 2.0)
         model,
         force,
         answer_last,
+        search,
         start,
         card,
         table,
@@ -266,7 +276,16 @@ def _wire(client: StudioClient, s: CompareSection, refresh: gr.Button) -> None:
     pair = functools.partial(side_by_side, client)
     s.start.click(
         functools.partial(start_comparison, client),
-        [s.checkpoints, s.baselines, s.datasets, s.limit, s.model, s.force_first_search, s.answer_on_last_turn],
+        [
+            s.checkpoints,
+            s.baselines,
+            s.datasets,
+            s.limit,
+            s.model,
+            s.force_first_search,
+            s.answer_on_last_turn,
+            *s.search.inputs,
+        ],
         [s.comparison_id, s.card, s.timer],
         api_name="start_comparison",
     )

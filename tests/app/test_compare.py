@@ -95,6 +95,14 @@ def test_request_shares_examples_and_names_bad_input() -> None:
         build_comparison_request([], ["direct"], [], 5, "", True)
     with pytest.raises(ValueError, match="at least 1"):
         build_comparison_request([], ["direct"], ["hotpotqa"], 0, "", True)
+    dense = build_comparison_request([], ["naive-rag"], ["musique"], 5, "", True, False, "dense", 4, 200)
+    assert {k: dense.shared_spec()[k] for k in ("retriever", "top_k", "max_passage_chars")} == {
+        "retriever": "dense",
+        "top_k": 4,
+        "max_passage_chars": 200,
+    }
+    with pytest.raises(ValueError, match="between 20 and 100000"):
+        build_comparison_request([], ["direct"], ["hotpotqa"], 5, "", True, False, "bm25", 3, 1)
 
 
 def test_checkpoint_choices_and_start() -> None:

@@ -173,6 +173,30 @@ def test_eval_request_uses_newest_checkpoint(fake: FakeStudioClient) -> None:
         evaluate.build_eval_request(FakeStudioClient(), ["hotpotqa"], ["agent"], 3, "", 5)
 
 
+def test_eval_request_carries_the_search_scaffold(fake: FakeStudioClient) -> None:
+    default = evaluate.build_eval_request(fake, ["hotpotqa"], ["naive-rag"], None, "", 5)
+    assert (default.retriever, default.top_k, default.max_passage_chars) == ("bm25", 3, 400)
+    assert (default.force_first_search, default.answer_on_last_turn) == (False, False)
+    picked = evaluate.build_eval_request(fake, ["2wiki"], ["base-tool-call"], None, "", 5, "dense", 5, 250, True, True)
+    assert (picked.retriever, picked.top_k, picked.max_passage_chars) == ("dense", 5, 250)
+    assert (picked.force_first_search, picked.answer_on_last_turn) == (True, True)
+    run_id, _, _ = evaluate.start_evaluation(
+        fake, ["hotpotqa"], ["naive-rag"], None, "", 2, "dense", 2, 300, False, False
+    )
+    assert fake.runs[run_id].eval_spec is not None
+    assert (fake.runs[run_id].eval_spec["retriever"], fake.runs[run_id].eval_spec["max_passage_chars"]) == (
+        "dense",
+        300,
+    )
+    with pytest.raises(ValueError, match=r"top-k\) must be between 1 and 100, got 0"):
+        evaluate.build_eval_request(fake, ["hotpotqa"], ["naive-rag"], None, "", 5, "bm25", 0, 400)
+    with pytest.raises(ValueError, match="retriever must be one of bm25, dense"):
+        evaluate.build_eval_request(fake, ["hotpotqa"], ["naive-rag"], None, "", 5, "tfidf", 3, 400)
+    _, error, timer = evaluate.start_evaluation(fake, ["hotpotqa"], ["naive-rag"], None, "", 2, "bm25", 3, 5)
+    assert "characters kept of each passage must be between 20" in error
+    assert not timer.active
+
+
 def test_eval_poll_shows_table_when_done(fake: FakeStudioClient) -> None:
     run_id, card, timer = evaluate.start_evaluation(fake, ["hotpotqa"], ["naive-rag"], None, "", 10)
     assert timer.active
