@@ -54,30 +54,21 @@ def api_args(settings: Settings) -> list[str]:
     ]
 
 
+def celery_worker_argv(
+    queues: str, concurrency: int, name: str, loglevel: str = "INFO", extra: tuple[str, ...] = ()
+) -> list[str]:
+    """The one Celery worker command line; `studio up` and the tests that start real workers build it here."""
+    head = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", queues, "-c", str(concurrency)]
+    return [*head, "-n", name, "--loglevel", loglevel, "--without-gossip", "--without-mingle", *extra]
+
+
 def worker_args(settings: Settings, queues: str | None = None) -> list[str]:
     from worker.devices import visible_gpus, worker_concurrency
 
     queue_list = queues.split(",") if queues else list(settings.queues)
     gpus = visible_gpus()
     concurrency = worker_concurrency(settings.worker_concurrency, queue_list, gpus, settings.worker_gpus_per_job)
-    return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "worker.celery_app",
-        "worker",
-        "-Q",
-        ",".join(queue_list),
-        "-c",
-        str(concurrency),
-        "-n",
-        f"studio-{os.getpid()}@%h",
-        "--loglevel",
-        "INFO",
-        "--without-gossip",
-        "--without-mingle",
-    ]
+    return celery_worker_argv(",".join(queue_list), concurrency, f"studio-{os.getpid()}@%h")
 
 
 def ui_args() -> list[str]:

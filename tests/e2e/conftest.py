@@ -21,6 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from studio.processes import celery_worker_argv
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHAR_SPECIALS = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>"]
 
@@ -91,24 +93,7 @@ class Stack:
     def start_worker(self, **env: str) -> None:
         self.worker_starts += 1
         name = f"e2e-{self.worker_starts}@%h"
-        args = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.celery_app",
-            "worker",
-            "-Q",
-            "cpu,gpu",
-            "-c",
-            "1",
-            "-n",
-            name,
-            "--loglevel",
-            "INFO",
-            "--without-gossip",
-            "--without-mingle",
-        ]
+        args = celery_worker_argv("cpu,gpu", 1, name)
         self.spawn("worker", args, **env)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from sqlalchemy import create_engine, text
 from backend.core.config import get_settings
 from backend.core.db import alembic_config
 from backend.main import create_app
+from studio.processes import celery_worker_argv
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -33,25 +33,7 @@ def worker_process(studio_env: Path) -> Iterator[subprocess.Popen[bytes]]:
     procs: list[subprocess.Popen[bytes]] = []
 
     def start() -> subprocess.Popen[bytes]:
-        cmd = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.celery_app",
-            "worker",
-            "-Q",
-            "cpu,gpu",
-            "-c",
-            "1",
-            "--pool=solo",
-            "-n",
-            f"test-{uuid.uuid4().hex[:6]}@%h",
-            "--without-gossip",
-            "--without-mingle",
-            "-l",
-            "WARNING",
-        ]
+        cmd = celery_worker_argv("cpu,gpu", 1, f"test-{uuid.uuid4().hex[:6]}@%h", "WARNING", ("--pool=solo",))
         log = open(studio_env / "worker.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
         procs.append(proc)

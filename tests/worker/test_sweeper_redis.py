@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from backend.core.db import session_scope
 from backend.crud import runs as runs_crud
 from backend.queue import TaskName
 from studio.embedded_redis import EmbeddedRedis
+from studio.processes import celery_worker_argv
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -68,24 +68,7 @@ def test_runs_queued_while_redis_restarts_still_run(db_url: str, redis: Embedded
         "STUDIO_SWEEP_INTERVAL_S": "1",
         "STUDIO_REQUEUE_AFTER_S": "1",
     }
-    args = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "worker.celery_app",
-        "worker",
-        "-Q",
-        "cpu",
-        "-c",
-        "1",
-        "-n",
-        "sweep-test@%h",
-        "--loglevel",
-        "INFO",
-        "--without-gossip",
-        "--without-mingle",
-    ]
+    args = celery_worker_argv("cpu", 1, "sweep-test@%h")
     log = (tmp_path / "worker.log").open("wb")
     worker = subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
