@@ -15,8 +15,9 @@ FROM base AS web
 COPY app ./app
 COPY worker/__init__.py ./worker/__init__.py
 # The RL-core leaves (no ML stack) the API and UI import (run-spec validation, value lists, presets, the
-# paper table, the tool docstring parser); tests/test_deploy_files.py checks this list against the import graph.
-COPY worker/rl/__init__.py worker/rl/vocab.py ./worker/rl/
+# paper table, the tool docstring parser, the reward-model pair builders); tests/test_deploy_files.py checks this list against the import graph.
+COPY worker/rl/__init__.py worker/rl/vocab.py worker/rl/types.py ./worker/rl/
+COPY worker/rl/reward_model/__init__.py worker/rl/reward_model/pairs.py ./worker/rl/reward_model/
 COPY worker/rl/training/__init__.py worker/rl/training/config.py worker/rl/training/config_loader.py worker/rl/training/presets.py ./worker/rl/training/
 COPY worker/rl/generation/__init__.py worker/rl/generation/base.py ./worker/rl/generation/
 COPY worker/rl/tools/__init__.py worker/rl/tools/docstrings.py ./worker/rl/tools/

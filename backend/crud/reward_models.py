@@ -2,48 +2,31 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.core.errors import InvalidInputError, NotFoundError
+from backend.crud import labels as labels_crud
 from backend.crud.labels import RM_TRAIN_KIND
 from backend.crud.runs import create_job_run
 from backend.models.run import Run
-from backend.models.trajectory import Label
 from backend.schemas.reward_model import RewardModelCreate, RewardModelPublic
+from worker.rl.reward_model import pairs as pairs_core
 
 
-def count_step_pairs(labels: Sequence[Label]) -> int:
-    """What a step scorer trains on: (good, bad) step-mark pairs within a group (newest mark per turn)."""
-    marks: dict[tuple[Any, ...], dict[tuple[Any, int], bool]] = defaultdict(dict)
-    for x in labels:
-        if x.kind == "step":
-            for mark in x.step_marks or ():
-                marks[(x.run_id, x.step, x.group_id)][(x.trajectory_id or f"label-{x.id}", int(mark["turn"]))] = bool(
-                    mark["good"]
-                )
-    return sum(sum(g.values()) * (len(g) - sum(g.values())) for g in marks.values())
-
-
-def count_preference_pairs(session: Session, *, run_ids: Sequence[int], kind: str = "trajectory") -> tuple[int, int]:
-    """(pairs, labels): what `rm_train` will build — non-tie pairwise labels plus score differences in a group
-    (a trajectory model), or good/bad step-mark pairs in a group (a step scorer)."""
-    labels = list(session.scalars(select(Label).where(Label.run_id.in_(list(run_ids))).order_by(Label.id)))
-    if kind == "step":
-        return count_step_pairs(labels), len(labels)
-    pairs = sum(1 for x in labels if x.kind == "pairwise" and x.choice in ("a", "b"))
-    newest: dict[tuple[Any, ...], dict[Any, float]] = defaultdict(dict)
-    for x in labels:
-        if x.kind == "score" and x.score is not None:
-            newest[(x.run_id, x.step, x.group_id)][x.trajectory_id or f"label-{x.id}"] = x.score
-    for scores in newest.values():
-        values = list(scores.values())
-        pairs += sum(1 for i, a in enumerate(values) for b in values[i + 1 :] if a != b)
-    return pairs, len(labels)
+def count_preference_pairs(
+    session: Session, *, run_ids: Sequence[int], kind: str = "trajectory", view: Mapping[str, Any] | None = None
+) -> tuple[int, int]:
+    """(pairs, labels): exactly the pairs `rm_train` will build, by the core's own builders over the same label
+    records (non-tie pairwise choices and score differences within a group for a trajectory model, good/bad
+    step-mark pairs for a step scorer; a pair whose two texts read the same under the view is no pair)."""
+    records = list(labels_crud.iter_label_records(session, run_ids=run_ids))
+    text_view = pairs_core.TextView(**view) if view else pairs_core.TextView()
+    build = pairs_core.step_pairs_from_labels if kind == "step" else pairs_core.pairs_from_labels
+    return len(build(records, text_view)), len(records)
 
 
 def create_reward_model(session: Session, *, rm_in: RewardModelCreate) -> Run:
@@ -51,12 +34,16 @@ def create_reward_model(session: Session, *, rm_in: RewardModelCreate) -> Run:
     missing = [i for i in rm_in.label_run_ids if session.get(Run, i) is None]
     if missing:
         raise InvalidInputError("label_run_ids", f"run(s) {missing} do not exist; pick runs that have labels")
-    pairs, labels = count_preference_pairs(session, run_ids=rm_in.label_run_ids, kind=rm_in.kind)
+    view = rm_in.config.get("view")
+    pairs, labels = count_preference_pairs(
+        session, run_ids=rm_in.label_run_ids, kind=rm_in.kind, view=view if isinstance(view, dict) else None
+    )
     if pairs < rm_in.min_pairs:
         how = (
             "Mark steps good and bad (each good step pairs with each bad step of its group)"
             if rm_in.kind == "step"
-            else "Add pairwise labels (A better / B better) or score labels that differ within a group"
+            else "Add pairwise labels (A better / B better) or score labels that differ within a group, on "
+            "trajectories that differ in question, tool calls or answer (identical ones make no pair)"
         )
         raise InvalidInputError(
             "label_run_ids",

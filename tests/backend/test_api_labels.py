@@ -25,6 +25,8 @@ def _seed(client: TestClient, session: Session) -> tuple[int, list[int]]:
         traj_dict("g2", 0.5),
         traj_dict("g2", 0.5),
     ]
+    for i, trajectory in enumerate(batch):  # distinct answers: a reward model learns nothing from identical texts
+        trajectory["final_answer"] = f"answer {i}"
     traj_crud.bulk_insert(session, run_id=run_id, step=1, trajectories=batch)
     session.commit()
     ids = sorted(t["id"] for t in client.get(f"{API}/trajectories", params={"run_id": run_id}).json()["items"])
