@@ -7,7 +7,8 @@ accuracy, and a GRPO run whose ONLY reward is that model (`task.env_reward_weigh
 hidden-preference rate on held-out tasks by >= 0.2 absolute.
 
 Time budget: <= 60 minutes on a 2-core CPU host. Measured on an idle 2-core AVX2 host (float32): rollouts
-10 min, rm_train 17 s, GRPO 70-81 s a step (30 steps ~37 min), plus two held-out evaluations. Run with `pytest -m slow tests/worker/test_rm_closed_loop.py`.
+10 min, rm_train 17 s, GRPO 70-81 s a step (30 steps ~37 min), plus two held-out evaluations.
+Run with `pytest -m slow tests/worker/test_rm_closed_loop.py`.
 """
 
 from __future__ import annotations
