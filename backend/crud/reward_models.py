@@ -23,8 +23,15 @@ def count_preference_pairs(
     """(pairs, labels): exactly the pairs `rm_train` will build, by the core's own builders over the same label
     records (non-tie pairwise choices and score differences within a group for a trajectory model, good/bad
     step-mark pairs for a step scorer; a pair whose two texts read the same under the view is no pair)."""
+    try:
+        text_view = pairs_core.TextView(**view) if view else pairs_core.TextView()
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(
+            "config.view",
+            f"{exc}. Give an object with positive whole numbers for max_question_chars, max_query_chars and "
+            "max_answer_chars (any of them; the rest keep their defaults)",
+        ) from None
     records = list(labels_crud.iter_label_records(session, run_ids=run_ids))
-    text_view = pairs_core.TextView(**view) if view else pairs_core.TextView()
     build = pairs_core.step_pairs_from_labels if kind == "step" else pairs_core.pairs_from_labels
     return len(build(records, text_view)), len(records)
 

@@ -26,6 +26,14 @@ def test_too_few_labels_says_how_many_are_needed(client: TestClient, session: Se
     assert missing.status_code == 422
     assert "run(s) [999] do not exist" in missing.json()["detail"]
     assert client.post(f"{API}/reward-models", json={"label_run_ids": []}).status_code == 422
+    for view, needle in (
+        ({"max_words": 5}, "unexpected keyword argument 'max_words'"),
+        ({"max_answer_chars": 0}, ">= 1"),
+    ):
+        bad = client.post(f"{API}/reward-models", json={"label_run_ids": [run_id], "config": {"view": view}})
+        assert bad.status_code == 422
+        assert "config.view" in bad.json()["detail"]
+        assert needle in bad.json()["detail"]
 
 
 def test_create_list_get_and_use_in_a_run(client: TestClient, session: Session, enqueued: list) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +77,7 @@ def held_out_rate(config: Any, model_path: str) -> float:
     return preference_rate(trajectories)
 
 
-def label_pairs(client: TestClient, run_id: int, budget: int, judge: Callable[[dict[str, Any]], bool] = prefers) -> int:
+def label_pairs(client: TestClient, run_id: int, budget: int) -> int:
     """The scripted labeler: A/B by the hidden preference, tie when both or neither satisfy it."""
     posted = 0
     while posted < budget:
@@ -88,7 +87,7 @@ def label_pairs(client: TestClient, run_id: int, budget: int, judge: Callable[[d
         for pair in queue[: budget - posted]:
             a = client.get(f"{API}/trajectories/{pair['a']['id']}").json()["data"]
             b = client.get(f"{API}/trajectories/{pair['b']['id']}").json()["data"]
-            choice = "tie" if judge(a) == judge(b) else ("a" if judge(a) else "b")
+            choice = "tie" if prefers(a) == prefers(b) else ("a" if prefers(a) else "b")
             body = {"kind": "pairwise", "other_trajectory_id": pair["b"]["id"], "choice": choice, "labeler": "script"}
             assert client.post(f"{API}/trajectories/{pair['a']['id']}/labels", json=body).status_code == 201
             posted += 1
@@ -102,7 +101,6 @@ def closed_loop(
     rollout_steps: int,
     label_pairs_budget: int,
     grpo_steps: int,
-    judge: Callable[[dict[str, Any]], bool] = prefers,
 ) -> dict[str, Any]:
     """Rollouts → scripted labels → rm_train → GRPO on the reward model alone; the figures the test checks."""
     app = create_app()
@@ -117,7 +115,7 @@ def closed_loop(
         rollout_id = rollout.json()["id"]
         jobs.rollout_job(rollout_id, store, hostname="test", runs_dir=runs_dir)
         # 2. The scripted labeler through the API
-        posted = label_pairs(client, rollout_id, label_pairs_budget, judge)
+        posted = label_pairs(client, rollout_id, label_pairs_budget)
         stats = client.get(f"{API}/runs/{rollout_id}/labels/stats").json()
         # 3. rm_train on the same base model
         body = {"label_run_ids": [rollout_id], "base_model": model, "config": {"epochs": 3}}
