@@ -1,10 +1,12 @@
 """The closed loop on CPU with the bundled SmolLM2-135M: labels through the API → rm_train → GRPO on that reward.
 
 A scripted labeler applies a hidden preference — the first search query names the question's entity
-(every capitalised word after the first) — to pairs from the pair queue, through the same HTTP routes
-the Label tab uses. A reward model trained on those labels must reach >= 0.8 held-out pairwise
-accuracy, and a GRPO run whose ONLY reward is that model (`task.env_reward_weight = 0`) must raise the
-hidden-preference rate on held-out tasks by >= 0.2 absolute.
+(every capitalised word of the question after its first word) — to pairs from the pair queue, through
+the same HTTP routes the Label tab uses. A reward model trained on those labels must reach >= 0.8
+held-out pairwise accuracy, and a GRPO run whose ONLY reward is that model (`task.env_reward_weight = 0`)
+must raise the hidden-preference rate of the policy's sampled episodes on the 72 held-out tasks (4 each,
+at the labeled rollouts' temperature) by >= 0.2 absolute. The greedy rate is printed too; the base
+model's is already ~0.82, so it cannot rise by 0.2.
 
 Time budget: <= 60 minutes on a 2-core CPU host. Measured on an idle 2-core AVX2 host (float32): rollouts
 10 min, rm_train 17 s, GRPO 70-81 s a step (30 steps ~37 min), plus two held-out evaluations.
@@ -42,6 +44,8 @@ LABEL_PAIRS = 300
 
 
 def entity_words(question: str) -> list[str]:
+    """The capitalised words of a question after its first word (a `Question:` label is not a word of it)."""
+    question = re.sub(r"^\s*question\s*:\s*", "", question, flags=re.IGNORECASE)
     words = re.findall(r"[A-Za-z][\w'-]*", question)
     return [w.lower() for w in words[1:] if w[0].isupper()]
 
@@ -67,14 +71,22 @@ def preference_rate(trajectories: list[Trajectory]) -> float:
     return sum(prefers(t.to_dict()) for t in trajectories) / max(1, len(trajectories))
 
 
-def held_out_rate(config: Any, model_path: str) -> float:
+def held_out_rates(config: Any, model_path: str, *, samples: int = 4) -> dict[str, float]:
+    """The hidden-preference rate on the 72 held-out tasks: greedy, and sampled as the labeled rollouts were.
+
+    `sampled` is over `samples` episodes per task at the run's rollout temperature: the behaviour GRPO
+    optimises and the labelers judged. The base model's greedy rate is already ~0.8 (no room for +0.2).
+    """
     from worker.rl.training.build import build_components
     from worker.rl.training.trainer import evaluate_policy
 
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, name_or_path=model_path))
     comps = build_components(config)
-    _, trajectories = evaluate_policy(comps, comps.eval_tasks[:72], config, seed=1)
-    return preference_rate(trajectories)
+    tasks = comps.eval_tasks[:72]
+    _, greedy = evaluate_policy(comps, tasks, config, seed=1)
+    sampling = dataclasses.replace(config, eval=dataclasses.replace(config.eval, greedy=False))
+    _, sampled = evaluate_policy(comps, [t for t in tasks for _ in range(samples)], sampling, seed=2)
+    return {"greedy": preference_rate(greedy), "sampled": preference_rate(sampled)}
 
 
 def label_pairs(client: TestClient, run_id: int, budget: int) -> int:
@@ -146,9 +158,11 @@ def closed_loop(
     config = jobs.resolve_config(store.load_run(train_id))
     checkpoint = sorted((runs_dir / f"run-{train_id}" / "checkpoints").iterdir())[-1]
     exported = export_hf_model(checkpoint, tmp_path / "policy")
-    before, after = held_out_rate(config, model), held_out_rate(config, str(exported))
+    before, after = held_out_rates(config, model), held_out_rates(config, str(exported))
     print(f"labels posted {posted}; reward model #{rm_id}: {rm}")
-    print(f"hidden-preference rate on held-out tasks: {before:.3f} -> {after:.3f} (train run dir {runs_dir})")
+    for key in ("sampled", "greedy"):
+        print(f"hidden-preference rate on held-out tasks, {key}: {before[key]:.3f} -> {after[key]:.3f}")
+    print(f"train run dir {runs_dir}")
     return {"posted": posted, "stats": stats, "rm": rm, "before": before, "after": after}
 
 
@@ -161,4 +175,4 @@ def test_labels_to_reward_model_to_grpo_raise_the_hidden_preference(db_url: str,
     assert result["posted"] >= 100
     assert result["stats"]["labels_by_labeler"]["script"] >= 100
     assert result["rm"]["heldout_accuracy"] >= 0.8, result["rm"]
-    assert result["after"] - result["before"] >= 0.2
+    assert result["after"]["sampled"] - result["before"]["sampled"] >= 0.2
