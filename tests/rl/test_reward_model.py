@@ -57,6 +57,8 @@ def test_text_view_keeps_question_tool_queries_and_answer() -> None:
     )
     assert view == "Question: Where is the Louvre?\nTool search: Louvre\nAnswer: Paris"
     assert text_view(turns("Q?", None, "I think Rome"), None).endswith("Answer: (no answer) I think Rome")
+    # a prompt that labels its question already is not labeled twice
+    assert text_view(turns("Question: Q?", None, "x"), None).startswith("Question: Q?\n")
 
 
 def test_pairs_from_pairwise_choices_and_scores_within_groups() -> None:

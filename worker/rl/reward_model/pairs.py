@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,10 +39,14 @@ class TextView:
                 raise ValueError(f"TextView.{name} must be >= 1; got {getattr(self, name)}")
 
 
+_QUESTION_LABEL = re.compile(r"^\s*question\s*:\s*", re.IGNORECASE)
+
+
 def text_view(turns: Sequence[Mapping[str, Any]], final_answer: str | None, view: TextView = TextView()) -> str:
     """'Question: …' + one 'Tool <name>: <args>' line per call + 'Answer: …' from a trajectory's turns."""
     user = next((str(t.get("text") or "") for t in turns if t.get("role") == "user"), "")
-    lines = [f"Question: {user.strip()[-view.max_question_chars :]}"]
+    question = _QUESTION_LABEL.sub("", user.strip()[-view.max_question_chars :])  # prompts that say "Question:" too
+    lines = [f"Question: {question}"]
     last_text = ""
     for turn in turns:
         if turn.get("role") != "assistant":
