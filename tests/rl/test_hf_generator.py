@@ -9,7 +9,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from tests.rl._learn_fixtures import char_tokenizer as build_char_tokenizer
 from worker.rl.generation.base import Completion, Generator, SamplingParams, WeightSyncable
 from worker.rl.generation.hf import HFGenerator
-from worker.rl.generation.sampling import filter_top_k_top_p
+from worker.rl.generation.sampling import filter_top_k_top_p, inverse_cdf_pick
 
 
 def build_tiny_llama(vocab_size: int, seed: int = 0) -> LlamaForCausalLM:
@@ -184,6 +184,18 @@ def test_top_k_top_p_filter() -> None:
     assert kept_k.tolist() == [[True, True, True, False]]
     kept_one = torch.isfinite(filter_top_k_top_p(logits, 0, 0.1))
     assert kept_one.tolist() == [[True, False, False, False]]
+
+
+def test_inverse_cdf_pick_follows_the_distribution_and_skips_zero_mass() -> None:
+    probs = torch.tensor([[0.5, 0.0, 0.3, 0.2, 0.0], [0.0, 0.0, 0.0, 0.0, 1.0]])  # (2, V)
+    gens = [torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)]
+    draws = torch.stack([inverse_cdf_pick(probs, gens) for _ in range(4000)])  # (N, 2)
+    freq = torch.bincount(draws[:, 0], minlength=5).double() / len(draws)
+    assert torch.allclose(freq, probs[0].double(), atol=0.03), freq  # 3 sigma of 4,000 draws is <= 0.024
+    assert set(draws[:, 1].tolist()) == {4}  # all the mass on the last token, none on the zero-probability ones
+    fresh = [torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)]
+    again = torch.stack([inverse_cdf_pick(probs, fresh) for _ in range(3)])
+    assert again[:, 0].tolist() == draws[:3, 0].tolist()  # a row's picks come from its own seeded generator
 
 
 def test_rejects_empty_prompt(generator: HFGenerator) -> None:

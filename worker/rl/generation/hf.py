@@ -56,8 +56,9 @@ class HFGenerator:
     """Batched sampling with a KV cache on any transformers causal LM (CPU or GPU).
 
     Implements `Generator`, `WeightSyncable` and `CacheHolder`. Finished rows are dropped from the batch (and
-    its KV cache) so the remaining rows decode faster. With `prefix_cache` (the default, where the
-    model's attention allows it) prompts reuse cached prefixes as the module docstring describes;
+    its KV cache) so the remaining rows decode faster; on the prefix-cache path they ride along unused until
+    carrying them has cost about one copy of the slab, then leave together. With `prefix_cache` (the default,
+    where the model's attention allows it) prompts reuse cached prefixes as the module docstring describes;
     `max_cache_tokens` bounds the tokens kept between calls (SmolLM2-135M: 46 KB a token in float32).
     """
 

@@ -2,7 +2,8 @@
 
 Phases: 1 plan (distinct prompts, each one's longest cached prefix, a prefix all distinct prompts share),
 2 prefill only the uncached suffixes into a slab preallocated for the whole call, 3 copy along the batch
-for rows with the same prompt, 4 decode (rows that finish leave the batch and are kept for the next call).
+for rows with the same prompt, 4 decode (a row that finishes is kept for the next call; it leaves the batch
+at the slab's next compaction).
 Sampling is the full-prefill path's: the same per-row seeds, so the same tokens and logprobs up to rounding.
 """
 
@@ -164,26 +165,33 @@ class IncrementalChunk:
         rows = [RowState(index=i) for i in range(len(self.prompts))]
         kept: list[CachedRow | None] = [None] * len(rows)
         next_pos = torch.tensor([int(p.shape[0]) for p in self.prompts], device=self.device)  # (B,)
-        active = list(range(len(rows)))  # row indices still decoding, in batch order
+        slots: list[int | None] = list(range(len(rows)))  # batch position -> row still decoding (None: finished)
+        debt = 0  # finished-row decode steps run since the slab was last compacted
         for step in range(params.max_new_tokens):
-            # 4a. Sample one token per active row with its own seeded generator
-            tokens, logprobs = sample_tokens(logits, params, [self.generators[r] for r in active])  # (A,), (A,)
-            keep: list[int] = []
-            for pos, r in enumerate(active):
-                engine._append(rows[r], int(tokens[pos]), float(logprobs[pos]), params, step)
-                if rows[r].finish_reason is None:
-                    keep.append(pos)
-                else:  # fed so far: the prompt and every sampled token but this last one
+            # 4a. Sample one token per live row with its own seeded generator
+            live_rows = [(pos, r) for pos, r in enumerate(slots) if r is not None]
+            live = [pos for pos, _ in live_rows]
+            picked, logprobs = sample_tokens(logits[live], params, [self.generators[r] for _, r in live_rows])  # (L,)
+            tokens = torch.full((len(slots),), engine.pad_id, dtype=torch.long, device=self.device)  # (A,)
+            tokens[live] = picked
+            for i, (pos, r) in enumerate(live_rows):
+                engine._append(rows[r], int(picked[i]), float(logprobs[i]), params, step)
+                if rows[r].finish_reason is not None:  # fed so far: the prompt and every sampled token but this last
                     fed = torch.tensor(rows[r].token_ids[:-1], dtype=torch.long)
                     kept[r] = self._keep(cache, valid, pos, torch.cat([self.prompts[r], fed]))
-            if not keep:
+                    slots[pos] = None
+            live = [pos for pos, r in enumerate(slots) if r is not None]
+            if not live:
                 break
-            # 4b. Finished rows leave the batch (one copy), the rest decode one step in place
-            if len(keep) < len(active):
-                index = torch.tensor(keep, device=self.device)  # (A',)
+            # 4b. Finished rows stay in the batch (their outputs unused) until carrying them has cost about as
+            # much as one compaction: a copy of the live rows' slab is ~1 row-step per live row (attention over
+            # the same columns), so compact once the finished-row steps reach the live count.
+            debt += len(slots) - len(live)
+            if debt and debt >= len(live):
+                index = torch.tensor(live, device=self.device)  # (A',)
                 cache.select_rows(index)
                 tokens, valid, next_pos = tokens[index], valid[index], next_pos[index]  # (A',), (A', W), (A',)
-                active = [active[p] for p in keep]
+                slots, debt = [slots[p] for p in live], 0
             valid[:, cache.length] = True
             mask = decode_mask(valid, cache.length + 1, self.dtype, self.boolean_mask)  # (A, 1, 1, T+1)
             out = self.model(
@@ -196,7 +204,7 @@ class IncrementalChunk:
             cache.advance(1)
             next_pos = next_pos + 1
             logits = out.logits[:, -1, :]  # (A, V)
-            engine._count_decode(len(active), cache.length)
+            engine._count_decode(len(live), cache.length)
         self.stats.decode_s += time.perf_counter() - started
         self.stats.sampled_tokens += sum(len(r.token_ids) for r in rows)
         completions = [Completion(tuple(r.token_ids), tuple(r.logprobs), r.finish_reason or "length") for r in rows]

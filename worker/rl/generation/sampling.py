@@ -38,10 +38,24 @@ def sample_tokens(
         scaled = logits / params.temperature  # (B, V)
         logprobs = torch.log_softmax(scaled, dim=-1)  # (B, V)
         probs = torch.softmax(filter_top_k_top_p(scaled, params.top_k, params.top_p), dim=-1)  # (B, V)
-        picks = [torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(generators)]
-        tokens = torch.cat(picks)  # (B,)
+        tokens = inverse_cdf_pick(probs, generators)  # (B,)
     chosen = logprobs.gather(-1, tokens[:, None]).squeeze(-1)  # (B,)
     return tokens, chosen
+
+
+def inverse_cdf_pick(probs: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
+    """One draw per row of `probs` (B, V) by inverting its CDF at a uniform from the row's own generator.
+
+    Exact for the categorical distribution, and one random number per row: `torch.multinomial` fills a
+    V-sized buffer of exponentials per row (1.3 ms a row for SmolLM2's 49,152-token vocabulary on a 2-core
+    CPU, ~15 ms a decode step at batch 11). The CDF is summed in float64 so the tail keeps its mass; a token
+    of probability 0 is never picked (its CDF step is empty). Returns (B,) int64.
+    """
+    cdf = probs.double().cumsum(dim=-1)  # (B, V)
+    uniforms = torch.cat([torch.rand(1, generator=g, dtype=torch.float64, device=probs.device) for g in generators])
+    targets = uniforms[:, None] * cdf[:, -1:]  # (B, 1), in [0, total mass)
+    picks = torch.searchsorted(cdf, targets, right=True).squeeze(-1)  # (B,): first index whose CDF exceeds it
+    return picks.clamp_(max=probs.shape[-1] - 1)
 
 
 @dataclass
