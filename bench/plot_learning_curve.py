@@ -94,11 +94,13 @@ def eval_summary(rows: Sequence[dict[str, Any]]) -> str:
     return text
 
 
-def _add_train_traces(fig: Any, rows: Sequence[dict[str, Any]], window: int) -> None:
+def _add_train_traces(
+    fig: Any, rows: Sequence[dict[str, Any]], window: int, train_series: Sequence[tuple[str, str]]
+) -> None:
     """Raw (dotted) and moving-average (solid) train curves in the top panel."""
     import plotly.graph_objects as go
 
-    for (key, name), color in zip(TRAIN_SERIES, PALETTE, strict=False):
+    for (key, name), color in zip(train_series, PALETTE, strict=False):
         curve = series(rows, key, name)
         if not curve.steps:
             continue
@@ -142,30 +144,44 @@ def _add_eval_traces(fig: Any, rows: Sequence[dict[str, Any]]) -> None:
             fig.add_trace(trace, row=2, col=1)
 
 
-def build_figure(rows: Sequence[dict[str, Any]], title: str, window: int = 5) -> Any:
-    """A two-panel plotly figure: train curves on top, held-out evaluations below."""
+def build_figure(
+    rows: Sequence[dict[str, Any]],
+    title: str,
+    window: int = 5,
+    train_series: Sequence[tuple[str, str]] = TRAIN_SERIES,
+) -> Any:
+    """A plotly figure: train curves on top, held-out evaluations below (that panel only when the run has any).
+
+    The top panel's y axis is [0, 1.1] for the default series (rates and 0/1 rewards); other series
+    (e.g. a reward model's raw score) get an automatic range.
+    """
     from plotly.subplots import make_subplots
 
+    panels = 2 if any(series(rows, key, name).steps for key, name in EVAL_SERIES) else 1
     fig = make_subplots(
-        rows=2,
+        rows=panels,
         cols=1,
         shared_xaxes=True,
         vertical_spacing=0.08,
-        subplot_titles=("training rollouts (per step, dotted = raw, solid = moving average)", "held-out, greedy"),
+        subplot_titles=("training rollouts (per step, dotted = raw, solid = moving average)", "held-out, greedy")[
+            :panels
+        ],
     )
-    _add_train_traces(fig, rows, window)
-    _add_eval_traces(fig, rows)
+    _add_train_traces(fig, rows, window, train_series)
+    if panels == 2:
+        _add_eval_traces(fig, rows)
+        fig.update_yaxes(range=[-0.02, 1.12], row=2, col=1)
     subtitle = eval_summary(rows)
     fig.update_layout(
         title={"text": f"{title}<br><sup>{subtitle}</sup>" if subtitle else title},
         template="plotly_white",
         width=1000,
-        height=700,
-        legend={"orientation": "h", "y": -0.12},
+        height=700 if panels == 2 else 450,
+        legend={"orientation": "h", "y": -0.12 if panels == 2 else -0.2},
     )
-    fig.update_yaxes(range=[-0.02, 1.12], row=1, col=1)
-    fig.update_yaxes(range=[-0.02, 1.12], row=2, col=1)
-    fig.update_xaxes(title_text="training step", row=2, col=1)
+    if tuple(train_series) == TRAIN_SERIES:
+        fig.update_yaxes(range=[-0.02, 1.12], row=1, col=1)
+    fig.update_xaxes(title_text="training step", row=panels, col=1)
     return fig
 
 
@@ -234,9 +250,16 @@ def write_outputs(fig: Any, out_stem: Path, *, png: bool = True) -> list[Path]:
     if png:
         _ensure_browser()
         image = out_stem.with_suffix(".png")
-        fig.write_image(image, width=1000, height=700, scale=1)
+        fig.write_image(image, width=fig.layout.width or 1000, height=fig.layout.height or 700, scale=1)
         written.append(image)
     return written
+
+
+def _parse_series(parser: argparse.ArgumentParser, spec: str) -> tuple[str, str]:
+    key, sep, label = spec.partition("=")
+    if not key.strip():
+        parser.error(f"--series {spec!r}: give KEY or KEY=LABEL, e.g. reward/f1=train answer F1")
+    return key.strip(), (label.strip() if sep and label.strip() else key.strip())
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -250,7 +273,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--title", default="Quickstart GRPO on SmolLM2-135M (demo KB, 2-core CPU)")
     parser.add_argument("--window", type=int, default=5, help="Moving-average window in steps")
     parser.add_argument("--no-png", action="store_true", help="Write only the HTML")
+    parser.add_argument(
+        "--series",
+        action="append",
+        default=[],
+        metavar="KEY=LABEL",
+        help="A metrics.jsonl key for the top panel, e.g. 'reward/reward_model:2=reward model score' (repeatable; "
+        "replaces the default train reward, answer EM and format)",
+    )
     args = parser.parse_args(argv)
+    train_series = [_parse_series(parser, spec) for spec in args.series] or list(TRAIN_SERIES)
     if args.compare:
         if args.label and len(args.label) != len(args.run_dir):
             parser.error(f"give one --label per run dir ({len(args.run_dir)}), or none; got {len(args.label)}")
@@ -263,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if len(args.run_dir) != 1:
         parser.error("several run dirs need --compare")
     rows = read_metrics(args.run_dir[0] / "metrics.jsonl")
-    fig = build_figure(rows, args.title, window=args.window)
+    fig = build_figure(rows, args.title, window=args.window, train_series=train_series)
     for path in write_outputs(fig, args.out, png=not args.no_png):
         print(f"wrote {path}")
     summary = eval_summary(rows)

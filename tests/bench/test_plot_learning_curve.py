@@ -11,6 +11,7 @@ from bench.plot_learning_curve import (
     build_comparison_figure,
     build_figure,
     eval_summary,
+    main,
     moving_average,
     read_metrics,
     series,
@@ -89,3 +90,24 @@ def test_comparison_figure_has_one_line_per_run_and_metric() -> None:
     assert next(t.y for t in fig.data if t.name == "b") == (0.1, 0.5)
     with pytest.raises(ValueError, match="at least one run"):
         build_comparison_figure([], "t")
+
+
+def test_series_option_plots_other_metrics_on_an_automatic_axis(tmp_path: Path) -> None:
+    rows = [{"step": s, "reward/mean": 0.0, "reward/reward_model:2": 1.0 + s} for s in (1, 2, 3)]
+    run = tmp_path / "run"
+    _write(run, rows)
+    main([str(run), "--series", "reward/reward_model:2=reward model score", "--out", str(tmp_path / "c"), "--no-png"])
+    html = (tmp_path / "c.html").read_text(encoding="utf-8")
+    assert "reward model score" in html
+    assert "train reward" not in html  # --series replaces the default top-panel series
+    fig = build_figure(rows, "t", window=1, train_series=[("reward/reward_model:2", "rm")])
+    assert next(t.y for t in fig.data if t.name == "rm") == (2.0, 3.0, 4.0)
+    assert fig.layout.yaxis.range is None  # not clipped to [0, 1.1] like the 0/1 rewards
+    with pytest.raises(SystemExit):
+        main([str(run), "--series", "=label", "--no-png"])
+
+
+def test_a_run_without_held_out_rows_gets_one_panel() -> None:
+    rows = [{"step": s, "reward/mean": 0.1 * s} for s in (1, 2)]
+    assert len(build_figure(rows, "t").layout.annotations) == 1  # the train panel's title only
+    assert len(build_figure(ROWS, "t").layout.annotations) == 2
