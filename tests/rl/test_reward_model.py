@@ -61,6 +61,13 @@ def test_text_view_keeps_question_tool_queries_and_answer() -> None:
     assert text_view(turns("Question: Q?", None, "x"), None).startswith("Question: Q?\n")
 
 
+def test_full_view_is_the_transcript_after_the_system_prompt() -> None:
+    convo = [{"role": "system", "text": "You are a tool user."}, *turns("Where is the Louvre?", "Louvre", "Paris.")]
+    view = text_view(convo, "Paris", TextView(full=True, max_question_chars=5, max_answer_chars=1))
+    assert view == "user: Where is the Louvre?\nassistant: <tool_call>\ntool: passages\nassistant: Paris."
+    assert RewardModelConfig.from_dict({"view": {"full": True}}).view.full
+
+
 def test_pairs_from_pairwise_choices_and_scores_within_groups() -> None:
     a, b, c = snapshot("Q1?", "x", "A"), snapshot("Q1?", None, "B"), snapshot("Q1?", "y", "C")
     records = [

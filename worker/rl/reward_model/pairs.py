@@ -32,6 +32,9 @@ class TextView:
     """Characters kept per tool call's arguments."""
     max_answer_chars: int = 200
     """Characters kept of the final answer (or of the last assistant text when there is none)."""
+    full: bool = False
+    """Score the whole transcript instead: every turn but the system prompt, as 'role: text' lines, uncut but
+    for the reward model's `max_length` tokens (the max_*_chars limits then do not apply)."""
 
     def __post_init__(self) -> None:
         for name in ("max_question_chars", "max_query_chars", "max_answer_chars"):
@@ -43,7 +46,14 @@ _QUESTION_LABEL = re.compile(r"^\s*question\s*:\s*", re.IGNORECASE)
 
 
 def text_view(turns: Sequence[Mapping[str, Any]], final_answer: str | None, view: TextView = TextView()) -> str:
-    """'Question: …' + one 'Tool <name>: <args>' line per call + 'Answer: …' from a trajectory's turns."""
+    """'Question: …' + one 'Tool <name>: <args>' line per call + 'Answer: …' from a trajectory's turns.
+
+    With `view.full`, the transcript's 'role: text' lines after the system prompt instead.
+    """
+    if view.full:
+        return "\n".join(
+            f"{t.get('role')}: {str(t.get('text') or '').strip()}" for t in turns if t.get("role") != "system"
+        )
     user = next((str(t.get("text") or "") for t in turns if t.get("role") == "user"), "")
     question = _QUESTION_LABEL.sub("", user.strip()[-view.max_question_chars :])  # prompts that say "Question:" too
     lines = [f"Question: {question}"]
