@@ -11,7 +11,6 @@ measured matmul rate and copy bandwidth); run from the repo root:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import resource
 import tempfile
@@ -91,20 +90,20 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="Extra config override, e.g. --set algorithm.share_prefix=false (repeatable).",
     )
-    parser.add_argument("--no-prefix-cache", action="store_true", help="HF engine: today's full re-prefill path.")
+    parser.add_argument(
+        "--no-prefix-cache", action="store_true", help="Prefill every prompt in full (engine.prefix_cache=false)."
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    extra = [*args.set, *(["engine.prefix_cache=false"] if args.no_prefix_cache else [])]
     config = reference_config(
-        args.steps, args.engine, gradient_checkpointing=not args.no_gradient_checkpointing, extra=args.set
+        args.steps, args.engine, gradient_checkpointing=not args.no_gradient_checkpointing, extra=extra
     )
     comps = build_components(config)
     engine = comps.generator if isinstance(comps.generator, HFGenerator) else None
-    if engine is not None and args.no_prefix_cache:
-        engine = HFGenerator(engine.model, comps.tokenizer, max_batch_size=engine.max_batch_size, prefix_cache=False)
-        comps = dataclasses.replace(comps, generator=engine)
     stats = getattr(comps.generator, "stats", None)  # EngineStats of the HF and the vLLM engine
     peak = HostPeak.measure(next(engine.model.parameters()).dtype) if engine is not None else None
     step_times: list[float] = []

@@ -143,3 +143,15 @@ def test_hf_engine_samples_from_a_compute_dtype_copy_synced_after_each_step(tmp_
     sync_weights(comps.generator, comps.model)
     for name, tensor in comps.model.state_dict().items():
         assert torch.equal(served.state_dict()[name], tensor.to(torch.bfloat16)), name
+
+
+@pytest.mark.parametrize("prefix_cache", [True, False])
+def test_engine_prefix_cache_reaches_the_hf_engine(tmp_path: Path, prefix_cache: bool) -> None:
+    tok = char_tokenizer()
+    model_dir = tmp_path / "tiny"
+    tiny_llama(vocab_size=len(tok)).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    sets = [f'model.name_or_path="{model_dir}"', 'engine.backend="hf"', 'model.device="cpu"']
+    sets.append(f"engine.prefix_cache={str(prefix_cache).lower()}")
+    comps = build_components(override(load_config(REPO / "configs" / "quickstart.toml"), sets))
+    assert comps.generator.prefix_cache is prefix_cache  # type: ignore[attr-defined]

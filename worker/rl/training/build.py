@@ -416,9 +416,13 @@ def build_components(
         check_training_memory(training_memory_bytes(model, config, engine), total, config, engine)
     compute = resolve_compute_dtype(config.model.compute_dtype, config.model.dtype, device)
     logger.info("weights in %s, forward/backward and rollouts in %s", config.model.dtype, compute)
-    options: dict[str, Any] = {"max_batch_size": config.engine.max_batch_size}
+    options: dict[str, Any] = {
+        "max_batch_size": config.engine.max_batch_size,
+        "prefix_cache": config.engine.prefix_cache,
+    }
     if engine == "vllm":
         options = {
+            "prefix_cache": config.engine.prefix_cache,
             "dtype": compute,
             "gpu_memory_utilization": config.engine.gpu_memory_utilization,
             "max_model_len": config.rollout.max_total_tokens + config.rollout.max_new_tokens_per_turn,

@@ -134,6 +134,10 @@ class EngineConfig:
     """vLLM on CPU: KV cache size in GiB. 0 = room for one step's trajectories at full length
     (prompts_per_step x group_size x (max_total_tokens + max_new_tokens_per_turn)); the environment variable
     VLLM_CPU_KVCACHE_SPACE overrides both. On GPU, gpu_memory_utilization sizes it."""
+    prefix_cache: bool = True
+    """Reuse computed prefixes: the HF engine prefills a group's prompt once and keeps each episode's KV cache
+    across turns; vLLM turns on its automatic prefix caching. false = prefill every prompt in full at every
+    turn (slower; for comparing numerics or speed against it)."""
 
     def __post_init__(self) -> None:
         _one_of("engine.backend", self.backend, ENGINES)
