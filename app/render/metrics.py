@@ -41,7 +41,9 @@ CHARTS: tuple[ChartSpec, ...] = (
     ChartSpec("Parse / tool error rate", ("rollout/parse_error_rate", "rollout/tool_error_rate")),
     ChartSpec("KL", ("loss/kl", "loss/approx_kl")),
     ChartSpec("Entropy", ("loss/entropy",)),
-    ChartSpec("Step time (s)", ("perf/step_s",)),
+    ChartSpec("Step time (s)", ("perf/step_s", "perf/rollout_s", "perf/update_s")),
+    # the share of prompt tokens the engine did not prefill: group prompts shared, earlier turns kept cached
+    ChartSpec("Prefill saved by prefix caching", ("engine/prefill_saved_frac",)),
     # reward hacking shows as the reward model's score rising while the automatic reward does not
     ChartSpec(
         "Reward model vs automatic reward",

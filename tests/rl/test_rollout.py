@@ -10,10 +10,11 @@ from tests.rl.conftest import CharTokenizer, ListRetriever, SpyGenerator
 from worker.rl.envs.base import EnvConfig
 from worker.rl.envs.calculator import CalculatorEnv
 from worker.rl.envs.qa import FORCE_FIRST_SEARCH_PREFILL, QASearchEnv
-from worker.rl.generation.base import Completion, SamplingParams
+from worker.rl.generation.base import Completion, EngineStats, SamplingParams
 from worker.rl.generation.chat import ChatFormat
 from worker.rl.generation.scripted import ScriptedGenerator
-from worker.rl.rollout import RolloutBatch, RolloutLimits, collect_trajectories
+from worker.rl.rollout import RolloutBatch, RolloutLimits, collect_trajectories, concat_batches
+from worker.rl.training.metrics import collection_metrics
 from worker.rl.trajectories import check_trajectory
 from worker.rl.types import Task, Trajectory
 
@@ -242,3 +243,31 @@ def test_engine_caches_are_released_when_a_rollout_ends_or_fails(
     with pytest.raises(RuntimeError, match="engine died"):
         _run(chat, broken, [qa_task], CalculatorEnv, group_size=2)
     assert broken.releases == 1
+
+
+class CountingGenerator(SpyGenerator):
+    """An engine with `EngineStats`: identical prompts in a call are prefilled once (as the HF engine does)."""
+
+    def __init__(self, tokenizer: CharTokenizer, replies: Sequence[str]) -> None:
+        super().__init__(tokenizer, replies)
+        self.stats = EngineStats(prompt_tokens=1000, prefill_tokens=900)  # earlier work: not this rollout's
+
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Completion]:
+        self.stats.prompt_tokens += sum(len(p) for p in prompts)
+        self.stats.prefill_tokens += sum(len(p) for p in {tuple(p) for p in prompts})
+        return super().generate(prompts, params)
+
+
+def test_a_rollout_reports_what_its_engine_prefilled(chat: ChatFormat, tokenizer: CharTokenizer, qa_task: Task) -> None:
+    gen = CountingGenerator(tokenizer, ["<answer>4</answer>"])
+    batch = _run(chat, gen, [qa_task], CalculatorEnv, group_size=4)
+    assert len(gen.prompts) == 1  # one turn: the four members' identical first prompts
+    prompt = len(gen.prompts[0][0])
+    assert batch.stats.engine["prompt_tokens"] == 4 * prompt  # this rollout's only
+    assert batch.stats.engine["prefill_tokens"] == prompt  # one prefill for the group's four members
+    metrics = collection_metrics(batch.trajectories, concat_batches([batch, batch]).stats, step_s=1.0)
+    assert metrics["engine/prompt_tokens"] == 8 * prompt
+    assert metrics["engine/prefill_saved_frac"] == pytest.approx(0.75)
+    plain = _run(chat, SpyGenerator(tokenizer, ["<answer>4</answer>"]), [qa_task], CalculatorEnv)
+    assert plain.stats.engine == {}
+    assert not any(k.startswith("engine/") for k in collection_metrics(plain.trajectories, plain.stats, step_s=1.0))

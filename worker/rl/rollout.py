@@ -49,6 +49,9 @@ class RolloutStats:
     generated_tokens: int = 0
     seconds: float = 0.0
     tool_metrics: Mapping[str, float] = field(default_factory=dict)
+    engine: Mapping[str, float] = field(default_factory=dict)
+    """What the engine computed for this rollout (`ENGINE_COUNTERS` of its `EngineStats`, summed like the
+    tool counters; empty for an engine without stats)."""
 
     @property
     def tokens_per_s(self) -> float:
@@ -76,15 +79,28 @@ class RolloutBatch:
 def concat_batches(batches: Sequence[RolloutBatch]) -> RolloutBatch:
     """Several rollouts as one: trajectories in order, counters and seconds summed."""
     tool_metrics: dict[str, float] = {}
+    engine: dict[str, float] = {}
     for batch in batches:
         _merge(tool_metrics, batch.stats.tool_metrics)
+        _merge(engine, batch.stats.engine)
     stats = RolloutStats(
         num_trajectories=sum(b.stats.num_trajectories for b in batches),
         generated_tokens=sum(b.stats.generated_tokens for b in batches),
         seconds=sum(b.stats.seconds for b in batches),
         tool_metrics=tool_metrics,
+        engine=engine,
     )
     return RolloutBatch(trajectories=[t for b in batches for t in b.trajectories], stats=stats)
+
+
+ENGINE_COUNTERS = ("prompt_tokens", "prefill_tokens", "reused_tokens", "prefill_s", "decode_s", "decode_tokens")
+"""The `EngineStats` fields a rollout reports (`engine/<name>`; the seconds as `perf/engine_<name>`): how
+much of the prompts the engine prefilled against what a full re-prefill would have, and where its time went."""
+
+
+def _engine_counters(generator: Generator) -> dict[str, float]:
+    stats = getattr(generator, "stats", None)
+    return {name: float(getattr(stats, name, 0)) for name in ENGINE_COUNTERS} if stats is not None else {}
 
 
 def derive_seed(*parts: int) -> int:
@@ -347,6 +363,7 @@ def collect_trajectories(
     ]
     env_stops = [s for e in episodes for s in e.env.stop_strings]
     stop = tuple(dict.fromkeys((*params.stop, *chat.stop_strings, *env_stops)))
+    engine_before = _engine_counters(generator)
     try:
         _run_turns(episodes, generator, chat, params, limits, seed, stop)
     finally:  # an engine's KV caches live for one rollout (also when it fails or is cancelled)
@@ -358,5 +375,6 @@ def collect_trajectories(
         _merge(tool_metrics, episode.env.tool_metrics())
         episode.env.close()
     generated = sum(t.response_length for t in trajectories)
-    stats = RolloutStats(len(trajectories), generated, time.perf_counter() - started, tool_metrics)
+    engine = {name: value - engine_before[name] for name, value in _engine_counters(generator).items()}
+    stats = RolloutStats(len(trajectories), generated, time.perf_counter() - started, tool_metrics, engine)
     return RolloutBatch(trajectories=trajectories, stats=stats)

@@ -294,14 +294,18 @@ def gather_rollout(trajectories: list[Trajectory], stats: RolloutStats, ranks: R
     trajs = [t for part, _ in everything for t in part]
     all_stats = [s for _, s in everything]
     tools: dict[str, float] = {}
+    engine: dict[str, float] = {}
     for s in all_stats:
         for key, value in s.tool_metrics.items():
             tools[key] = tools.get(key, 0.0) + value
+        for key, value in s.engine.items():
+            engine[key] = engine.get(key, 0.0) + value
     merged = RolloutStats(
         num_trajectories=sum(s.num_trajectories for s in all_stats),
         generated_tokens=sum(s.generated_tokens for s in all_stats),
         seconds=max(s.seconds for s in all_stats),
         tool_metrics=tools,
+        engine=engine,
     )
     return RolloutBatch(trajs, merged)
 

@@ -90,6 +90,18 @@ def rollout_metrics(trajectories: Sequence[Trajectory]) -> dict[str, float]:
     }
 
 
+def engine_metrics(stats: Any) -> dict[str, float]:
+    """`engine/<token counter>` and `perf/engine_<seconds>` from a RolloutStats' engine counters, plus
+    `engine/prefill_saved_frac`: the share of the prompt tokens the engine did not have to prefill (group
+    prompts shared, earlier turns cached)."""
+    raw: Mapping[str, float] = getattr(stats, "engine", None) or {}
+    out = {(f"perf/engine_{key}" if key.endswith("_s") else f"engine/{key}"): float(v) for key, v in raw.items()}
+    prompt = float(raw.get("prompt_tokens", 0.0))
+    if prompt > 0:
+        out["engine/prefill_saved_frac"] = 1.0 - float(raw.get("prefill_tokens", 0.0)) / prompt
+    return out
+
+
 def tool_metrics(stats: Any) -> dict[str, float]:
     """`tool/<name>/<metric>` from a RolloutStats-like object's tool metrics mapping."""
     raw: Mapping[str, float] = getattr(stats, "tool_metrics", None) or getattr(stats, "tools", None) or {}
@@ -148,6 +160,7 @@ def collection_metrics(
     out = dict(reward) if reward is not None else reward_metrics(trajectories)
     out.update(rollout_metrics(trajectories))
     out.update(tool_metrics(rollout_stats))
+    out.update(engine_metrics(rollout_stats))
     out["perf/step_s"] = step_s
     out["perf/rollout_tokens_per_s"] = float(getattr(rollout_stats, "tokens_per_s", 0.0))
     out["perf/rollout_s"] = float(getattr(rollout_stats, "seconds", 0.0))
