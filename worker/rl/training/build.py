@@ -416,19 +416,17 @@ def build_components(
         check_training_memory(training_memory_bytes(model, config, engine), total, config, engine)
     compute = resolve_compute_dtype(config.model.compute_dtype, config.model.dtype, device)
     logger.info("weights in %s, forward/backward and rollouts in %s", config.model.dtype, compute)
-    options: dict[str, Any] = {
-        "max_batch_size": config.engine.max_batch_size,
-        "prefix_cache": config.engine.prefix_cache,
-    }
+    options: dict[str, Any] = {"prefix_cache": config.engine.prefix_cache}
     if engine == "vllm":
-        options = {
-            "prefix_cache": config.engine.prefix_cache,
-            "dtype": compute,
-            "gpu_memory_utilization": config.engine.gpu_memory_utilization,
-            "max_model_len": config.rollout.max_total_tokens + config.rollout.max_new_tokens_per_turn,
-            "seed": config.seed,
-            "kv_cache_bytes": cpu_kv_cache_bytes(config, model.config) if device == "cpu" else None,
-        }
+        options.update(
+            dtype=compute,
+            gpu_memory_utilization=config.engine.gpu_memory_utilization,
+            max_model_len=config.rollout.max_total_tokens + config.rollout.max_new_tokens_per_turn,
+            seed=config.seed,
+            kv_cache_bytes=cpu_kv_cache_bytes(config, model.config) if device == "cpu" else None,
+        )
+    else:
+        options["max_batch_size"] = config.engine.max_batch_size
     served = model
     if engine == "hf" and compute != config.model.dtype:
         # Sample from a copy held in the compute dtype, synced after every optimizer step like vLLM: autocast

@@ -46,7 +46,7 @@ from torch._C._distributed_c10d import Store, TCPStore
 from torch.multiprocessing.spawn import start_processes
 
 from worker.rl.algorithms.advantages import AdvantageInputs, AdvantageOutputs, Estimator, with_process_rewards
-from worker.rl.rollout import RolloutBatch, RolloutStats
+from worker.rl.rollout import RolloutBatch, RolloutStats, concat_batches
 from worker.rl.training.config import TrainConfig
 from worker.rl.types import Trajectory
 
@@ -291,23 +291,8 @@ def gather_rollout(trajectories: list[Trajectory], stats: RolloutStats, ranks: R
     if not ranks.active:
         return RolloutBatch(trajectories, stats)
     everything = gather_objects([(trajectories, stats)], ranks)
-    trajs = [t for part, _ in everything for t in part]
-    all_stats = [s for _, s in everything]
-    tools: dict[str, float] = {}
-    engine: dict[str, float] = {}
-    for s in all_stats:
-        for key, value in s.tool_metrics.items():
-            tools[key] = tools.get(key, 0.0) + value
-        for key, value in s.engine.items():
-            engine[key] = engine.get(key, 0.0) + value
-    merged = RolloutStats(
-        num_trajectories=sum(s.num_trajectories for s in all_stats),
-        generated_tokens=sum(s.generated_tokens for s in all_stats),
-        seconds=max(s.seconds for s in all_stats),
-        tool_metrics=tools,
-        engine=engine,
-    )
-    return RolloutBatch(trajs, merged)
+    merged = concat_batches([RolloutBatch(list(part), s) for part, s in everything])  # counters summed
+    return replace(merged, stats=replace(merged.stats, seconds=max(s.seconds for _, s in everything)))
 
 
 def _gather_rows(tensor: Tensor, ranks: Ranks, width: int) -> Tensor:
