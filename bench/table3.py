@@ -114,6 +114,7 @@ def run_table(args: argparse.Namespace) -> dict[str, Any]:
         "top_k": args.top_k,
         "max_passage_chars": args.max_passage_chars,
         "force_first_search": not args.no_force_first_search,
+        "forced_search_turns": args.forced_search_turns,
         "answer_on_last_turn": args.answer_on_last_turn,
         "engine": args.engine,
     }
@@ -190,7 +191,8 @@ def render_report(out: dict[str, Any]) -> str:
         f"model {s['model']}; {s['max_turns']} turns, {' and '.join(s['retrievers'])} top-{s['top_k']} "
         f"({s.get('max_passage_chars', 400)} characters per passage; a row named '(dense)' searched with the bundled "
         "all-MiniLM-L6-v2 embeddings), forced first search "
-        f"{s['force_first_search']}, answer prefill on the last turn {s['answer_on_last_turn']}.",
+        f"{s['force_first_search']} ({s.get('forced_search_turns', 1)} leading turns), "
+        f"answer prefill on the last turn {s['answer_on_last_turn']}.",
         "",
         out["markdown"],
         "| Row | Checkpoint | Estimator | Retriever | Wall time (s) |",
@@ -228,6 +230,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--max-passage-chars", type=int, default=400, help="The recipe's task.max_passage_chars.")
     parser.add_argument("--no-force-first-search", action="store_true")
+    parser.add_argument(
+        "--forced-search-turns", type=int, default=1, help="The recipe's task.forced_search_turns (leading searches)."
+    )
     parser.add_argument("--answer-on-last-turn", action="store_true", help="The multihop recipe's answer prefill.")
     parser.add_argument("--engine", default="auto", choices=["auto", "hf", "vllm"])
     parser.add_argument("--output-dir", type=Path, default=REPO / "docs" / "table3")

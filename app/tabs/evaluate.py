@@ -17,7 +17,13 @@ from app.client import StudioAPIError, StudioClient
 from app.render.evaluation import TABLE_HEADERS, evaluation_figure, has_results, report_rows
 from app.render.runs import is_finished, run_card
 from app.tabs.common import error_markdown, parse_optional_int, poll_job_run, run_choices
-from app.tabs.search_scaffold import SearchControls, search_controls, search_fields
+from app.tabs.search_scaffold import (
+    SearchControls,
+    forced_search_turns_field,
+    forced_searches_control,
+    search_controls,
+    search_fields,
+)
 from backend.schemas.evaluation import EvaluationCreate
 from backend.schemas.run import EvaluationPublic, RunPublic
 
@@ -71,6 +77,7 @@ def build_eval_request(
     max_passage_chars: Any = None,
     force_first_search: bool = False,
     answer_on_last_turn: bool = False,
+    forced_search_turns: Any = None,
 ) -> EvaluationCreate:
     """The eval run to launch; a trained run contributes its newest checkpoint as the `agent` model.
 
@@ -92,6 +99,7 @@ def build_eval_request(
         "seed": 0,
         **search_fields(retriever, top_k, max_passage_chars),
         "force_first_search": bool(force_first_search),
+        "forced_search_turns": forced_search_turns_field(forced_search_turns),
         "answer_on_last_turn": bool(answer_on_last_turn),
     }
     label = with_newest_checkpoint(client, request, source_run) or name_or_path
@@ -108,7 +116,8 @@ def start_evaluation(
     limit: Any,
     *scaffold: Any,
 ) -> tuple[Any, ...]:
-    """Launch: (run_id, card, timer); `scaffold` = retriever, top-k, passage chars, forced search, prefill."""
+    """Launch: (run_id, card, timer); `scaffold` = retriever, top-k, passage chars, forced search, prefill,
+    forced searches."""
     try:
         request = build_eval_request(client, datasets, methods, source_run, model, limit, *scaffold)
         run = client.create_evaluation(request)
@@ -241,6 +250,7 @@ def build_evaluate_tab(client: StudioClient, *, poll_interval_s: float = 2.0) ->
         with gr.Row():
             force = gr.Checkbox(False, label="Forced first search", elem_id="eval-force-first-search")
             answer_last = gr.Checkbox(False, label="<answer> prefilled on the last turn", elem_id="eval-answer-last")
+            forced_searches = forced_searches_control("eval")
     start = gr.Button("Evaluate", variant="primary", elem_id="eval-start")
     card = gr.Markdown(elem_id="eval-card")
     table = gr.Dataframe(
@@ -251,7 +261,10 @@ def build_evaluate_tab(client: StudioClient, *, poll_interval_s: float = 2.0) ->
     tab = EvaluateTab(
         datasets, methods, source_run, model, limit, search, force, answer_last, start, card, table, plot, run_id, timer
     )
-    inputs = [tab.datasets, tab.methods, tab.source_run, tab.model, tab.limit, *search.inputs, force, answer_last]
+    inputs = [
+        *[tab.datasets, tab.methods, tab.source_run, tab.model, tab.limit, *search.inputs],
+        *[force, answer_last, forced_searches],
+    ]
     tab.start.click(
         functools.partial(start_evaluation, client),
         inputs,

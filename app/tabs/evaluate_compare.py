@@ -24,7 +24,13 @@ from app.render.comparison import (
     trajectory_columns,
 )
 from app.tabs.common import error_markdown, parse_optional_int
-from app.tabs.search_scaffold import SearchControls, search_controls, search_fields
+from app.tabs.search_scaffold import (
+    SearchControls,
+    forced_search_turns_field,
+    forced_searches_control,
+    search_controls,
+    search_fields,
+)
 from backend.schemas.comparison import ComparisonCheckpoint, ComparisonCreate, ComparisonPublic
 
 BASELINES = ["direct", "naive-rag", "base-tool-call"]
@@ -48,6 +54,7 @@ class CompareSection:
     force_first_search: gr.Checkbox
     answer_on_last_turn: gr.Checkbox
     search: SearchControls
+    forced_searches: gr.Number
     start: gr.Button
     card: gr.Markdown
     table: gr.Dataframe
@@ -88,6 +95,7 @@ def build_comparison_request(
     retriever: Any = None,
     top_k: Any = None,
     max_passage_chars: Any = None,
+    forced_search_turns: Any = None,
 ) -> ComparisonCreate:
     """The comparison to launch; every row shares datasets, examples and scaffold."""
     if not checkpoints and not baselines:
@@ -108,6 +116,7 @@ def build_comparison_request(
         limit=n,
         model=(model or "").strip() or BASE_MODEL,
         force_first_search=bool(force_first_search),
+        forced_search_turns=forced_search_turns_field(forced_search_turns),
         answer_on_last_turn=bool(answer_on_last_turn),
         **search_fields(retriever, top_k, max_passage_chars),
     )
@@ -158,7 +167,7 @@ def start_comparison(
     answer_last: bool = False,
     *search: Any,
 ) -> tuple[Any, ...]:
-    """Launch: (comparison id, card, timer); `search` = retriever, top-k, passage chars."""
+    """Launch: (comparison id, card, timer); `search` = retriever, top-k, passage chars, forced searches."""
     try:
         request = build_comparison_request(checkpoints, baselines, datasets, limit, model, force, answer_last, *search)
         comparison = client.create_comparison(request)
@@ -226,6 +235,7 @@ def build_compare_section(client: StudioClient, *, poll_interval_s: float = 2.0)
         refresh = gr.Button("Refresh lists", scale=0, elem_id="cmp-refresh")
     with gr.Accordion("Search (every row)", open=False):
         search = search_controls("cmp")
+        forced_searches = forced_searches_control("cmp")
     start = gr.Button("Compare", variant="primary", elem_id="cmp-start")
     with gr.Row():
         past = gr.Dropdown([], label="Stored comparisons", elem_id="cmp-past", scale=3)
@@ -251,6 +261,7 @@ def build_compare_section(client: StudioClient, *, poll_interval_s: float = 2.0)
         force,
         answer_last,
         search,
+        forced_searches,
         start,
         card,
         table,
@@ -285,6 +296,7 @@ def _wire(client: StudioClient, s: CompareSection, refresh: gr.Button) -> None:
             s.force_first_search,
             s.answer_on_last_turn,
             *s.search.inputs,
+            s.forced_searches,
         ],
         [s.comparison_id, s.card, s.timer],
         api_name="start_comparison",

@@ -18,6 +18,7 @@ from worker.rl.vocab import RETRIEVERS
 
 TOP_K = EvalSpec.model_fields["top_k"]
 PASSAGE_CHARS = EvalSpec.model_fields["max_passage_chars"]
+FORCED_SEARCHES = EvalSpec.model_fields["forced_search_turns"]
 
 
 def _bounds(field: Any) -> tuple[int, int]:
@@ -79,3 +80,25 @@ def search_fields(retriever: Any, top_k: Any, max_passage_chars: Any) -> dict[st
             raise ValueError(f"{label} must be between {low} and {high}, got {number}")
         fields[key] = number
     return fields
+
+
+def forced_searches_control(elem_prefix: str) -> gr.Number:
+    """How many leading turns open a search call when the first search is forced (the recipe's
+    `task.forced_search_turns`; 2 = search, search again, then answer)."""
+    return gr.Number(
+        FORCED_SEARCHES.default,
+        label="Forced searches (leading turns)",
+        info="With the forced first search: 2 makes every row search twice before it may answer",
+        precision=0,
+        elem_id=f"{elem_prefix}-forced-searches",
+    )
+
+
+def forced_search_turns_field(value: Any) -> int:
+    """The control's value as `forced_search_turns`; a ValueError naming its valid range otherwise."""
+    number = parse_optional_int(value, "forced searches")
+    low, high = _bounds(FORCED_SEARCHES)
+    number = int(FORCED_SEARCHES.default) if number is None else number
+    if not low <= number <= high:
+        raise ValueError(f"forced searches must be between {low} and {high}, got {number}")
+    return number

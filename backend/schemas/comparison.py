@@ -45,6 +45,9 @@ class ComparisonCreate(BaseModel):
     retriever: RetrieverKind = Field(default="bm25", description="bm25, or dense (the bundled all-MiniLM-L6-v2).")
     max_passage_chars: int = Field(default=400, ge=20, le=100_000, description="Characters kept of each passage.")
     force_first_search: bool = Field(default=True, description="The agent's forced first search, for every row.")
+    forced_search_turns: int = Field(
+        default=1, ge=1, le=64, description="Leading turns that open a search (the recipe's), for every row."
+    )
     answer_on_last_turn: bool = Field(default=False, description="The recipe's answer prefill on the last turn.")
     engine: Literal["auto", "hf", "vllm"] = "auto"
     max_batch_size: int = Field(default=32, ge=1, le=4096)

@@ -43,6 +43,9 @@ class EvalSpec(BaseModel):
     retriever: RetrieverKind = Field(default="bm25", description="bm25, or dense (the bundled all-MiniLM-L6-v2).")
     max_passage_chars: int = Field(default=400, ge=20, le=100_000, description="Characters kept of each passage.")
     force_first_search: bool = False
+    forced_search_turns: int = Field(
+        default=1, ge=1, le=64, description="With force_first_search: leading turns that open a search call."
+    )
     answer_on_last_turn: bool = Field(default=False, description="Prefill `<answer>` on the last allowed turn.")
     agent_algorithm: str = Field(default="GRPO", max_length=50)
     engine: Literal["auto", "hf", "vllm"] = Field(default="auto", description="Rollout engine.")

@@ -105,6 +105,7 @@ def test_table3_reuse_merges_pieces_baselines_first(tmp_path: Path) -> None:
             "top_k": 3,
             "max_passage_chars": 400,
             "force_first_search": True,
+            "forced_search_turns": 1,
             "answer_on_last_turn": False,
             "engine": "auto",
             "retrievers": ["bm25"],

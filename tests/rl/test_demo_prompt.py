@@ -42,7 +42,7 @@ def test_demo_env_factory_hides_tool_schemas() -> None:
 
 def test_hidden_schemas_shorten_the_prompt(chat: ChatFormat, retriever: ListRetriever, qa_task: Task) -> None:
     config = EnvConfig(system_prompt=DEMO_SYSTEM_PROMPT)
-    shown = QASearchEnv(retriever, config=config)
+    shown = QASearchEnv(retriever, config=config, show_tool_schemas=True)
     hidden = QASearchEnv(retriever, config=config, show_tool_schemas=False)
     with_block = chat.prompt_ids(shown.reset(qa_task), shown.tool_schemas)
     without = chat.prompt_ids(hidden.reset(qa_task), hidden.tool_schemas)

@@ -123,7 +123,8 @@ def test_qa_env_formats_numbered_passages(qa_task: Task, retriever: ListRetrieve
     env = QASearchEnv(retriever, top_k=2, max_passage_chars=30)
     system, user = env.reset(qa_task)
     assert "<answer>" in system.content
-    assert "Example" in system.content
+    assert system.content.count('<tool_call>{"name": "search"') == 4, "two worked episodes, two searches each"
+    assert env.tool_schemas == [], "the prompt's examples teach the call; no schema block"
     assert user.content == "Question: What is the capital of France?"
     step = env.step(CALL.format(name="search", args='{"query": "capital France"}'))
     lines = step.observation[0].content.splitlines()

@@ -142,9 +142,9 @@ def test_naive_rag_puts_passages_in_prompt_and_measures_recall() -> None:
 
 def test_base_tool_call_runs_multi_turn_episodes() -> None:
     def reply(prompt: str) -> str:
-        question = prompt.split("Question:")[-1]
+        question = prompt.split("Question:")[-1]  # this episode, after the prompt's worked examples
         name = next(t.supporting_titles[0] for t in TASKS if t.supporting_titles[0] in question)
-        if "<tool_response>" not in prompt:
+        if "<tool_response>" not in question:
             return f'<tool_call>{{"name": "search", "arguments": {{"query": "{name}"}}}}</tool_call>'
         answer = next(t.answers[0] for t in TASKS if t.supporting_titles[0] == name)
         return f"<answer>{answer if name != 'Cy Dorn' else 'Bergen'}</answer>"
@@ -180,7 +180,7 @@ def test_tool_episodes_match_the_rollout_loop_they_replaced() -> None:
 
     def reply(prompt: str) -> str:
         name = next(n for n in names if f"Where was {n} born?" in prompt)
-        if "<tool_response>" not in prompt:
+        if "<tool_response>" not in prompt.split("Question:")[-1]:  # this episode, after the worked examples
             return f'<tool_call>{{"name": "search", "arguments": {{"query": "{name}"}}}}</tool_call>'
         return f"<answer>City{names.index(name) if names.index(name) % 3 else 0}</answer>"
 

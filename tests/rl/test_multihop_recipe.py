@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -9,9 +10,12 @@ import pytest
 from worker.rl.data.protocol import EVAL_FILES, TRAIN_FILES, load_sets, protocol_violations
 from worker.rl.data.splits import question_key
 from worker.rl.envs.base import EnvConfig, ToolEnv
+from worker.rl.envs.from_spec import env_from_spec
+from worker.rl.evaluation.job import EvalRequest
 from worker.rl.training.build import load_task_data, spec_from_config
 from worker.rl.training.config import load_config
 from worker.rl.training.presets import resolve_run_config
+from worker.rl.types import Passage
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "configs" / "multihop_cpu.toml"
@@ -38,6 +42,44 @@ def test_answer_prefill_on_the_last_turn_only() -> None:
         tools=[], config=EnvConfig(max_turns=3, first_turn_prefill="<tool_call>", answer_prefill_on_last_turn=True)
     )
     assert [env.prefill(i) for i in range(3)] == ["<tool_call>", "", "<answer>"]
+
+
+def test_forced_searches_open_the_leading_turns_and_the_last_turn_still_answers() -> None:
+    config = EnvConfig(
+        max_turns=3, first_turn_prefill="<tool_call>", first_turn_prefill_turns=2, answer_prefill_on_last_turn=True
+    )
+    assert [ToolEnv(tools=[], config=config).prefill(i) for i in range(3)] == ["<tool_call>", "<tool_call>", "<answer>"]
+    every = EnvConfig(max_turns=2, first_turn_prefill="<tool_call>", first_turn_prefill_turns=2)
+    assert [ToolEnv(tools=[], config=every).prefill(i) for i in range(2)] == ["<tool_call>", "<tool_call>"]
+    with pytest.raises(ValueError, match="first_turn_prefill_turns must be >= 1"):
+        EnvConfig(first_turn_prefill_turns=0)
+
+
+def test_forced_search_turns_reach_train_and_eval_and_bad_values_are_named() -> None:
+    cfg = load_config(RECIPE)
+    spec = spec_from_config(cfg)
+    assert spec.prefill.force_first_call == "search"
+    assert spec.prefill.prefill_turns == cfg.task.forced_search_turns
+    env = env_from_spec(spec, retriever=_NoSearch())
+    assert env.config.first_turn_prefill_turns == cfg.task.forced_search_turns
+    assert env.tool_schemas == [], "the prompt teaches the call; a schema block is copied into calls"
+    with pytest.raises(ValueError, match=r"needs task\.force_first_search"):
+        resolve_run_config("multihop_cpu", {"task": {"force_first_search": False, "forced_search_turns": 2}})
+    with pytest.raises(ValueError, match=r"exceeds rollout\.max_turns"):
+        resolve_run_config("multihop_cpu", {"task": {"forced_search_turns": 4}})
+    with pytest.raises(ValueError, match=r"prefill\.prefill_turns must be an integer from 1"):
+        dataclasses.replace(spec, prefill=dataclasses.replace(spec.prefill, prefill_turns=9))
+    request = EvalRequest(datasets=("hotpotqa",), methods=("base-tool-call",), force_first_search=True)
+    assert request.forced_search_turns == 1
+    with pytest.raises(ValueError, match="forced_search_turns must be from 1 to max_turns"):
+        dataclasses.replace(request, forced_search_turns=4)
+    with pytest.raises(ValueError, match="needs force_first_search"):
+        dataclasses.replace(request, forced_search_turns=2, force_first_search=False)
+
+
+class _NoSearch:
+    def search(self, query: str, top_k: int) -> list[Passage]:
+        return []
 
 
 def test_recipe_data_obeys_the_protocol(monkeypatch: pytest.MonkeyPatch) -> None:

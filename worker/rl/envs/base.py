@@ -45,6 +45,9 @@ class EnvConfig:
     """System prompt template; `{answer_tag}` is filled in."""
     first_turn_prefill: str = ""
     """Text the first assistant turn starts with (appended under loss mask 0)."""
+    first_turn_prefill_turns: int = 1
+    """Leading assistant turns that start with `first_turn_prefill` (2 with a forced search: search, search
+    again, then the remaining turns are the model's own)."""
     answer_prefill_after_tool: str = ""
     """Text an assistant turn that follows tool results starts with (e.g. "<answer>")."""
     answer_prefill_on_last_turn: bool = False
@@ -58,6 +61,8 @@ class EnvConfig:
             raise ValueError(f"EnvConfig.max_turns must be >= 1, got {self.max_turns}")
         if not self.answer_tag.isidentifier():
             raise ValueError(f"EnvConfig.answer_tag must be a plain tag name like 'answer', got {self.answer_tag!r}")
+        if self.first_turn_prefill_turns < 1:
+            raise ValueError(f"EnvConfig.first_turn_prefill_turns must be >= 1, got {self.first_turn_prefill_turns}")
         if self.tool_timeout_s is not None and self.tool_timeout_s <= 0:
             raise ValueError(f"EnvConfig.tool_timeout_s must be > 0 or None, got {self.tool_timeout_s}")
         get_call_format(self.call_format)  # raises ValueError listing the valid names
@@ -128,10 +133,11 @@ class ToolEnv:
 
     def prefill(self, turn_index: int) -> str:
         """Text assistant turn `turn_index` (0-based) starts with; the rollout masks it out."""
-        if turn_index == 0:
-            return self.config.first_turn_prefill
-        if self.config.answer_prefill_on_last_turn and turn_index == self.config.max_turns - 1:
+        last_turn = 0 < turn_index == self.config.max_turns - 1  # a one-turn episode keeps its first prefill
+        if self.config.answer_prefill_on_last_turn and last_turn:
             return f"<{self.config.answer_tag}>"
+        if turn_index < self.config.first_turn_prefill_turns:
+            return self.config.first_turn_prefill
         last = self.messages[-1] if self.messages else None
         return self.config.answer_prefill_after_tool if last is not None and last.role == "tool" else ""
 

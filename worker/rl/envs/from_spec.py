@@ -263,6 +263,7 @@ def env_config_of(spec: EnvSpec) -> EnvConfig:
         max_turns=spec.limits.max_turns,
         answer_tag=spec.answer_tag,
         first_turn_prefill=first,
+        first_turn_prefill_turns=prefill.prefill_turns,
         answer_prefill_after_tool=f"<{spec.answer_tag}>" if prefill.answer_after_tool else "",
         answer_prefill_on_last_turn=prefill.answer_on_last_turn,
     )

@@ -20,17 +20,30 @@ from worker.rl.types import JSONValue, Message, Passage, Task, Trajectory
 FORCE_FIRST_SEARCH_PREFILL = '<tool_call>{"name": "search", "arguments": {"query": "'
 """`EnvConfig.first_turn_prefill` that makes the first turn a search call (the model writes the query)."""
 
-QA_SYSTEM_PROMPT = """You answer questions by searching a knowledge base.
-To search, call the `search` tool with a short query, like this:
-<tool_call>{{"name": "search", "arguments": {{"query": "Eiffel Tower location"}}}}</tool_call>
-The results come back as numbered passages "Doc 1 (Title: ...) ...". Search again if you need more facts.
-When you know the answer, write only the answer inside <{answer_tag}></{answer_tag}> tags.
-
-Example:
-Question: In which city is the Eiffel Tower?
-<tool_call>{{"name": "search", "arguments": {{"query": "Eiffel Tower"}}}}</tool_call>
-(search results: Doc 1 (Title: Eiffel Tower) The Eiffel Tower is a wrought-iron tower in Paris, France.)
-<{answer_tag}>Paris</{answer_tag}>"""
+QA_SYSTEM_PROMPT = (
+    "Answer the question. Search for a name in the question and read the result. If it does not hold the"
+    " answer, search for the name it gives you. Then write only the short answer inside"
+    " <{answer_tag}></{answer_tag}> tags.\n"
+    "\n"
+    "Question: In which city was the founder of Brimco Works born?\n"
+    '<tool_call>{{"name": "search", "arguments": {{"query": "Brimco Works"}}}}</tool_call>\n'
+    "<tool_response>Doc 1 (Title: Brimco Works) Brimco Works is a company founded by Tal Vennor"
+    " in 1901.</tool_response>\n"
+    '<tool_call>{{"name": "search", "arguments": {{"query": "Tal Vennor"}}}}</tool_call>\n'
+    "<tool_response>Doc 1 (Title: Tal Vennor) Tal Vennor was an engineer born in the city of"
+    " Velmark.</tool_response>\n"
+    "<{answer_tag}>Velmark</{answer_tag}>\n"
+    "\n"
+    "Question: Who was born earlier, Odo Prane or Mira Solt?\n"
+    '<tool_call>{{"name": "search", "arguments": {{"query": "Odo Prane"}}}}</tool_call>\n'
+    "<tool_response>Doc 1 (Title: Odo Prane) Odo Prane (12 May 1850 - 1921) was a baker.</tool_response>\n"
+    '<tool_call>{{"name": "search", "arguments": {{"query": "Mira Solt"}}}}</tool_call>\n'
+    "<tool_response>Doc 1 (Title: Mira Solt) Mira Solt (3 June 1872 - 1950) was a painter.</tool_response>\n"
+    "<{answer_tag}>Odo Prane</{answer_tag}>"
+)
+"""The multi-hop QA prompt: two fictional worked episodes (a bridge and a comparison, two searches each) and
+no tool-schema block, since the examples teach the call; SmolLM2-135M copies a schema block's keys into its
+calls (`"type": "function", "description": ...`) and never closes them."""
 
 DEMO_SYSTEM_PROMPT = (
     "Answer the question. First search for the name in the question, then answer from the search result.\n"
@@ -90,7 +103,7 @@ class QASearchEnv(ToolEnv):
         max_passage_chars: int = 400,
         config: EnvConfig | None = None,
         rubric: Rubric | None = None,
-        show_tool_schemas: bool = True,
+        show_tool_schemas: bool = False,
     ) -> None:
         self.show_tool_schemas = show_tool_schemas
         # SearchTool only calls `search`; its Retriever protocol also lists `search_batch`, which we don't need.

@@ -223,6 +223,9 @@ class PrefillSpec:
     """A tool name: turn 1 starts with the opening of a call to it (and of its first string argument)."""
     first_turn_prefill: str = ""
     """Literal text turn 1 starts with (ignored when `force_first_call` is set)."""
+    prefill_turns: int = 1
+    """Leading turns that start with that call (or text): 2 makes a search agent search twice before it may
+    answer, so a 2-hop question gets its second hop from a model too small to choose to search again."""
     answer_after_tool: bool = False
     """Start every turn that follows tool results with the opening answer tag."""
     answer_on_last_turn: bool = False
@@ -261,6 +264,12 @@ class EnvSpec:
         _need(
             forced is None or forced in {t.name for t in self.tools},
             f"prefill.force_first_call {forced!r} must name one of the environment's tools",
+        )
+        turns = self.prefill.prefill_turns
+        _need(
+            isinstance(turns, int) and 1 <= turns <= self.limits.max_turns,
+            f"prefill.prefill_turns must be an integer from 1 to limits.max_turns ({self.limits.max_turns}); "
+            f"got {turns!r}",
         )
 
     @property

@@ -111,6 +111,9 @@ def eval_command(
     force_first_search: Annotated[
         bool, typer.Option(help="Prefill the first turn with a search call (Agent-R1's newest HotpotQA recipe)")
     ] = EvalRequest.force_first_search,
+    forced_search_turns: Annotated[
+        int, typer.Option(help="With --force-first-search: leading turns that open a search (the recipe's value)")
+    ] = EvalRequest.forced_search_turns,
     answer_on_last_turn: Annotated[
         bool, typer.Option(help="Prefill <answer> on the last allowed turn (the multihop recipe's scaffold)")
     ] = EvalRequest.answer_on_last_turn,
@@ -142,6 +145,7 @@ def eval_command(
             retriever=retriever,
             max_passage_chars=max_passage_chars,
             force_first_search=force_first_search,
+            forced_search_turns=forced_search_turns,
             answer_on_last_turn=answer_on_last_turn,
             agent_algorithm=agent_algorithm,
             engine=engine,

@@ -71,6 +71,8 @@ class EvalRequest:
     """Characters kept of each passage a search returns (the recipe's `task.max_passage_chars`)."""
     force_first_search: bool = False
     """Prefill the first turn with a search call."""
+    forced_search_turns: int = 1
+    """With `force_first_search`: leading turns that open a search call (the recipe's `task.forced_search_turns`)."""
     answer_on_last_turn: bool = False
     """Prefill the opening answer tag on the last allowed turn (the recipe's `task.answer_on_last_turn`)."""
     agent_algorithm: str = "GRPO"
@@ -94,6 +96,12 @@ class EvalRequest:
             raise ValueError(
                 f"max_passage_chars must be >= 20 (the recipe's task.max_passage_chars); got {self.max_passage_chars}"
             )
+        if not 1 <= self.forced_search_turns <= self.max_turns:
+            raise ValueError(
+                f"forced_search_turns must be from 1 to max_turns ({self.max_turns}); got {self.forced_search_turns}"
+            )
+        if self.forced_search_turns > 1 and not self.force_first_search:
+            raise ValueError("forced_search_turns > 1 needs force_first_search (it counts the forced searches)")
         if self.agent_algorithm not in PAPER_EM:
             raise ValueError(f"agent_algorithm must be one of {', '.join(PAPER_EM)}; got {self.agent_algorithm!r}")
         if self.engine not in ENGINES:
@@ -305,6 +313,7 @@ def run_evaluation(
         system_prompt=QA_SYSTEM_PROMPT,
         max_turns=request.max_turns,
         first_turn_prefill=prefill,
+        first_turn_prefill_turns=request.forced_search_turns,
         answer_prefill_on_last_turn=request.answer_on_last_turn,
     )
     factory = retriever_factory(full, request.retriever, index_cache_dir)

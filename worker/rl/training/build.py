@@ -159,12 +159,14 @@ def env_config(config: TrainConfig) -> EnvConfig:
         return EnvConfig(
             max_turns=config.rollout.max_turns,
             first_turn_prefill=prefill,
+            first_turn_prefill_turns=config.task.forced_search_turns,
             answer_prefill_on_last_turn=config.task.answer_on_last_turn,
         )
     # Demo: every fact sits in one paragraph, so search -> `<answer>` is the whole episode (2 turns).
     return EnvConfig(
         max_turns=config.rollout.max_turns,
         first_turn_prefill=prefill,
+        first_turn_prefill_turns=config.task.forced_search_turns,
         system_prompt=DEMO_SYSTEM_PROMPT,
         answer_prefill_after_tool="<answer>",
     )
@@ -200,7 +202,7 @@ def spec_from_config(config: TrainConfig) -> EnvSpec:
         raise ValueError(f"task.env {task.env!r} has no environment spec; use qa_search, calculator or an environment")
     demo = uses_demo_prompt(config)
     if task.force_first_search:
-        prefill = PrefillSpec(force_first_call="search")
+        prefill = PrefillSpec(force_first_call="search", prefill_turns=task.forced_search_turns)
     prefill = dataclasses.replace(prefill, answer_after_tool=demo, answer_on_last_turn=task.answer_on_last_turn)
     if task.source == "demo":
         data = DataSpec(source="demo", location=str(task.seed), seed=task.seed, max_hops=task.max_hops)
@@ -228,7 +230,7 @@ def spec_from_config(config: TrainConfig) -> EnvSpec:
         system_prompt=prompt,
         question_template="Question: {question}",
         prefill=prefill,
-        show_tool_schemas=not demo,
+        show_tool_schemas=False,  # both prompts teach the call by example
     )
 
 

@@ -206,6 +206,10 @@ class TaskConfig:
     """Text prefilled at the start of the first assistant turn (loss mask 0)."""
     force_first_search: bool = False
     """Prefill the first turn with the opening of a search call (overrides first_turn_prefill)."""
+    forced_search_turns: int = 1
+    """With `force_first_search`: the leading turns that open a search call. 2 = search, search again, then
+    the model's own turns (with `answer_on_last_turn` and 3 turns: an answer), so a model too small to choose
+    a second search still makes the second hop of a 2-hop question."""
     format_reward_weight: float = 0.1
     """Weight of the well-formed-answer reward in the rubric (0 = metric only)."""
     f1_reward_weight: float = 0.0
@@ -236,6 +240,14 @@ class TaskConfig:
         _check(self.top_k >= 1, f"task.top_k must be >= 1; got {self.top_k}")
         _one_of("task.retriever", self.retriever, RETRIEVERS)
         _check(self.max_passage_chars >= 20, f"task.max_passage_chars must be >= 20; got {self.max_passage_chars}")
+        _check(
+            isinstance(self.forced_search_turns, int) and self.forced_search_turns >= 1,
+            f"task.forced_search_turns must be an integer >= 1; got {self.forced_search_turns!r}",
+        )
+        _check(
+            self.forced_search_turns == 1 or self.force_first_search,
+            "task.forced_search_turns > 1 needs task.force_first_search = true (it counts the forced searches)",
+        )
         _check(self.format_reward_weight >= 0, "task.format_reward_weight must be >= 0 (0 = log only)")
         _check(self.f1_reward_weight >= 0, "task.f1_reward_weight must be >= 0 (0 = log only)")
         _check(self.cover_em_reward_weight >= 0, "task.cover_em_reward_weight must be >= 0 (0 = log only)")
@@ -589,6 +601,11 @@ class TrainConfig:
                 f"rollout.group_size must be >= 2 for {self.algorithm.estimator}; "
                 "use algorithm.estimator='reinforce_pp' for group_size 1"
             )
+        _check(
+            self.task.forced_search_turns <= self.rollout.max_turns,
+            f"task.forced_search_turns={self.task.forced_search_turns} exceeds rollout.max_turns="
+            f"{self.rollout.max_turns}; force at most as many searches as there are turns",
+        )
         if self.engine.backend == "vllm" and self.rollout.top_p < 1.0:
             raise ValueError(
                 f"rollout.top_p={self.rollout.top_p} with engine.backend='vllm': vLLM's sampling logprobs are then "
