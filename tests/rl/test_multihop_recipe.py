@@ -33,6 +33,10 @@ def test_recipe_validates_and_is_the_registered_preset() -> None:
     assert not (REPO / "configs" / "hotpotqa_cpu.toml").exists(), "the recipe replaces hotpotqa_cpu"
     rubric = {r.name: r.weight for r in spec_from_config(cfg).rubric}
     assert (rubric["exact_match"], rubric["f1"], rubric["format"]) == (1.0, cfg.task.f1_reward_weight, 0.1)
+    shaped = spec_from_config(resolve_run_config("multihop_cpu", {"task": {"retrieval_reward_weight": 0.3}}))
+    assert {r.name: r.weight for r in shaped.rubric}["retrieval_recall"] == 0.3
+    with pytest.raises(ValueError, match=r"task\.retrieval_reward_weight must be >= 0"):
+        resolve_run_config("multihop_cpu", {"task": {"retrieval_reward_weight": -1.0}})
     with pytest.raises(ValueError, match=r"task\.data_dir goes with"):
         resolve_run_config("multihop_cpu", {"task": {"data_dir": None}})
 

@@ -217,7 +217,7 @@ def spec_from_config(config: TrainConfig) -> EnvSpec:
         RewardSpec("cover_exact_match", task.cover_em_reward_weight, builtin="cover_exact_match"),
         RewardSpec("tool_error_penalty", 0.0, builtin="tool_error_penalty"),
         RewardSpec("called_tool", 0.0, builtin="called_tool"),
-        RewardSpec("retrieval_recall", 0.0, builtin="retrieval_recall"),
+        RewardSpec("retrieval_recall", task.retrieval_reward_weight, builtin="retrieval_recall"),
     )
     prompt = (DEMO_SYSTEM_PROMPT if demo else QA_SYSTEM_PROMPT).format(answer_tag="{answer_tag}")
     return EnvSpec(

@@ -216,6 +216,10 @@ class TaskConfig:
     """Weight of answer token F1 beside exact match (0 = metric only): partial credit for a small model."""
     cover_em_reward_weight: float = 0.0
     """Weight of cover-EM (gold contained in the answer) beside exact match (0 = metric only)."""
+    retrieval_reward_weight: float = 0.0
+    """Weight of retrieval recall (the share of the task's supporting titles its searches returned; 0 = metric
+    only): a dense signal for the queries while the answer's F1 is still rare. Needs tasks with supporting titles
+    (HotpotQA, 2Wiki, MuSiQue; the demo task)."""
     answer_on_last_turn: bool = False
     """Prefill the opening answer tag on the last allowed turn (`rollout.max_turns`), so every episode answers."""
     data_dir: str | None = None
@@ -251,6 +255,7 @@ class TaskConfig:
         _check(self.format_reward_weight >= 0, "task.format_reward_weight must be >= 0 (0 = log only)")
         _check(self.f1_reward_weight >= 0, "task.f1_reward_weight must be >= 0 (0 = log only)")
         _check(self.cover_em_reward_weight >= 0, "task.cover_em_reward_weight must be >= 0 (0 = log only)")
+        _check(self.retrieval_reward_weight >= 0, "task.retrieval_reward_weight must be >= 0 (0 = log only)")
         _check(
             (self.source == "protocol") == (self.data_dir is not None),
             'task.data_dir goes with task.source = "protocol" (the benchmark data dir holding hotpotqa/ and '
