@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from backend.schemas.common import DbId, JSONDict, RetrieverKind
+from backend.schemas.evaluation import check_forced_searches
 
 Baseline = Literal["direct", "naive-rag", "base-tool-call"]
 MAX_CHECKPOINTS = 8
@@ -56,6 +57,7 @@ class ComparisonCreate(BaseModel):
     def _something_to_compare(self) -> ComparisonCreate:
         if not self.checkpoints and not self.baselines:
             raise ValueError("pick at least one checkpoint or baseline to compare")
+        check_forced_searches(self.forced_search_turns, self.force_first_search, self.max_turns)
         keys = [(c.run_id, c.step) for c in self.checkpoints]
         if len(set(keys)) != len(keys):
             raise ValueError("checkpoints: the same run and step is listed twice; list each checkpoint once")

@@ -8,11 +8,19 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from backend.schemas.common import RetrieverKind
 
 EvalMethod = Literal["direct", "naive-rag", "base-tool-call", "agent"]
+
+
+def check_forced_searches(forced_search_turns: int, force_first_search: bool, max_turns: int) -> None:
+    """The scaffold's forced searches fit the turns and have a forced first search to count (ValueError -> 422)."""
+    if forced_search_turns > max_turns:
+        raise ValueError(f"forced_search_turns={forced_search_turns} exceeds max_turns={max_turns}")
+    if forced_search_turns > 1 and not force_first_search:
+        raise ValueError("forced_search_turns > 1 needs force_first_search = true (it counts the forced searches)")
 
 
 class EvalSpec(BaseModel):
@@ -50,6 +58,11 @@ class EvalSpec(BaseModel):
     agent_algorithm: str = Field(default="GRPO", max_length=50)
     engine: Literal["auto", "hf", "vllm"] = Field(default="auto", description="Rollout engine.")
     max_batch_size: int = Field(default=32, ge=1, le=4096, description="Most sequences per engine call.")
+
+    @model_validator(mode="after")
+    def _forced_searches_fit(self) -> EvalSpec:
+        check_forced_searches(self.forced_search_turns, self.force_first_search, self.max_turns)
+        return self
 
 
 class EvaluationCreate(EvalSpec):

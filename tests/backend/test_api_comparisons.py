@@ -118,6 +118,8 @@ def test_compare_checkpoints_and_baselines(client: TestClient, enqueued: list, s
 def test_comparison_bad_input_names_the_field(client: TestClient) -> None:
     assert "at least one checkpoint or baseline" in client.post(f"{API}/comparisons", json={}).text
     assert client.post(f"{API}/comparisons", json={"baselines": ["agent"]}).status_code == 422
+    unforced = {"baselines": ["base-tool-call"], "force_first_search": False, "forced_search_turns": 2}
+    assert "needs force_first_search" in client.post(f"{API}/comparisons", json=unforced).text
     twice = client.post(f"{API}/comparisons", json={"baselines": ["direct", "direct"]})
     assert "listed twice" in twice.text
     eval_run = client.post(f"{API}/evaluations", json={}).json()["id"]

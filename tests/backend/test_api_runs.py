@@ -219,6 +219,11 @@ def test_evaluations_have_a_typed_request(client: TestClient, enqueued: list) ->
     bad = client.post(f"{API}/evaluations", json={"methods": ["guess"]})
     assert bad.status_code == 422
     assert "methods" in str(bad.json()["detail"])
+    unforced = client.post(f"{API}/evaluations", json={"methods": ["base-tool-call"], "forced_search_turns": 2})
+    assert unforced.status_code == 422
+    assert "needs force_first_search" in unforced.text
+    too_many = {"methods": ["base-tool-call"], "force_first_search": True, "forced_search_turns": 4, "max_turns": 3}
+    assert "exceeds max_turns=3" in client.post(f"{API}/evaluations", json=too_many).text
     unknown = client.post(f"{API}/evaluations", json={"datasets": ["hotpotqa"], "bogus": 1})
     assert unknown.status_code == 422
     assert "bogus" in str(unknown.json()["detail"])

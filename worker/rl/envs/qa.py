@@ -43,7 +43,8 @@ QA_SYSTEM_PROMPT = (
 )
 """The multi-hop QA prompt: two fictional worked episodes (a bridge and a comparison, two searches each) and
 no tool-schema block, since the examples teach the call; SmolLM2-135M copies a schema block's keys into its
-calls (`"type": "function", "description": ...`) and never closes them."""
+calls (`"type": "function", "description": ...`) and never closes them. It still copies the examples' names
+(a quarter of its held-out answers are "Mira Solt" or "Odo Prane", docs/table3): the next prompt to measure."""
 
 DEMO_SYSTEM_PROMPT = (
     "Answer the question. First search for the name in the question, then answer from the search result.\n"
