@@ -102,12 +102,13 @@ def test_label_train_reward_model_and_run_on_it(studio_stack: Stack, browser_pag
         assert rm["status"] == "succeeded", rm["error"]
 
     with stage(page, "rm-04-accuracy", "GET /reward-models: held-out accuracy shown in the table"):
-        page.locator("#rm-refresh").click()
-        row = page.locator("#rm-table", has_text=f"reward_model:{rm_id}")  # the table (its rows render hidden twins)
-        row.wait_for(timeout=60_000)
         accuracy = api(stack, "GET", f"/reward-models/{rm_id}")["heldout_accuracy"]
         assert accuracy is not None
-        assert f"{accuracy:.3f}" in row.inner_text()
+        page.locator("#rm-refresh").click()
+        # wait for the refreshed table: the one rendered while the job was queued already names the model
+        row = page.locator("#rm-table", has_text=f"{accuracy:.3f}")  # the table (its rows render hidden twins)
+        row.wait_for(timeout=60_000)
+        assert f"reward_model:{rm_id}" in row.inner_text()
 
     with stage(page, "rm-05-run", "POST /runs with task.reward_models; the trainer batch-scores each step"):
         page.get_by_role("tab", name="Train").click()
