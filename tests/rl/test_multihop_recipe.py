@@ -72,12 +72,17 @@ def test_forced_search_turns_reach_train_and_eval_and_bad_values_are_named() -> 
         resolve_run_config("multihop_cpu", {"task": {"force_first_search": False, "forced_search_turns": 2}})
     with pytest.raises(ValueError, match=r"exceeds rollout\.max_turns"):
         resolve_run_config("multihop_cpu", {"task": {"forced_search_turns": 4}})
+    for bad in (0, -1):  # one rule (`vocab.forced_searches_error`) for the config, the request and the API
+        with pytest.raises(ValueError, match=r"task\.forced_search_turns must be an integer >= 1"):
+            resolve_run_config("multihop_cpu", {"task": {"forced_search_turns": bad}})
     with pytest.raises(ValueError, match=r"prefill\.prefill_turns must be an integer from 1"):
         dataclasses.replace(spec, prefill=dataclasses.replace(spec.prefill, prefill_turns=9))
     request = EvalRequest(datasets=("hotpotqa",), methods=("base-tool-call",), force_first_search=True)
     assert request.forced_search_turns == 1
-    with pytest.raises(ValueError, match="forced_search_turns must be from 1 to max_turns"):
+    with pytest.raises(ValueError, match="forced_search_turns=4 exceeds max_turns=3"):
         dataclasses.replace(request, forced_search_turns=4)
+    with pytest.raises(ValueError, match="forced_search_turns must be an integer >= 1; got 0"):
+        dataclasses.replace(request, forced_search_turns=0)
     with pytest.raises(ValueError, match="needs force_first_search"):
         dataclasses.replace(request, forced_search_turns=2, force_first_search=False)
 

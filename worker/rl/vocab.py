@@ -1,8 +1,10 @@
-"""The run spec's value lists as `Literal` types, and the preset registry: one stdlib-only leaf.
+"""The run spec's value lists as `Literal` types, the preset registry and the scaffold rule: one stdlib-only leaf.
 
 The config (`training.config`), the API (`backend.schemas`, `POST /runs`) and the UI (the Train tab's
-dropdowns) all read these names from here, so a value added in one place exists in all of them. This
-module imports nothing but `typing`; import-linter keeps it that way ("The vocabulary is a leaf").
+dropdowns) all read these names from here, so a value added in one place exists in all of them. The same
+goes for the one rule the search scaffold's settings obey (`forced_searches_error`), which the run config,
+the evaluation request and the API's evaluation and comparison bodies all check. This module imports
+nothing but `typing`; import-linter keeps it that way ("The vocabulary is a leaf").
 """
 
 from __future__ import annotations
@@ -74,3 +76,29 @@ PRESETS: dict[str, tuple[str, str]] = {
     "paper": ("paper_qwen2.5_3b_grpo.toml", "The Agent-R1 recipe: Qwen2.5-3B-Instruct, GRPO; needs a GPU."),
 }
 """Preset name → (file under `configs/`, one-line description); the keys are exactly `Preset`'s values."""
+
+
+def forced_searches_error(
+    forced_search_turns: object,
+    force_first_search: bool,
+    max_turns: int,
+    *,
+    names: tuple[str, str, str] = ("forced_search_turns", "force_first_search", "max_turns"),
+) -> str | None:
+    """What is wrong with a search scaffold's forced searches, or None when they are valid.
+
+    The leading `forced_search_turns` turns open a search call; that needs a forced first search to count
+    from, and at most as many forced searches as the episode has turns. `names` are the three settings'
+    names as the caller's user writes them (e.g. `task.forced_search_turns`, `rollout.max_turns`).
+    """
+    turns_name, flag_name, max_name = names
+    if isinstance(forced_search_turns, bool) or not isinstance(forced_search_turns, int) or forced_search_turns < 1:
+        return f"{turns_name} must be an integer >= 1; got {forced_search_turns!r}"
+    if forced_search_turns > max_turns:
+        return (
+            f"{turns_name}={forced_search_turns} exceeds {max_name}={max_turns}; "
+            "force at most as many searches as there are turns"
+        )
+    if forced_search_turns > 1 and not force_first_search:
+        return f"{turns_name} > 1 needs {flag_name} = true (it counts the forced searches)"
+    return None

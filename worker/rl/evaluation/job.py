@@ -25,7 +25,7 @@ from worker.rl.evaluation.runner import EVAL_METHODS, EvalMethod, evaluate
 from worker.rl.rollout import RolloutLimits
 from worker.rl.tools.search import Retriever
 from worker.rl.types import Task
-from worker.rl.vocab import ENGINES, RETRIEVERS
+from worker.rl.vocab import ENGINES, RETRIEVERS, forced_searches_error
 
 logger = logging.getLogger(__name__)
 
@@ -96,12 +96,9 @@ class EvalRequest:
             raise ValueError(
                 f"max_passage_chars must be >= 20 (the recipe's task.max_passage_chars); got {self.max_passage_chars}"
             )
-        if not 1 <= self.forced_search_turns <= self.max_turns:
-            raise ValueError(
-                f"forced_search_turns must be from 1 to max_turns ({self.max_turns}); got {self.forced_search_turns}"
-            )
-        if self.forced_search_turns > 1 and not self.force_first_search:
-            raise ValueError("forced_search_turns > 1 needs force_first_search (it counts the forced searches)")
+        forced_error = forced_searches_error(self.forced_search_turns, self.force_first_search, self.max_turns)
+        if forced_error is not None:
+            raise ValueError(forced_error)
         if self.agent_algorithm not in PAPER_EM:
             raise ValueError(f"agent_algorithm must be one of {', '.join(PAPER_EM)}; got {self.agent_algorithm!r}")
         if self.engine not in ENGINES:

@@ -39,6 +39,7 @@ from worker.rl.vocab import (
     ParallelStrategy,
     RetrieverKind,
     Scheduler,
+    forced_searches_error,
 )
 
 HALF_DTYPES = ("bfloat16", "float16")
@@ -244,14 +245,6 @@ class TaskConfig:
         _check(self.top_k >= 1, f"task.top_k must be >= 1; got {self.top_k}")
         _one_of("task.retriever", self.retriever, RETRIEVERS)
         _check(self.max_passage_chars >= 20, f"task.max_passage_chars must be >= 20; got {self.max_passage_chars}")
-        _check(
-            isinstance(self.forced_search_turns, int) and self.forced_search_turns >= 1,
-            f"task.forced_search_turns must be an integer >= 1; got {self.forced_search_turns!r}",
-        )
-        _check(
-            self.forced_search_turns == 1 or self.force_first_search,
-            "task.forced_search_turns > 1 needs task.force_first_search = true (it counts the forced searches)",
-        )
         _check(self.format_reward_weight >= 0, "task.format_reward_weight must be >= 0 (0 = log only)")
         _check(self.f1_reward_weight >= 0, "task.f1_reward_weight must be >= 0 (0 = log only)")
         _check(self.cover_em_reward_weight >= 0, "task.cover_em_reward_weight must be >= 0 (0 = log only)")
@@ -606,11 +599,13 @@ class TrainConfig:
                 f"rollout.group_size must be >= 2 for {self.algorithm.estimator}; "
                 "use algorithm.estimator='reinforce_pp' for group_size 1"
             )
-        _check(
-            self.task.forced_search_turns <= self.rollout.max_turns,
-            f"task.forced_search_turns={self.task.forced_search_turns} exceeds rollout.max_turns="
-            f"{self.rollout.max_turns}; force at most as many searches as there are turns",
+        forced_error = forced_searches_error(
+            self.task.forced_search_turns,
+            self.task.force_first_search,
+            self.rollout.max_turns,
+            names=("task.forced_search_turns", "task.force_first_search", "rollout.max_turns"),
         )
+        _check(forced_error is None, forced_error or "")
         if self.engine.backend == "vllm" and self.rollout.top_p < 1.0:
             raise ValueError(
                 f"rollout.top_p={self.rollout.top_p} with engine.backend='vllm': vLLM's sampling logprobs are then "
