@@ -13,6 +13,8 @@ search with BM25 carries its retriever in its label, e.g. `naive-rag (dense)`.
 
 `--reuse REPORT_JSON` (repeatable) takes the rows of an earlier `report.json` written with the same settings
 (e.g. the baselines, evaluated once while the runs train) into this table instead of evaluating them again.
+Only the retrievers may differ (a dense piece joins a bm25 table; its rows name their retriever), and each
+piece keeps the host it was measured on: the report names every row's CPU model and flags.
 """
 
 from __future__ import annotations
@@ -91,13 +93,16 @@ def load_reused(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise SystemExit(f"--reuse {path}: not a bench.table3 report.json ({err})") from None
     mine = _jsonable(settings)
-    differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+    # the retrievers may differ: every row names its own (a '(dense)' row), so a dense piece joins a bm25 table
+    differ = sorted(k for k in mine.keys() | theirs.keys() if k != "retrievers" and mine.get(k) != theirs.get(k))
     if differ:
         shown = ", ".join(f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in differ)
         raise SystemExit(f"--reuse {path}: written with other settings ({shown}); rerun it with these flags")
+    host = {"cpu_model": earlier.get("cpu_model", "unknown"), "cpu_flags": earlier.get("cpu_flags", [])}
     return {
         "rows": rows,
-        "entries": entries,
+        "entries": [{**host, **e} for e in entries],  # a piece measured on another host keeps that host
+        "retrievers": list(theirs.get("retrievers", ["bm25"])),
         "wall_s": float(earlier.get("wall_s", 0.0)),
         "peak_rss_gb": float(earlier.get("peak_rss_gb", 0.0)),
     }
@@ -118,8 +123,9 @@ def run_table(args: argparse.Namespace) -> dict[str, Any]:
         "answer_on_last_turn": args.answer_on_last_turn,
         "engine": args.engine,
     }
-    # a reused piece must match every setting, the retriever list included (it is stored as "retrievers")
+    # a reused piece must match every setting but the retrievers (its rows name theirs)
     reused = [load_reused(Path(p), {**shared, "retrievers": tuple(args.retrievers)}) for p in args.reuse]
+    host = {"cpu_model": cpu_model(), "cpu_flags": cpu_flags()}
     rows: list[ComparisonRow] = []
     entries: list[dict[str, Any]] = []
     started = time.perf_counter()
@@ -144,6 +150,7 @@ def run_table(args: argparse.Namespace) -> dict[str, Any]:
                     "estimator": estimator,
                     "retriever": retriever,
                     "wall_s": wall_s,
+                    **host,
                 }
             )
         baselines = tuple(b for b in args.baselines.split(",") if b)
@@ -160,10 +167,14 @@ def run_table(args: argparse.Namespace) -> dict[str, Any]:
                     "estimator": None,
                     "retriever": retriever,
                     "wall_s": wall_s,
+                    **host,
                 }
             )
         rows += baseline_rows + agent_rows
-    shared["retrievers"] = tuple(args.retrievers)
+    retrievers = list(args.retrievers) if args.checkpoint or args.baselines else []
+    for earlier in reused:
+        retrievers += [r for r in earlier["retrievers"] if r not in retrievers]
+    shared["retrievers"] = tuple(retrievers)
     for earlier in reused:
         rows += [ComparisonRow(**r) for r in earlier["rows"]]
         entries += [{**e, "reused": True} for e in earlier["entries"]]
@@ -174,8 +185,8 @@ def run_table(args: argparse.Namespace) -> dict[str, Any]:
         "settings": _jsonable(shared),
         "wall_s": time.perf_counter() - started + sum(e["wall_s"] for e in reused),
         "reused": list(args.reuse),
-        "cpu_model": cpu_model(),
-        "cpu_flags": cpu_flags(),
+        "cpu_model": host["cpu_model"],
+        "cpu_flags": host["cpu_flags"],
         "peak_rss_gb": max([peak_rss_gb(), *(e["peak_rss_gb"] for e in reused)]),
         "markdown": render_markdown(rows),
     }
@@ -195,20 +206,26 @@ def render_report(out: dict[str, Any]) -> str:
         f"answer prefill on the last turn {s['answer_on_last_turn']}.",
         "",
         out["markdown"],
-        "| Row | Checkpoint | Estimator | Retriever | Wall time (s) |",
-        "|---|---|---|---|---|",
+        "| Row | Checkpoint | Estimator | Retriever | Wall time (s) | Host |",
+        "|---|---|---|---|---|---|",
         *[
             f"| {e['label']} | {e['checkpoint'] or '–'} | {e['estimator'] or '–'} | {e.get('retriever', 'bm25')} "
-            f"| {e['wall_s']:.1f} |"
+            f"| {e['wall_s']:.1f} | {_host(e, out)} |"
             for e in out["entries"]
         ],
         "",
         f"Total wall time {out['wall_s']:.1f} s"
         + (f" (summed over this run and {len(out['reused'])} reused report(s))" if out.get("reused") else "")
-        + f"; CPU {out['cpu_model']} "
-        f"(flags: {', '.join(out['cpu_flags']) or 'none'}); peak RSS {out['peak_rss_gb']:.2f} GB.",
+        + f"; peak RSS {out['peak_rss_gb']:.2f} GB. Wall times compare only between rows of one host.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _host(entry: dict[str, Any], out: dict[str, Any]) -> str:
+    """The CPU model and flags an entry was measured on (a piece written before entries named it: the report's)."""
+    model = entry.get("cpu_model", out["cpu_model"])
+    flags = entry.get("cpu_flags", out["cpu_flags"])
+    return f"{model} ({', '.join(flags) or 'no listed flags'})"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -72,10 +72,13 @@ def test_retriever_list_is_parsed_and_non_bm25_rows_are_named() -> None:
     assert table3.with_retriever([row], "bm25") == [row]
 
 
-def _piece(path: Path, settings: dict[str, object], rows: list[dict[str, object]], wall_s: float) -> Path:
+def _piece(
+    path: Path, settings: dict[str, object], rows: list[dict[str, object]], wall_s: float, cpu: str = "Host A"
+) -> Path:
     entries = [{"label": r["label"], "checkpoint": None, "estimator": None, "wall_s": wall_s} for r in rows]
     path.parent.mkdir(parents=True, exist_ok=True)
     report = {"rows": rows, "entries": entries, "settings": settings, "wall_s": wall_s, "peak_rss_gb": 1.5}
+    report |= {"cpu_model": cpu, "cpu_flags": ["avx2"]}
     path.write_text(json.dumps(report))
     return path
 
@@ -111,16 +114,24 @@ def test_table3_reuse_merges_pieces_baselines_first(tmp_path: Path) -> None:
             "retrievers": ["bm25"],
         }
     )
-    agent = _piece(tmp_path / "a" / "report.json", settings, [_row("run-a (grpo)", "agent")], 10.0)
+    agent = _piece(tmp_path / "a" / "report.json", settings, [_row("run-a (grpo)", "agent")], 10.0, cpu="Host B")
     base = _piece(tmp_path / "b" / "report.json", settings, [_row("naive-rag", "naive-rag")], 5.0)
+    dense = {**settings, "retrievers": ["dense"]}  # a dense piece joins the bm25 table: its row names its retriever
+    base_dense = _piece(tmp_path / "d" / "report.json", dense, [_row("naive-rag (dense)", "naive-rag")], 2.0)
     out = tmp_path / "table"
-    table3.main([*args, "--baselines", "", "--reuse", str(agent), "--reuse", str(base), "--output-dir", str(out)])
+    pieces = ["--reuse", str(agent), "--reuse", str(base), "--reuse", str(base_dense)]
+    table3.main([*args, "--baselines", "", *pieces, "--output-dir", str(out)])
     report = json.loads((out / "report.json").read_text())
-    assert [r["label"] for r in report["rows"]] == ["naive-rag", "run-a (grpo)"]
-    assert report["wall_s"] >= 15.0
+    assert [r["label"] for r in report["rows"]] == ["naive-rag", "naive-rag (dense)", "run-a (grpo)"]
+    assert report["settings"]["retrievers"] == ["bm25", "dense"]
+    assert report["wall_s"] >= 17.0
     assert report["peak_rss_gb"] >= 1.5
     assert all(e["reused"] for e in report["entries"])
-    assert "summed over this run and 2 reused report(s)" in (out / "report.md").read_text()
+    hosts = {e["label"]: e["cpu_model"] for e in report["entries"]}
+    assert hosts == {"run-a (grpo)": "Host B", "naive-rag": "Host A", "naive-rag (dense)": "Host A"}
+    markdown = (out / "report.md").read_text()
+    assert "summed over this run and 3 reused report(s)" in markdown
+    assert "| run-a (grpo) | – | – | bm25 | 10.0 | Host B (avx2) |" in markdown, "each piece keeps its own host"
 
     other = _piece(tmp_path / "c" / "report.json", {**settings, "limit": 50}, [_row("x", "agent")], 1.0)
     with pytest.raises(SystemExit, match=r"limit: 50 there, 5 here"):
