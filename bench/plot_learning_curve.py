@@ -32,7 +32,16 @@ COMPARE_SERIES = (
     ("rollout/tool_calls_per_traj", "tool calls per episode"),
     ("rollout/parse_error_rate", "parse-error rate (per assistant turn)"),
 )
-PALETTE = ("#1f77b4", "#2ca02c", "#ff7f0e", "#d62728", "#9467bd")
+PALETTE = (
+    "#1f77b4", "#2ca02c", "#ff7f0e", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"
+)  # fmt: skip
+
+
+def colors(count: int) -> list[str]:
+    """One colour per line, the palette repeated past its ten (a line is never dropped for want of a colour)."""
+    return [PALETTE[i % len(PALETTE)] for i in range(count)]
+
+
 BROWSER_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
 
 
@@ -100,7 +109,7 @@ def _add_train_traces(
     """Raw (dotted) and moving-average (solid) train curves in the top panel."""
     import plotly.graph_objects as go
 
-    for (key, name), color in zip(train_series, PALETTE, strict=False):
+    for (key, name), color in zip(train_series, colors(len(train_series)), strict=True):
         curve = series(rows, key, name)
         if not curve.steps:
             continue
@@ -202,7 +211,7 @@ def build_comparison_figure(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]]
     )
     for index, (key, _name) in enumerate(COMPARE_SERIES):
         row, col = index // 2 + 1, index % 2 + 1
-        for (label, rows), color in zip(runs, PALETTE, strict=False):
+        for (label, rows), color in zip(runs, colors(len(runs)), strict=True):
             curve = series(rows, key, label)
             if curve.steps:
                 smooth = moving_average(curve.values, window)

@@ -90,6 +90,9 @@ def test_comparison_figure_has_one_line_per_run_and_metric() -> None:
     assert next(t.y for t in fig.data if t.name == "b") == (0.1, 0.5)
     with pytest.raises(ValueError, match="at least one run"):
         build_comparison_figure([], "t")
+    many = build_comparison_figure([(f"run{i}", rows_b) for i in range(12)], "t", window=1)  # past the palette
+    assert sorted({t.name for t in many.data}) == sorted(f"run{i}" for i in range(12))
+    assert len(many.data) == 12 * 4, "no run is dropped for want of a colour"
 
 
 def test_series_option_plots_other_metrics_on_an_automatic_axis(tmp_path: Path) -> None:
