@@ -210,7 +210,7 @@ def render_report(out: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|",
         *[
             f"| {e['label']} | {e['checkpoint'] or '–'} | {e['estimator'] or '–'} | {e.get('retriever', 'bm25')} "
-            f"| {e['wall_s']:.1f} | {_host(e, out)} |"
+            f"| {e['wall_s']:.1f} | {e['cpu_model']} ({', '.join(e['cpu_flags']) or 'no listed flags'}) |"
             for e in out["entries"]
         ],
         "",
@@ -219,13 +219,6 @@ def render_report(out: dict[str, Any]) -> str:
         + f"; peak RSS {out['peak_rss_gb']:.2f} GB. Wall times compare only between rows of one host.",
     ]
     return "\n".join(lines) + "\n"
-
-
-def _host(entry: dict[str, Any], out: dict[str, Any]) -> str:
-    """The CPU model and flags an entry was measured on (a piece written before entries named it: the report's)."""
-    model = entry.get("cpu_model", out["cpu_model"])
-    flags = entry.get("cpu_flags", out["cpu_flags"])
-    return f"{model} ({', '.join(flags) or 'no listed flags'})"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
