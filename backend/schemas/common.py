@@ -21,7 +21,7 @@ from worker.rl.vocab import TOOL_ALIASES as TOOL_ALIASES
 from worker.rl.vocab import Preset as Preset  # re-exported: `RunCreate.preset` uses the registry's names
 from worker.rl.vocab import RetrieverKind as RetrieverKind  # re-exported: corpus / eval retriever choices
 from worker.rl.vocab import RewardKind as RewardKind
-from worker.rl.vocab import forced_searches_error as forced_searches_error  # the scaffold rule, one copy
+from worker.rl.vocab import check_forced_searches as check_forced_searches  # the scaffold rule, one copy
 
 JSONDict = dict[str, Any]
 """A JSON object (configs, results, metric values)."""

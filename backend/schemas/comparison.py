@@ -12,8 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from backend.schemas.common import DbId, JSONDict, RetrieverKind
-from backend.schemas.evaluation import check_forced_searches
+from backend.schemas.common import DbId, JSONDict, RetrieverKind, check_forced_searches
 
 Baseline = Literal["direct", "naive-rag", "base-tool-call"]
 MAX_CHECKPOINTS = 8

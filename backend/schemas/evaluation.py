@@ -10,19 +10,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from backend.schemas.common import RetrieverKind, forced_searches_error
+from backend.schemas.common import RetrieverKind, check_forced_searches
 
 EvalMethod = Literal["direct", "naive-rag", "base-tool-call", "agent"]
-
-
-def check_forced_searches(forced_search_turns: int, force_first_search: bool, max_turns: int) -> None:
-    """The scaffold's forced searches fit the turns and have a forced first search to count (ValueError -> 422).
-
-    The rule is the core's (`worker.rl.vocab.forced_searches_error`), so the API and the worker agree.
-    """
-    error = forced_searches_error(forced_search_turns, force_first_search, max_turns)
-    if error is not None:
-        raise ValueError(error)
 
 
 class EvalSpec(BaseModel):

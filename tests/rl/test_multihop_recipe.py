@@ -72,7 +72,7 @@ def test_forced_search_turns_reach_train_and_eval_and_bad_values_are_named() -> 
         resolve_run_config("multihop_cpu", {"task": {"force_first_search": False, "forced_search_turns": 2}})
     with pytest.raises(ValueError, match=r"exceeds rollout\.max_turns"):
         resolve_run_config("multihop_cpu", {"task": {"forced_search_turns": 4}})
-    for bad in (0, -1):  # one rule (`vocab.forced_searches_error`) for the config, the request and the API
+    for bad in (0, -1):  # one rule (`vocab.check_forced_searches`) for the config, the request and the API
         with pytest.raises(ValueError, match=r"task\.forced_search_turns must be an integer >= 1"):
             resolve_run_config("multihop_cpu", {"task": {"forced_search_turns": bad}})
     with pytest.raises(ValueError, match=r"prefill\.prefill_turns must be an integer from 1"):

@@ -2,7 +2,7 @@
 
 The config (`training.config`), the API (`backend.schemas`, `POST /runs`) and the UI (the Train tab's
 dropdowns) all read these names from here, so a value added in one place exists in all of them. The same
-goes for the one rule the search scaffold's settings obey (`forced_searches_error`), which the run config,
+goes for the one rule the search scaffold's settings obey (`check_forced_searches`), which the run config,
 the evaluation request and the API's evaluation and comparison bodies all check. This module imports
 nothing but `typing`; import-linter keeps it that way ("The vocabulary is a leaf").
 """
@@ -78,14 +78,14 @@ PRESETS: dict[str, tuple[str, str]] = {
 """Preset name → (file under `configs/`, one-line description); the keys are exactly `Preset`'s values."""
 
 
-def forced_searches_error(
+def check_forced_searches(
     forced_search_turns: object,
     force_first_search: bool,
     max_turns: int,
     *,
     names: tuple[str, str, str] = ("forced_search_turns", "force_first_search", "max_turns"),
-) -> str | None:
-    """What is wrong with a search scaffold's forced searches, or None when they are valid.
+) -> None:
+    """Raise ValueError naming what is wrong with a search scaffold's forced searches (the API answers 422).
 
     The leading `forced_search_turns` turns open a search call; that needs a forced first search to count
     from, and at most as many forced searches as the episode has turns. `names` are the three settings'
@@ -93,12 +93,11 @@ def forced_searches_error(
     """
     turns_name, flag_name, max_name = names
     if isinstance(forced_search_turns, bool) or not isinstance(forced_search_turns, int) or forced_search_turns < 1:
-        return f"{turns_name} must be an integer >= 1; got {forced_search_turns!r}"
+        raise ValueError(f"{turns_name} must be an integer >= 1; got {forced_search_turns!r}")
     if forced_search_turns > max_turns:
-        return (
+        raise ValueError(
             f"{turns_name}={forced_search_turns} exceeds {max_name}={max_turns}; "
             "force at most as many searches as there are turns"
         )
     if forced_search_turns > 1 and not force_first_search:
-        return f"{turns_name} > 1 needs {flag_name} = true (it counts the forced searches)"
-    return None
+        raise ValueError(f"{turns_name} > 1 needs {flag_name} = true (it counts the forced searches)")

@@ -25,7 +25,7 @@ from worker.rl.evaluation.runner import EVAL_METHODS, EvalMethod, evaluate
 from worker.rl.rollout import RolloutLimits
 from worker.rl.tools.search import Retriever
 from worker.rl.types import Task
-from worker.rl.vocab import ENGINES, RETRIEVERS, forced_searches_error
+from worker.rl.vocab import ENGINES, RETRIEVERS, check_forced_searches
 
 logger = logging.getLogger(__name__)
 
@@ -96,9 +96,7 @@ class EvalRequest:
             raise ValueError(
                 f"max_passage_chars must be >= 20 (the recipe's task.max_passage_chars); got {self.max_passage_chars}"
             )
-        forced_error = forced_searches_error(self.forced_search_turns, self.force_first_search, self.max_turns)
-        if forced_error is not None:
-            raise ValueError(forced_error)
+        check_forced_searches(self.forced_search_turns, self.force_first_search, self.max_turns)
         if self.agent_algorithm not in PAPER_EM:
             raise ValueError(f"agent_algorithm must be one of {', '.join(PAPER_EM)}; got {self.agent_algorithm!r}")
         if self.engine not in ENGINES:

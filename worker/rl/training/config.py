@@ -39,7 +39,7 @@ from worker.rl.vocab import (
     ParallelStrategy,
     RetrieverKind,
     Scheduler,
-    forced_searches_error,
+    check_forced_searches,
 )
 
 HALF_DTYPES = ("bfloat16", "float16")
@@ -599,13 +599,12 @@ class TrainConfig:
                 f"rollout.group_size must be >= 2 for {self.algorithm.estimator}; "
                 "use algorithm.estimator='reinforce_pp' for group_size 1"
             )
-        forced_error = forced_searches_error(
+        check_forced_searches(
             self.task.forced_search_turns,
             self.task.force_first_search,
             self.rollout.max_turns,
             names=("task.forced_search_turns", "task.force_first_search", "rollout.max_turns"),
         )
-        _check(forced_error is None, forced_error or "")
         if self.engine.backend == "vllm" and self.rollout.top_p < 1.0:
             raise ValueError(
                 f"rollout.top_p={self.rollout.top_p} with engine.backend='vllm': vLLM's sampling logprobs are then "
