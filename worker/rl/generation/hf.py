@@ -14,10 +14,15 @@ appended tokens. Lifetime, which relaxes DESIGN.md's stateless `Generator`: the 
 (prompts are matched by their exact token prefix, never by identity), but the engine holds the rows of the
 LAST call only: a row not continued by the next call is freed then; everything is freed by `release()`, by
 `load_weights`, when the served parameters change (optimizer step on a shared model), and when a call fails.
+
+Packed linear layers (on by default on CPU, `packed_linear=False` turns them off): during a call every
+`nn.Linear` of the served model runs oneDNN over its weight packed once per set of weights
+(`generation.packed`); the packs live and die with the kept rows above (same key, same `release()`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -29,6 +34,7 @@ from torch import Tensor
 from worker.rl.generation.base import Completion, EngineStats, SamplingParams
 from worker.rl.generation.incremental import IncrementalChunk
 from worker.rl.generation.kv_cache import CachedRow, PrefixStore, slab_attention, supports_slab_cache, weights_key
+from worker.rl.generation.packed import PackedLinears, packing_unsupported
 from worker.rl.generation.sampling import RowState, sample_tokens
 
 logger = logging.getLogger(__name__)
@@ -74,6 +80,7 @@ class HFGenerator:
         ignore_eos: bool = False,
         prefix_cache: bool = True,
         max_cache_tokens: int = 65_536,
+        packed_linear: bool = True,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -91,18 +98,26 @@ class HFGenerator:
             logger.info("%s: attention is not plain full attention; prefix cache off", type(model).__name__)
         self.store = PrefixStore(max_cache_tokens)
         self.stats = EngineStats()
+        unsupported = packing_unsupported(model, self.device) if packed_linear else "packed_linear=False"
+        if packed_linear and unsupported:
+            logger.info("%s: linear layers run unpacked: %s", type(model).__name__, unsupported)
+        self.packed = PackedLinears(model) if unsupported is None else None
+        """The linear layers' oneDNN packs (`generation.packed`); None where they run as they are."""
 
     def shares_model_with(self, model: Any) -> bool:
         """True when `model` is the very object served here (weight sync is then a no-op)."""
         return model is self.model
 
     def release(self) -> None:
-        """Free every kept KV row now (e.g. when a rollout ends, before the update needs the memory)."""
+        """Free every kept KV row and the packed weights now (e.g. when a rollout ends, before the update needs
+        the memory)."""
         self.store.clear()
+        if self.packed is not None:
+            self.packed.release()
 
     def load_weights(self, named_tensors: Iterable[tuple[str, Any]]) -> None:
         """Copy new weights in by parameter/buffer name; tensors that already alias ours are skipped."""
-        self.store.clear()
+        self.release()
         own = self.model.state_dict()
         with torch.no_grad():
             for name, tensor in named_tensors:
@@ -122,30 +137,37 @@ class HFGenerator:
         self.stats.rows += len(prompts)
         self.stats.prompt_tokens += sum(len(p) for p in prompts)
         try:
-            out: list[Completion] = []
             with torch.inference_mode():
-                if not self.prefix_cache:
-                    for start in range(0, len(prompts), self.max_batch_size):
-                        chunk = prompts[start : start + self.max_batch_size]
-                        out.extend(self._generate_chunk(chunk, params, base_seed, start))
-                    return out
                 key = weights_key(self.model)
-                if self.store.weights_key != key:
-                    self.store.clear()
-                kept: list[CachedRow] = []
-                with slab_attention(self.model, self.device):
-                    for start in range(0, len(prompts), self.max_batch_size):
-                        chunk = prompts[start : start + self.max_batch_size]
-                        completions, rows = IncrementalChunk(self, chunk, params, base_seed, start).run()
-                        out.extend(completions)
-                        kept.extend(rows)
-                self.store.replace(kept, key)
-            return out
+                linears = self.packed.serving(key) if self.packed is not None else contextlib.nullcontext()
+                with linears:
+                    return self._generate(prompts, params, base_seed, key)
         except BaseException:
             self.store.clear()  # a failed or cancelled call keeps nothing
             raise
         finally:
             self.model.train(was_training)
+
+    def _generate(
+        self, prompts: Sequence[Sequence[int]], params: SamplingParams, base_seed: int, key: tuple[int, ...]
+    ) -> list[Completion]:
+        out: list[Completion] = []
+        if not self.prefix_cache:
+            for start in range(0, len(prompts), self.max_batch_size):
+                chunk = prompts[start : start + self.max_batch_size]
+                out.extend(self._generate_chunk(chunk, params, base_seed, start))
+            return out
+        if self.store.weights_key != key:
+            self.store.clear()
+        kept: list[CachedRow] = []
+        with slab_attention(self.model, self.device):
+            for start in range(0, len(prompts), self.max_batch_size):
+                chunk = prompts[start : start + self.max_batch_size]
+                completions, rows = IncrementalChunk(self, chunk, params, base_seed, start).run()
+                out.extend(completions)
+                kept.extend(rows)
+        self.store.replace(kept, key)
+        return out
 
     def _prefill(self, prompts: Sequence[Sequence[int]]) -> tuple[Tensor, Any, Tensor]:
         """Left-pad and run the prompts; returns last logits (B, V), the KV cache, attention mask (B, T)."""

@@ -428,7 +428,7 @@ def build_components(
             kv_cache_bytes=cpu_kv_cache_bytes(config, model.config) if device == "cpu" else None,
         )
     else:
-        options["max_batch_size"] = config.engine.max_batch_size
+        options.update(max_batch_size=config.engine.max_batch_size, packed_linear=config.engine.packed_linear)
     served = model
     if engine == "hf" and compute != config.model.dtype:
         # Sample from a copy held in the compute dtype, synced after every optimizer step like vLLM: autocast

@@ -139,6 +139,11 @@ class EngineConfig:
     """Reuse computed prefixes: the HF engine prefills a group's prompt once and keeps each episode's KV cache
     across turns; vLLM turns on its automatic prefix caching. false = prefill every prompt in full at every
     turn (slower; for comparing numerics or speed against it)."""
+    packed_linear: bool = True
+    """HF engine on CPU: run the served model's linear layers through oneDNN over weights packed once per
+    rollout (several times faster than MKL at decode's few rows on some CPUs; one more copy of the linear
+    weights while a rollout runs, freed after it). Outputs differ by float rounding only. false = plain
+    F.linear. Ignored by vLLM, on GPU, and for float64 models."""
 
     def __post_init__(self) -> None:
         _one_of("engine.backend", self.backend, ENGINES)
