@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 from tests.rl._learn_fixtures import char_tokenizer
@@ -18,7 +19,13 @@ from tests.rl.test_hf_generator import build_tiny_llama
 from worker.rl.generation.base import CacheHolder, Completion, SamplingParams
 from worker.rl.generation.hf import HFGenerator
 from worker.rl.generation.incremental import _blocks
-from worker.rl.generation.kv_cache import SlabCache, common_prefix_length, supports_slab_cache, weights_key
+from worker.rl.generation.kv_cache import (
+    SlabCache,
+    common_prefix_length,
+    grouped_decode_attention,
+    supports_slab_cache,
+    weights_key,
+)
 
 SYSTEM = [2, *range(40, 72)]  # a 33-token "system prompt" every episode starts with
 
@@ -251,3 +258,41 @@ def test_prefill_blocks_group_similar_lengths() -> None:
     prompts = [torch.zeros(n, dtype=torch.long) for n in (100, 90, 20, 18, 3)]
     assert _blocks(prompts, [0] * 5) == [range(0, 2), range(2, 4), range(4, 5)]
     assert _blocks(prompts[:1], [0]) == [range(0, 1)]
+
+
+@pytest.mark.parametrize(
+    "index",
+    [[0, 2, 3], [1, 2], [0, 0, 1, 1, 1, 2], [0, 1, 1, 2], [2, 0, 1], [3, 3, 3, 3, 3, 3]],
+    ids=["drop", "drop-first", "repeat", "repeat-some", "reorder", "repeat-one"],
+)
+def test_select_rows_matches_index_select(index: list[int]) -> None:
+    torch.manual_seed(0)
+    slab = torch.randn((2, 2, 6, 3, 9, 4))  # (layers, 2, B capacity, H, W, D); 4 rows in use
+    cache = SlabCache(slab.clone(), length=7, rows=4)
+    expected = slab[:, :, :4].index_select(2, torch.tensor(index))[..., :7, :]
+    storage = cache.storage.data_ptr()
+    cache.select_rows(torch.tensor(index))
+    assert cache.slab.shape[2] == len(index)
+    torch.testing.assert_close(cache.slab[..., :7, :], expected, atol=0, rtol=0)
+    ordered = index == sorted(index)
+    in_place = ordered and (all(r >= j for j, r in enumerate(index)) or all(r <= j for j, r in enumerate(index)))
+    assert (cache.slab.data_ptr() == storage) == in_place  # no new memory when the rows move one way
+    k, _ = cache.layers[0].update(torch.ones((len(index), 3, 1, 4)), torch.ones((len(index), 3, 1, 4)))
+    assert k.shape == (len(index), 3, 8, 4)  # the narrowed slab takes the next column for every kept row
+
+
+@pytest.mark.parametrize("masked", ["bool", "additive", "none"])
+def test_grouped_decode_attention_matches_repeated_heads(masked: str) -> None:
+    torch.manual_seed(0)
+    query = torch.randn((3, 6, 1, 8), dtype=torch.float64)  # (B, Hq, 1, D)
+    key, value = torch.randn((2, 3, 2, 11, 8), dtype=torch.float64)  # (B, Hkv, T, D) each
+    allowed = torch.rand((3, 1, 1, 11)) > 0.3
+    allowed[..., -1] = True  # a query always sees itself
+    additive = torch.zeros(allowed.shape, dtype=torch.float64).masked_fill(~allowed, torch.finfo(torch.float64).min)
+    mask = {"bool": allowed, "additive": additive, "none": None}
+    repeated = key.repeat_interleave(3, dim=1), value.repeat_interleave(3, dim=1)  # transformers' repeat_kv
+    want = F.scaled_dot_product_attention(query, *repeated, attn_mask=mask[masked], scale=0.3).transpose(1, 2)
+    got = grouped_decode_attention(query, key, value, mask[masked], 0.3)
+    torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+    default = grouped_decode_attention(query, key, value, None, None)  # scale 1/sqrt(D), as SDPA's default
+    torch.testing.assert_close(default, F.scaled_dot_product_attention(query, *repeated).transpose(1, 2))

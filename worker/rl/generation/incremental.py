@@ -72,16 +72,20 @@ class IncrementalChunk:
         slot = {u: i for i, u in enumerate(order)}
         distinct, matches = [distinct[u] for u in order], [matches[u] for u in order]
         row_to_unique = [slot[u] for u in row_to_unique]
-        # 2. Prefill the distinct suffixes once, into a slab with room for every decode step
-        cache, valid, logits = self._prefill(distinct, matches, self.params.max_new_tokens)  # _, (U, W), (U, V)
-        # 3. Rows with the same prompt share its prefill: copy the cache along the batch
-        if row_to_unique != list(range(len(self.prompts))):
-            index = torch.tensor(row_to_unique, device=self.device)  # (B,)
+        # 2. Prefill the distinct suffixes once, into a slab with room for every row and decode step
+        batch = len(self.prompts)
+        cache, valid, logits = self._prefill(distinct, matches, self.params.max_new_tokens, batch)  # (U, W), (U, V)
+        # 3. Rows with the same prompt share its prefill: copy the cache along the batch, in place (the batch
+        # holds the rows in their prompt's prefill order, so that each copy moves a row up)
+        pos_to_row = sorted(range(batch), key=row_to_unique.__getitem__)
+        source = [row_to_unique[r] for r in pos_to_row]  # (B,), non-decreasing
+        if source != list(range(batch)):
+            index = torch.tensor(source, device=self.device)  # (B,)
             cache.select_rows(index)
             valid, logits = valid[index], logits[index]  # (B, W), (B, V)
         self.stats.prefill_s += time.perf_counter() - started
         # 4. Decode
-        return self._decode(cache, valid, logits)
+        return self._decode(cache, valid, logits, pos_to_row)
 
     def _shared_prefix(self, distinct: list[Tensor]) -> list[CachedRow]:
         """Prefill once the prefix every distinct prompt starts with, when their cached prefixes stop short of it."""
@@ -93,22 +97,24 @@ class IncrementalChunk:
         if shared - reused < MIN_SHARED_PREFIX:
             return []
         prefix = distinct[0][:shared]  # (S,)
-        cache, valid, _ = self._prefill([prefix], [self.engine.store.best_match(prefix)], 0)
+        cache, valid, _ = self._prefill([prefix], [self.engine.store.best_match(prefix)], 0, 1)
         return [self._keep(cache, valid, 0, prefix)]
 
     def _prefill(
-        self, prompts: list[Tensor], matches: list[Match], decode_room: int
+        self, prompts: list[Tensor], matches: list[Match], decode_room: int, batch_rows: int
     ) -> tuple[SlabCache, Tensor, Tensor]:
         """Lay the reused prefixes right-aligned at column c0, run the suffixes (left-padded) at [c0, c0 + n).
 
-        Returns the cache (cursor at c0 + n), the valid-column mask (U, W) and the last logits (U, V).
+        Returns the cache (cursor at c0 + n; its slab allocated with `batch_rows` >= U rows, the first U in use),
+        the valid-column mask (U, W) and the last logits (U, V).
         """
         reuse = [r for _, r in matches]
         start = max(reuse)
         width = max(int(p.shape[0]) - r for p, r in zip(prompts, reuse, strict=True))
         layers, heads, head_dim = kv_shape(self.model)
         total = start + width + decode_room
-        slab = torch.zeros((layers, 2, len(prompts), heads, total, head_dim), dtype=self.dtype, device=self.device)
+        capacity = max(batch_rows, len(prompts))
+        slab = torch.zeros((layers, 2, capacity, heads, total, head_dim), dtype=self.dtype, device=self.device)
         valid = torch.zeros((len(prompts), total), dtype=torch.bool, device=self.device)  # (U, W)
         for u, (source, n_reused) in enumerate(matches):
             if source is not None and n_reused > 0:
@@ -120,7 +126,7 @@ class IncrementalChunk:
         logits = [
             self._prefill_block(slab, valid, prompts, matches, rows, start + width) for rows in _blocks(prompts, reuse)
         ]
-        return SlabCache(slab, start + width), valid, torch.cat(logits)
+        return SlabCache(slab, start + width, len(prompts)), valid, torch.cat(logits)
 
     def _prefill_block(
         self, slab: Tensor, valid: Tensor, prompts: list[Tensor], matches: list[Match], rows: range, end: int
@@ -159,13 +165,15 @@ class IncrementalChunk:
         kv = cache.slab[:, :, pos].index_select(3, cols)  # (layers, 2, H, L, D)
         return CachedRow(token_ids=token_ids.clone(), kv=kv)
 
-    def _decode(self, cache: SlabCache, valid: Tensor, logits: Tensor) -> tuple[list[Completion], list[CachedRow]]:
+    def _decode(
+        self, cache: SlabCache, valid: Tensor, logits: Tensor, pos_to_row: list[int]
+    ) -> tuple[list[Completion], list[CachedRow]]:
         started = time.perf_counter()
         params, engine = self.params, self.engine
         rows = [RowState(index=i) for i in range(len(self.prompts))]
         kept: list[CachedRow | None] = [None] * len(rows)
-        next_pos = torch.tensor([int(p.shape[0]) for p in self.prompts], device=self.device)  # (B,)
-        slots: list[int | None] = list(range(len(rows)))  # batch position -> row still decoding (None: finished)
+        next_pos = torch.tensor([int(self.prompts[r].shape[0]) for r in pos_to_row], device=self.device)  # (B,)
+        slots: list[int | None] = list(pos_to_row)  # batch position -> row still decoding (None: finished)
         debt = 0  # finished-row decode steps run since the slab was last compacted
         for step in range(params.max_new_tokens):
             # 4a. Sample one token per live row with its own seeded generator
