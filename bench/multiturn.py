@@ -1,7 +1,9 @@
-"""The reference step's rollout phase with the HF engine's full re-prefill and its prefix sharing, side by side.
+"""The reference step's rollout phase through three HF engine paths, side by side.
 
-Called by `python -m bench.rollout_throughput --rollout`. Both paths serve the same weights, tasks and seeds,
-interleaved (the order flips every repeat) so that load from other processes on a shared CPU hits both alike.
+Called by `python -m bench.rollout_throughput --rollout`. The paths: full re-prefill with plain linear layers
+(the engine before issue #13), prefix sharing with plain linear layers, and prefix sharing with packed linear
+layers (the default). They serve the same weights, tasks and seeds, interleaved (the order rotates every
+repeat) so that load from other processes on a shared CPU hits all alike.
 """
 
 from __future__ import annotations
@@ -19,7 +21,11 @@ from worker.rl.training.collect import rollout_limits
 from worker.rl.training.config import load_config, override
 
 REPO = Path(__file__).resolve().parents[1]
-PATHS = {False: "full re-prefill", True: "prefix-shared"}
+PATHS = {  # name: (prefix_cache, packed_linear); the first is the baseline every speed-up is against
+    "full re-prefill": (False, False),
+    "prefix-shared": (True, False),
+    "prefix-shared+packed": (True, True),
+}
 
 
 def run_rollout_comparison(*, repeats: int, overrides: list[str]) -> None:
@@ -39,12 +45,18 @@ def run_rollout_comparison(*, repeats: int, overrides: list[str]) -> None:
         f"overrides: {' '.join(overrides) or 'none'}"
     )
     print(peak.describe())
-    seconds: dict[bool, list[float]] = {False: [], True: []}
+    names = list(PATHS)
+    seconds: dict[str, list[float]] = {name: [] for name in names}
     for rep in range(repeats):
-        ids: dict[bool, list[tuple[int, ...]]] = {}
-        for share in (False, True) if rep % 2 == 0 else (True, False):
+        ids: dict[str, list[tuple[int, ...]]] = {}
+        for name in names[rep % len(names) :] + names[: rep % len(names)]:
+            share, packed = PATHS[name]
             engine = HFGenerator(
-                served, comps.tokenizer, max_batch_size=config.engine.max_batch_size, prefix_cache=share
+                served,
+                comps.tokenizer,
+                max_batch_size=config.engine.max_batch_size,
+                prefix_cache=share,
+                packed_linear=packed,
             )
             started = time.perf_counter()
             batch = collect_trajectories(
@@ -58,18 +70,21 @@ def run_rollout_comparison(*, repeats: int, overrides: list[str]) -> None:
                 seed=rep,
             )
             took = time.perf_counter() - started
-            seconds[share].append(took)
-            ids[share] = [t.token_ids for t in batch.trajectories]
+            seconds[name].append(took)
+            ids[name] = [t.token_ids for t in batch.trajectories]
             sampled = sum(t.response_length for t in batch.trajectories)
             turns = sum(t.num_turns for t in batch.trajectories) / len(batch.trajectories)
-            print(f"repeat {rep} {PATHS[share]:<16} {took:7.1f} s, {sampled} sampled tokens, mean turns {turns:.2f}")
+            packing = "packed" if engine.packed is not None else "unpacked"
+            print(
+                f"repeat {rep} {name:<21} {took:7.1f} s ({packing}), {sampled} sampled tokens, mean turns {turns:.2f}"
+            )
             print("\n".join(bound_report(served, engine.stats, peak)))
             engine.release()
-        same = sum(a == b for a, b in zip(ids[False], ids[True], strict=True))
-        print(f"repeat {rep}: {same}/{len(ids[False])} trajectories token-identical between the two paths")
-    old, new = sum(seconds[False]), sum(seconds[True])
-    print(
-        f"rollout seconds, full re-prefill: {', '.join(f'{s:.1f}' for s in seconds[False])}; "
-        f"prefix-shared: {', '.join(f'{s:.1f}' for s in seconds[True])}; speed-up {old / new:.2f}x (target >= 3x)"
-    )
+        for name in names[1:]:
+            same = sum(a == b for a, b in zip(ids[names[0]], ids[name], strict=True))
+            print(f"repeat {rep}: {same}/{len(ids[name])} trajectories token-identical, {names[0]} vs {name}")
+    base = sum(seconds[names[0]])
+    for name in names:
+        took = ", ".join(f"{s:.1f}" for s in seconds[name])
+        print(f"rollout seconds, {name}: {took}; speed-up {base / sum(seconds[name]):.2f}x (target >= 3x)")
     print(f"after the runs, {HostPeak.measure(next(served.parameters()).dtype).describe()}")

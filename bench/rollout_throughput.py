@@ -3,13 +3,15 @@
 Run from the repo root. Two modes:
 - `python -m bench.rollout_throughput [--batch-sizes 1,16,64] [--max-new-tokens 64]`: every row samples exactly
   max_new_tokens (EOS ignored) from the same chat prompt at temperature 1, so the engines do equal work. HF
-  `model.generate` in float32 is the reference; "hf-full" is the HF engine without prefix sharing. Each engine
+  `model.generate` in float32 is the reference; "hf-full" is the HF engine without prefix sharing, "hf-plain"
+  the HF engine with plain (unpacked) linear layers. Each engine
   runs in each compute dtype of `--dtypes`, as training runs them: `generate` under autocast over the float32
   weights, the HF engine from a copy of the weights in that dtype, vLLM serving that dtype.
 - `python -m bench.rollout_throughput --rollout [--repeats 2]`: the rollout phase of the reference GRPO step
   (`bench.grpo_step`'s config: HotpotQA, BM25 top-3, 4 prompts x 4 samples, <= 3 turns, <= 128 tokens a turn)
-  with the HF engine's full re-prefill path and its prefix-shared path, interleaved in one run (the order flips
-  each repeat) on the same tasks and seeds, so a shared, noisy CPU hits both alike.
+  through the HF engine's full re-prefill path (the engine before prefix sharing), its prefix-shared path, and
+  the prefix-shared path with packed linear layers (the default), interleaved in one run (the order rotates
+  each repeat) on the same tasks and seeds, so a shared, noisy CPU hits all alike.
 Both modes print the CPU model and flags, the host's measured matmul rate and copy bandwidth, and the HF
 engine's prefilled tokens and achieved fraction of each.
 """
@@ -73,12 +75,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batch-sizes", default="1,16,64")
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--engines", default="hf,hf-full,generate,vllm", help="subset of hf,hf-full,generate,vllm")
+    parser.add_argument(
+        "--engines", default="hf,hf-full,hf-plain,generate,vllm", help="subset of hf,hf-full,hf-plain,generate,vllm"
+    )
     parser.add_argument("--dtypes", default="float32,bfloat16", help="compute dtypes to time (weights stay float32)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="model cache (default: $STUDIO_DATA_DIR/...)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     parser.add_argument("--rollout", action="store_true", help="time the reference multi-turn rollout instead")
-    parser.add_argument("--repeats", type=int, default=2, help="--rollout: old/new pairs to run")
+    parser.add_argument("--repeats", type=int, default=2, help="--rollout: rounds of all three paths")
     parser.add_argument(
         "--set",
         action="append",
@@ -114,14 +118,16 @@ def main() -> None:
     rates: dict[tuple[str, int], float] = {}
     for dtype in dtypes:
         tag = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(dtype, dtype)
-        for name in ("hf", "hf-full"):
+        for name in ("hf", "hf-full", "hf-plain"):
             if name not in engines:
                 continue
             # as in training: the HF engine samples from a copy of the weights in the compute dtype
             served = model if dtype == "float32" else copy.deepcopy(model).to(getattr(torch, dtype))
             peak = HostPeak.measure(getattr(torch, dtype))
             print(peak.describe())
-            hf = HFGenerator(served, tokenizer, ignore_eos=True, prefix_cache=name == "hf")
+            hf = HFGenerator(
+                served, tokenizer, ignore_eos=True, prefix_cache=name != "hf-full", packed_linear=name != "hf-plain"
+            )
             hf.generate([prompt], SamplingParams(max_new_tokens=4, temperature=1.0, seed=0))  # warm-up
             for b in batches:
                 hf.stats.reset()
