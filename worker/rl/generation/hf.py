@@ -98,10 +98,10 @@ class HFGenerator:
             logger.info("%s: attention is not plain full attention; prefix cache off", type(model).__name__)
         self.store = PrefixStore(max_cache_tokens)
         self.stats = EngineStats()
-        unsupported = packing_unsupported(model, self.device) if packed_linear else "packed_linear=False"
-        if packed_linear and unsupported:
+        unsupported = packing_unsupported(model, self.device) if packed_linear else None
+        if unsupported:
             logger.info("%s: linear layers run unpacked: %s", type(model).__name__, unsupported)
-        self.packed = PackedLinears(model) if unsupported is None else None
+        self.packed = PackedLinears(model) if packed_linear and unsupported is None else None
         """The linear layers' oneDNN packs (`generation.packed`); None where they run as they are."""
 
     def shares_model_with(self, model: Any) -> bool:

@@ -17,14 +17,11 @@ PyTorch with oneDNN and float32 or bfloat16 weights; anywhere else the layers ru
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-
-logger = logging.getLogger(__name__)
 
 PACKED_DTYPES = (torch.float32, torch.bfloat16)
 
